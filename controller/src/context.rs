@@ -1,0 +1,187 @@
+//! The state every reconcile shares, and the reconcile itself: observe → ask model → execute.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kube::runtime::controller::Action;
+use model::effect::{Decision, Requeue};
+use model::engine::Engine;
+use model::engine::juicefs::JuiceFsEngine;
+use model::time::Millis;
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::execute::Executor;
+use crate::metrics::Metrics;
+use crate::observe::{Stores, observe};
+use crate::triggers::PairKey;
+
+/// Which of the pair's two reconcilers runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reconciler {
+    /// `model::reconcile::reconcile_dataset`.
+    Dataset,
+    /// `model::reconcile::reconcile_runtime` with the JuiceFS engine.
+    Runtime,
+}
+
+impl Reconciler {
+    /// The kind it reconciles, as a metric label.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Reconciler::Dataset => "Dataset",
+            Reconciler::Runtime => "JuiceFSRuntime",
+        }
+    }
+}
+
+/// First retry after an unexpected error; doubles per consecutive failure.
+const ERROR_BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Retries never wait longer than this.
+const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Retry after a 409 or 404: fresh state is usually already in the stores.
+const CONFLICT_RETRY: Duration = Duration::from_millis(200);
+
+/// Shared by every reconcile.
+pub struct Context {
+    /// The reflector stores.
+    pub stores: Stores,
+    /// Sends effects.
+    pub executor: Executor,
+    /// The reconcilers' configuration.
+    pub config: model::reconcile::Config,
+    /// The runtime engine.
+    pub engine: JuiceFsEngine,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// True while this replica leads; followers compute nothing.
+    pub is_leader: watch::Receiver<bool>,
+    /// Consecutive unexpected failures per reconcile target, for backoff.
+    failures: Mutex<HashMap<(Reconciler, PairKey), u32>>,
+}
+
+impl Context {
+    /// A context over `stores` writing through `executor`.
+    pub fn new(
+        stores: Stores,
+        executor: Executor,
+        config: model::reconcile::Config,
+        metrics: Arc<Metrics>,
+        is_leader: watch::Receiver<bool>,
+    ) -> Self {
+        Self { stores, executor, config, engine: JuiceFsEngine, metrics, is_leader, failures: Mutex::default() }
+    }
+
+    /// The model's decision for `key` at `now`, from the stores as they are.
+    pub fn decide(&self, reconciler: Reconciler, key: &PairKey, now: Millis) -> (model::observed::Observed, Decision) {
+        let observed = observe(&self.stores, self.engine.runtime_type(), &key.namespace, &key.name);
+        let decision = match reconciler {
+            Reconciler::Dataset => model::reconcile::reconcile_dataset(&observed, &self.config, now),
+            Reconciler::Runtime => model::reconcile::reconcile_runtime(&self.engine, &observed, &self.config, now),
+        };
+        (observed, decision)
+    }
+
+    /// One reconcile at wall-clock time.
+    pub async fn reconcile(&self, reconciler: Reconciler, key: &PairKey) -> Result<Action> {
+        self.reconcile_at(reconciler, key, wall_clock()).await
+    }
+
+    /// One reconcile at `now`: observe, decide, execute, and map the requeue.
+    pub async fn reconcile_at(&self, reconciler: Reconciler, key: &PairKey, now: Millis) -> Result<Action> {
+        if !*self.is_leader.borrow() {
+            // Leadership gained later triggers a reconcile of everything.
+            return Ok(Action::await_change());
+        }
+        let started = Instant::now();
+        let (observed, decision) = self.decide(reconciler, key, now);
+        let result = self.executor.execute(&decision.effects, &observed).await;
+        let sent = match &result {
+            Ok(sent) => *sent,
+            Err(_) => 0,
+        };
+        for effect in decision.effects.iter().take(sent) {
+            self.metrics.effect(effect.verb());
+        }
+        self.metrics.reconciled(reconciler.kind(), started.elapsed());
+        match result {
+            Ok(_) => {
+                tracing::debug!(kind = reconciler.kind(), %key, effects = decision.effects.len(), "reconciled");
+                self.lock_failures().remove(&(reconciler, key.clone()));
+                Ok(action(decision.requeue))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// What to do after a failed reconcile: quick retry for normal races, backoff otherwise.
+    pub fn on_error(&self, reconciler: Reconciler, key: &PairKey, error: &Error) -> Action {
+        self.metrics.failed(reconciler.kind(), error);
+        match error {
+            Error::NotLeader => Action::await_change(),
+            Error::Conflict { .. } | Error::Gone { .. } => {
+                tracing::debug!(kind = reconciler.kind(), %key, %error, "retrying after a race");
+                Action::requeue(CONFLICT_RETRY)
+            }
+            _ => {
+                let mut failures = self.lock_failures();
+                let count = failures.entry((reconciler, key.clone())).or_insert(0);
+                *count = count.saturating_add(1);
+                let delay = backoff(*count);
+                tracing::warn!(kind = reconciler.kind(), %key, %error, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
+                Action::requeue(delay)
+            }
+        }
+    }
+
+    fn lock_failures(&self) -> std::sync::MutexGuard<'_, HashMap<(Reconciler, PairKey), u32>> {
+        // A poisoned map only loses backoff counts.
+        self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl std::fmt::Display for PairKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The controller's requeue for the model's.
+pub fn action(requeue: Requeue) -> Action {
+    match requeue {
+        Requeue::AwaitChange => Action::await_change(),
+        Requeue::AfterMs(ms) => Action::requeue(Duration::from_millis(ms)),
+    }
+}
+
+/// Exponential backoff for the `failures`-th consecutive failure.
+pub fn backoff(failures: u32) -> Duration {
+    let factor = 1u32.checked_shl(failures.saturating_sub(1).min(16)).unwrap_or(u32::MAX);
+    ERROR_BACKOFF_MIN.saturating_mul(factor).min(ERROR_BACKOFF_MAX)
+}
+
+/// Milliseconds since the epoch; the only clock read in the controller's decision path.
+pub fn wall_clock() -> Millis {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    Millis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        assert_eq!(backoff(40), ERROR_BACKOFF_MAX);
+    }
+
+    #[test]
+    fn requeues_map_to_actions() {
+        assert_eq!(action(Requeue::AwaitChange), Action::await_change());
+        assert_eq!(action(Requeue::AfterMs(1500)), Action::requeue(Duration::from_millis(1500)));
+    }
+}

@@ -1,0 +1,330 @@
+//! Effects → HTTP requests: each `model::effect::Effect` becomes exactly one request, sent only while leader.
+//!
+//! | effect              | request                                                              |
+//! |---------------------|----------------------------------------------------------------------|
+//! | `Apply`             | server-side apply, field manager `ferrofluid`, `force=true`          |
+//! | `PatchStatus`       | merge patch of `/status`, guarded by `metadata.resourceVersion`      |
+//! | `PatchLabels`       | merge patch of `metadata.labels`, only the listed keys (null removes); rv-guarded on datasets and runtimes |
+//! | `AddOwnerReference` | merge patch of the whole `ownerReferences` list, guarded by rv        |
+//! | `Add/RemoveFinalizer` | merge patch of the whole `finalizers` list, guarded by rv          |
+//! | `Delete`            | delete; 404 counts as done                                           |
+//! | `Event`             | `events.k8s.io/v1` Event through kube's `Recorder`                   |
+//!
+//! Lists are replaced whole under a resourceVersion guard, so a concurrent change is a 409 and
+//! never a lost update. Effects run in order; the first error stops the rest.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
+use kube::Client;
+use model::effect::{Effect, EventType, Kind, Object, ObjectRef, Status};
+use model::observed::Observed;
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+
+/// The field manager of every server-side apply and patch.
+pub const FIELD_MANAGER: &str = "ferrofluid";
+
+/// Sends effects to the API server.
+#[derive(Clone)]
+pub struct Executor {
+    client: Client,
+    recorder: Recorder,
+    leader: watch::Receiver<bool>,
+}
+
+/// What one executor run knows about the objects it writes: the observed snapshot, overlaid
+/// with the objects the API server returned for this run's own writes.
+struct Known<'a> {
+    observed: &'a Observed,
+    latest: BTreeMap<ObjectRef, DynamicObject>,
+    /// Per written object: `Some((observed rv, latest rv))` while every write of this run to it
+    /// was resourceVersion-guarded, so nobody else wrote in between; `None` once one was not.
+    guarded_chain: BTreeMap<ObjectRef, Option<(String, String)>>,
+}
+
+impl Executor {
+    /// An executor writing through `client` while `leader` reads true.
+    pub fn new(client: Client, reporter: Reporter, leader: watch::Receiver<bool>) -> Self {
+        let recorder = Recorder::new(client.clone(), reporter);
+        Self { client, recorder, leader }
+    }
+
+    /// Executes `effects` in order against the cluster observed as `observed`. Returns the number
+    /// of requests sent; stops at the first error.
+    pub async fn execute(&self, effects: &[Effect], observed: &Observed) -> Result<usize> {
+        let mut known = Known { observed, latest: BTreeMap::new(), guarded_chain: BTreeMap::new() };
+        let mut sent = 0;
+        for effect in effects {
+            self.ensure_leader()?;
+            sent += 1;
+            self.execute_one(effect, &mut known).await?;
+        }
+        Ok(sent)
+    }
+
+    /// Checked before every request: losing the lease stops writes between two requests.
+    fn ensure_leader(&self) -> Result<()> {
+        if *self.leader.borrow() { Ok(()) } else { Err(Error::NotLeader) }
+    }
+
+    fn api(&self, target: &ObjectRef) -> Api<DynamicObject> {
+        let resource = api_resource(target.kind);
+        if target.kind.is_cluster_scoped() {
+            Api::all_with(self.client.clone(), &resource)
+        } else {
+            Api::namespaced_with(self.client.clone(), &target.namespace, &resource)
+        }
+    }
+
+    async fn execute_one(&self, effect: &Effect, known: &mut Known<'_>) -> Result<()> {
+        let target = effect.target();
+        let write = |source| Error::from_write(&target, source);
+        match effect {
+            Effect::Apply(object) => {
+                let body = object_json(object).map_err(|source| Error::Serialize { target: target.clone(), source })?;
+                let params = PatchParams::apply(FIELD_MANAGER).force();
+                let applied = self.api(&target).patch(&target.name, &params, &Patch::Apply(&body)).await.map_err(write)?;
+                known.record(&target, applied, false);
+            }
+            Effect::PatchStatus { status, resource_version, .. } => {
+                let new = status_json(status).map_err(|source| Error::Serialize { target: target.clone(), source })?;
+                let patch = match known.status(&target) {
+                    Some(old) => replacing_patch(&old, &new),
+                    None => new,
+                };
+                let mut body = json!({ "status": patch });
+                if let Some(rv) = resource_version {
+                    body["metadata"] = json!({ "resourceVersion": known.chained_rv(&target, rv) });
+                }
+                let params = PatchParams::default();
+                let patched = self.api(&target).patch_status(&target.name, &params, &Patch::Merge(&body)).await.map_err(write)?;
+                known.record(&target, patched, resource_version.is_some());
+            }
+            Effect::PatchLabels { labels, .. } => {
+                let labels: Map<String, Value> =
+                    labels.iter().map(|(k, v)| (k.clone(), v.clone().map_or(Value::Null, Value::String))).collect();
+                let mut body = json!({ "metadata": { "labels": labels } });
+                // Datasets and runtimes also get status writes computed from the same snapshot, so
+                // their label writes are guarded too and keep the chain of guarded writes intact.
+                // Nodes are not: kubelets write them all the time and our keys are ours alone.
+                let guard = match target.kind {
+                    Kind::Dataset | Kind::JuiceFSRuntime => known.meta(&target).ok().and_then(|m| m.resource_version),
+                    _ => None,
+                };
+                if let Some(rv) = &guard {
+                    body["metadata"]["resourceVersion"] = json!(rv);
+                }
+                let patched =
+                    self.api(&target).patch(&target.name, &PatchParams::default(), &Patch::Merge(&body)).await.map_err(write)?;
+                known.record(&target, patched, guard.is_some());
+            }
+            Effect::AddOwnerReference { owner, .. } => {
+                let meta = known.meta(&target)?;
+                let mut owners = meta.owner_references.clone().unwrap_or_default();
+                if !owners.iter().any(|o| o.uid == owner.uid) {
+                    owners.push(owner.clone());
+                }
+                let body = json!({ "metadata": { "resourceVersion": meta.resource_version, "ownerReferences": owners } });
+                let patched =
+                    self.api(&target).patch(&target.name, &PatchParams::default(), &Patch::Merge(&body)).await.map_err(write)?;
+                known.record(&target, patched, true);
+            }
+            Effect::AddFinalizer { finalizer, .. } | Effect::RemoveFinalizer { finalizer, .. } => {
+                let meta = known.meta(&target)?;
+                let mut finalizers = meta.finalizers.clone().unwrap_or_default();
+                finalizers.retain(|f| f != finalizer);
+                if matches!(effect, Effect::AddFinalizer { .. }) {
+                    finalizers.push(finalizer.clone());
+                }
+                let body = json!({ "metadata": { "resourceVersion": meta.resource_version, "finalizers": finalizers } });
+                let patched =
+                    self.api(&target).patch(&target.name, &PatchParams::default(), &Patch::Merge(&body)).await.map_err(write)?;
+                known.record(&target, patched, true);
+            }
+            Effect::Delete(_) => match self.api(&target).delete(&target.name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(source) => return Err(write(source)),
+            },
+            Effect::Event { type_, reason, message, .. } => {
+                let event = Event {
+                    type_: match type_ {
+                        EventType::Normal => KubeEventType::Normal,
+                        EventType::Warning => KubeEventType::Warning,
+                    },
+                    reason: reason.clone(),
+                    note: Some(message.clone()),
+                    action: "Reconcile".to_string(),
+                    secondary: None,
+                };
+                let reference = known.reference(&target);
+                self.recorder
+                    .publish(&event, &reference)
+                    .await
+                    .map_err(|source| Error::Event { target: target.clone(), source })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Known<'_> {
+    fn record(&mut self, target: &ObjectRef, object: DynamicObject, guarded: bool) {
+        let now = object.metadata.resource_version.clone();
+        let chain = match (guarded, self.guarded_chain.get(target)) {
+            // An unguarded write may have raced another writer: stop vouching for the object.
+            (false, _) | (true, Some(None)) => None,
+            (true, Some(Some((from, _)))) => now.map(|now| (from.clone(), now)),
+            (true, None) => {
+                let from = observed_meta(self.observed, target).and_then(|m| m.resource_version.clone());
+                from.zip(now)
+            }
+        };
+        self.guarded_chain.insert(target.clone(), chain);
+        self.latest.insert(target.clone(), object);
+    }
+
+    /// The resourceVersion to guard a status write computed from `observed_rv`: our own
+    /// guarded writes since the observation do not make it stale; anyone else's does.
+    fn chained_rv(&self, target: &ObjectRef, observed_rv: &str) -> String {
+        match self.guarded_chain.get(target) {
+            Some(Some((from, now))) if from == observed_rv => now.clone(),
+            _ => observed_rv.to_string(),
+        }
+    }
+
+    fn meta(&self, target: &ObjectRef) -> Result<ObjectMeta> {
+        if let Some(latest) = self.latest.get(target) {
+            return Ok(latest.metadata.clone());
+        }
+        observed_meta(self.observed, target).cloned().ok_or_else(|| Error::NotCached { target: target.clone() })
+    }
+
+    fn status(&self, target: &ObjectRef) -> Option<Value> {
+        if let Some(latest) = self.latest.get(target) {
+            return latest.data.get("status").cloned();
+        }
+        let observed = self.observed;
+        let status = match target.kind {
+            Kind::Dataset => observed.dataset.as_ref().filter(|o| is(target, &o.metadata))?.status.as_ref().map(serde_json::to_value),
+            Kind::JuiceFSRuntime => observed.runtime.as_ref().filter(|o| is(target, &o.metadata))?.status.as_ref().map(serde_json::to_value),
+            _ => None,
+        };
+        status.and_then(|s| s.ok())
+    }
+
+    fn reference(&self, target: &ObjectRef) -> ObjectReference {
+        let resource = api_resource(target.kind);
+        let uid = self.meta(target).ok().and_then(|m| m.uid);
+        ObjectReference {
+            api_version: Some(resource.api_version),
+            kind: Some(resource.kind),
+            name: Some(target.name.clone()),
+            namespace: (!target.namespace.is_empty()).then(|| target.namespace.clone()),
+            uid,
+            ..Default::default()
+        }
+    }
+}
+
+fn is(target: &ObjectRef, meta: &ObjectMeta) -> bool {
+    meta.name.as_deref() == Some(target.name.as_str())
+        && meta.namespace.as_deref().unwrap_or_default() == target.namespace
+}
+
+/// The metadata of `target` as observed, if the snapshot holds it.
+fn observed_meta<'a>(observed: &'a Observed, target: &ObjectRef) -> Option<&'a ObjectMeta> {
+    let meta = match target.kind {
+        Kind::Dataset => observed.dataset.as_ref().map(|o| &o.metadata),
+        Kind::JuiceFSRuntime => observed.runtime.as_ref().map(|o| &o.metadata),
+        Kind::StatefulSet => observed.workers.as_ref().map(|o| &o.metadata),
+        Kind::DaemonSet => observed.fuse.as_ref().map(|o| &o.metadata),
+        Kind::PersistentVolume => observed.persistent_volume.as_ref().map(|o| &o.metadata),
+        Kind::PersistentVolumeClaim => observed.persistent_volume_claim.as_ref().map(|o| &o.metadata),
+        Kind::Node | Kind::Pod => None,
+    }?;
+    is(target, meta).then_some(meta)
+}
+
+/// Group, version, kind and plural of each kind the model writes.
+pub fn api_resource(kind: Kind) -> ApiResource {
+    use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+    use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+    match kind {
+        Kind::Dataset => ApiResource::erase::<model::api::Dataset>(&()),
+        Kind::JuiceFSRuntime => ApiResource::erase::<model::api::JuiceFSRuntime>(&()),
+        Kind::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
+        Kind::DaemonSet => ApiResource::erase::<DaemonSet>(&()),
+        Kind::PersistentVolume => ApiResource::erase::<PersistentVolume>(&()),
+        Kind::PersistentVolumeClaim => ApiResource::erase::<PersistentVolumeClaim>(&()),
+        Kind::Node => ApiResource::erase::<Node>(&()),
+        Kind::Pod => ApiResource::erase::<Pod>(&()),
+    }
+}
+
+fn object_json(object: &Object) -> serde_json::Result<Value> {
+    match object {
+        Object::StatefulSet(o) => serde_json::to_value(o),
+        Object::DaemonSet(o) => serde_json::to_value(o),
+        Object::PersistentVolume(o) => serde_json::to_value(o),
+        Object::PersistentVolumeClaim(o) => serde_json::to_value(o),
+    }
+}
+
+fn status_json(status: &Status) -> serde_json::Result<Value> {
+    match status {
+        Status::Dataset(s) => serde_json::to_value(s),
+        Status::Runtime(s) => serde_json::to_value(s),
+    }
+}
+
+/// A JSON merge patch that turns `old` into `new`: `new` itself, plus `null` for every key of
+/// `old` that `new` lacks (recursively), because the effect replaces the whole status and a
+/// plain merge would keep fields the model dropped.
+pub fn replacing_patch(old: &Value, new: &Value) -> Value {
+    match (old, new) {
+        (Value::Object(old), Value::Object(new)) => {
+            let mut out = Map::new();
+            for (key, value) in new {
+                let merged = match old.get(key) {
+                    Some(before) => replacing_patch(before, value),
+                    None => value.clone(),
+                };
+                out.insert(key.clone(), merged);
+            }
+            for key in old.keys().filter(|k| !new.contains_key(*k)) {
+                out.insert(key.clone(), Value::Null);
+            }
+            Value::Object(out)
+        }
+        _ => new.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replacing_patch_nulls_dropped_keys_at_every_depth() {
+        let old = json!({"phase": "Bound", "cacheStates": {"cached": "1GiB", "old": "x"}, "ufsTotal": "2GiB"});
+        let new = json!({"phase": "NotBound", "cacheStates": {"cached": "0B"}});
+        assert_eq!(
+            replacing_patch(&old, &new),
+            json!({"phase": "NotBound", "cacheStates": {"cached": "0B", "old": null}, "ufsTotal": null})
+        );
+    }
+
+    #[test]
+    fn replacing_patch_replaces_lists_whole() {
+        let old = json!({"conditions": [{"type": "Ready"}, {"type": "Other"}]});
+        let new = json!({"conditions": [{"type": "Ready"}]});
+        assert_eq!(replacing_patch(&old, &new), new);
+    }
+}

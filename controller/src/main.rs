@@ -1,0 +1,70 @@
+//! `ferrofluid-controller`: `run` (default) the controllers, or print the `crds`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use controller::config::{Cli, Command, LogFormat, RunArgs};
+use controller::{Error, crds_yaml};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Crds) => {
+            print!("{}", crds_yaml());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Run(args)) => run(&args),
+        None => run(&cli.run),
+    }
+}
+
+fn run(args: &RunArgs) -> ExitCode {
+    let result = args.settings().and_then(|settings| {
+        init_logs(settings.log_format);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))?;
+        runtime.block_on(async {
+            let client = client().await?;
+            controller::run::run(client, settings).await
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ferrofluid-controller: {}", one_line(&error));
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn client() -> controller::Result<kube::Client> {
+    let config = kube::Config::infer().await.map_err(|e| Error::ClientConfig(one_line(&e)))?;
+    kube::Client::try_from(config).map_err(|e| Error::ClientConfig(one_line(&e)))
+}
+
+/// The error and its causes on one line, for a log collector and a person alike.
+fn one_line(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line.replace('\n', " ")
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

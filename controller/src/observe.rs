@@ -1,0 +1,214 @@
+//! Reflector stores → `model::observed::Observed`: pure, synchronous, and the only place that selects objects.
+//!
+//! The selection rules themselves live in `model::observed` (`relevant_nodes`, `pod_uses_claim`,
+//! `PodView::from_pod`) so that the simulator and this controller see the same things.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::Resource;
+use kube::runtime::reflector::{self, ObjectRef as StoreRef, Store, store::Writer};
+use model::api::{Dataset, JuiceFSRuntime};
+use model::labels::{DatasetKeys, WorkloadNames};
+use model::observed::{Observed, PodView, pod_uses_claim, relevant_nodes};
+
+/// Read handles of every reflector the controllers share.
+#[derive(Clone)]
+pub struct Stores {
+    /// Datasets.
+    pub datasets: Store<Dataset>,
+    /// JuiceFS runtimes.
+    pub runtimes: Store<JuiceFSRuntime>,
+    /// Worker StatefulSets (and any other; we look up by name).
+    pub stateful_sets: Store<StatefulSet>,
+    /// FUSE DaemonSets.
+    pub daemon_sets: Store<DaemonSet>,
+    /// PersistentVolumes.
+    pub persistent_volumes: Store<PersistentVolume>,
+    /// PersistentVolumeClaims.
+    pub persistent_volume_claims: Store<PersistentVolumeClaim>,
+    /// Nodes.
+    pub nodes: Store<Node>,
+    /// Pods, trimmed by [`trim_pod`].
+    pub pods: Store<Pod>,
+}
+
+/// Write handles matching [`Stores`]; the watchers (or tests) feed them.
+pub struct Writers {
+    /// Datasets.
+    pub datasets: Writer<Dataset>,
+    /// JuiceFS runtimes.
+    pub runtimes: Writer<JuiceFSRuntime>,
+    /// StatefulSets.
+    pub stateful_sets: Writer<StatefulSet>,
+    /// DaemonSets.
+    pub daemon_sets: Writer<DaemonSet>,
+    /// PersistentVolumes.
+    pub persistent_volumes: Writer<PersistentVolume>,
+    /// PersistentVolumeClaims.
+    pub persistent_volume_claims: Writer<PersistentVolumeClaim>,
+    /// Nodes.
+    pub nodes: Writer<Node>,
+    /// Pods.
+    pub pods: Writer<Pod>,
+}
+
+impl Stores {
+    /// Empty stores and their writers.
+    pub fn new() -> (Stores, Writers) {
+        let (datasets, datasets_w) = reflector::store();
+        let (runtimes, runtimes_w) = reflector::store();
+        let (stateful_sets, stateful_sets_w) = reflector::store();
+        let (daemon_sets, daemon_sets_w) = reflector::store();
+        let (persistent_volumes, persistent_volumes_w) = reflector::store();
+        let (persistent_volume_claims, persistent_volume_claims_w) = reflector::store();
+        let (nodes, nodes_w) = reflector::store();
+        let (pods, pods_w) = reflector::store();
+        let stores = Stores {
+            datasets,
+            runtimes,
+            stateful_sets,
+            daemon_sets,
+            persistent_volumes,
+            persistent_volume_claims,
+            nodes,
+            pods,
+        };
+        let writers = Writers {
+            datasets: datasets_w,
+            runtimes: runtimes_w,
+            stateful_sets: stateful_sets_w,
+            daemon_sets: daemon_sets_w,
+            persistent_volumes: persistent_volumes_w,
+            persistent_volume_claims: persistent_volume_claims_w,
+            nodes: nodes_w,
+            pods: pods_w,
+        };
+        (stores, writers)
+    }
+
+    /// Resolves once every store has had its initial list; before that a missing object may
+    /// only be unlisted, and the model would act on an absence that is not real.
+    pub async fn wait_until_ready(&self) {
+        // A dropped writer means shutdown; the caller stops anyway.
+        let _ = futures::join!(
+            self.datasets.wait_until_ready(),
+            self.runtimes.wait_until_ready(),
+            self.stateful_sets.wait_until_ready(),
+            self.daemon_sets.wait_until_ready(),
+            self.persistent_volumes.wait_until_ready(),
+            self.persistent_volume_claims.wait_until_ready(),
+            self.nodes.wait_until_ready(),
+            self.pods.wait_until_ready(),
+        );
+    }
+}
+
+fn namespaced<K: Resource<DynamicType = ()>>(store: &Store<K>, namespace: &str, name: &str) -> Option<K>
+where
+    K: Clone,
+{
+    store.get(&StoreRef::new(name).within(namespace)).map(|object| (*object).clone())
+}
+
+fn cluster<K: Resource<DynamicType = ()>>(store: &Store<K>, name: &str) -> Option<K>
+where
+    K: Clone,
+{
+    store.get(&StoreRef::new(name)).map(|object| (*object).clone())
+}
+
+/// The pair's keys, if its dataset is known and its names fit (or it has a UID).
+pub fn dataset_keys(dataset: Option<&Dataset>, namespace: &str, name: &str) -> Option<DatasetKeys> {
+    let uid = dataset.and_then(|d| d.metadata.uid.as_deref());
+    DatasetKeys::new(namespace, name, uid).ok()
+}
+
+/// Everything one reconcile of the pair `namespace/name` reads, from the stores as they are now.
+pub fn observe(stores: &Stores, runtime_type: &str, namespace: &str, name: &str) -> Observed {
+    let names = WorkloadNames::new(namespace, name, runtime_type);
+    let mut observed = Observed::empty(namespace, name);
+    observed.dataset = namespaced(&stores.datasets, namespace, name);
+    observed.runtime = namespaced(&stores.runtimes, namespace, name);
+    observed.workers = namespaced(&stores.stateful_sets, namespace, &names.workers);
+    observed.fuse = namespaced(&stores.daemon_sets, namespace, &names.fuse);
+    observed.persistent_volume = cluster(&stores.persistent_volumes, &names.persistent_volume);
+    observed.persistent_volume_claim =
+        namespaced(&stores.persistent_volume_claims, namespace, &names.persistent_volume_claim);
+
+    let worker_labels = model::labels::workload_labels(name, runtime_type, "worker");
+    let mut worker_pods = Vec::new();
+    let mut claim_users = Vec::new();
+    for pod in stores.pods.state() {
+        if pod.metadata.namespace.as_deref() != Some(namespace) {
+            continue;
+        }
+        let labels = pod.metadata.labels.as_ref();
+        if labels.is_some_and(|labels| worker_labels.iter().all(|(k, v)| labels.get(k) == Some(v))) {
+            worker_pods.push(PodView::from_pod(&pod));
+        }
+        if pod_uses_claim(&pod, &names.persistent_volume_claim) {
+            claim_users.push(PodView::from_pod(&pod));
+        }
+    }
+    worker_pods.sort();
+    claim_users.sort();
+
+    let keys = dataset_keys(observed.dataset.as_ref(), namespace, name);
+    let nodes = stores.nodes.state();
+    observed.nodes = relevant_nodes(keys.as_ref(), runtime_type, &worker_pods, nodes.iter().map(|n| n.as_ref()));
+    observed.worker_pods = worker_pods;
+    observed.claim_users = claim_users;
+    observed.cluster_common_labels = cluster_common_labels(&stores.datasets);
+    observed
+}
+
+/// The common label key of every dataset in the store.
+pub fn cluster_common_labels(datasets: &Store<Dataset>) -> BTreeSet<String> {
+    datasets
+        .state()
+        .iter()
+        .filter_map(|d| {
+            let namespace = d.metadata.namespace.as_deref()?;
+            let name = d.metadata.name.as_deref()?;
+            dataset_keys(Some(d), namespace, name).map(|keys| keys.common_label())
+        })
+        .collect()
+}
+
+/// Drops what no reconcile reads from a pod before it enters the store: the store holds every
+/// pod of the cluster, and containers, statuses and managed fields are most of a pod's bytes.
+/// Keeps what `PodView::from_pod`, `pod_uses_claim` and the trigger mapping read.
+pub fn trim_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    pod.metadata.annotations = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        let node_name = spec.node_name.take();
+        let volumes = spec.volumes.take().map(|volumes| {
+            volumes
+                .into_iter()
+                .filter(|v| v.persistent_volume_claim.is_some())
+                .map(|v| k8s_openapi::api::core::v1::Volume {
+                    name: v.name,
+                    persistent_volume_claim: v.persistent_volume_claim,
+                    ..Default::default()
+                })
+                .collect()
+        });
+        *spec = k8s_openapi::api::core::v1::PodSpec { node_name, volumes, ..Default::default() };
+    }
+    if let Some(status) = pod.status.as_mut() {
+        let phase = status.phase.take();
+        let conditions = status
+            .conditions
+            .take()
+            .map(|conditions| conditions.into_iter().filter(|c| c.type_ == "Ready").collect());
+        *status = k8s_openapi::api::core::v1::PodStatus { phase, conditions, ..Default::default() };
+    }
+}
+
+/// Drops managed fields, which no reconcile reads, from any object before it enters a store.
+pub fn trim_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}

@@ -1,0 +1,2 @@
+//! The `ferrofluid-csi` binary.
+fn main() {}

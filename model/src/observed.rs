@@ -1,0 +1,215 @@
+//! What a reconcile of one dataset/runtime pair sees: a read-only snapshot built by the driver.
+//!
+//! Drivers (the simulator's store, the controller's reflector stores) fill an [`Observed`] with
+//! the helpers here, so both select the same objects the same way.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+
+use crate::api::{Dataset, JuiceFSRuntime};
+use crate::labels::DatasetKeys;
+
+/// The lifecycle phase of a pod, as the model needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PodPhase {
+    /// Not yet running (scheduling, pulling, waiting for volumes).
+    Pending,
+    /// Running.
+    Running,
+    /// Completed successfully.
+    Succeeded,
+    /// Completed with a failure.
+    Failed,
+    /// The kubelet lost contact.
+    Unknown,
+}
+
+impl PodPhase {
+    /// Parses `status.phase`; anything unknown is [`PodPhase::Unknown`].
+    pub fn parse(text: Option<&str>) -> Self {
+        match text {
+            Some("Pending") | None => PodPhase::Pending,
+            Some("Running") => PodPhase::Running,
+            Some("Succeeded") => PodPhase::Succeeded,
+            Some("Failed") => PodPhase::Failed,
+            Some(_) => PodPhase::Unknown,
+        }
+    }
+
+    /// True once the pod can no longer use a volume.
+    pub fn is_completed(self) -> bool {
+        matches!(self, PodPhase::Succeeded | PodPhase::Failed)
+    }
+}
+
+/// The parts of a pod the model reads.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PodView {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The node it is bound to, if scheduled.
+    pub node_name: Option<String>,
+    /// Phase.
+    pub phase: PodPhase,
+    /// The `Ready` condition is true.
+    pub ready: bool,
+    /// It has a deletionTimestamp.
+    pub deleting: bool,
+}
+
+impl PodView {
+    /// Reads a Kubernetes pod.
+    pub fn from_pod(pod: &Pod) -> Self {
+        let status = pod.status.as_ref();
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        Self {
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            phase: PodPhase::parse(status.and_then(|s| s.phase.as_deref())),
+            ready,
+            deleting: pod.metadata.deletion_timestamp.is_some(),
+        }
+    }
+
+    /// True if the pod may still be using a volume: not completed (deleting pods included,
+    /// because their containers may still run).
+    pub fn may_use_volumes(&self) -> bool {
+        !self.phase.is_completed()
+    }
+
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Returns true when `pod` names the PVC `claim_name` in one of its volumes.
+pub fn pod_uses_claim(pod: &Pod, claim_name: &str) -> bool {
+    pod.spec.as_ref().and_then(|spec| spec.volumes.as_ref()).is_some_and(|volumes| {
+        volumes
+            .iter()
+            .any(|v| v.persistent_volume_claim.as_ref().is_some_and(|claim| claim.claim_name == claim_name))
+    })
+}
+
+/// The parts of a node the model reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl NodeView {
+    /// Reads a Kubernetes node.
+    pub fn from_node(node: &Node) -> Self {
+        Self {
+            name: node.metadata.name.clone().unwrap_or_default(),
+            labels: node.metadata.labels.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// Cache figures one worker reported (from JuiceFS's metrics endpoint, or the simulator).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CacheSample {
+    /// The worker pod.
+    pub pod_name: String,
+    /// Bytes in the worker's block cache (`juicefs_blockcache_bytes`).
+    pub cached_bytes: u64,
+    /// Block-cache hits.
+    pub cache_hits: u64,
+    /// Block-cache misses.
+    pub cache_misses: u64,
+    /// Bytes used in the whole volume (`juicefs_used_space`), the dataset's UFS total.
+    pub used_space_bytes: u64,
+}
+
+/// Everything one reconcile of the dataset/runtime pair `namespace/name` reads.
+#[derive(Debug, Clone)]
+pub struct Observed<R = JuiceFSRuntime> {
+    /// Namespace of the pair.
+    pub namespace: String,
+    /// Name of the pair (dataset, runtime and PVC share it).
+    pub name: String,
+    /// The dataset `namespace/name`.
+    pub dataset: Option<Dataset>,
+    /// The runtime `namespace/name`.
+    pub runtime: Option<R>,
+    /// The master StatefulSet, for engines that have one.
+    pub master: Option<StatefulSet>,
+    /// The worker StatefulSet, by its derived name.
+    pub workers: Option<StatefulSet>,
+    /// The FUSE DaemonSet, by its derived name.
+    pub fuse: Option<DaemonSet>,
+    /// The PV `<namespace>-<name>`.
+    pub persistent_volume: Option<PersistentVolume>,
+    /// The PVC `namespace/name`.
+    pub persistent_volume_claim: Option<PersistentVolumeClaim>,
+    /// Pods of the worker StatefulSet (selected by its labels).
+    pub worker_pods: Vec<PodView>,
+    /// Pods in the namespace that name the PVC.
+    pub claim_users: Vec<PodView>,
+    /// Nodes that run a worker pod of this runtime or carry one of this dataset's label keys.
+    /// Build it with [`relevant_nodes`].
+    pub nodes: Vec<NodeView>,
+    /// The common label key (`fluid.io/s-…`) of every dataset in the cluster, this one included,
+    /// so that `fluid.io/dataset-num` is computed rather than counted up and down.
+    pub cluster_common_labels: BTreeSet<String>,
+    /// Cache samples of the worker pods, by pod name.
+    pub cache_samples: Vec<CacheSample>,
+}
+
+impl<R> Observed<R> {
+    /// An empty view of the pair `namespace/name`: nothing exists yet.
+    pub fn empty(namespace: &str, name: &str) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            dataset: None,
+            runtime: None,
+            master: None,
+            workers: None,
+            fuse: None,
+            persistent_volume: None,
+            persistent_volume_claim: None,
+            worker_pods: Vec::new(),
+            claim_users: Vec::new(),
+            nodes: Vec::new(),
+            cluster_common_labels: BTreeSet::new(),
+            cache_samples: Vec::new(),
+        }
+    }
+}
+
+/// Picks the nodes a reconcile needs: those running one of `worker_pods`, and those carrying any
+/// label key that starts with one of `keys`' node label keys. Output is sorted by name.
+pub fn relevant_nodes<'a>(
+    keys: Option<&DatasetKeys>,
+    runtime_type: &str,
+    worker_pods: &[PodView],
+    all_nodes: impl IntoIterator<Item = &'a Node>,
+) -> Vec<NodeView> {
+    let worker_nodes: BTreeSet<&str> = worker_pods.iter().filter_map(|p| p.node_name.as_deref()).collect();
+    let our_keys: Vec<String> = keys.map(|k| k.all_node_label_keys(runtime_type)).unwrap_or_default();
+    let mut nodes: Vec<NodeView> = all_nodes
+        .into_iter()
+        .filter(|node| {
+            let name = node.metadata.name.as_deref().unwrap_or_default();
+            let labels = node.metadata.labels.as_ref();
+            worker_nodes.contains(name)
+                || labels.is_some_and(|labels| our_keys.iter().any(|key| labels.contains_key(key)))
+        })
+        .map(NodeView::from_node)
+        .collect();
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    nodes
+}

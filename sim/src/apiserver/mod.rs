@@ -1,0 +1,341 @@
+//! The in-memory apiserver: resourceVersions, UIDs, 409s, finalizers, deletion and watch changes.
+//!
+//! Semantics kept from Kubernetes because controllers trip over them:
+//! * every write bumps one global resourceVersion; a write with a stale precondition gets 409;
+//! * `delete` of an object with finalizers only sets `deletionTimestamp`; the object goes when
+//!   its last finalizer is removed. Pods bound to a node terminate gracefully: the kubelet
+//!   removes them once their containers and volumes are down;
+//! * apply is server-side apply of a whole object: spec fields are merged in (fields others set,
+//!   like a PV's `claimRef.uid`, survive), labels, annotations and ownerReferences are merged by
+//!   key, status and finalizers are kept; an apply that changes nothing bumps nothing;
+//! * status is a subresource: a status write never changes spec or generation;
+//! * every change is recorded as a [`Change`] for the watch fan-out.
+
+pub mod object;
+pub mod selector;
+pub mod store;
+
+use std::collections::BTreeMap;
+
+use model::effect::ObjectRef;
+use model::time::Millis;
+
+pub use object::Obj;
+pub use store::Store;
+
+/// A refused write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// 409: the object changed since the resourceVersion the writer read.
+    Conflict {
+        /// The object.
+        object: ObjectRef,
+        /// What the writer expected.
+        expected: String,
+        /// What the object has.
+        actual: String,
+    },
+    /// 404.
+    NotFound(ObjectRef),
+    /// 409 AlreadyExists on create.
+    AlreadyExists(ObjectRef),
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::Conflict { object, expected, actual } => {
+                write!(f, "409 Conflict on {object}: resourceVersion {expected} is stale (now {actual})")
+            }
+            ApiError::NotFound(object) => write!(f, "404 NotFound: {object}"),
+            ApiError::AlreadyExists(object) => write!(f, "409 AlreadyExists: {object}"),
+        }
+    }
+}
+
+/// One change, as a watch delivers it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The object.
+    pub key: ObjectRef,
+    /// Before (None: created).
+    pub old: Option<Obj>,
+    /// After (None: deleted).
+    pub new: Option<Obj>,
+}
+
+/// What a delete did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// The object is gone.
+    Removed,
+    /// It has finalizers or must terminate gracefully: `deletionTimestamp` is set.
+    Terminating,
+    /// It was already terminating.
+    AlreadyTerminating,
+}
+
+/// The apiserver.
+#[derive(Debug, Default)]
+pub struct ApiServer {
+    /// The objects.
+    pub store: Store,
+    resource_version: u64,
+    uid_counter: u64,
+    /// Changes since the last drain, in order.
+    pub changes: Vec<Change>,
+    /// Number of writes served.
+    pub writes: u64,
+}
+
+impl ApiServer {
+    /// The current global resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.resource_version
+    }
+
+    fn next_rv(&mut self) -> String {
+        self.resource_version += 1;
+        self.resource_version.to_string()
+    }
+
+    fn commit(&mut self, key: ObjectRef, mut obj: Obj) -> Obj {
+        let rv = self.next_rv();
+        obj.meta_mut().resource_version = Some(rv);
+        let old = self.store.put(obj.clone());
+        self.writes += 1;
+        self.changes.push(Change { key, old, new: Some(obj.clone()) });
+        obj
+    }
+
+    /// Creates `obj`. Assigns uid, creationTimestamp, resourceVersion and generation.
+    pub fn create(&mut self, mut obj: Obj, now: Millis) -> Result<Obj, ApiError> {
+        let key = obj.object_ref();
+        if self.store.get(&key).is_some() {
+            return Err(ApiError::AlreadyExists(key));
+        }
+        self.uid_counter += 1;
+        let uid = format!("{:08x}-{:04x}-4000-8000-{:012x}", 0x5eed_0000u32 + (self.uid_counter as u32 >> 16), self.uid_counter & 0xffff, self.uid_counter);
+        let meta = obj.meta_mut();
+        meta.uid = Some(uid);
+        meta.creation_timestamp = Some(now.to_time());
+        meta.deletion_timestamp = None;
+        meta.generation = Some(1);
+        if key.kind.is_cluster_scoped() {
+            meta.namespace = None;
+        } else if meta.namespace.as_deref().unwrap_or("").is_empty() {
+            meta.namespace = Some("default".to_string());
+        }
+        let key = obj.object_ref();
+        Ok(self.commit(key, obj))
+    }
+
+    /// Server-side apply of a whole object (see the module docs). Returns the stored object and
+    /// whether anything changed.
+    pub fn apply(&mut self, obj: Obj, now: Millis) -> Result<(Obj, bool), ApiError> {
+        let key = obj.object_ref();
+        let Some(current) = self.store.get(&key).cloned() else {
+            return self.create(obj, now).map(|o| (o, true));
+        };
+        let before = current.to_json();
+        let mut merged_json = before.clone();
+        let applied = obj.to_json();
+        if let (Some(target), Some(source)) = (merged_json.as_object_mut(), applied.as_object()) {
+            if let Some(spec) = source.get("spec") {
+                let slot = target.entry("spec").or_insert(serde_json::Value::Null);
+                merge_json(slot, spec);
+            }
+            // Nodes and PVs carry no spec-only state; their `data`-like top-level fields merge too.
+            let meta = target.entry("metadata").or_insert_with(|| serde_json::json!({}));
+            if let Some(source_meta) = source.get("metadata") {
+                for field in ["labels", "annotations"] {
+                    if let Some(value) = source_meta.get(field) {
+                        let slot = meta.as_object_mut().map(|m| m.entry(field).or_insert(serde_json::json!({})));
+                        if let Some(slot) = slot {
+                            merge_json(slot, value);
+                        }
+                    }
+                }
+                if let Some(owners) = source_meta.get("ownerReferences").and_then(|o| o.as_array()) {
+                    let list = meta
+                        .as_object_mut()
+                        .map(|m| m.entry("ownerReferences").or_insert(serde_json::json!([])));
+                    if let Some(serde_json::Value::Array(list)) = list {
+                        for owner in owners {
+                            if !list.iter().any(|o| o.get("uid") == owner.get("uid")) {
+                                list.push(owner.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if merged_json == before {
+            return Ok((current, false));
+        }
+        let spec_changed = merged_json.get("spec") != before.get("spec");
+        let mut merged = Obj::from_manifest(merged_json).unwrap_or(current.clone());
+        if spec_changed {
+            let generation = current.meta().generation.unwrap_or(1) + 1;
+            merged.meta_mut().generation = Some(generation);
+        }
+        Ok((self.commit(key, merged), true))
+    }
+
+    /// Changes an object in place. `change` returns whether it changed anything; nothing is
+    /// written (and no resourceVersion spent) when it did not. A `precondition` resourceVersion
+    /// that differs from the stored one gets 409. Removing the last finalizer of a terminating
+    /// object removes it.
+    pub fn modify(
+        &mut self,
+        key: &ObjectRef,
+        precondition: Option<&str>,
+        change: impl FnOnce(&mut Obj) -> bool,
+    ) -> Result<bool, ApiError> {
+        let Some(current) = self.store.get(key) else {
+            return Err(ApiError::NotFound(key.clone()));
+        };
+        if let Some(expected) = precondition {
+            let actual = current.meta().resource_version.clone().unwrap_or_default();
+            if actual != expected {
+                return Err(ApiError::Conflict { object: key.clone(), expected: expected.to_string(), actual });
+            }
+        }
+        let mut obj = current.clone();
+        if !change(&mut obj) {
+            return Ok(false);
+        }
+        let finished = obj.is_deleting() && obj.finalizers().is_empty() && key.kind != model::effect::Kind::Pod;
+        if finished {
+            self.remove(key);
+        } else {
+            self.commit(key.clone(), obj);
+        }
+        Ok(true)
+    }
+
+    /// Deletes an object: sets `deletionTimestamp` when it has finalizers (or is a pod bound to
+    /// a node, which its kubelet terminates), removes it otherwise.
+    pub fn delete(&mut self, key: &ObjectRef, now: Millis) -> Result<Deleted, ApiError> {
+        let Some(current) = self.store.get(key) else {
+            return Err(ApiError::NotFound(key.clone()));
+        };
+        if current.is_deleting() {
+            return Ok(Deleted::AlreadyTerminating);
+        }
+        let graceful_pod = current.as_pod().is_some_and(|pod| pod.spec.as_ref().is_some_and(|s| s.node_name.is_some()));
+        if current.finalizers().is_empty() && !graceful_pod {
+            self.remove(key);
+            return Ok(Deleted::Removed);
+        }
+        let mut obj = current.clone();
+        obj.meta_mut().deletion_timestamp = Some(now.to_time());
+        if graceful_pod {
+            obj.meta_mut().deletion_grace_period_seconds = Some(30);
+        }
+        self.commit(key.clone(), obj);
+        Ok(Deleted::Terminating)
+    }
+
+    /// Removes an object outright (a force delete, or the end of a graceful pod deletion).
+    pub fn remove(&mut self, key: &ObjectRef) -> Option<Obj> {
+        let old = self.store.remove(key)?;
+        self.next_rv();
+        self.writes += 1;
+        self.changes.push(Change { key: key.clone(), old: Some(old.clone()), new: None });
+        Some(old)
+    }
+
+    /// Merges label changes into `key`: `Some` sets a key, `None` removes it.
+    pub fn patch_labels(&mut self, key: &ObjectRef, labels: &BTreeMap<String, Option<String>>) -> Result<bool, ApiError> {
+        self.modify(key, None, |obj| {
+            let current = obj.meta().labels.clone().unwrap_or_default();
+            let mut next = current.clone();
+            for (label, value) in labels {
+                match value {
+                    Some(value) => {
+                        next.insert(label.clone(), value.clone());
+                    }
+                    None => {
+                        next.remove(label);
+                    }
+                }
+            }
+            if next == current {
+                return false;
+            }
+            obj.meta_mut().labels = Some(next);
+            true
+        })
+    }
+
+    /// Drains the changes recorded since the last drain.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
+    }
+}
+
+/// Merges `source` into `target`: objects key by key, anything else replaced. A `null` in
+/// `source` removes the key, as in a JSON merge patch.
+pub fn merge_json(target: &mut serde_json::Value, source: &serde_json::Value) {
+    match (target, source) {
+        (serde_json::Value::Object(target), serde_json::Value::Object(source)) => {
+            for (key, value) in source {
+                if value.is_null() {
+                    target.remove(key);
+                } else {
+                    merge_json(target.entry(key.clone()).or_insert(serde_json::Value::Null), value);
+                }
+            }
+        }
+        (target, source) => *target = source.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use std::sync::Arc;
+
+    fn pvc(name: &str) -> Obj {
+        Obj::PersistentVolumeClaim(Arc::new(PersistentVolumeClaim {
+            metadata: ObjectMeta { name: Some(name.into()), namespace: Some("default".into()), ..Default::default() },
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn finalizers_hold_deletion_and_stale_writes_conflict() {
+        let mut api = ApiServer::default();
+        let created = api.create(pvc("a"), Millis(0)).unwrap();
+        let key = created.object_ref();
+        let rv = created.meta().resource_version.clone().unwrap();
+        api.modify(&key, Some(&rv), |o| {
+            o.meta_mut().finalizers = Some(vec!["f".into()]);
+            true
+        })
+        .unwrap();
+        let stale = api.modify(&key, Some(&rv), |_| true).unwrap_err();
+        assert!(matches!(stale, ApiError::Conflict { .. }));
+        assert_eq!(api.delete(&key, Millis(5)).unwrap(), Deleted::Terminating);
+        assert!(api.store.get(&key).is_some());
+        api.modify(&key, None, |o| {
+            o.meta_mut().finalizers = Some(vec![]);
+            true
+        })
+        .unwrap();
+        assert!(api.store.get(&key).is_none());
+    }
+
+    #[test]
+    fn apply_without_change_spends_no_resource_version() {
+        let mut api = ApiServer::default();
+        api.apply(pvc("a"), Millis(0)).unwrap();
+        let rv = api.resource_version();
+        let (_, changed) = api.apply(pvc("a"), Millis(1)).unwrap();
+        assert!(!changed);
+        assert_eq!(api.resource_version(), rv);
+    }
+}

@@ -1,0 +1,219 @@
+//! Typed objects as the apiserver stores them: one enum of Kubernetes and Fluid types behind `Arc`.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use model::api::{Dataset, JuiceFSRuntime};
+use model::effect::{Kind, ObjectRef};
+
+/// One stored object. Cloning is cheap (an `Arc`); writers copy on write with [`Obj::meta_mut`]
+/// and the typed `*_mut` accessors, so a reconcile never re-decodes JSON.
+#[derive(Debug, Clone)]
+pub enum Obj {
+    /// `data.fluid.io/v1alpha1` Dataset.
+    Dataset(Arc<Dataset>),
+    /// `data.fluid.io/v1alpha1` JuiceFSRuntime.
+    Runtime(Arc<JuiceFSRuntime>),
+    /// `apps/v1` StatefulSet.
+    StatefulSet(Arc<StatefulSet>),
+    /// `apps/v1` DaemonSet.
+    DaemonSet(Arc<DaemonSet>),
+    /// `v1` PersistentVolume.
+    PersistentVolume(Arc<PersistentVolume>),
+    /// `v1` PersistentVolumeClaim.
+    PersistentVolumeClaim(Arc<PersistentVolumeClaim>),
+    /// `v1` Node.
+    Node(Arc<Node>),
+    /// `v1` Pod.
+    Pod(Arc<Pod>),
+}
+
+/// Every kind a manifest may have, with its apiVersion, for error messages.
+pub const KINDS: &[(&str, &str)] = &[
+    ("data.fluid.io/v1alpha1", "Dataset"),
+    ("data.fluid.io/v1alpha1", "JuiceFSRuntime"),
+    ("apps/v1", "StatefulSet"),
+    ("apps/v1", "DaemonSet"),
+    ("v1", "PersistentVolume"),
+    ("v1", "PersistentVolumeClaim"),
+    ("v1", "Node"),
+    ("v1", "Pod"),
+];
+
+/// Parses a kind name as written in manifests and scenario references.
+pub fn parse_kind(text: &str) -> Option<Kind> {
+    Some(match text {
+        "Dataset" => Kind::Dataset,
+        "JuiceFSRuntime" => Kind::JuiceFSRuntime,
+        "StatefulSet" => Kind::StatefulSet,
+        "DaemonSet" => Kind::DaemonSet,
+        "PersistentVolume" => Kind::PersistentVolume,
+        "PersistentVolumeClaim" => Kind::PersistentVolumeClaim,
+        "Node" => Kind::Node,
+        "Pod" => Kind::Pod,
+        _ => return None,
+    })
+}
+
+/// The allowed kind names, comma-separated, for error messages.
+pub fn kind_names() -> String {
+    KINDS.iter().map(|(_, kind)| *kind).collect::<Vec<_>>().join(", ")
+}
+
+macro_rules! each {
+    ($obj:expr, $o:ident => $body:expr) => {
+        match $obj {
+            Obj::Dataset($o) => $body,
+            Obj::Runtime($o) => $body,
+            Obj::StatefulSet($o) => $body,
+            Obj::DaemonSet($o) => $body,
+            Obj::PersistentVolume($o) => $body,
+            Obj::PersistentVolumeClaim($o) => $body,
+            Obj::Node($o) => $body,
+            Obj::Pod($o) => $body,
+        }
+    };
+}
+
+impl Obj {
+    /// The kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Obj::Dataset(_) => Kind::Dataset,
+            Obj::Runtime(_) => Kind::JuiceFSRuntime,
+            Obj::StatefulSet(_) => Kind::StatefulSet,
+            Obj::DaemonSet(_) => Kind::DaemonSet,
+            Obj::PersistentVolume(_) => Kind::PersistentVolume,
+            Obj::PersistentVolumeClaim(_) => Kind::PersistentVolumeClaim,
+            Obj::Node(_) => Kind::Node,
+            Obj::Pod(_) => Kind::Pod,
+        }
+    }
+
+    /// The metadata.
+    pub fn meta(&self) -> &ObjectMeta {
+        each!(self, o => &o.metadata)
+    }
+
+    /// The metadata, copied on write.
+    pub fn meta_mut(&mut self) -> &mut ObjectMeta {
+        each!(self, o => &mut Arc::make_mut(o).metadata)
+    }
+
+    /// Which object this is (the namespace is dropped for cluster-scoped kinds).
+    pub fn object_ref(&self) -> ObjectRef {
+        let kind = self.kind();
+        let meta = self.meta();
+        let namespace = if kind.is_cluster_scoped() { String::new() } else { meta.namespace.clone().unwrap_or_default() };
+        ObjectRef { kind, namespace, name: meta.name.clone().unwrap_or_default() }
+    }
+
+    /// The object as JSON, with `apiVersion` and `kind`, for expectations and summaries.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut value = each!(self, o => serde_json::to_value(o.as_ref()).unwrap_or(serde_json::Value::Null));
+        if let Some(map) = value.as_object_mut() {
+            let kind = self.kind().as_str();
+            let api_version = KINDS.iter().find(|(_, k)| *k == kind).map(|(v, _)| *v).unwrap_or("v1");
+            map.insert("apiVersion".to_string(), serde_json::Value::from(api_version));
+            map.insert("kind".to_string(), serde_json::Value::from(kind));
+        }
+        value
+    }
+
+    /// Decodes a manifest by its `kind` (and checks its `apiVersion`).
+    pub fn from_manifest(value: serde_json::Value) -> Result<Obj, String> {
+        let kind = value.get("kind").and_then(|k| k.as_str()).map(str::to_string).ok_or_else(|| {
+            format!("the manifest has no `kind`; allowed kinds: {}", kind_names())
+        })?;
+        let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or("").to_string();
+        let kind = kind.as_str();
+        let Some((expected_version, _)) = KINDS.iter().find(|(_, k)| *k == kind) else {
+            return Err(format!("unknown kind `{kind}`; allowed kinds: {}", kind_names()));
+        };
+        if api_version != *expected_version {
+            return Err(format!("{kind}: apiVersion `{api_version}` is not served; use `{expected_version}`"));
+        }
+        fn decode<T: serde::de::DeserializeOwned>(kind: &str, value: serde_json::Value) -> Result<Arc<T>, String> {
+            serde_json::from_value(value).map(Arc::new).map_err(|error| format!("{kind}: {error}"))
+        }
+        let obj = match kind {
+            "Dataset" => Obj::Dataset(decode(kind, value)?),
+            "JuiceFSRuntime" => Obj::Runtime(decode(kind, value)?),
+            "StatefulSet" => Obj::StatefulSet(decode(kind, value)?),
+            "DaemonSet" => Obj::DaemonSet(decode(kind, value)?),
+            "PersistentVolume" => Obj::PersistentVolume(decode(kind, value)?),
+            "PersistentVolumeClaim" => Obj::PersistentVolumeClaim(decode(kind, value)?),
+            "Node" => Obj::Node(decode(kind, value)?),
+            _ => Obj::Pod(decode(kind, value)?),
+        };
+        if obj.meta().name.as_deref().unwrap_or("").is_empty() {
+            return Err(format!("{kind}: metadata.name is required"));
+        }
+        let mut obj = obj;
+        if !obj.kind().is_cluster_scoped() && obj.meta().namespace.as_deref().unwrap_or("").is_empty() {
+            obj.meta_mut().namespace = Some("default".to_string());
+        }
+        Ok(obj)
+    }
+
+    /// The spec as JSON (for change detection and server-side apply merges).
+    pub fn spec_json(&self) -> serde_json::Value {
+        let value = each!(self, o => serde_json::to_value(o.as_ref()).unwrap_or(serde_json::Value::Null));
+        value.get("spec").cloned().unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The pod, if this is one.
+    pub fn as_pod(&self) -> Option<&Arc<Pod>> {
+        if let Obj::Pod(pod) = self { Some(pod) } else { None }
+    }
+
+    /// The node, if this is one.
+    pub fn as_node(&self) -> Option<&Arc<Node>> {
+        if let Obj::Node(node) = self { Some(node) } else { None }
+    }
+
+    /// True when metadata.deletionTimestamp is set.
+    pub fn is_deleting(&self) -> bool {
+        self.meta().deletion_timestamp.is_some()
+    }
+
+    /// The finalizers.
+    pub fn finalizers(&self) -> &[String] {
+        self.meta().finalizers.as_deref().unwrap_or(&[])
+    }
+}
+
+macro_rules! typed_accessors {
+    ($($variant:ident, $ty:ty, $get:ident, $get_mut:ident;)*) => {
+        impl Obj {
+            $(
+                /// The typed object, if it is of this kind.
+                pub fn $get(&self) -> Option<&Arc<$ty>> {
+                    if let Obj::$variant(o) = self { Some(o) } else { None }
+                }
+                /// The typed object, copied on write, if it is of this kind.
+                pub fn $get_mut(&mut self) -> Option<&mut $ty> {
+                    if let Obj::$variant(o) = self { Some(Arc::make_mut(o)) } else { None }
+                }
+            )*
+        }
+    };
+}
+
+typed_accessors! {
+    Dataset, Dataset, as_dataset, dataset_mut;
+    Runtime, JuiceFSRuntime, as_runtime, runtime_mut;
+    StatefulSet, StatefulSet, as_statefulset, statefulset_mut;
+    DaemonSet, DaemonSet, as_daemonset, daemonset_mut;
+    PersistentVolume, PersistentVolume, as_pv, pv_mut;
+    PersistentVolumeClaim, PersistentVolumeClaim, as_pvc, pvc_mut;
+    Node, Node, as_node_obj, node_mut;
+    Pod, Pod, as_pod_obj, pod_mut;
+}
+
+/// Short text for an object reference in traces: `Kind/ns/name` or `Kind/name`.
+pub fn describe(object: &ObjectRef) -> String {
+    object.to_string()
+}

@@ -1,0 +1,86 @@
+//! `ferrofluid-sim`: run or check scenario files on the deterministic simulated cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sim::Outcome;
+use sim::scenario::{RunOptions, load, run};
+
+#[derive(Parser)]
+#[command(name = "ferrofluid-sim", about = "Runs ferrofluid's control plane on a deterministic simulated Kubernetes cluster")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scenario: print the trace and a summary of the final state; exit 1 if an
+    /// expectation or invariant fails.
+    Run {
+        /// The scenario file.
+        file: PathBuf,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write a self-contained HTML timeline here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Only validate scenario files.
+    Check {
+        /// The scenario files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run { file, seed, report } => {
+            let scenario = match load(&file) {
+                Ok(scenario) => scenario,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let result = run(&scenario, &RunOptions { seed, record: report.is_some() });
+            println!("# {}", scenario.name);
+            println!("# seed {}", result.seed);
+            print!("{}", result.trace);
+            println!();
+            print!("{}", result.summary);
+            if let Some(path) = report {
+                let outcome = match &result.outcome {
+                    Outcome::Passed => "PASSED".to_string(),
+                    Outcome::Failed(reasons) => format!("FAILED: {}", reasons.join("; ")),
+                };
+                let html = sim::report::render(&scenario.name, &scenario.description, &result.sim.recorder, &result.sim.trace, result.sim.now_ms(), &result.summary, &outcome);
+                if let Err(error) = std::fs::write(&path, html) {
+                    eprintln!("error: {}: cannot write: {error}", path.display());
+                    return ExitCode::from(2);
+                }
+                eprintln!("report written to {}", path.display());
+            }
+            match result.outcome {
+                Outcome::Passed => ExitCode::SUCCESS,
+                Outcome::Failed(_) => ExitCode::from(1),
+            }
+        }
+        Command::Check { files } => {
+            let mut failed = false;
+            for file in files {
+                match load(&file) {
+                    Ok(scenario) => println!("{}: ok ({} steps): {}", file.display(), scenario.steps.len(), scenario.name),
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        failed = true;
+                    }
+                }
+            }
+            if failed { ExitCode::from(2) } else { ExitCode::SUCCESS }
+        }
+    }
+}

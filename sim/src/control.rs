@@ -1,0 +1,676 @@
+//! ferrofluid's controller inside the simulator: informer cache, work queues and the reconcile
+//! driver that builds an `Observed`, calls the model and applies its effects.
+//!
+//! Nothing here decides anything about datasets: the decisions are `model::reconcile`'s. This
+//! module only does what the real controller's plumbing does: watch, cache (with a lag when
+//! stale reads are injected), dedupe keys, requeue after `Decision.requeue`, back off after a
+//! failed write, and apply effects in order, stopping at the first that fails.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use model::effect::{Decision, Effect, Kind, Object, ObjectRef, Requeue, Status};
+use model::engine::juicefs::JuiceFsEngine;
+use model::labels::{DatasetKeys, WorkloadNames};
+use model::observed::{Observed, PodView, relevant_nodes};
+use model::reconcile::{reconcile_dataset, reconcile_runtime};
+
+use crate::apiserver::{ApiError, Change, Obj, Store};
+use crate::apiserver::selector::matches_label_selector;
+use crate::rng::Stream;
+use crate::sim::{Event, Sim};
+use crate::trace;
+
+/// The dataset/runtime pair `namespace/name`: the key of both reconcilers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pair {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl Pair {
+    /// The pair `namespace/name`.
+    pub fn new(namespace: &str, name: &str) -> Self {
+        Self { namespace: namespace.to_string(), name: name.to_string() }
+    }
+}
+
+impl std::fmt::Display for Pair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The two reconcilers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reconciler {
+    /// `model::reconcile::reconcile_dataset`.
+    Dataset,
+    /// `model::reconcile::reconcile_runtime`.
+    Runtime,
+}
+
+impl Reconciler {
+    /// The trace actor.
+    pub fn actor(self) -> &'static str {
+        match self {
+            Reconciler::Dataset => "dataset-ctl",
+            Reconciler::Runtime => "runtime-ctl",
+        }
+    }
+}
+
+/// Why a key is queued: urgent entries keep a run from counting as converged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Due {
+    /// A watch notification or a backoff retry.
+    Urgent,
+    /// A `Requeue::AfterMs` timer (periodic resync or a polite retry).
+    Timer,
+}
+
+/// A delay queue that dedupes by item: each item is due once, at the earliest time asked.
+#[derive(Debug, Clone)]
+pub struct DelayQueue<T: Ord + Clone> {
+    due: BTreeMap<T, (u64, u64, Due)>,
+    next_token: u64,
+}
+
+impl<T: Ord + Clone> Default for DelayQueue<T> {
+    fn default() -> Self {
+        Self { due: BTreeMap::new(), next_token: 0 }
+    }
+}
+
+impl<T: Ord + Clone> DelayQueue<T> {
+    /// Asks for `item` at `at_ms`. Returns the token of a new event to schedule, or None when the
+    /// item is already due no later.
+    pub fn add(&mut self, item: T, at_ms: u64) -> Option<u64> {
+        self.add_why(item, at_ms, Due::Urgent)
+    }
+
+    /// Like [`Self::add`], saying why.
+    pub fn add_why(&mut self, item: T, at_ms: u64, why: Due) -> Option<u64> {
+        if let Some((due, _, reason)) = self.due.get_mut(&item) {
+            if *due <= at_ms {
+                if why == Due::Urgent {
+                    *reason = Due::Urgent;
+                }
+                return None;
+            }
+        }
+        self.next_token += 1;
+        self.due.insert(item, (at_ms, self.next_token, why));
+        Some(self.next_token)
+    }
+
+    /// True when the event with `token` is the current one for `item` (and takes the item).
+    pub fn take(&mut self, item: &T, token: u64) -> bool {
+        match self.due.get(item) {
+            Some((_, current, _)) if *current == token => {
+                self.due.remove(item);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.due.is_empty()
+    }
+
+    /// Number of queued items.
+    pub fn len(&self) -> usize {
+        self.due.len()
+    }
+
+    /// True when an urgent item is queued.
+    pub fn has_urgent(&self) -> bool {
+        self.due.values().any(|(_, _, why)| *why == Due::Urgent)
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.due.clear();
+    }
+}
+
+/// The controller's in-memory state: everything a restart loses.
+#[derive(Debug)]
+pub struct Control {
+    /// False while the controller is restarting.
+    pub up: bool,
+    /// The informer cache (lags the apiserver by the stale-reads setting).
+    pub cache: Store,
+    feed: VecDeque<(u64, Change)>,
+    queues: [DelayQueue<Pair>; 2],
+    failures: BTreeMap<(Reconciler, Pair), u32>,
+    label_keys: BTreeMap<String, Pair>,
+    common_labels: BTreeMap<Pair, String>,
+    /// The model's configuration.
+    pub config: model::reconcile::Config,
+}
+
+impl Control {
+    /// A running controller with an empty cache.
+    pub fn new(config: model::reconcile::Config) -> Self {
+        Self {
+            up: true,
+            cache: Store::default(),
+            feed: VecDeque::new(),
+            queues: [DelayQueue::default(), DelayQueue::default()],
+            failures: BTreeMap::new(),
+            label_keys: BTreeMap::new(),
+            common_labels: BTreeMap::new(),
+            config,
+        }
+    }
+
+    /// The work queue of `reconciler`.
+    pub fn queue(&mut self, reconciler: Reconciler) -> &mut DelayQueue<Pair> {
+        &mut self.queues[reconciler as usize]
+    }
+
+    /// True while watch events are still on their way into the cache.
+    pub fn has_pending_feed(&self) -> bool {
+        !self.feed.is_empty()
+    }
+
+    /// True when a key waits for a watch notification or a backoff retry.
+    pub fn has_urgent(&self) -> bool {
+        self.queues.iter().any(DelayQueue::has_urgent)
+    }
+
+    /// Applies the watch events that have arrived by `now_ms` to the cache.
+    fn sync_cache(&mut self, now_ms: u64) {
+        while self.feed.front().is_some_and(|(at, _)| *at <= now_ms) {
+            let Some((_, change)) = self.feed.pop_front() else { break };
+            self.apply_to_cache(change);
+        }
+    }
+
+    fn apply_to_cache(&mut self, change: Change) {
+        match change.new {
+            Some(obj) => {
+                self.index_dataset(&obj);
+                self.cache.put(obj);
+            }
+            None => {
+                if change.key.kind == Kind::Dataset {
+                    let pair = Pair::new(&change.key.namespace, &change.key.name);
+                    self.common_labels.remove(&pair);
+                }
+                self.cache.remove(&change.key);
+            }
+        }
+    }
+
+    fn index_dataset(&mut self, obj: &Obj) {
+        let Some(dataset) = obj.as_dataset() else { return };
+        let key = obj.object_ref();
+        let pair = Pair::new(&key.namespace, &key.name);
+        if let Ok(keys) = DatasetKeys::new(&key.namespace, &key.name, dataset.metadata.uid.as_deref()) {
+            for label in keys.all_node_label_keys(model::engine::juicefs::RUNTIME_TYPE) {
+                self.label_keys.insert(label, pair.clone());
+            }
+            self.common_labels.insert(pair, keys.common_label());
+        }
+    }
+
+    /// Re-lists everything from the apiserver (a start or restart).
+    fn relist(&mut self, store: &Store) {
+        self.cache = store.clone();
+        self.feed.clear();
+        self.label_keys.clear();
+        self.common_labels.clear();
+        let datasets: Vec<Obj> = self.cache.list(Kind::Dataset).cloned().collect();
+        for obj in &datasets {
+            self.index_dataset(obj);
+        }
+    }
+
+    /// The pair a node label key belongs to, if any dataset set it.
+    pub fn pair_of_label(&self, key: &str) -> Option<&Pair> {
+        self.label_keys.get(key)
+    }
+}
+
+/// Builds the `Observed` of `pair` from `store` (the cache, or the apiserver at a fixpoint check).
+pub fn build_observed(sim_store: &Store, pair: &Pair, common_labels: &BTreeSet<String>, samples: &dyn Fn(&[PodView]) -> Vec<model::observed::CacheSample>) -> Observed {
+    let (namespace, name) = (pair.namespace.as_str(), pair.name.as_str());
+    let mut observed = Observed::empty(namespace, name);
+    let names = WorkloadNames::new(namespace, name, model::engine::juicefs::RUNTIME_TYPE);
+    observed.dataset = sim_store.get_named(Kind::Dataset, namespace, name).and_then(|o| o.as_dataset()).map(|d| (**d).clone());
+    observed.runtime = sim_store.get_named(Kind::JuiceFSRuntime, namespace, name).and_then(|o| o.as_runtime()).map(|r| (**r).clone());
+    let workers = sim_store.get_named(Kind::StatefulSet, namespace, &names.workers).and_then(|o| o.as_statefulset()).cloned();
+    observed.fuse = sim_store.get_named(Kind::DaemonSet, namespace, &names.fuse).and_then(|o| o.as_daemonset()).map(|d| (**d).clone());
+    observed.persistent_volume = sim_store
+        .get_named(Kind::PersistentVolume, "", &names.persistent_volume)
+        .and_then(|o| o.as_pv())
+        .map(|p| (**p).clone());
+    observed.persistent_volume_claim = sim_store
+        .get_named(Kind::PersistentVolumeClaim, namespace, &names.persistent_volume_claim)
+        .and_then(|o| o.as_pvc())
+        .map(|p| (**p).clone());
+    if let Some(sts) = &workers {
+        let selector = sts.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
+        let uid = sts.metadata.uid.clone().unwrap_or_default();
+        let mut pods: Vec<PodView> = sim_store
+            .dependents(&uid)
+            .filter_map(|key| sim_store.get(key))
+            .filter_map(|o| o.as_pod())
+            .filter(|pod| matches_label_selector(&selector, pod.metadata.labels.as_ref()))
+            .map(|pod| PodView::from_pod(pod))
+            .collect();
+        pods.sort();
+        observed.worker_pods = pods;
+    }
+    observed.workers = workers.map(|w| (*w).clone());
+    let mut users: Vec<PodView> = sim_store
+        .pods_using_claim(namespace, name)
+        .filter_map(|key| sim_store.get(key))
+        .filter_map(|o| o.as_pod())
+        .map(|pod| PodView::from_pod(pod))
+        .collect();
+    users.sort();
+    observed.claim_users = users;
+    let uid = observed.dataset.as_ref().and_then(|d| d.metadata.uid.clone());
+    let keys = DatasetKeys::new(namespace, name, uid.as_deref()).ok();
+    let mut candidates: BTreeSet<&String> = observed.worker_pods.iter().filter_map(|p| p.node_name.as_ref()).collect();
+    if let Some(keys) = &keys {
+        for label in keys.all_node_label_keys(model::engine::juicefs::RUNTIME_TYPE) {
+            candidates.extend(sim_store.nodes_with_label_key(&label));
+        }
+    }
+    let nodes = candidates
+        .into_iter()
+        .filter_map(|node| sim_store.get_named(Kind::Node, "", node))
+        .filter_map(|o| o.as_node())
+        .map(|n| n.as_ref());
+    observed.nodes = relevant_nodes(keys.as_ref(), model::engine::juicefs::RUNTIME_TYPE, &observed.worker_pods, nodes);
+    observed.cluster_common_labels = common_labels.clone();
+    observed.cache_samples = samples(&observed.worker_pods);
+    observed
+}
+
+/// Calls the model for one reconciler.
+pub fn decide(reconciler: Reconciler, observed: &Observed, config: &model::reconcile::Config, now: model::time::Millis) -> Decision {
+    match reconciler {
+        Reconciler::Dataset => reconcile_dataset(observed, config, now),
+        Reconciler::Runtime => reconcile_runtime(&JuiceFsEngine, observed, config, now),
+    }
+}
+
+/// A one-line description of an effect for the trace.
+pub fn describe_effect(effect: &Effect) -> String {
+    match effect {
+        Effect::Apply(object) => {
+            let what = match object {
+                Object::StatefulSet(sts) => format!("replicas={}", sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)),
+                Object::DaemonSet(ds) => {
+                    let selector = ds
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.template.spec.as_ref())
+                        .and_then(|s| s.node_selector.as_ref())
+                        .map(|sel| sel.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+                        .unwrap_or_default();
+                    format!("nodeSelector {selector}")
+                }
+                Object::PersistentVolume(pv) => {
+                    let path = pv
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.csi.as_ref())
+                        .and_then(|c| c.volume_attributes.as_ref())
+                        .and_then(|a| a.get(model::volume::ATTR_FLUID_PATH).cloned())
+                        .unwrap_or_default();
+                    format!("fluid_path={path}")
+                }
+                Object::PersistentVolumeClaim(pvc) => {
+                    format!("volumeName={}", pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default())
+                }
+            };
+            format!("apply {} ({what})", object.object_ref())
+        }
+        Effect::PatchStatus { status, .. } => match status {
+            Status::Dataset(s) => {
+                let conditions: Vec<String> = s
+                    .conditions
+                    .iter()
+                    .map(|c| format!("{}={}{}", c.type_, c.status, c.reason.as_deref().map(|r| format!("({r})")).unwrap_or_default()))
+                    .collect();
+                let cached = s.cache_states.get("cached").map(|c| format!(" cached={c}")).unwrap_or_default();
+                format!("status phase={} {}{cached}", phase_or_dash(s.phase.as_str()), conditions.join(" "))
+            }
+            Status::Runtime(s) => {
+                let cached = s.cache_states.get("cached").map(|c| format!(" cached={c}")).unwrap_or_default();
+                format!(
+                    "status workers={} {}/{} fuse={} {}/{}{cached}",
+                    phase_or_dash(s.worker_phase.as_str()),
+                    s.worker_number_ready,
+                    s.desired_worker_number_scheduled,
+                    phase_or_dash(s.fuse_phase.as_str()),
+                    s.fuse_number_ready,
+                    s.desired_fuse_number_scheduled
+                )
+            }
+        },
+        Effect::PatchLabels { target, labels } => {
+            let parts: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| match v {
+                    Some(v) => format!("+{k}={v}"),
+                    None => format!("-{k}"),
+                })
+                .collect();
+            let _ = target;
+            format!("labels {}", parts.join(" "))
+        }
+        Effect::AddOwnerReference { owner, .. } => format!("add ownerReference {}/{}", owner.kind, owner.name),
+        Effect::AddFinalizer { finalizer, .. } => format!("add finalizer {finalizer}"),
+        Effect::RemoveFinalizer { finalizer, .. } => format!("remove finalizer {finalizer}"),
+        Effect::Delete(target) => format!("delete {target}"),
+        Effect::Event { type_, reason, message, .. } => format!("event {} {reason}: {message}", type_.as_str()),
+    }
+}
+
+fn phase_or_dash(phase: &str) -> &str {
+    if phase.is_empty() { "-" } else { phase }
+}
+
+impl Sim {
+    /// Enqueues both reconcilers for `pair` after the watch latency.
+    pub fn notify(&mut self, pair: &Pair) {
+        if !self.control.up {
+            return;
+        }
+        let at = self.clock.now_ms() + self.faults.watch_latency_ms(self.config.watch_latency_ms);
+        for reconciler in [Reconciler::Dataset, Reconciler::Runtime] {
+            if let Some(token) = self.control.queue(reconciler).add(pair.clone(), at) {
+                self.clock.schedule_at(at, Event::Reconcile { reconciler, key: pair.clone(), token });
+            }
+        }
+    }
+
+    fn requeue(&mut self, reconciler: Reconciler, pair: &Pair, at_ms: u64, why: crate::control::Due) {
+        if let Some(token) = self.control.queue(reconciler).add_why(pair.clone(), at_ms, why) {
+            self.clock.schedule_at(at_ms, Event::Reconcile { reconciler, key: pair.clone(), token });
+        }
+    }
+
+    /// Feeds an apiserver change to the controller: into the cache after the stale-read lag,
+    /// and as a notification for the pairs it concerns.
+    pub(crate) fn route_control(&mut self, change: &Change) {
+        if !self.control.up {
+            return;
+        }
+        let lag = self.faults.stale_reads_ms.max(self.config.stale_reads_ms);
+        let now = self.clock.now_ms();
+        if lag == 0 {
+            self.control.apply_to_cache(change.clone());
+        } else {
+            self.control.feed.push_back((now + lag, change.clone()));
+        }
+        for pair in self.pairs_of_change(change) {
+            self.notify(&pair);
+        }
+    }
+
+    /// Which pairs a change concerns (the controller's watch mappings).
+    fn pairs_of_change(&self, change: &Change) -> BTreeSet<Pair> {
+        let mut pairs = BTreeSet::new();
+        let key = &change.key;
+        let objects = change.old.iter().chain(change.new.iter());
+        match key.kind {
+            Kind::Dataset | Kind::JuiceFSRuntime => {
+                pairs.insert(Pair::new(&key.namespace, &key.name));
+            }
+            Kind::StatefulSet | Kind::DaemonSet => {
+                for obj in objects {
+                    for owner in obj.meta().owner_references.iter().flatten().filter(|o| o.kind == "JuiceFSRuntime") {
+                        pairs.insert(Pair::new(&key.namespace, &owner.name));
+                    }
+                }
+            }
+            Kind::PersistentVolume => {
+                for obj in objects {
+                    if let Some(pv) = obj.as_pv() {
+                        let attributes = pv.spec.as_ref().and_then(|s| s.csi.as_ref()).and_then(|c| c.volume_attributes.as_ref());
+                        if let Some(attributes) = attributes {
+                            if let (Some(ns), Some(name)) = (
+                                attributes.get(model::volume::ATTR_RUNTIME_NAMESPACE),
+                                attributes.get(model::volume::ATTR_RUNTIME_NAME),
+                            ) {
+                                pairs.insert(Pair::new(ns, name));
+                            }
+                        }
+                    }
+                }
+            }
+            Kind::PersistentVolumeClaim => {
+                if self.api.store.get_named(Kind::Dataset, &key.namespace, &key.name).is_some()
+                    || self.api.store.get_named(Kind::JuiceFSRuntime, &key.namespace, &key.name).is_some()
+                {
+                    pairs.insert(Pair::new(&key.namespace, &key.name));
+                }
+            }
+            Kind::Pod => {
+                for obj in objects {
+                    let Some(pod) = obj.as_pod() else { continue };
+                    for owner in pod.metadata.owner_references.iter().flatten().filter(|o| o.kind == "StatefulSet") {
+                        if let Some(sts) = self.api.store.by_uid(&owner.uid).and_then(|k| self.api.store.get(k)) {
+                            for runtime in sts.meta().owner_references.iter().flatten().filter(|o| o.kind == "JuiceFSRuntime") {
+                                pairs.insert(Pair::new(&key.namespace, &runtime.name));
+                            }
+                        }
+                    }
+                    for claim in crate::apiserver::store::claims_of(pod) {
+                        if self.api.store.get_named(Kind::Dataset, &key.namespace, &claim).is_some() {
+                            pairs.insert(Pair::new(&key.namespace, &claim));
+                        }
+                    }
+                }
+            }
+            Kind::Node => {
+                let empty = BTreeMap::new();
+                let old = change.old.as_ref().and_then(|o| o.meta().labels.as_ref()).unwrap_or(&empty);
+                let new = change.new.as_ref().and_then(|o| o.meta().labels.as_ref()).unwrap_or(&empty);
+                for label in old.keys().chain(new.keys()).filter(|k| k.starts_with("fluid")) {
+                    if old.get(label) != new.get(label) {
+                        if let Some(pair) = self.control.pair_of_label(label) {
+                            pairs.insert(pair.clone());
+                        }
+                    }
+                }
+            }
+        }
+        pairs
+    }
+
+    /// The cache samples the simulated workers report for `pods`.
+    fn samples_for(&self, pair: &Pair, pods: &[PodView]) -> Vec<model::observed::CacheSample> {
+        self.workers.samples(self, pair, pods)
+    }
+
+    /// The common label of every dataset, as the controller knows them.
+    fn common_labels(&self) -> BTreeSet<String> {
+        self.control.common_labels.values().cloned().collect()
+    }
+
+    /// Runs one reconcile of `pair` and applies its effects.
+    pub(crate) fn reconcile(&mut self, reconciler: Reconciler, pair: &Pair) {
+        if !self.control.up {
+            return;
+        }
+        let now_ms = self.clock.now_ms();
+        self.control.sync_cache(now_ms);
+        let common = self.common_labels();
+        let observed = build_observed(&self.control.cache, pair, &common, &|pods| self.samples_for(pair, pods));
+        let decision = decide(reconciler, &observed, &self.control.config, self.clock.wall());
+        self.stats.reconciles += 1;
+        let actor = reconciler.actor();
+        let mut failed = None;
+        for effect in &decision.effects {
+            let target = effect.target();
+            match self.apply_effect(effect) {
+                Ok(()) => {
+                    self.stats.effects += 1;
+                    trace!(self, actor, target.to_string(), "{}", describe_effect(effect));
+                }
+                Err(error) => {
+                    if matches!(error, ApiError::Conflict { .. }) {
+                        self.stats.conflicts += 1;
+                    }
+                    trace!(self, actor, target.to_string(), "{} failed: {error}", effect.verb());
+                    failed = Some(error);
+                    break;
+                }
+            }
+        }
+        let key = (reconciler, pair.clone());
+        if failed.is_some() {
+            let failures = self.control.failures.entry(key).or_insert(0);
+            *failures += 1;
+            let exponent = (*failures - 1).min(16);
+            let delay = (self.config.backoff_base_ms << exponent).min(self.config.backoff_max_ms);
+            trace!(self, actor, format!("{}/{}/{}", if reconciler == Reconciler::Dataset { "Dataset" } else { "JuiceFSRuntime" }, pair.namespace, pair.name), "requeue with backoff in {}", crate::clock::format_duration(delay));
+            self.requeue(reconciler, pair, now_ms + delay, crate::control::Due::Urgent);
+            return;
+        }
+        self.control.failures.remove(&key);
+        if let Requeue::AfterMs(delay) = decision.requeue {
+            self.requeue(reconciler, pair, now_ms + delay, crate::control::Due::Timer);
+        }
+    }
+
+    /// Applies one effect through the apiserver, as the controller's client would.
+    fn apply_effect(&mut self, effect: &Effect) -> Result<(), ApiError> {
+        let now = self.clock.wall();
+        let conflict_rate = self.faults.conflict_rate;
+        if effect.is_write() && self.rng.chance(Stream::Faults, conflict_rate) {
+            let target = effect.target();
+            let actual = self.api.store.get(&target).and_then(|o| o.meta().resource_version.clone()).unwrap_or_default();
+            return Err(ApiError::Conflict { object: target, expected: "(injected)".to_string(), actual });
+        }
+        match effect {
+            Effect::Apply(object) => {
+                let obj = match object {
+                    Object::StatefulSet(o) => Obj::StatefulSet(std::sync::Arc::new((**o).clone())),
+                    Object::DaemonSet(o) => Obj::DaemonSet(std::sync::Arc::new((**o).clone())),
+                    Object::PersistentVolume(o) => Obj::PersistentVolume(std::sync::Arc::new((**o).clone())),
+                    Object::PersistentVolumeClaim(o) => Obj::PersistentVolumeClaim(std::sync::Arc::new((**o).clone())),
+                };
+                self.api.apply(obj, now).map(|_| ())
+            }
+            Effect::PatchStatus { target, status, resource_version } => {
+                let status = status.clone();
+                self.api
+                    .modify(target, resource_version.as_deref(), |obj| match (obj, status) {
+                        (Obj::Dataset(d), Status::Dataset(s)) => {
+                            std::sync::Arc::make_mut(d).status = Some(*s);
+                            true
+                        }
+                        (Obj::Runtime(r), Status::Runtime(s)) => {
+                            std::sync::Arc::make_mut(r).status = Some(*s);
+                            true
+                        }
+                        _ => false,
+                    })
+                    .map(|_| ())
+            }
+            Effect::PatchLabels { target, labels } => self.api.patch_labels(target, labels).map(|_| ()),
+            Effect::AddOwnerReference { target, owner } => self
+                .api
+                .modify(target, None, |obj| {
+                    let meta = obj.meta_mut();
+                    let owners = meta.owner_references.get_or_insert_with(Vec::new);
+                    if owners.iter().any(|o| o.uid == owner.uid) {
+                        return false;
+                    }
+                    owners.push(owner.clone());
+                    true
+                })
+                .map(|_| ()),
+            Effect::AddFinalizer { target, finalizer } => self
+                .api
+                .modify(target, None, |obj| {
+                    if obj.finalizers().contains(finalizer) {
+                        return false;
+                    }
+                    obj.meta_mut().finalizers.get_or_insert_with(Vec::new).push(finalizer.clone());
+                    true
+                })
+                .map(|_| ()),
+            Effect::RemoveFinalizer { target, finalizer } => self
+                .api
+                .modify(target, None, |obj| {
+                    if !obj.finalizers().contains(finalizer) {
+                        return false;
+                    }
+                    obj.meta_mut().finalizers.get_or_insert_with(Vec::new).retain(|f| f != finalizer);
+                    true
+                })
+                .map(|_| ()),
+            Effect::Delete(target) => match self.api.delete(target, now) {
+                Ok(_) | Err(ApiError::NotFound(_)) => Ok(()),
+                Err(error) => Err(error),
+            },
+            Effect::Event { .. } => Ok(()),
+        }
+    }
+
+    /// A controller restart: drop the cache, the work queues and backoffs; come back later.
+    pub fn controller_restart(&mut self) {
+        self.control.up = false;
+        self.control.cache = Store::default();
+        self.control.feed.clear();
+        for queue in &mut self.control.queues {
+            queue.clear();
+        }
+        self.control.failures.clear();
+        self.control.label_keys.clear();
+        self.control.common_labels.clear();
+        trace!(self, "fault", "controller", "controller restarts: work queues and cache dropped");
+        let delay = self.config.controller_restart_ms;
+        self.clock.schedule_in(delay, Event::ControllerUp);
+    }
+
+    /// The controller (re)starts: re-list everything and enqueue every pair.
+    pub(crate) fn controller_up(&mut self) {
+        self.control.up = true;
+        self.control.relist(&self.api.store);
+        trace!(self, "controller", "controller", "started: listed {} datasets, {} runtimes", self.control.cache.count(Kind::Dataset), self.control.cache.count(Kind::JuiceFSRuntime));
+        for pair in self.pairs() {
+            self.notify(&pair);
+        }
+    }
+
+    /// Reconciles every pair against the apiserver's current state (no lag) and returns the
+    /// write effects any reconciler would still make: empty at a fixpoint.
+    pub fn fixpoint_writes(&self) -> Vec<(Reconciler, Pair, Effect)> {
+        let mut common = BTreeSet::new();
+        for obj in self.api.store.list(Kind::Dataset) {
+            let key = obj.object_ref();
+            if let Ok(keys) = DatasetKeys::new(&key.namespace, &key.name, obj.meta().uid.as_deref()) {
+                common.insert(keys.common_label());
+            }
+        }
+        let mut writes = Vec::new();
+        for pair in self.pairs() {
+            let observed = build_observed(&self.api.store, &pair, &common, &|pods| self.samples_for(&pair, pods));
+            for reconciler in [Reconciler::Dataset, Reconciler::Runtime] {
+                let decision = decide(reconciler, &observed, &self.control.config, self.clock.wall());
+                writes.extend(decision.writes().map(|e| (reconciler, pair.clone(), e.clone())));
+            }
+        }
+        writes
+    }
+}
+
+/// The trace name of an object reference.
+pub fn object_name(key: &ObjectRef) -> String {
+    key.to_string()
+}

@@ -1,0 +1,216 @@
+//! The DaemonSet controller: one pod per matching node (nodeSelector, required node affinity,
+//! taints), pinned with a `metadata.name` node-affinity term as the real controller does;
+//! `OnDelete` keeps pods on an old template, `RollingUpdate` replaces them one at a time; status
+//! counts desired, current, ready, available, unavailable and misscheduled pods.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::DaemonSetStatus;
+use k8s_openapi::api::core::v1::{
+    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, Toleration,
+};
+use model::effect::{Kind, ObjectRef};
+
+use super::scheduler::tolerates;
+use super::statefulset::{REVISION_LABEL, controller_reference, pod_from_template, pod_state, template_hash};
+use crate::apiserver::Obj;
+use crate::apiserver::selector::matches_node_term;
+use crate::sim::Sim;
+use crate::trace;
+
+/// Tolerations the DaemonSet controller adds to every pod it makes.
+fn daemon_tolerations() -> Vec<Toleration> {
+    let mut out = Vec::new();
+    for (key, effect) in [
+        ("node.kubernetes.io/not-ready", "NoExecute"),
+        ("node.kubernetes.io/unreachable", "NoExecute"),
+        ("node.kubernetes.io/disk-pressure", "NoSchedule"),
+        ("node.kubernetes.io/memory-pressure", "NoSchedule"),
+        ("node.kubernetes.io/pid-pressure", "NoSchedule"),
+        ("node.kubernetes.io/unschedulable", "NoSchedule"),
+    ] {
+        out.push(Toleration {
+            key: Some(key.to_string()),
+            operator: Some("Exists".to_string()),
+            effect: Some(effect.to_string()),
+            ..Default::default()
+        });
+    }
+    out
+}
+
+impl Sim {
+    /// Converges one DaemonSet.
+    pub(crate) fn sync_daemonset(&mut self, key: &ObjectRef) {
+        let Some(obj) = self.api.store.get(key).cloned() else { return };
+        let Some(ds) = obj.as_daemonset().cloned() else { return };
+        if ds.metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        let spec = ds.spec.clone().unwrap_or_default();
+        let template = spec.template.clone();
+        let pod_spec = template.spec.clone().unwrap_or_default();
+        let selector = pod_spec.node_selector.clone().unwrap_or_default();
+        let required = pod_spec
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|a| a.required_during_scheduling_ignored_during_execution.clone());
+        let mut tolerations = pod_spec.tolerations.clone().unwrap_or_default();
+        tolerations.extend(daemon_tolerations());
+        let revision = format!("{}-{}", key.name, template_hash(&template));
+
+        // Nodes that should run a pod.
+        let candidates: Vec<String> = match selector.keys().next() {
+            Some(first) => self.api.store.nodes_with_label_key(first).cloned().collect(),
+            None => self.kube.node_names.iter().cloned().collect(),
+        };
+        let mut wanted: BTreeSet<String> = BTreeSet::new();
+        for name in candidates {
+            let Some(node) = self.api.store.get_named(Kind::Node, "", &name).and_then(|o| o.as_node()) else { continue };
+            if should_run(node, &name, &selector, required.as_ref(), &tolerations) {
+                wanted.insert(name);
+            }
+        }
+
+        // Pods by node.
+        let uid = ds.metadata.uid.clone().unwrap_or_default();
+        let mut by_node: BTreeMap<String, Vec<(ObjectRef, Arc<Pod>)>> = BTreeMap::new();
+        for pod_key in self.api.store.dependents(&uid) {
+            let Some(pod) = self.api.store.get(pod_key).and_then(|o| o.as_pod()) else { continue };
+            let node = pod_node_target(pod).unwrap_or_default();
+            by_node.entry(node).or_default().push((pod_key.clone(), pod.clone()));
+        }
+
+        let owner = controller_reference(&obj, "apps/v1");
+        let now = self.clock.wall();
+        for node in &wanted {
+            let pods = by_node.get(node).cloned().unwrap_or_default();
+            let live: Vec<&(ObjectRef, Arc<Pod>)> = pods.iter().filter(|(_, p)| !pod_state(p).2).collect();
+            for (pod_key, pod) in &live {
+                if pod_state(pod).0 == "Failed" {
+                    trace!(self, "daemonset", pod_key.to_string(), "delete failed pod for recreation");
+                    let _ = self.api.delete(pod_key, now);
+                }
+            }
+            if pods.is_empty() {
+                let name = format!("{}-{}", key.name, self.rng.suffix(5));
+                let extra = BTreeMap::from([(REVISION_LABEL.to_string(), revision.clone())]);
+                let mut pod = pod_from_template(&template, &key.namespace, &name, owner.clone(), extra);
+                pin_to_node(&mut pod, node, &tolerations);
+                if self.api.create(Obj::Pod(Arc::new(pod)), now).is_ok() {
+                    trace!(self, "daemonset", format!("Pod/{}/{name}", key.namespace), "create for node {node} ({})", key.name);
+                }
+            }
+            for (pod_key, _) in live.iter().skip(1) {
+                let _ = self.api.delete(pod_key, now);
+            }
+        }
+        for (node, pods) in &by_node {
+            if wanted.contains(node) {
+                continue;
+            }
+            for (pod_key, pod) in pods {
+                if !pod_state(pod).2 {
+                    trace!(self, "daemonset", pod_key.to_string(), "delete: node {node} no longer matches {}", key.name);
+                    let _ = self.api.delete(pod_key, now);
+                }
+            }
+        }
+
+        // RollingUpdate replaces one stale pod at a time; OnDelete (the FUSE default) never does.
+        let strategy = spec.update_strategy.as_ref().and_then(|u| u.type_.clone()).unwrap_or_else(|| "RollingUpdate".to_string());
+        if strategy == "RollingUpdate" {
+            let all_ready = wanted.iter().all(|n| by_node.get(n).is_some_and(|pods| pods.iter().any(|(_, p)| {
+                let (phase, ready, deleting) = pod_state(p);
+                phase == "Running" && ready && !deleting
+            })));
+            if all_ready {
+                let stale = wanted.iter().flat_map(|n| by_node.get(n).into_iter().flatten()).find(|(_, p)| {
+                    p.metadata.labels.as_ref().and_then(|l| l.get(REVISION_LABEL)) != Some(&revision) && !pod_state(p).2
+                });
+                if let Some((pod_key, _)) = stale {
+                    trace!(self, "daemonset", pod_key.to_string(), "delete (template changed, rolling update)");
+                    let _ = self.api.delete(pod_key, now);
+                }
+            }
+        }
+
+        // Status.
+        let mut status = DaemonSetStatus { observed_generation: ds.metadata.generation, ..Default::default() };
+        status.desired_number_scheduled = wanted.len() as i32;
+        let (mut current, mut ready, mut updated, mut misscheduled) = (0, 0, 0, 0);
+        for pod_key in self.api.store.dependents(&uid) {
+            let Some(pod) = self.api.store.get(pod_key).and_then(|o| o.as_pod()) else { continue };
+            let node = pod_node_target(pod).unwrap_or_default();
+            let (phase, is_ready, _) = pod_state(pod);
+            if wanted.contains(&node) {
+                current += 1;
+                if is_ready && phase == "Running" {
+                    ready += 1;
+                }
+                if pod.metadata.labels.as_ref().and_then(|l| l.get(REVISION_LABEL)) == Some(&revision) {
+                    updated += 1;
+                }
+            } else {
+                misscheduled += 1;
+            }
+        }
+        status.current_number_scheduled = current;
+        status.number_ready = ready;
+        status.number_available = Some(ready);
+        status.number_unavailable = Some((wanted.len() as i32 - ready).max(0));
+        status.number_misscheduled = misscheduled;
+        status.updated_number_scheduled = Some(updated);
+        if ds.status.as_ref() != Some(&status) {
+            let _ = self.api.modify(key, None, |obj| {
+                let Some(ds) = obj.daemonset_mut() else { return false };
+                ds.status = Some(status);
+                true
+            });
+        }
+    }
+}
+
+fn should_run(node: &Node, name: &str, selector: &BTreeMap<String, String>, required: Option<&NodeSelector>, tolerations: &[Toleration]) -> bool {
+    let labels = node.metadata.labels.as_ref();
+    if !selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
+        return false;
+    }
+    if let Some(required) = required {
+        if !required.node_selector_terms.iter().any(|t| matches_node_term(t, name, labels)) {
+            return false;
+        }
+    }
+    let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+    taints.iter().filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute").all(|t| tolerates(tolerations, t))
+}
+
+/// The node a daemon pod runs on or is pinned to.
+fn pod_node_target(pod: &Pod) -> Option<String> {
+    if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+        return Some(node);
+    }
+    let terms = pod.spec.as_ref()?.affinity.as_ref()?.node_affinity.as_ref()?.required_during_scheduling_ignored_during_execution.as_ref()?;
+    terms.node_selector_terms.iter().find_map(|t| {
+        t.match_fields.as_ref()?.iter().find(|f| f.key == "metadata.name")?.values.as_ref()?.first().cloned()
+    })
+}
+
+/// Pins a daemon pod to `node` with a `metadata.name` term, and adds the daemon tolerations.
+fn pin_to_node(pod: &mut Pod, node: &str, tolerations: &[Toleration]) {
+    let spec = pod.spec.get_or_insert_with(Default::default);
+    let term = NodeSelectorTerm {
+        match_expressions: None,
+        match_fields: Some(vec![NodeSelectorRequirement {
+            key: "metadata.name".to_string(),
+            operator: "In".to_string(),
+            values: Some(vec![node.to_string()]),
+        }]),
+    };
+    let affinity = spec.affinity.get_or_insert_with(Affinity::default);
+    let node_affinity = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
+    node_affinity.required_during_scheduling_ignored_during_execution = Some(NodeSelector { node_selector_terms: vec![term] });
+    spec.tolerations = Some(tolerations.to_vec());
+}

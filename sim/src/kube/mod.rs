@@ -1,0 +1,268 @@
+//! The built-in Kubernetes controllers the flow needs, each a task on one shared queue.
+//!
+//! Every task is level-triggered: it reads the apiserver and converges one object (a pod to
+//! schedule, a StatefulSet, a DaemonSet, a PVC to bind or protect, an owner's dependents to
+//! collect, a node's lifecycle, a pod on a kubelet). Watches queue tasks after
+//! `kube_latency_ms`; a task asked for twice before it runs runs once.
+
+pub mod daemonset;
+pub mod gc;
+pub mod nodelifecycle;
+pub mod pvc;
+pub mod scheduler;
+pub mod statefulset;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use model::effect::{Kind, ObjectRef};
+
+use crate::apiserver::Change;
+use crate::apiserver::store::claims_of;
+use crate::sim::Sim;
+
+/// One unit of work of a built-in controller.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KubeTask {
+    /// Scheduler: place this pending pod.
+    Schedule(ObjectRef),
+    /// StatefulSet controller: converge this StatefulSet.
+    StatefulSet(ObjectRef),
+    /// DaemonSet controller: converge this DaemonSet.
+    DaemonSet(ObjectRef),
+    /// PV controller: bind this PVC.
+    Bind(ObjectRef),
+    /// pvc-protection controller: this PVC's finalizer.
+    PvcProtection(ObjectRef),
+    /// Garbage collector: the dependents of a vanished owner (by UID).
+    Collect(String),
+    /// Garbage collector: an object whose owners may not exist.
+    Orphan(ObjectRef),
+    /// Node-lifecycle controller: this node's readiness and evictions.
+    NodeLifecycle(String),
+    /// Kubelet of `node`: sync this pod.
+    Kubelet {
+        /// The node.
+        node: String,
+        /// The pod.
+        pod: ObjectRef,
+    },
+    /// CSI plugin of this node: repair broken bind mounts (FUSE recovery).
+    Recover(String),
+}
+
+/// State of the built-in controllers that is not in the apiserver.
+#[derive(Debug, Default, Clone)]
+pub struct KubeState {
+    /// Pods the scheduler could not place; retried when nodes or pods change.
+    pub unschedulable: BTreeSet<ObjectRef>,
+    /// Where the scheduler's next node scan starts (Kubernetes rotates it too).
+    pub next_start_node: usize,
+    /// DaemonSets by the label keys of their nodeSelector.
+    pub daemonsets_by_selector_key: BTreeMap<String, BTreeSet<ObjectRef>>,
+    /// DaemonSets without a nodeSelector (they want every node).
+    pub daemonsets_everywhere: BTreeSet<ObjectRef>,
+    /// The last reason each pending pod was given, so the trace says it once.
+    pub pending_reason: BTreeMap<ObjectRef, String>,
+    /// Every node name, in order (the scheduler's scan list).
+    pub node_names: std::sync::Arc<Vec<String>>,
+}
+
+fn controller_owner(obj: &crate::apiserver::Obj) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    obj.meta().owner_references.iter().flatten().find(|o| o.controller == Some(true))
+}
+
+impl Sim {
+    /// Routes a change to the built-in controllers and kubelets that watch it.
+    pub(crate) fn route_kube(&mut self, change: &Change) {
+        let key = change.key.clone();
+        if change.new.is_none() {
+            if let Some(uid) = change.old.as_ref().and_then(|o| o.meta().uid.clone()) {
+                if self.api.store.dependents(&uid).next().is_some() {
+                    self.kick(KubeTask::Collect(uid));
+                }
+            }
+        }
+        if change.old.is_none() {
+            if let Some(new) = &change.new {
+                if new.meta().owner_references.as_ref().is_some_and(|o| !o.is_empty()) {
+                    self.kick(KubeTask::Orphan(key.clone()));
+                }
+            }
+        }
+        match key.kind {
+            Kind::Pod => self.route_pod(change),
+            Kind::Node => self.route_node(change),
+            Kind::StatefulSet => self.kick(KubeTask::StatefulSet(key)),
+            Kind::DaemonSet => {
+                self.index_daemonset(change);
+                self.kick(KubeTask::DaemonSet(key));
+            }
+            Kind::PersistentVolume => {
+                for obj in change.old.iter().chain(change.new.iter()) {
+                    let claim = obj.as_pv().and_then(|pv| pv.spec.as_ref()?.claim_ref.clone());
+                    if let Some(claim) = claim {
+                        let pvc = ObjectRef::namespaced(
+                            Kind::PersistentVolumeClaim,
+                            claim.namespace.as_deref().unwrap_or("default"),
+                            claim.name.as_deref().unwrap_or_default(),
+                        );
+                        self.kick(KubeTask::Bind(pvc));
+                    }
+                }
+            }
+            Kind::PersistentVolumeClaim => {
+                self.kick(KubeTask::Bind(key.clone()));
+                self.kick(KubeTask::PvcProtection(key.clone()));
+                let users: Vec<ObjectRef> = self.api.store.pods_using_claim(&key.namespace, &key.name).cloned().collect();
+                for pod in users {
+                    self.kick_pod(&pod);
+                }
+            }
+            Kind::Dataset | Kind::JuiceFSRuntime => {}
+        }
+    }
+
+    /// Queues whatever a pod needs next: scheduling or its kubelet.
+    fn kick_pod(&mut self, pod: &ObjectRef) {
+        let Some(obj) = self.api.store.get(pod).and_then(|o| o.as_pod()) else { return };
+        match obj.spec.as_ref().and_then(|s| s.node_name.clone()) {
+            Some(node) => self.kick(KubeTask::Kubelet { node, pod: pod.clone() }),
+            None if !obj.metadata.deletion_timestamp.is_some() => self.kick(KubeTask::Schedule(pod.clone())),
+            None => {}
+        }
+    }
+
+    fn route_pod(&mut self, change: &Change) {
+        let key = &change.key;
+        let mut freed_capacity = change.new.is_none();
+        if let Some(pod) = change.new.as_ref().and_then(|o| o.as_pod()) {
+            let scheduled = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
+            if !scheduled && pod.metadata.deletion_timestamp.is_none() {
+                self.kick(KubeTask::Schedule(key.clone()));
+            }
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            freed_capacity |= matches!(phase, Some("Succeeded" | "Failed"));
+        }
+        let mut owners = BTreeSet::new();
+        let mut nodes = BTreeSet::new();
+        let mut claims = BTreeSet::new();
+        for obj in change.old.iter().chain(change.new.iter()) {
+            if let Some(owner) = controller_owner(obj) {
+                owners.insert((owner.kind.clone(), owner.name.clone()));
+            }
+            let Some(pod) = obj.as_pod() else { continue };
+            if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                nodes.insert(node);
+            }
+            claims.extend(claims_of(pod));
+        }
+        for (kind, name) in owners {
+            match kind.as_str() {
+                "StatefulSet" => self.kick(KubeTask::StatefulSet(ObjectRef::namespaced(Kind::StatefulSet, &key.namespace, &name))),
+                "DaemonSet" => self.kick(KubeTask::DaemonSet(ObjectRef::namespaced(Kind::DaemonSet, &key.namespace, &name))),
+                _ => {}
+            }
+        }
+        for node in nodes {
+            self.kick(KubeTask::Kubelet { node, pod: key.clone() });
+        }
+        for claim in claims {
+            self.kick(KubeTask::PvcProtection(ObjectRef::namespaced(Kind::PersistentVolumeClaim, &key.namespace, &claim)));
+        }
+        if freed_capacity {
+            self.retry_unschedulable();
+        }
+    }
+
+    /// Queues every pod the scheduler could not place.
+    pub(crate) fn retry_unschedulable(&mut self) {
+        let pods: Vec<ObjectRef> = self.kube.unschedulable.iter().cloned().collect();
+        for pod in pods {
+            self.kick(KubeTask::Schedule(pod));
+        }
+    }
+
+    fn route_node(&mut self, change: &Change) {
+        let names = std::sync::Arc::make_mut(&mut self.kube.node_names);
+        match (change.old.is_some(), change.new.is_some()) {
+            (false, true) => {
+                if let Err(at) = names.binary_search(&change.key.name) {
+                    names.insert(at, change.key.name.clone());
+                }
+            }
+            (true, false) => {
+                if let Ok(at) = names.binary_search(&change.key.name) {
+                    names.remove(at);
+                }
+            }
+            _ => {}
+        }
+        let empty = BTreeMap::new();
+        let old_labels = change.old.as_ref().and_then(|o| o.meta().labels.as_ref()).unwrap_or(&empty);
+        let new_labels = change.new.as_ref().and_then(|o| o.meta().labels.as_ref()).unwrap_or(&empty);
+        let spec_or_status_changed = match (&change.old, &change.new) {
+            (Some(old), Some(new)) => {
+                let (old, new) = (old.as_node(), new.as_node());
+                old.map(|n| (&n.spec, n.status.as_ref().map(|s| &s.conditions))) != new.map(|n| (&n.spec, n.status.as_ref().map(|s| &s.conditions)))
+            }
+            _ => true,
+        };
+        let mut daemonsets: BTreeSet<ObjectRef> = BTreeSet::new();
+        if spec_or_status_changed {
+            for set in self.kube.daemonsets_by_selector_key.values() {
+                daemonsets.extend(set.iter().cloned());
+            }
+            daemonsets.extend(self.kube.daemonsets_everywhere.iter().cloned());
+        } else {
+            for label in old_labels.keys().chain(new_labels.keys()) {
+                if old_labels.get(label) != new_labels.get(label) {
+                    if let Some(set) = self.kube.daemonsets_by_selector_key.get(label) {
+                        daemonsets.extend(set.iter().cloned());
+                    }
+                }
+            }
+        }
+        for ds in daemonsets {
+            self.kick(KubeTask::DaemonSet(ds));
+        }
+        if old_labels != new_labels || spec_or_status_changed {
+            self.retry_unschedulable();
+        }
+    }
+
+    fn index_daemonset(&mut self, change: &Change) {
+        let key = change.key.clone();
+        for set in self.kube.daemonsets_by_selector_key.values_mut() {
+            set.remove(&key);
+        }
+        self.kube.daemonsets_everywhere.remove(&key);
+        let Some(ds) = change.new.as_ref().and_then(|o| o.as_daemonset()) else { return };
+        let selector = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref()).and_then(|s| s.node_selector.as_ref());
+        match selector.filter(|s| !s.is_empty()) {
+            Some(selector) => {
+                for label in selector.keys() {
+                    self.kube.daemonsets_by_selector_key.entry(label.clone()).or_default().insert(key.clone());
+                }
+            }
+            None => {
+                self.kube.daemonsets_everywhere.insert(key);
+            }
+        }
+    }
+
+    /// Runs one built-in controller task.
+    pub(crate) fn run_kube_task(&mut self, task: KubeTask) {
+        match task {
+            KubeTask::Schedule(pod) => self.schedule(&pod),
+            KubeTask::StatefulSet(sts) => self.sync_statefulset(&sts),
+            KubeTask::DaemonSet(ds) => self.sync_daemonset(&ds),
+            KubeTask::Bind(pvc) => self.bind_claim(&pvc),
+            KubeTask::PvcProtection(pvc) => self.protect_claim(&pvc),
+            KubeTask::Collect(uid) => self.collect(&uid),
+            KubeTask::Orphan(key) => self.collect_orphan(&key),
+            KubeTask::NodeLifecycle(node) => self.node_lifecycle(&node),
+            KubeTask::Kubelet { node, pod } => self.kubelet_sync(&node, &pod),
+            KubeTask::Recover(node) => self.recover_mounts(&node),
+        }
+    }
+}

@@ -1,0 +1,671 @@
+//! A kubelet per node, with its CSI node plugin: runs pods, sets up their volumes through the
+//! model's node decisions, tears them down on deletion, and repairs broken bind mounts.
+//!
+//! For a pod that uses a dataset PVC (a PV whose CSI driver is `fuse.csi.fluid.io`):
+//! NodeStage (`model::node::plan_stage`: unmount a broken FUSE mount, record, label the node so
+//! the FUSE DaemonSet starts a pod here) → NodePublish (`plan_publish`: wait for the FUSE mount at
+//! `fluid_path`, then bind it onto the pod's target) → start the containers. On deletion:
+//! NodeUnpublish (`plan_unpublish`) → remove the pod → NodeUnstage (`plan_unstage`: under
+//! `OnDemand`, remove the node label once no bind mount is left). The sim executes the plans
+//! against its mount table; it decides nothing itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Pod;
+use model::effect::{Kind, ObjectRef};
+use model::node::{
+    AccessMode, Capability, PathState, PublishRequest, PublishStep, StageRecord, StageRequest, UnpublishRequest,
+    UnpublishStep, UnstageRequest, count_volume_bind_mounts, plan_publish, plan_stage, plan_unpublish, plan_unstage,
+};
+use model::volume::{ATTR_FLUID_PATH, CSI_DRIVER};
+
+use crate::fuse::{is_fuse_pod, is_worker_pod};
+use crate::kube::KubeTask;
+use crate::kube::scheduler::set_condition;
+use crate::mounts::MountTable;
+use crate::sim::Sim;
+use crate::trace;
+
+/// Where a pod is in the kubelet's hands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunPhase {
+    /// Setting up volumes.
+    Preparing,
+    /// Volumes ready; containers start at this time.
+    Starting {
+        /// When the containers are up.
+        at_ms: u64,
+    },
+    /// Containers running.
+    Running,
+    /// Containers crashed; restarted at this time.
+    Crashed {
+        /// When they restart.
+        restart_at_ms: u64,
+    },
+    /// Terminating; containers stop at this time.
+    Stopping {
+        /// When they are down.
+        at_ms: u64,
+    },
+}
+
+/// One CSI volume of a pod, as the kubelet tracks it.
+#[derive(Debug, Clone)]
+pub struct VolumeRun {
+    /// The PV name (also the CSI volume id).
+    pub volume_id: String,
+    /// The PV's volume attributes.
+    pub context: BTreeMap<String, String>,
+    /// The kubelet's staging path for the volume.
+    pub staging_path: String,
+    /// The pod's publish target.
+    pub target_path: String,
+    /// The capability derived from the access modes.
+    pub capability: Capability,
+    /// The pod mounts it read-only.
+    pub read_only: bool,
+    /// NodePublish succeeded.
+    pub published: bool,
+}
+
+/// A pod the kubelet runs.
+#[derive(Debug, Clone)]
+pub struct PodRun {
+    /// The pod's UID (a recreated pod of the same name is another run).
+    pub uid: String,
+    /// Where it is.
+    pub phase: RunPhase,
+    /// Its dataset volumes.
+    pub volumes: Vec<VolumeRun>,
+    /// For FUSE pods: when the daemon's mount is up.
+    pub fuse_mount_at_ms: Option<u64>,
+    /// The last waiting note traced, so waits are traced once.
+    pub note: String,
+}
+
+/// Kubelet, CSI plugin and mount table of one node.
+#[derive(Debug, Clone)]
+pub struct NodeSim {
+    /// The node is up.
+    pub up: bool,
+    /// When it went down.
+    pub down_since_ms: Option<u64>,
+    /// The CSI plugin is serving.
+    pub csi_up: bool,
+    /// The mount table.
+    pub mounts: MountTable,
+    /// The CSI plugin's stage records (files in its state directory: they survive restarts).
+    pub stage_records: BTreeMap<String, StageRecord>,
+    /// Volumes the kubelet has staged here.
+    pub staged: BTreeSet<String>,
+    /// Pods the kubelet runs.
+    pub pods: BTreeMap<ObjectRef, PodRun>,
+}
+
+impl Default for NodeSim {
+    fn default() -> Self {
+        Self {
+            up: true,
+            down_since_ms: None,
+            csi_up: true,
+            mounts: MountTable::default(),
+            stage_records: BTreeMap::new(),
+            staged: BTreeSet::new(),
+            pods: BTreeMap::new(),
+        }
+    }
+}
+
+impl NodeSim {
+    /// A reboot: mounts and running pods are gone; the CSI state directory stays.
+    pub fn reboot(&mut self) {
+        self.mounts.reboot();
+        self.staged.clear();
+        self.pods.clear();
+        self.csi_up = true;
+    }
+}
+
+/// CSI capability for a PV's access modes.
+fn capability_for(access_modes: &[String]) -> Capability {
+    let mode = match access_modes.first().map(String::as_str) {
+        Some("ReadWriteMany") => AccessMode::MultiNodeMultiWriter,
+        Some("ReadWriteOnce") => AccessMode::SingleNodeWriter,
+        Some("ReadWriteOncePod") => AccessMode::SingleNodeSingleWriter,
+        _ => AccessMode::MultiNodeReaderOnly,
+    };
+    Capability::mount(mode)
+}
+
+/// Kubelet's global staging path of a CSI volume.
+fn staging_path(volume_id: &str) -> String {
+    format!(
+        "/var/lib/kubelet/plugins/kubernetes.io/csi/{CSI_DRIVER}/{:08x}/globalmount",
+        model::labels::fnv1a_32(volume_id.as_bytes())
+    )
+}
+
+enum Setup {
+    Ready,
+    Wait(String),
+}
+
+impl Sim {
+    fn node_up_and_known(&self, node: &str) -> bool {
+        self.nodes.get(node).is_some_and(|n| n.up)
+    }
+
+    fn set_pod_status(&mut self, key: &ObjectRef, phase: &str, ready: bool, reason: Option<&str>) {
+        let now = self.clock.wall();
+        let _ = self.api.modify(key, None, |obj| {
+            let Some(pod) = obj.pod_mut() else { return false };
+            let status = pod.status.get_or_insert_with(Default::default);
+            let mut changed = status.phase.as_deref() != Some(phase);
+            status.phase = Some(phase.to_string());
+            if phase == "Running" && status.start_time.is_none() {
+                status.start_time = Some(now.to_time());
+                changed = true;
+            }
+            let conditions = status.conditions.get_or_insert_with(Vec::new);
+            changed |= set_condition(conditions, "Ready", if ready { "True" } else { "False" }, reason, None);
+            changed |= set_condition(conditions, "ContainersReady", if ready { "True" } else { "False" }, reason, None);
+            changed
+        });
+    }
+
+    /// Syncs one pod on `node`: set up, start, crash-restart, or tear down.
+    pub(crate) fn kubelet_sync(&mut self, node: &str, key: &ObjectRef) {
+        if !self.node_up_and_known(node) {
+            return;
+        }
+        let now_ms = self.clock.now_ms();
+        let pod = self.api.store.get(key).and_then(|o| o.as_pod()).cloned();
+        let here = pod.as_ref().is_some_and(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node));
+        let run_uid = self.nodes[node].pods.get(key).map(|r| r.uid.clone());
+        let pod_uid = pod.as_ref().and_then(|p| p.metadata.uid.clone());
+        if run_uid.is_some() && (!here || run_uid != pod_uid) {
+            // The pod we ran is gone (removed, or replaced by a namesake): tear its volumes down.
+            self.teardown_run(node, key);
+        }
+        let Some(pod) = pod.filter(|_| here) else {
+            self.volume_manager(node);
+            return;
+        };
+        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        if pod.metadata.deletion_timestamp.is_some() {
+            self.terminate(node, key, &pod);
+            return;
+        }
+        if matches!(phase.as_str(), "Succeeded" | "Failed") {
+            return;
+        }
+        if !self.nodes[node].pods.contains_key(key) {
+            let volumes = self.resolve_volumes(key, &pod);
+            let Some(volumes) = volumes else {
+                return;
+            };
+            let run = PodRun { uid: pod_uid.unwrap_or_default(), phase: RunPhase::Preparing, volumes, fuse_mount_at_ms: None, note: String::new() };
+            if let Some(state) = self.nodes.get_mut(node) {
+                state.pods.insert(key.clone(), run);
+            }
+            if phase.is_empty() {
+                self.set_pod_status(key, "Pending", false, Some("ContainerCreating"));
+            }
+        }
+        let run_phase = self.nodes[node].pods[key].phase.clone();
+        match run_phase {
+            RunPhase::Preparing => match self.setup_volumes(node, key) {
+                Setup::Ready => {
+                    let at_ms = now_ms + self.config.pod_start_ms;
+                    if let Some(run) = self.nodes.get_mut(node).and_then(|n| n.pods.get_mut(key)) {
+                        run.phase = RunPhase::Starting { at_ms };
+                    }
+                    self.kick_at(KubeTask::Kubelet { node: node.to_string(), pod: key.clone() }, at_ms);
+                }
+                Setup::Wait(note) => {
+                    let changed = self.nodes.get_mut(node).and_then(|n| n.pods.get_mut(key)).is_some_and(|run| {
+                        let changed = run.note != note;
+                        run.note = note.clone();
+                        changed
+                    });
+                    if changed {
+                        trace!(self, format!("kubelet/{node}"), key.to_string(), "waits: {note}");
+                    }
+                    let at_ms = now_ms + self.config.publish_retry_ms;
+                    self.kick_at(KubeTask::Kubelet { node: node.to_string(), pod: key.clone() }, at_ms);
+                }
+            },
+            RunPhase::Starting { at_ms } | RunPhase::Crashed { restart_at_ms: at_ms } => {
+                if now_ms < at_ms {
+                    self.kick_at(KubeTask::Kubelet { node: node.to_string(), pod: key.clone() }, at_ms);
+                    return;
+                }
+                let restarted = matches!(run_phase, RunPhase::Crashed { .. });
+                if let Some(run) = self.nodes.get_mut(node).and_then(|n| n.pods.get_mut(key)) {
+                    run.phase = RunPhase::Running;
+                }
+                self.set_pod_status(key, "Running", true, None);
+                trace!(self, format!("kubelet/{node}"), key.to_string(), "{}", if restarted { "containers restarted: Running, Ready" } else { "Running, Ready" });
+                self.on_started(node, key, &pod);
+            }
+            RunPhase::Running => {
+                let mount_at = self.nodes[node].pods[key].fuse_mount_at_ms;
+                if let Some(at_ms) = mount_at {
+                    if now_ms >= at_ms {
+                        self.fuse_mount(node, key, &pod);
+                    } else {
+                        self.kick_at(KubeTask::Kubelet { node: node.to_string(), pod: key.clone() }, at_ms);
+                    }
+                }
+            }
+            RunPhase::Stopping { .. } => {}
+        }
+    }
+
+    /// What the containers do once started: a FUSE daemon mounts, a worker serves, an app reads.
+    fn on_started(&mut self, node: &str, key: &ObjectRef, pod: &Pod) {
+        let now_ms = self.clock.now_ms();
+        if is_fuse_pod(pod) {
+            let at_ms = now_ms + self.config.fuse_mount_ms;
+            if let Some(run) = self.nodes.get_mut(node).and_then(|n| n.pods.get_mut(key)) {
+                run.fuse_mount_at_ms = Some(at_ms);
+            }
+            self.kick_at(KubeTask::Kubelet { node: node.to_string(), pod: key.clone() }, at_ms);
+        }
+        let volumes = self.nodes[node].pods[key].volumes.clone();
+        for volume in volumes {
+            let pair = volume_pair(&volume);
+            if let Some(pair) = pair {
+                self.workers.start_read(&pair, key, now_ms);
+            }
+        }
+        let _ = is_worker_pod(pod);
+    }
+
+    /// The FUSE daemon of `key` mounts its dataset.
+    fn fuse_mount(&mut self, node: &str, key: &ObjectRef, pod: &Pod) {
+        if let Some(run) = self.nodes.get_mut(node).and_then(|n| n.pods.get_mut(key)) {
+            run.fuse_mount_at_ms = None;
+        }
+        let Some((path, source)) = self.fuse_mount_path(pod) else {
+            trace!(self, format!("fuse/{node}"), key.to_string(), "cannot tell where to mount: runtime and PV are gone");
+            return;
+        };
+        let Some(state) = self.nodes.get_mut(node) else { return };
+        let device = state.mounts.mount_fuse(&path, &source);
+        trace!(self, format!("fuse/{node}"), key.to_string(), "mounted {source} at {path} (device {device})");
+        // Whoever waits for this mount (a publish, a recovery) tries again now.
+        let waiting: Vec<ObjectRef> = self.nodes[node]
+            .pods
+            .iter()
+            .filter(|(_, run)| run.phase == RunPhase::Preparing)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for pod in waiting {
+            self.kick(KubeTask::Kubelet { node: node.to_string(), pod });
+        }
+        if !self.nodes[node].mounts.broken_mount_points().is_empty() {
+            self.kick(KubeTask::Recover(node.to_string()));
+        }
+    }
+
+    /// Resolves a pod's PVC volumes to CSI volumes. None while a PVC or PV is missing.
+    fn resolve_volumes(&mut self, key: &ObjectRef, pod: &Pod) -> Option<Vec<VolumeRun>> {
+        let mut out = Vec::new();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            let Some(claim) = &volume.persistent_volume_claim else { continue };
+            let pvc = self.api.store.get_named(Kind::PersistentVolumeClaim, &key.namespace, &claim.claim_name).and_then(|o| o.as_pvc())?;
+            let pv_name = pvc.spec.as_ref().and_then(|s| s.volume_name.clone())?;
+            let pv = self.api.store.get_named(Kind::PersistentVolume, "", &pv_name).and_then(|o| o.as_pv())?;
+            let Some(csi) = pv.spec.as_ref().and_then(|s| s.csi.as_ref()) else { continue };
+            if csi.driver != CSI_DRIVER {
+                continue;
+            }
+            let access_modes = pv.spec.as_ref().and_then(|s| s.access_modes.clone()).unwrap_or_default();
+            out.push(VolumeRun {
+                volume_id: csi.volume_handle.clone(),
+                context: csi.volume_attributes.clone().unwrap_or_default(),
+                staging_path: staging_path(&csi.volume_handle),
+                target_path: format!("/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~csi/{pv_name}/mount"),
+                capability: capability_for(&access_modes),
+                read_only: claim.read_only.unwrap_or(false),
+                published: false,
+            });
+        }
+        Some(out)
+    }
+
+    /// Stages and publishes every dataset volume of a pod, as far as it can now.
+    fn setup_volumes(&mut self, node: &str, key: &ObjectRef) -> Setup {
+        let volumes = self.nodes[node].pods[key].volumes.clone();
+        for (index, volume) in volumes.iter().enumerate() {
+            if volume.published {
+                continue;
+            }
+            if !self.nodes[node].csi_up {
+                return Setup::Wait(format!("CSI plugin on {node} is restarting; NodeStage/NodePublish of {} will be retried", volume.volume_id));
+            }
+            if !self.nodes[node].staged.contains(&volume.volume_id) {
+                if let Err(note) = self.stage(node, key, volume) {
+                    return Setup::Wait(note);
+                }
+            }
+            match self.publish(node, key, volume) {
+                Ok(()) => {
+                    if let Some(run) = self.nodes.get_mut(node).and_then(|n| n.pods.get_mut(key)) {
+                        run.volumes[index].published = true;
+                    }
+                }
+                Err(note) => return Setup::Wait(note),
+            }
+        }
+        Setup::Ready
+    }
+
+    fn stage(&mut self, node: &str, key: &ObjectRef, volume: &VolumeRun) -> Result<(), String> {
+        let request = StageRequest {
+            volume_id: volume.volume_id.clone(),
+            staging_target_path: volume.staging_path.clone(),
+            capability: Some(volume.capability.clone()),
+            volume_context: volume.context.clone(),
+        };
+        let fluid_path = volume.context.get(ATTR_FLUID_PATH).cloned().unwrap_or_default();
+        let fluid_state = self.nodes[node].mounts.state(&fluid_path);
+        let plan = plan_stage(&request, fluid_state).map_err(|refusal| format!("NodeStageVolume refused ({:?}): {refusal}", refusal.kind))?;
+        let actor = format!("csi/{node}");
+        if let Some(broken) = &plan.unmount_broken_fluid_path {
+            if let Some(state) = self.nodes.get_mut(node) {
+                while state.mounts.state(broken) == PathState::Broken && state.mounts.unmount(broken) {}
+            }
+            trace!(self, actor.clone(), format!("Node/{node}"), "NodeStageVolume: unmounted broken FUSE mount {broken}");
+        }
+        if let Some(state) = self.nodes.get_mut(node) {
+            state.stage_records.insert(volume.volume_id.clone(), plan.record.clone());
+        }
+        let labels = BTreeMap::from([(plan.label.key.clone(), Some(plan.label.value.clone()))]);
+        let node_key = ObjectRef::cluster(Kind::Node, node);
+        match self.api.patch_labels(&node_key, &labels) {
+            Ok(changed) => {
+                if changed {
+                    trace!(self, actor, node_key.to_string(), "NodeStageVolume {}: label {}={}", volume.volume_id, plan.label.key, plan.label.value);
+                } else {
+                    trace!(self, actor, node_key.to_string(), "NodeStageVolume {}: label {} already set", volume.volume_id, plan.label.key);
+                }
+            }
+            Err(error) => return Err(format!("NodeStageVolume: labelling the node failed: {error}")),
+        }
+        let _ = key;
+        if let Some(state) = self.nodes.get_mut(node) {
+            state.staged.insert(volume.volume_id.clone());
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self, node: &str, key: &ObjectRef, volume: &VolumeRun) -> Result<(), String> {
+        let request = PublishRequest {
+            volume_id: volume.volume_id.clone(),
+            staging_target_path: volume.staging_path.clone(),
+            target_path: volume.target_path.clone(),
+            capability: Some(volume.capability.clone()),
+            readonly: volume.read_only,
+            volume_context: volume.context.clone(),
+        };
+        let fluid_path = volume.context.get(ATTR_FLUID_PATH).cloned().unwrap_or_default();
+        let actor = format!("csi/{node}");
+        for _ in 0..8 {
+            let mounts = &self.nodes[node].mounts;
+            let step = plan_publish(&request, mounts.state(&fluid_path), mounts.state(&volume.target_path))
+                .map_err(|refusal| format!("NodePublishVolume refused ({:?}): {refusal}", refusal.kind))?;
+            let Some(state) = self.nodes.get_mut(node) else { return Err("node is gone".to_string()) };
+            match step {
+                PublishStep::AlreadyPublished => return Ok(()),
+                PublishStep::UnmountBrokenTarget { target } => {
+                    state.mounts.unmount(&target);
+                    trace!(self, actor.clone(), key.to_string(), "NodePublishVolume: unmounted broken target {target}");
+                }
+                PublishStep::RemountReadOnly { target } => {
+                    state.mounts.remount_read_only(&target);
+                    return Ok(());
+                }
+                PublishStep::WaitForFuse { fluid_path } => {
+                    return Err(format!("NodePublishVolume {}: FUSE mount at {fluid_path} is not ready", volume.volume_id));
+                }
+                PublishStep::BindMount(plan) => {
+                    if !state.mounts.bind(&plan.source, &plan.target, plan.read_only) {
+                        return Err(format!("NodePublishVolume: nothing mounted at {}", plan.source));
+                    }
+                    trace!(self, actor, key.to_string(), "NodePublishVolume: bind {} -> {}{}", plan.source, short_target(&plan.target), if plan.read_only { " (ro)" } else { "" });
+                    return Ok(());
+                }
+            }
+        }
+        Err(format!("NodePublishVolume {}: did not settle in 8 steps", volume.volume_id))
+    }
+
+    /// Unpublishes one target until the model says done.
+    fn unpublish(&mut self, node: &str, key: &ObjectRef, volume: &VolumeRun) {
+        let request = UnpublishRequest { volume_id: volume.volume_id.clone(), target_path: volume.target_path.clone() };
+        let mut unmounted = 0;
+        for _ in 0..16 {
+            let Some(state) = self.nodes.get_mut(node) else { return };
+            let step = match plan_unpublish(&request, state.mounts.state(&volume.target_path)) {
+                Ok(step) => step,
+                Err(refusal) => {
+                    trace!(self, format!("csi/{node}"), key.to_string(), "NodeUnpublishVolume refused: {refusal}");
+                    return;
+                }
+            };
+            match step {
+                UnpublishStep::Done => break,
+                UnpublishStep::Unmount { target, .. } => {
+                    state.mounts.unmount(&target);
+                    unmounted += 1;
+                }
+                UnpublishStep::RemoveTarget { target } => state.mounts.rmdir(&target),
+            }
+        }
+        if unmounted > 0 {
+            trace!(self, format!("csi/{node}"), key.to_string(), "NodeUnpublishVolume {}: unmounted {}", volume.volume_id, short_target(&volume.target_path));
+        }
+    }
+
+    /// Starts or finishes the termination of a pod marked for deletion.
+    fn terminate(&mut self, node: &str, key: &ObjectRef, pod: &Pod) {
+        let now_ms = self.clock.now_ms();
+        let phase = self.nodes[node].pods.get(key).map(|r| r.phase.clone());
+        match phase {
+            Some(RunPhase::Stopping { at_ms }) if now_ms < at_ms => {
+                self.kick_at(KubeTask::Kubelet { node: node.to_string(), pod: key.clone() }, at_ms);
+            }
+            Some(RunPhase::Stopping { .. }) | None => {
+                // Containers are down: tear the volumes down, then release the pod object.
+                self.teardown_run(node, key);
+                self.api.remove(key);
+                trace!(self, format!("kubelet/{node}"), key.to_string(), "terminated and removed");
+                self.volume_manager(node);
+            }
+            Some(_) => {
+                let at_ms = now_ms + self.config.pod_stop_ms;
+                if let Some(run) = self.nodes.get_mut(node).and_then(|n| n.pods.get_mut(key)) {
+                    run.phase = RunPhase::Stopping { at_ms };
+                }
+                if is_fuse_pod(pod) {
+                    // preStop: `umount <fluid_path>`.
+                    if let Some((path, _)) = self.fuse_mount_path(pod) {
+                        if let Some(state) = self.nodes.get_mut(node) {
+                            if state.mounts.unmount(&path) {
+                                trace!(self, format!("fuse/{node}"), key.to_string(), "preStop: unmounted {path}");
+                            }
+                        }
+                    }
+                }
+                self.kick_at(KubeTask::Kubelet { node: node.to_string(), pod: key.clone() }, at_ms);
+            }
+        }
+    }
+
+    /// Unpublishes a run's volumes and forgets it; the volume manager unstages later.
+    fn teardown_run(&mut self, node: &str, key: &ObjectRef) {
+        let Some(run) = self.nodes.get_mut(node).and_then(|n| n.pods.remove(key)) else { return };
+        let now_ms = self.clock.now_ms();
+        for volume in &run.volumes {
+            if volume.published {
+                self.unpublish(node, key, volume);
+            }
+            if let Some(pair) = volume_pair(volume) {
+                self.workers.stop_read(&pair, key, now_ms);
+            }
+        }
+    }
+
+    /// The kubelet's volume manager: unstage every staged volume no pod here uses any more.
+    pub(crate) fn volume_manager(&mut self, node: &str) {
+        let Some(state) = self.nodes.get(node) else { return };
+        if !state.up {
+            return;
+        }
+        let in_use: BTreeSet<String> = state.pods.values().flat_map(|r| r.volumes.iter().map(|v| v.volume_id.clone())).collect();
+        let idle: Vec<String> = state.staged.iter().filter(|v| !in_use.contains(*v)).cloned().collect();
+        for volume_id in idle {
+            if !self.nodes[node].csi_up {
+                let at_ms = self.clock.now_ms() + self.config.publish_retry_ms;
+                self.kick_at(KubeTask::Recover(node.to_string()), at_ms);
+                return;
+            }
+            let request = UnstageRequest { volume_id: volume_id.clone(), staging_target_path: staging_path(&volume_id) };
+            let state = &self.nodes[node];
+            let record = state.stage_records.get(&volume_id).cloned();
+            let remaining = record
+                .as_ref()
+                .map(|r| count_volume_bind_mounts(state.mounts.entries(), &volume_id, &r.fluid_path))
+                .unwrap_or(0);
+            let actor = format!("csi/{node}");
+            match plan_unstage(&request, record.as_ref(), remaining) {
+                Ok(plan) => {
+                    if let Some(label) = &plan.remove_label {
+                        let node_key = ObjectRef::cluster(Kind::Node, node);
+                        let labels = BTreeMap::from([(label.clone(), None)]);
+                        if self.api.patch_labels(&node_key, &labels).is_err() {
+                            continue;
+                        }
+                        trace!(self, actor, node_key.to_string(), "NodeUnstageVolume {volume_id}: removed label {label} (OnDemand)");
+                    } else {
+                        trace!(self, actor, format!("Node/{node}"), "NodeUnstageVolume {volume_id}: label kept (OnRuntimeDeleted)");
+                    }
+                    if let Some(state) = self.nodes.get_mut(node) {
+                        if plan.forget_record {
+                            state.stage_records.remove(&volume_id);
+                        }
+                        state.staged.remove(&volume_id);
+                    }
+                }
+                Err(refusal) => {
+                    trace!(self, actor, format!("Node/{node}"), "NodeUnstageVolume {volume_id} refused: {refusal}");
+                    let at_ms = self.clock.now_ms() + self.config.publish_retry_ms;
+                    self.kick_at(KubeTask::Recover(node.to_string()), at_ms);
+                }
+            }
+        }
+    }
+
+    /// The CSI plugin's recovery pass: re-publish broken targets of running pods (the model's
+    /// `plan_publish` unmounts a broken target and binds again once the FUSE mount is back).
+    pub(crate) fn recover_mounts(&mut self, node: &str) {
+        if !self.node_up_and_known(node) {
+            return;
+        }
+        self.volume_manager(node);
+        if !self.nodes[node].csi_up {
+            return;
+        }
+        let runs: Vec<(ObjectRef, Vec<VolumeRun>)> = self.nodes[node]
+            .pods
+            .iter()
+            .filter(|(_, r)| matches!(r.phase, RunPhase::Running | RunPhase::Crashed { .. }))
+            .map(|(k, r)| (k.clone(), r.volumes.iter().filter(|v| v.published).cloned().collect()))
+            .collect();
+        let mut still_broken = false;
+        for (key, volumes) in runs {
+            for volume in volumes {
+                if self.nodes[node].mounts.state(&volume.target_path) != PathState::Broken {
+                    continue;
+                }
+                match self.publish(node, &key, &volume) {
+                    Ok(()) => trace!(self, format!("csi/{node}"), key.to_string(), "recovered mount of {}", volume.volume_id),
+                    Err(_) => still_broken = true,
+                }
+            }
+        }
+        if still_broken {
+            let at_ms = self.clock.now_ms() + self.config.recover_period_ms;
+            self.kick_at(KubeTask::Recover(node.to_string()), at_ms);
+        }
+    }
+
+    /// Crashes a pod's containers; the kubelet restarts them after `restart_delay_ms`.
+    pub fn pod_crash(&mut self, key: &ObjectRef) {
+        let Some(pod) = self.api.store.get(key).and_then(|o| o.as_pod()).cloned() else {
+            trace!(self, "fault", key.to_string(), "pod crash: no such pod");
+            return;
+        };
+        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+            trace!(self, "fault", key.to_string(), "pod crash: the pod is not scheduled");
+            return;
+        };
+        let running = self.nodes.get(&node).and_then(|n| n.pods.get(key)).is_some_and(|r| r.phase == RunPhase::Running);
+        if !running || !self.node_up_and_known(&node) {
+            trace!(self, "fault", key.to_string(), "pod crash: the pod is not running");
+            return;
+        }
+        let restart_at_ms = self.clock.now_ms() + self.config.restart_delay_ms;
+        if let Some(run) = self.nodes.get_mut(&node).and_then(|n| n.pods.get_mut(key)) {
+            run.phase = RunPhase::Crashed { restart_at_ms };
+            run.fuse_mount_at_ms = None;
+        }
+        trace!(self, "fault", key.to_string(), "containers crash on {node}; restart in {}", crate::clock::format_duration(self.config.restart_delay_ms));
+        if is_fuse_pod(&pod) {
+            if let Some((path, _)) = self.fuse_mount_path(&pod) {
+                if let Some(state) = self.nodes.get_mut(&node) {
+                    if let Some(device) = state.mounts.device_at(&path) {
+                        state.mounts.kill_device(&device);
+                        trace!(self, format!("fuse/{node}"), key.to_string(), "FUSE daemon died: {path} is broken (transport endpoint is not connected)");
+                    }
+                }
+            }
+        }
+        self.set_pod_status(key, "Running", false, Some("CrashLoopBackOff"));
+        let _ = self.api.modify(key, None, |obj| {
+            let Some(pod) = obj.pod_mut() else { return false };
+            let status = pod.status.get_or_insert_with(Default::default);
+            let statuses = status.container_statuses.get_or_insert_with(Vec::new);
+            if statuses.is_empty() {
+                statuses.push(Default::default());
+            }
+            statuses[0].restart_count += 1;
+            true
+        });
+        self.kick_at(KubeTask::Kubelet { node: node.clone(), pod: key.clone() }, restart_at_ms);
+    }
+
+    /// Registers the nodes of the cluster with their kubelets.
+    pub fn add_node_sim(&mut self, name: &str) {
+        self.nodes.entry(name.to_string()).or_default();
+    }
+}
+
+/// The dataset pair a CSI volume belongs to, from its attributes.
+pub fn volume_pair(volume: &VolumeRun) -> Option<crate::control::Pair> {
+    let namespace = volume.context.get(model::volume::ATTR_RUNTIME_NAMESPACE)?;
+    let name = volume.context.get(model::volume::ATTR_RUNTIME_NAME)?;
+    Some(crate::control::Pair::new(namespace, name))
+}
+
+/// `…/pods/<uid>/volumes/…/mount` shortened for the trace.
+fn short_target(target: &str) -> String {
+    match target.find("/volumes/") {
+        Some(at) => format!("<pod>{}", &target[at..]),
+        None => target.to_string(),
+    }
+}

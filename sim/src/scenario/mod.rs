@@ -1,0 +1,8 @@
+//! Scenario files: parsing (with file, line and column in every error), steps, expectations.
+
+pub mod expect;
+pub mod parse;
+pub mod steps;
+
+pub use parse::{Scenario, load, parse_str};
+pub use steps::{RunOptions, RunResult, run};
