@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 
 /// ferrofluid's controller for Fluid's `Dataset` and `JuiceFSRuntime`.
 #[derive(Debug, Parser)]
-#[command(name = "ferrofluid-controller", version, about)]
+#[command(name = "ferrofluid-controller", version)]
 pub struct Cli {
     /// What to do; `run` when omitted.
     #[command(subcommand)]

@@ -212,3 +212,180 @@ pub fn trim_pod(pod: &mut Pod) {
 pub fn trim_managed_fields<K: Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+    use k8s_openapi::api::core::v1::{
+        Container, Node, PersistentVolumeClaimVolumeSource, Pod, PodCondition, PodSpec, PodStatus, Volume,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
+    use kube::runtime::watcher::Event;
+    use model::api::{Dataset, DatasetSpec, JuiceFSRuntime, JuiceFSRuntimeSpec};
+    use model::observed::{PodPhase, PodView};
+
+    use super::*;
+
+    const UID: &str = "5d0b7a3c-1f2e-4c5d-9e8f-0a1b2c3d4e5f";
+
+    fn meta(namespace: Option<&str>, name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: namespace.map(str::to_string),
+            uid: Some(UID.to_string()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn mk_dataset(namespace: &str, name: &str) -> Dataset {
+        Dataset { metadata: meta(Some(namespace), name), spec: DatasetSpec::default(), status: None }
+    }
+
+    fn mk_pod(namespace: &str, name: &str, node: &str, labels: &[(&str, &str)], claim: Option<&str>) -> Pod {
+        let mut metadata = meta(Some(namespace), name);
+        metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        Pod {
+            metadata,
+            spec: Some(PodSpec {
+                node_name: Some(node.to_string()),
+                containers: vec![Container { name: "app".to_string(), image: Some("nginx".to_string()), ..Container::default() }],
+                volumes: claim.map(|claim| {
+                    vec![Volume {
+                        name: "data".to_string(),
+                        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: claim.to_string(), read_only: None }),
+                        ..Volume::default()
+                    }]
+                }),
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some("Running".to_string()),
+                conditions: Some(vec![
+                    PodCondition { type_: "Ready".to_string(), status: "True".to_string(), ..PodCondition::default() },
+                    PodCondition { type_: "PodScheduled".to_string(), status: "True".to_string(), ..PodCondition::default() },
+                ]),
+                ..PodStatus::default()
+            }),
+        }
+    }
+
+    fn mk_node(name: &str, labels: &[(&str, &str)]) -> Node {
+        let mut metadata = meta(None, name);
+        metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        Node { metadata, ..Node::default() }
+    }
+
+    fn named<K: Default + Resource>(namespace: Option<&str>, name: &str) -> K {
+        let mut object = K::default();
+        *object.meta_mut() = meta(namespace, name);
+        object
+    }
+
+    fn apply<K>(writer: &mut Writer<K>, object: K)
+    where
+        K: Resource<DynamicType = ()> + Clone,
+    {
+        writer.apply_watcher_event(&Event::Apply(object));
+    }
+
+    fn worker_labels() -> Vec<(&'static str, &'static str)> {
+        vec![("app", "juicefs"), ("release", "jfsdemo"), ("role", "juicefs-worker")]
+    }
+
+    #[test]
+    fn an_empty_cluster_observes_nothing() {
+        let (stores, _writers) = Stores::new();
+        let observed = observe(&stores, "juicefs", "default", "jfsdemo");
+        assert!(observed.dataset.is_none() && observed.runtime.is_none() && observed.workers.is_none());
+        assert!(observed.nodes.is_empty() && observed.worker_pods.is_empty() && observed.claim_users.is_empty());
+        assert!(observed.cluster_common_labels.is_empty());
+    }
+
+    #[test]
+    fn objects_are_selected_by_their_derived_names() {
+        let (stores, mut w) = Stores::new();
+        apply(&mut w.datasets, mk_dataset("default", "jfsdemo"));
+        apply(&mut w.datasets, mk_dataset("other", "jfsdemo"));
+        apply(&mut w.runtimes, JuiceFSRuntime { metadata: meta(Some("default"), "jfsdemo"), spec: JuiceFSRuntimeSpec::default(), status: None });
+        apply(&mut w.stateful_sets, named::<StatefulSet>(Some("default"), "jfsdemo-juicefs-worker"));
+        apply(&mut w.stateful_sets, named::<StatefulSet>(Some("default"), "unrelated"));
+        apply(&mut w.daemon_sets, named::<DaemonSet>(Some("default"), "jfsdemo-juicefs-fuse"));
+        apply(&mut w.persistent_volumes, named(None, "default-jfsdemo"));
+        apply(&mut w.persistent_volume_claims, named(Some("default"), "jfsdemo"));
+        let observed = observe(&stores, "juicefs", "default", "jfsdemo");
+        assert_eq!(observed.dataset.unwrap().metadata.namespace.as_deref(), Some("default"));
+        assert!(observed.runtime.is_some());
+        assert_eq!(observed.workers.unwrap().metadata.name.as_deref(), Some("jfsdemo-juicefs-worker"));
+        assert_eq!(observed.fuse.unwrap().metadata.name.as_deref(), Some("jfsdemo-juicefs-fuse"));
+        assert!(observed.persistent_volume.is_some() && observed.persistent_volume_claim.is_some());
+        let expected: BTreeSet<String> = ["fluid.io/s-default-jfsdemo", "fluid.io/s-other-jfsdemo"].map(String::from).into();
+        assert_eq!(observed.cluster_common_labels, expected);
+    }
+
+    #[test]
+    fn worker_pods_and_claim_users_are_picked_from_the_namespace_sorted() {
+        let (stores, mut w) = Stores::new();
+        apply(&mut w.datasets, mk_dataset("default", "jfsdemo"));
+        apply(&mut w.pods, mk_pod("default", "jfsdemo-juicefs-worker-1", "node-b", &worker_labels(), None));
+        apply(&mut w.pods, mk_pod("default", "jfsdemo-juicefs-worker-0", "node-a", &worker_labels(), None));
+        apply(&mut w.pods, mk_pod("other", "jfsdemo-juicefs-worker-0", "node-c", &worker_labels(), None));
+        apply(&mut w.pods, mk_pod("default", "demo-app", "node-c", &[], Some("jfsdemo")));
+        apply(&mut w.pods, mk_pod("default", "elsewhere", "node-c", &[], Some("other-claim")));
+        let observed = observe(&stores, "juicefs", "default", "jfsdemo");
+        let names: Vec<&str> = observed.worker_pods.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["jfsdemo-juicefs-worker-0", "jfsdemo-juicefs-worker-1"]);
+        assert_eq!(
+            observed.claim_users,
+            [PodView {
+                namespace: "default".into(),
+                name: "demo-app".into(),
+                node_name: Some("node-c".into()),
+                phase: PodPhase::Running,
+                ready: true,
+                deleting: false,
+            }]
+        );
+    }
+
+    #[test]
+    fn relevant_nodes_are_worker_nodes_and_nodes_with_our_keys() {
+        let (stores, mut w) = Stores::new();
+        apply(&mut w.datasets, mk_dataset("default", "jfsdemo"));
+        apply(&mut w.pods, mk_pod("default", "jfsdemo-juicefs-worker-0", "node-a", &worker_labels(), None));
+        apply(&mut w.nodes, mk_node("node-a", &[]));
+        apply(&mut w.nodes, mk_node("node-b", &[("fluid.io/f-default-jfsdemo", "true")]));
+        apply(&mut w.nodes, mk_node("node-c", &[("fluid.io/f-default-other", "true")]));
+        let observed = observe(&stores, "juicefs", "default", "jfsdemo");
+        let names: Vec<&str> = observed.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["node-a", "node-b"]);
+    }
+
+    #[test]
+    fn a_deleted_object_disappears_from_the_next_observation() {
+        let (stores, mut w) = Stores::new();
+        let dataset = mk_dataset("default", "jfsdemo");
+        apply(&mut w.datasets, dataset.clone());
+        assert!(observe(&stores, "juicefs", "default", "jfsdemo").dataset.is_some());
+        w.datasets.apply_watcher_event(&Event::Delete(dataset));
+        assert!(observe(&stores, "juicefs", "default", "jfsdemo").dataset.is_none());
+    }
+
+    #[test]
+    fn trimming_a_pod_keeps_everything_the_model_reads() {
+        let mut pod = mk_pod("default", "demo-app", "node-c", &[("role", "x")], Some("jfsdemo"));
+        pod.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
+        pod.metadata.annotations = Some(BTreeMap::from([("big".to_string(), "x".repeat(1000))]));
+        let before = PodView::from_pod(&pod);
+        let mut trimmed = pod.clone();
+        trim_pod(&mut trimmed);
+        assert_eq!(PodView::from_pod(&trimmed), before);
+        assert!(model::observed::pod_uses_claim(&trimmed, "jfsdemo"));
+        assert_eq!(trimmed.metadata.labels, pod.metadata.labels);
+        assert!(trimmed.spec.unwrap().containers.is_empty());
+        assert!(trimmed.metadata.managed_fields.is_none() && trimmed.metadata.annotations.is_none());
+        let conditions = trimmed.status.unwrap().conditions.unwrap();
+        assert_eq!(conditions.len(), 1);
+    }
+}

@@ -3,11 +3,11 @@
 //! Over-triggering is harmless (a reconcile at the fixpoint writes nothing, and a key without a
 //! dataset or runtime is skipped by the controller), so mappers err on the side of more keys.
 
-use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::Resource;
 use kube::runtime::reflector::{ObjectRef as StoreRef, Store};
-use model::api::{Dataset, JuiceFSRuntime};
+use model::api::Dataset;
 use model::labels;
 
 use crate::observe::dataset_keys;
@@ -119,22 +119,90 @@ pub fn from_node(node: &Node, datasets: &Store<Dataset>, runtime_type: &str) -> 
     keys
 }
 
-/// Type witnesses, so callers can name the mapper for each watched kind.
-pub fn from_dataset(dataset: &Dataset) -> Vec<PairKey> {
-    from_pair_object(dataset)
-}
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{
+        CSIPersistentVolumeSource, ObjectReference, PersistentVolumeClaimVolumeSource, PersistentVolumeSpec, PodSpec, Volume,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+    use kube::runtime::reflector;
+    use kube::runtime::watcher::Event;
+    use model::api::DatasetSpec;
 
-/// See [`from_dataset`].
-pub fn from_runtime(runtime: &JuiceFSRuntime) -> Vec<PairKey> {
-    from_pair_object(runtime)
-}
+    use super::*;
 
-/// See [`from_owned`].
-pub fn from_stateful_set(sts: &StatefulSet) -> Vec<PairKey> {
-    from_owned(sts)
-}
+    fn meta(namespace: Option<&str>, name: &str) -> ObjectMeta {
+        ObjectMeta { name: Some(name.into()), namespace: namespace.map(Into::into), ..ObjectMeta::default() }
+    }
 
-/// See [`from_owned`].
-pub fn from_daemon_set(ds: &DaemonSet) -> Vec<PairKey> {
-    from_owned(ds)
+    fn owner(kind: &str, api_version: &str, name: &str) -> OwnerReference {
+        OwnerReference { api_version: api_version.into(), kind: kind.into(), name: name.into(), uid: "u".into(), ..OwnerReference::default() }
+    }
+
+    #[test]
+    fn workloads_map_to_their_owning_runtime_only() {
+        let mut sts = StatefulSet { metadata: meta(Some("default"), "jfsdemo-juicefs-worker"), ..StatefulSet::default() };
+        assert!(from_owned(&sts).is_empty());
+        sts.metadata.owner_references = Some(vec![
+            owner("JuiceFSRuntime", "data.fluid.io/v1alpha1", "jfsdemo"),
+            owner("Deployment", "apps/v1", "someone-else"),
+        ]);
+        assert_eq!(from_owned(&sts), [PairKey::new("default", "jfsdemo")]);
+    }
+
+    #[test]
+    fn volumes_map_through_their_claim_or_attributes() {
+        let mut pv = PersistentVolume { metadata: meta(None, "default-jfsdemo"), ..PersistentVolume::default() };
+        assert!(from_volume(&pv).is_empty());
+        pv.spec = Some(PersistentVolumeSpec {
+            csi: Some(CSIPersistentVolumeSource {
+                volume_attributes: Some(
+                    [("runtime_namespace", "default"), ("runtime_name", "my-data")].map(|(k, v)| (k.into(), v.into())).into(),
+                ),
+                ..CSIPersistentVolumeSource::default()
+            }),
+            ..PersistentVolumeSpec::default()
+        });
+        assert_eq!(from_volume(&pv), [PairKey::new("default", "my-data")]);
+        pv.spec.as_mut().unwrap().claim_ref =
+            Some(ObjectReference { namespace: Some("default".into()), name: Some("jfsdemo".into()), ..ObjectReference::default() });
+        assert_eq!(from_volume(&pv), [PairKey::new("default", "jfsdemo")]);
+    }
+
+    #[test]
+    fn pods_map_to_the_claims_they_use_and_their_worker_runtime() {
+        let (sts_store, mut sts_writer) = reflector::store::<StatefulSet>();
+        let mut sts = StatefulSet { metadata: meta(Some("default"), "short-hashed-name"), ..StatefulSet::default() };
+        sts.metadata.owner_references = Some(vec![owner("JuiceFSRuntime", "data.fluid.io/v1alpha1", "a-very-long-runtime")]);
+        sts_writer.apply_watcher_event(&Event::Apply(sts));
+        let mut pod = Pod { metadata: meta(Some("default"), "short-hashed-name-0"), ..Pod::default() };
+        pod.metadata.owner_references = Some(vec![owner("StatefulSet", "apps/v1", "short-hashed-name")]);
+        pod.spec = Some(PodSpec {
+            volumes: Some(vec![Volume {
+                name: "data".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: "jfsdemo".into(), read_only: None }),
+                ..Volume::default()
+            }]),
+            ..PodSpec::default()
+        });
+        assert_eq!(from_pod(&pod, &sts_store), [PairKey::new("default", "a-very-long-runtime"), PairKey::new("default", "jfsdemo")]);
+    }
+
+    #[test]
+    fn nodes_map_to_the_datasets_whose_keys_they_carry() {
+        let (datasets, mut writer) = reflector::store::<Dataset>();
+        for (namespace, name) in [("default", "jfsdemo"), ("default", "jfs"), ("team-a", "demo")] {
+            let mut metadata = meta(Some(namespace), name);
+            metadata.uid = Some("u".into());
+            writer.apply_watcher_event(&Event::Apply(Dataset { metadata, spec: DatasetSpec::default(), status: None }));
+        }
+        let mut node = Node { metadata: meta(None, "node-a"), ..Node::default() };
+        assert!(from_node(&node, &datasets, "juicefs").is_empty());
+        node.metadata.labels = Some(
+            [("fluid.io/f-default-jfsdemo", "true"), ("fluid.io/s-h-juicefs-m-team-a-demo", "1Gi"), ("kubernetes.io/os", "linux")]
+                .map(|(k, v)| (k.into(), v.into()))
+                .into(),
+        );
+        assert_eq!(from_node(&node, &datasets, "juicefs"), [PairKey::new("default", "jfsdemo"), PairKey::new("team-a", "demo")]);
+    }
 }

@@ -1,8 +1,27 @@
-//! ferrofluid's CSI node plugin `fuse.csi.fluid.io`.
+//! ferrofluid's CSI node plugin `fuse.csi.fluid.io`: a tonic gRPC server on a unix socket.
+//!
+//! The crate decides nothing: each Node RPC converts its message into a `model::node`
+//! request, observes the node (mount table, `stat`), asks `model::node` for the next step and
+//! executes it with `nix` ([`mounts`]) and a [`labeler::NodeLabeler`], until the step is the
+//! last one. The simulated kubelet in `sim` drives the same `model::node` functions against a
+//! simulated mount table. Errors are one enum, [`error::CsiError`], turned into a
+//! `tonic::Status` only when an RPC returns.
 #![forbid(unsafe_code)]
 
-/// Generated CSI v1 messages and services.
+pub mod error;
+pub mod labeler;
+pub mod locks;
+pub mod mounts;
+pub mod server;
+pub mod service;
+pub mod state;
+
+/// Generated CSI v1 messages and services (from `proto/csi.proto`).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod proto {
-    #![allow(missing_docs, clippy::all, clippy::pedantic)]
     tonic::include_proto!("csi.v1");
 }
+
+pub use error::{CsiError, Result};
+pub use labeler::{KubeLabeler, MemoryLabeler, NodeLabeler};
+pub use service::{Plugin, PluginConfig};

@@ -17,7 +17,6 @@ pub mod observed;
 pub mod quantity;
 pub mod reconcile;
 pub mod time;
-pub mod validate;
 pub mod volume;
 
 pub use error::ModelError;

@@ -121,7 +121,10 @@ impl<'a> VolumeInput<'a> {
                     reason,
                 })?;
                 if bytes == 0 {
-                    return Err(ModelError::invalid(field, "a volume of 0 bytes cannot be bound; give a size such as 10Gi"));
+                    return Err(ModelError::invalid(
+                        field,
+                        "a volume of 0 bytes cannot be bound; give a size such as 10Gi",
+                    ));
                 }
                 Ok(Quantity(value.trim().to_string()))
             }
@@ -370,7 +373,11 @@ mod tests {
             let annotation = format!("  annotations:\n    {}: \"{bad}\"\n", labels::PVC_STORAGE_REQUEST);
             let fixture = Fixture::new(dataset(&annotation));
             let err = persistent_volume(&fixture.input()).unwrap_err();
-            assert_eq!(err.field(), Some("dataset.metadata.annotations[pvc.fluid.io/resources.requests.storage]"), "{bad}");
+            assert_eq!(
+                err.field(),
+                Some("dataset.metadata.annotations[pvc.fluid.io/resources.requests.storage]"),
+                "{bad}"
+            );
             assert!(persistent_volume_claim(&fixture.input()).is_err());
         }
     }
@@ -419,7 +426,13 @@ mod tests {
         )
         .unwrap();
         let config = EngineConfig::default();
-        let engine_input = EngineInput { dataset: &fixture.dataset, runtime: &runtime, keys: &fixture.keys, names: &fixture.names, config: &config };
+        let engine_input = EngineInput {
+            dataset: &fixture.dataset,
+            runtime: &runtime,
+            keys: &fixture.keys,
+            names: &fixture.names,
+            config: &config,
+        };
         let input = VolumeInput::from_engine(&JuiceFsEngine, &engine_input);
         assert_eq!(input.fluid_path, "/runtime-mnt/juicefs/default/jfsdemo/juicefs-fuse");
         assert_eq!(input.mount_type, "JuiceFS");

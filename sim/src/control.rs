@@ -382,12 +382,17 @@ fn phase_or_dash(phase: &str) -> &str {
 }
 
 impl Sim {
-    /// Enqueues both reconcilers for `pair` after the watch latency.
+    /// Enqueues both reconcilers for `pair` after the watch latency (plus `extra_ms`, the cache
+    /// lag: an informer notifies only once its cache holds the change).
     pub fn notify(&mut self, pair: &Pair) {
+        self.notify_after(pair, 0);
+    }
+
+    fn notify_after(&mut self, pair: &Pair, extra_ms: u64) {
         if !self.control.up {
             return;
         }
-        let at = self.clock.now_ms() + self.faults.watch_latency_ms(self.config.watch_latency_ms);
+        let at = self.clock.now_ms() + extra_ms + self.faults.watch_latency_ms(self.config.watch_latency_ms);
         for reconciler in [Reconciler::Dataset, Reconciler::Runtime] {
             if let Some(token) = self.control.queue(reconciler).add(pair.clone(), at) {
                 self.clock.schedule_at(at, Event::Reconcile { reconciler, key: pair.clone(), token });
@@ -415,7 +420,7 @@ impl Sim {
             self.control.feed.push_back((now + lag, change.clone()));
         }
         for pair in self.pairs_of_change(change) {
-            self.notify(&pair);
+            self.notify_after(&pair, lag);
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod apiserver;
 pub mod fixtures;
+pub mod flow;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -144,6 +144,10 @@ pub enum FuseCleanPolicy {
     /// Keep it until the runtime is deleted (the default).
     #[default]
     OnRuntimeDeleted,
+    /// Fluid's upgrade policy: remove it when the FUSE DaemonSet changed. ferrofluid accepts it
+    /// and keeps FUSE pods like `OnRuntimeDeleted`; FUSE pods are replaced by deleting them
+    /// (the DaemonSet uses `OnDelete`).
+    OnFuseChanged,
 }
 
 impl FuseCleanPolicy {
@@ -152,6 +156,7 @@ impl FuseCleanPolicy {
         match self {
             FuseCleanPolicy::OnDemand => "OnDemand",
             FuseCleanPolicy::OnRuntimeDeleted => "OnRuntimeDeleted",
+            FuseCleanPolicy::OnFuseChanged => "OnFuseChanged",
         }
     }
 
@@ -160,6 +165,7 @@ impl FuseCleanPolicy {
         match text {
             "OnDemand" => Some(FuseCleanPolicy::OnDemand),
             "OnRuntimeDeleted" | "" => Some(FuseCleanPolicy::OnRuntimeDeleted),
+            "OnFuseChanged" => Some(FuseCleanPolicy::OnFuseChanged),
             _ => None,
         }
     }

@@ -201,7 +201,7 @@ pub fn plan_unstage(
         return Ok(UnstagePlan { remove_label: None, forget_record: false });
     };
     match record.clean_policy {
-        FuseCleanPolicy::OnRuntimeDeleted => Ok(UnstagePlan { remove_label: None, forget_record: true }),
+        FuseCleanPolicy::OnRuntimeDeleted | FuseCleanPolicy::OnFuseChanged => Ok(UnstagePlan { remove_label: None, forget_record: true }),
         FuseCleanPolicy::OnDemand if bind_mounts_remaining > 0 => Err(Refusal::precondition(
             "volume_id",
             format!(

@@ -195,7 +195,7 @@ fn setup<E: Engine>(
     if observed_hash(observed_workers.map(|w| &w.metadata)) != Some(workers_hash.as_str()) {
         if observed_workers.is_none() {
             for warning in engine.spec_warnings(input) {
-                effects.push(Effect::Event { regarding: target.clone(), type_: EventType::Warning, reason: "CacheQuotaSuspicious".to_string(), message: warning });
+                effects.push(Effect::Event { regarding: target.clone(), type_: EventType::Warning, reason: "RuntimeSpecWarning".to_string(), message: warning });
             }
         }
         if let Some(from) = scaled_from {

@@ -128,8 +128,9 @@ pub fn build_cluster(sim: &mut Sim, scenario: &Scenario) {
     trace!(sim, "scenario", "cluster", "{count} nodes ready; controller started");
 }
 
+/// A `within` step: its expectations must all hold at one moment before the deadline.
 struct Pending {
-    expectation: Expectation,
+    group: Vec<Expectation>,
     deadline_ms: u64,
     step: usize,
 }
@@ -203,23 +204,31 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> RunResult {
                 sim.settle();
             }
             Action::Expect(expectations) => {
-                for expectation in expectations {
-                    match step.within_ms {
-                        None => match expectation.eval(&sim) {
-                            Ok(()) => {
-                                passed += 1;
-                                trace!(sim, "expect", format!("step {}", index + 1), "holds: {}", expectation.text);
+                match step.within_ms {
+                    None => {
+                        for expectation in expectations {
+                            match expectation.eval(&sim) {
+                                Ok(()) => {
+                                    passed += 1;
+                                    trace!(sim, "expect", format!("step {}", index + 1), "holds: {}", expectation.text);
+                                }
+                                Err(seen) => {
+                                    let message = format!("step {} at {}: expected `{}`, but {seen}", index + 1, format_ms(sim.clock.now_ms()), expectation.text);
+                                    trace!(sim, "expect", format!("step {}", index + 1), "FAILED: {}: {seen}", expectation.text);
+                                    failures.push(message);
+                                }
                             }
-                            Err(seen) => {
-                                let message = format!("step {} at {}: expected `{}`, but {seen}", index + 1, format_ms(sim.clock.now_ms()), expectation.text);
-                                trace!(sim, "expect", format!("step {}", index + 1), "FAILED: {}: {seen}", expectation.text);
-                                failures.push(message);
-                            }
-                        },
-                        Some(within) => pending.push(Pending { expectation: expectation.clone(), deadline_ms: sim.clock.now_ms() + within, step: index + 1 }),
+                        }
+                    }
+                    Some(within) => {
+                        // `within` blocks the timeline until the group holds (or its deadline).
+                        let deadline_ms = sim.clock.now_ms() + within;
+                        pending.push(Pending { group: expectations.clone(), deadline_ms, step: index + 1 });
+                        if !settle_pending(&mut sim, deadline_ms, &mut pending, &mut failures, &mut passed) {
+                            break 'steps;
+                        }
                     }
                 }
-                check_pending(&mut sim, &mut pending, &mut failures, &mut passed);
             }
             Action::Run(spec) => match spec {
                 RunSpec::Converged => {
@@ -252,7 +261,8 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> RunResult {
         converge(&mut sim, budget, &mut pending, &mut failures, &mut passed);
     }
     for p in pending.drain(..) {
-        failures.push(format!("step {}: `{}` did not hold by {}", p.step, p.expectation.text, format_ms(p.deadline_ms)));
+        let texts: Vec<&str> = p.group.iter().map(|e| e.text.as_str()).collect();
+        failures.push(format!("step {}: `{}` did not hold by {}", p.step, texts.join("` and `"), format_ms(p.deadline_ms)));
     }
     if sim.violations.is_empty() {
         for problem in sim.check_converged() {
@@ -269,24 +279,47 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> RunResult {
     RunResult { seed, trace, summary, outcome, sim }
 }
 
-/// Checks pending `within` expectations; true while none has failed.
+/// Checks pending `within` groups: a group passes when all its expectations hold at once.
 fn check_pending(sim: &mut Sim, pending: &mut Vec<Pending>, failures: &mut Vec<String>, passed: &mut usize) {
     let now_ms = sim.clock.now_ms();
     let mut keep = Vec::new();
     for p in pending.drain(..) {
-        match p.expectation.eval(sim) {
-            Ok(()) => {
-                *passed += 1;
-                trace!(sim, "expect", format!("step {}", p.step), "holds: {}", p.expectation.text);
+        let first_failure = p.group.iter().find_map(|e| e.eval(sim).err().map(|seen| (e.text.clone(), seen)));
+        match first_failure {
+            None => {
+                *passed += p.group.len();
+                for expectation in &p.group {
+                    trace!(sim, "expect", format!("step {}", p.step), "holds: {}", expectation.text);
+                }
             }
-            Err(seen) if now_ms >= p.deadline_ms => {
-                trace!(sim, "expect", format!("step {}", p.step), "FAILED by {}: {}: {seen}", format_ms(p.deadline_ms), p.expectation.text);
-                failures.push(format!("step {}: expected `{}` by {}, but {seen}", p.step, p.expectation.text, format_ms(p.deadline_ms)));
+            Some((text, seen)) if now_ms >= p.deadline_ms => {
+                trace!(sim, "expect", format!("step {}", p.step), "FAILED by {}: {text}: {seen}", format_ms(p.deadline_ms));
+                failures.push(format!("step {}: expected `{text}` by {}, but {seen}", p.step, format_ms(p.deadline_ms)));
             }
-            Err(_) => keep.push(p),
+            Some(_) => keep.push(p),
         }
     }
     *pending = keep;
+}
+
+/// Runs events until no `within` group is pending (each passes or reaches its deadline).
+/// False on an invariant violation.
+fn settle_pending(sim: &mut Sim, limit_ms: u64, pending: &mut Vec<Pending>, failures: &mut Vec<String>, passed: &mut usize) -> bool {
+    check_pending(sim, pending, failures, passed);
+    while !pending.is_empty() {
+        let deadline = pending.iter().map(|p| p.deadline_ms).min().unwrap_or(limit_ms);
+        match sim.clock.next_at_ms() {
+            Some(at) if at <= deadline => {
+                sim.step_until(deadline);
+                if !sim.violations.is_empty() {
+                    return false;
+                }
+            }
+            _ => sim.clock.advance_to(deadline),
+        }
+        check_pending(sim, pending, failures, passed);
+    }
+    true
 }
 
 /// Runs events up to `limit_ms`, watching expectations. False on an invariant violation.

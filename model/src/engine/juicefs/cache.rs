@@ -100,11 +100,18 @@ pub fn level_plan(level: &Level, index: usize) -> Result<CachePlan, ModelError> 
             if entries.len() != paths.len() {
                 return Err(ModelError::invalid(
                     field,
-                    format!("has {} entries but path has {} directories; give one quota per directory", entries.len(), paths.len()),
+                    format!(
+                        "has {} entries but path has {} directories; give one quota per directory",
+                        entries.len(),
+                        paths.len()
+                    ),
                 ));
             }
             if entries.contains(&0) {
-                return Err(ModelError::invalid(field, "a quota of 0 leaves a directory without cache; remove the directory instead"));
+                return Err(ModelError::invalid(
+                    field,
+                    "a quota of 0 leaves a directory without cache; remove the directory instead",
+                ));
             }
             entries.into_iter().map(Some).collect()
         }
@@ -116,7 +123,10 @@ pub fn level_plan(level: &Level, index: usize) -> Result<CachePlan, ModelError> 
         Some(_) => Some(per_path.iter().flatten().fold(0u64, |sum, bytes| sum.saturating_add(*bytes))),
         None => quota_bytes,
     };
-    let (low, high) = (watermark(level.low.as_deref(), &level_field(index, "low"))?, watermark(level.high.as_deref(), &level_field(index, "high"))?);
+    let (low, high) = (
+        watermark(level.low.as_deref(), &level_field(index, "low"))?,
+        watermark(level.high.as_deref(), &level_field(index, "high"))?,
+    );
     if let (Some(low), Some(high)) = (low, high)
         && high < low
     {
@@ -196,7 +206,10 @@ fn small_quota_warning(field: &str, quota: &Quantity, bytes: u64) -> String {
 fn positive_bytes(quantity: &Quantity, field: &str) -> Result<u64, ModelError> {
     let bytes = quantity.to_bytes(field)?;
     if bytes == 0 {
-        return Err(ModelError::invalid(field, "a quota of 0 means no cache; give a size such as 2Gi, or remove the level"));
+        return Err(ModelError::invalid(
+            field,
+            "a quota of 0 means no cache; give a size such as 2Gi, or remove the level",
+        ));
     }
     Ok(bytes)
 }
@@ -320,7 +333,10 @@ mod tests {
         assert_eq!(err.field(), Some("spec.tieredstore.levels[0].path"));
         let mut no_path = level("/x", None);
         no_path.path = None;
-        assert_eq!(level_plan(&no_path, 0).unwrap_err(), ModelError::MissingField { field: "spec.tieredstore.levels[0].path".into() });
+        assert_eq!(
+            level_plan(&no_path, 0).unwrap_err(),
+            ModelError::MissingField { field: "spec.tieredstore.levels[0].path".into() }
+        );
         let mut template = level("/x", None);
         template.volume_type = Some(VolumeType::VolumeTemplate);
         assert_eq!(level_plan(&template, 0).unwrap_err().field(), Some("spec.tieredstore.levels[0].volumeType"));

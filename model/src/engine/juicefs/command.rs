@@ -33,17 +33,80 @@ pub const KNOWN_MOUNT_OPTIONS: &[&str] = &[OPTION_METAURL, OPTION_STORAGE, OPTIO
 /// Flags of `juicefs mount` in juicefs 1.0 to 1.4 (from `juicefs mount --help`, plus global flags).
 /// An option with one of these names becomes `--name=value`; any other becomes `-o name=value`.
 pub const JUICEFS_MOUNT_FLAGS: &[&str] = &[
-    "all-squash", "atime-mode", "attr-cache", "backup-meta", "backup-skip-trash", "bucket", "buffer-size",
-    "cache-dir", "cache-eviction", "cache-expire", "cache-items", "cache-large-write", "cache-mode",
-    "cache-partial-only", "cache-scan-interval", "cache-size", "check-storage", "consul", "custom-labels", "debug",
-    "dir-entry-cache", "disable-transparent-hugepage", "download-limit", "enable-cap", "enable-ioctl",
-    "enable-selinux", "enable-xattr", "entry-cache", "fast-statfs", "free-space-ratio", "get-timeout", "heartbeat",
-    "hide-internal", "io-retries", "log-id", "max-deletes", "max-downloads", "max-fuse-io", "max-readahead",
-    "max-stage-write", "max-uploads", "metrics", "negative-entry-cache", "network-interfaces", "no-agent",
-    "no-bgjob", "no-color", "no-usage-report", "open-cache", "open-cache-limit", "prefetch", "prefix-internal",
-    "put-timeout", "pyroscope", "quiet", "read-only", "readdir-cache", "root-squash", "skip-dir-mtime",
-    "skip-dir-nlink", "sort-dir", "storage", "storage-class", "subdir", "tag", "trace", "umask", "upload-delay",
-    "upload-hours", "upload-limit", "verbose", "verify-cache-checksum", "writeback", "writeback-threshold-size",
+    "all-squash",
+    "atime-mode",
+    "attr-cache",
+    "backup-meta",
+    "backup-skip-trash",
+    "bucket",
+    "buffer-size",
+    "cache-dir",
+    "cache-eviction",
+    "cache-expire",
+    "cache-items",
+    "cache-large-write",
+    "cache-mode",
+    "cache-partial-only",
+    "cache-scan-interval",
+    "cache-size",
+    "check-storage",
+    "consul",
+    "custom-labels",
+    "debug",
+    "dir-entry-cache",
+    "disable-transparent-hugepage",
+    "download-limit",
+    "enable-cap",
+    "enable-ioctl",
+    "enable-selinux",
+    "enable-xattr",
+    "entry-cache",
+    "fast-statfs",
+    "free-space-ratio",
+    "get-timeout",
+    "heartbeat",
+    "hide-internal",
+    "io-retries",
+    "log-id",
+    "max-deletes",
+    "max-downloads",
+    "max-fuse-io",
+    "max-readahead",
+    "max-stage-write",
+    "max-uploads",
+    "metrics",
+    "negative-entry-cache",
+    "network-interfaces",
+    "no-agent",
+    "no-bgjob",
+    "no-color",
+    "no-usage-report",
+    "open-cache",
+    "open-cache-limit",
+    "prefetch",
+    "prefix-internal",
+    "put-timeout",
+    "pyroscope",
+    "quiet",
+    "read-only",
+    "readdir-cache",
+    "root-squash",
+    "skip-dir-mtime",
+    "skip-dir-nlink",
+    "sort-dir",
+    "storage",
+    "storage-class",
+    "subdir",
+    "tag",
+    "trace",
+    "umask",
+    "upload-delay",
+    "upload-hours",
+    "upload-limit",
+    "verbose",
+    "verify-cache-checksum",
+    "writeback",
+    "writeback-threshold-size",
 ];
 
 /// Options that would send the mount to the background or off the container's lifetime.
@@ -52,7 +115,8 @@ pub const FORBIDDEN_MOUNT_OPTIONS: &[&str] =
 
 /// Quotes `text` for a POSIX shell: unchanged if it only has safe characters, else in single quotes.
 pub fn shell_quote(text: &str) -> String {
-    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':' | '=' | '@' | '%' | '+' | ',');
+    let safe =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':' | '=' | '@' | '%' | '+' | ',');
     if !text.is_empty() && text.chars().all(safe) {
         return text.to_string();
     }
@@ -62,7 +126,8 @@ pub fn shell_quote(text: &str) -> String {
 /// The environment variable of an encrypted option: upper case, `-` as `_` (`access-key` → `ACCESS_KEY`).
 /// `None` when the result is not a valid variable name.
 pub fn env_var_name(option_name: &str) -> Option<String> {
-    let name: String = option_name.trim().chars().map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }).collect();
+    let name: String =
+        option_name.trim().chars().map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }).collect();
     let valid = !name.is_empty()
         && !name.starts_with(|c: char| c.is_ascii_digit())
         && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
@@ -71,9 +136,9 @@ pub fn env_var_name(option_name: &str) -> Option<String> {
 
 /// The sub-directory a `juicefs://` mount point names: `juicefs:///demo` → `Some("/demo")`, root → `None`.
 pub fn subdir_of(mount_point: &str) -> Result<Option<String>, String> {
-    let rest = mount_point
-        .strip_prefix("juicefs://")
-        .ok_or_else(|| format!("{mount_point:?} must start with juicefs:// (e.g. juicefs:///demo for sub-directory /demo)"))?;
+    let rest = mount_point.strip_prefix("juicefs://").ok_or_else(|| {
+        format!("{mount_point:?} must start with juicefs:// (e.g. juicefs:///demo for sub-directory /demo)")
+    })?;
     if rest.is_empty() {
         return Ok(None);
     }
@@ -160,7 +225,11 @@ pub(crate) fn first_mount(dataset: &Dataset) -> Result<&Mount, ModelError> {
 }
 
 /// Builds the script of `role` for the dataset/runtime pair.
-pub(crate) fn mount_script(input: &EngineInput<'_, JuiceFSRuntime>, role: Role, cache: &CachePlan) -> Result<String, ModelError> {
+pub(crate) fn mount_script(
+    input: &EngineInput<'_, JuiceFSRuntime>,
+    role: Role,
+    cache: &CachePlan,
+) -> Result<String, ModelError> {
     let dataset = input.dataset;
     let mount = first_mount(dataset)?;
     let options = merged_options(dataset, mount);
@@ -224,8 +293,10 @@ pub(crate) fn mount_script(input: &EngineInput<'_, JuiceFSRuntime>, role: Role, 
     if let Some(subdir) = subdir {
         merged.insert("subdir".into(), subdir);
     }
+    // Fluid also adds `ro` here, but `juicefs mount --read-only --subdir X` fails when X does not
+    // exist yet (juicefs creates it, which a read-only mount cannot): CSI publish enforces
+    // read-only with the bind mount instead. The long caches of read-only datasets stay.
     if is_read_only(dataset) {
-        merged.insert("read-only".into(), String::new());
         merged.insert("attr-cache".into(), "7200".into());
         merged.insert("entry-cache".into(), "7200".into());
     }
@@ -307,7 +378,10 @@ mod tests {
 
     #[test]
     fn quoting_leaves_safe_text_alone() {
-        assert_eq!(shell_quote("/runtime-mnt/juicefs/default/jfsdemo/juicefs-fuse"), "/runtime-mnt/juicefs/default/jfsdemo/juicefs-fuse");
+        assert_eq!(
+            shell_quote("/runtime-mnt/juicefs/default/jfsdemo/juicefs-fuse"),
+            "/runtime-mnt/juicefs/default/jfsdemo/juicefs-fuse"
+        );
         assert_eq!(shell_quote("http://minio:9000/minio/test"), "http://minio:9000/minio/test");
         assert_eq!(shell_quote(""), "''");
     }
@@ -345,8 +419,14 @@ mod tests {
 
     #[test]
     fn paths_follow_fluid() {
-        assert_eq!(fluid_path("/runtime-mnt", "default", "jfsdemo"), "/runtime-mnt/juicefs/default/jfsdemo/juicefs-fuse");
-        assert_eq!(fluid_path("/runtime-mnt/", "default", "jfsdemo"), "/runtime-mnt/juicefs/default/jfsdemo/juicefs-fuse");
+        assert_eq!(
+            fluid_path("/runtime-mnt", "default", "jfsdemo"),
+            "/runtime-mnt/juicefs/default/jfsdemo/juicefs-fuse"
+        );
+        assert_eq!(
+            fluid_path("/runtime-mnt/", "default", "jfsdemo"),
+            "/runtime-mnt/juicefs/default/jfsdemo/juicefs-fuse"
+        );
         assert_eq!(host_mount_path("/runtime-mnt", "default", "jfsdemo"), "/runtime-mnt/juicefs/default/jfsdemo");
     }
 

@@ -105,7 +105,8 @@ pub(crate) fn build(input: &EngineInput<'_, JuiceFSRuntime>) -> Result<DaemonSet
         ..Default::default()
     };
     let host_network = fuse.network_mode == Some(NetworkMode::HostNetwork);
-    let pull_secrets = if fuse.image_pull_secrets.is_empty() { &runtime.spec.image_pull_secrets } else { &fuse.image_pull_secrets };
+    let pull_secrets =
+        if fuse.image_pull_secrets.is_empty() { &runtime.spec.image_pull_secrets } else { &fuse.image_pull_secrets };
     let pod_spec = PodSpec {
         node_selector: Some(node_selector),
         // A FUSE pod must run wherever an app pod needs it, taints or not (Fluid's chart).
@@ -130,7 +131,10 @@ pub(crate) fn build(input: &EngineInput<'_, JuiceFSRuntime>) -> Result<DaemonSet
         },
         spec: Some(DaemonSetSpec {
             // Fluid's default: a FUSE pod is only replaced when deleted, never under a running app.
-            update_strategy: Some(DaemonSetUpdateStrategy { type_: Some("OnDelete".to_string()), rolling_update: None }),
+            update_strategy: Some(DaemonSetUpdateStrategy {
+                type_: Some("OnDelete".to_string()),
+                rolling_update: None,
+            }),
             selector: LabelSelector { match_labels: Some(selector_labels), match_expressions: None },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {

@@ -110,6 +110,10 @@ impl Engine for JuiceFsEngine {
     }
 
     /// The cache one worker brings to its node: `levels[0]` (the only level JuiceFS uses), by medium.
+    fn spec_warnings(&self, input: &EngineInput<'_, JuiceFSRuntime>) -> Vec<String> {
+        validate::warnings(input)
+    }
+
     fn node_capacity(&self, input: &EngineInput<'_, JuiceFSRuntime>) -> Result<NodeCapacity, ModelError> {
         let plan = cache_plan(input.runtime.spec.tieredstore.as_ref())?;
         let bytes = plan.total_quota_bytes.unwrap_or(0);

@@ -135,14 +135,21 @@ pub(crate) fn option_cache_dirs(options: Option<&BTreeMap<String, String>>) -> V
 }
 
 /// The user's volumes that `mounts` refer to, from `spec.volumes`. Errors name `field`.
-pub(crate) fn user_volumes(input: &EngineInput<'_, JuiceFSRuntime>, mounts: &[VolumeMount], field: &str) -> Result<Vec<Volume>, ModelError> {
+pub(crate) fn user_volumes(
+    input: &EngineInput<'_, JuiceFSRuntime>,
+    mounts: &[VolumeMount],
+    field: &str,
+) -> Result<Vec<Volume>, ModelError> {
     let mut volumes: Vec<Volume> = Vec::new();
     for (index, mount) in mounts.iter().enumerate() {
         if volumes.iter().any(|volume| volume.name == mount.name) {
             continue;
         }
         let volume = input.runtime.spec.volumes.iter().find(|volume| volume.name == mount.name).ok_or_else(|| {
-            ModelError::invalid(format!("{field}[{index}].name"), format!("no volume named {:?} in spec.volumes", mount.name))
+            ModelError::invalid(
+                format!("{field}[{index}].name"),
+                format!("no volume named {:?} in spec.volumes", mount.name),
+            )
         })?;
         volumes.push(volume.clone());
     }
@@ -174,7 +181,10 @@ mod tests {
     fn images_fall_back_part_by_part() {
         let default = "juicedata/juicefs-fuse:ce-v1.1.0-rc1";
         assert_eq!(resolve_image(None, None, default), default);
-        assert_eq!(resolve_image(Some("juicedata/juicefs-fuse"), Some("ce-v1.1.1"), default), "juicedata/juicefs-fuse:ce-v1.1.1");
+        assert_eq!(
+            resolve_image(Some("juicedata/juicefs-fuse"), Some("ce-v1.1.1"), default),
+            "juicedata/juicefs-fuse:ce-v1.1.1"
+        );
         assert_eq!(resolve_image(Some("my/jfs"), None, default), "my/jfs:ce-v1.1.0-rc1");
         assert_eq!(resolve_image(None, Some("nightly"), default), "juicedata/juicefs-fuse:nightly");
         assert_eq!(resolve_image(Some(""), Some(" "), default), default);

