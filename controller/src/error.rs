@@ -33,9 +33,9 @@ pub enum Error {
     Kube {
         /// The object written.
         target: ObjectRef,
-        /// What kube reported.
+        /// What kube reported (boxed: kube's error is large and this one travels by value).
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// An Event could not be recorded.
     #[error("event about {target}: {source}")]
@@ -44,7 +44,7 @@ pub enum Error {
         target: ObjectRef,
         /// What kube reported.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// An object could not be turned into JSON (a bug in a model type).
     #[error("{target}: cannot serialize: {source}")]
@@ -63,7 +63,7 @@ pub enum Error {
     ClientConfig(String),
     /// Leader election could not start.
     #[error("leader election: {0}")]
-    Lease(#[from] kube_lease_manager::LeaseManagerError),
+    Lease(#[source] Box<kube_lease_manager::LeaseManagerError>),
     /// The metrics and health server could not bind or serve.
     #[error("metrics server on {addr}: {source}")]
     Serve {
@@ -73,6 +73,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<kube_lease_manager::LeaseManagerError> for Error {
+    fn from(error: kube_lease_manager::LeaseManagerError) -> Self {
+        Error::Lease(Box::new(error))
+    }
 }
 
 /// The crate's result type.
@@ -106,7 +112,7 @@ impl Error {
         match &source {
             kube::Error::Api(status) if status.code == 409 => Error::Conflict { target: target.clone() },
             kube::Error::Api(status) if status.code == 404 => Error::Gone { target: target.clone() },
-            _ => Error::Kube { target: target.clone(), source },
+            _ => Error::Kube { target: target.clone(), source: Box::new(source) },
         }
     }
 }

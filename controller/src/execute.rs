@@ -167,7 +167,7 @@ impl Executor {
                 self.recorder
                     .publish(&event, &reference)
                     .await
-                    .map_err(|source| Error::Event { target: target.clone(), source })?;
+                    .map_err(|source| Error::Event { target: target.clone(), source: Box::new(source) })?;
             }
         }
         Ok(())

@@ -105,17 +105,11 @@ impl Stores {
     }
 }
 
-fn namespaced<K: Resource<DynamicType = ()>>(store: &Store<K>, namespace: &str, name: &str) -> Option<K>
-where
-    K: Clone,
-{
+fn namespaced<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, namespace: &str, name: &str) -> Option<K> {
     store.get(&StoreRef::new(name).within(namespace)).map(|object| (*object).clone())
 }
 
-fn cluster<K: Resource<DynamicType = ()>>(store: &Store<K>, name: &str) -> Option<K>
-where
-    K: Clone,
-{
+fn cluster<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, name: &str) -> Option<K> {
     store.get(&StoreRef::new(name)).map(|object| (*object).clone())
 }
 

@@ -225,7 +225,7 @@ fn spawn_watchers(
             writers.persistent_volume_claims,
             triggers.clone(),
             trim_managed_fields,
-            |c| triggers::from_claim(c),
+            triggers::from_claim,
         ),
         spawn_watcher(Api::<Node>::all(client.clone()), all.clone(), writers.nodes, triggers.clone(), trim_managed_fields, move |n| {
             triggers::from_node(n, &dataset_store, runtime_type)

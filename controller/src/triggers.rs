@@ -59,10 +59,9 @@ pub fn from_claim(claim: &PersistentVolumeClaim) -> Vec<PairKey> {
 /// A PV: the claim it is bound to, else the runtime named in its CSI attributes.
 pub fn from_volume(volume: &PersistentVolume) -> Vec<PairKey> {
     let spec = volume.spec.as_ref();
-    if let Some(claim) = spec.and_then(|s| s.claim_ref.as_ref()) {
-        if let (Some(namespace), Some(name)) = (claim.namespace.as_deref(), claim.name.as_deref()) {
-            return vec![PairKey::new(namespace, name)];
-        }
+    let claim = spec.and_then(|s| s.claim_ref.as_ref());
+    if let Some((Some(namespace), Some(name))) = claim.map(|c| (c.namespace.as_deref(), c.name.as_deref())) {
+        return vec![PairKey::new(namespace, name)];
     }
     let attributes = spec.and_then(|s| s.csi.as_ref()).and_then(|csi| csi.volume_attributes.as_ref());
     let get = |key: &str| attributes.and_then(|a| a.get(key)).map(String::as_str);

@@ -1,7 +1,7 @@
 //! Mount IO with `nix`: observe paths for `model::node`, and execute its bind and unmount plans.
 //!
 //! Every system call that may touch a FUSE mount runs on a blocking thread under a timeout,
-//! because a hung FUSE daemon blocks `stat(2)` forever; a timed-out probe counts as broken.
+//! because a hung FUSE daemon blocks `statfs(2)` forever; a timed-out probe counts as broken.
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -56,10 +56,13 @@ pub fn mount_path(path: &Path) -> PathBuf {
     }
 }
 
-/// `stat(path)`, classified for `model::node`; a stat that hangs counts as an error.
+/// Probes `path` for `model::node` with `statfs(2)`: unlike `stat(2)`, which the kernel may
+/// answer from FUSE's attribute cache for a while after the daemon died, `statfs` always asks
+/// the daemon, so a dead FUSE mount reports `ENOTCONN` at once. A probe that hangs (a hung
+/// daemon) counts as an error.
 pub async fn probe(path: &Path) -> PathProbe {
     let owned = path.to_path_buf();
-    let result = blocking("stat", path, PROBE_TIMEOUT, move || nix::sys::stat::stat(&owned)).await;
+    let result = blocking("statfs", path, PROBE_TIMEOUT, move || nix::sys::statvfs::statvfs(&owned)).await;
     match result {
         Ok(Ok(_)) => PathProbe::Present,
         Ok(Err(Errno::ENOENT)) => PathProbe::Missing,
@@ -160,12 +163,10 @@ pub async fn bind_mount(plan: &MountPlan, fluid_path: &Path) -> Result<()> {
     })
     .await?
     .map_err(|source| CsiError::Sys { op: "bind-mount", path: target.clone(), source })?;
-    if read_only {
-        if let Err(err) = remount_read_only(&target).await {
-            // Never leave a read-write mount behind a failed read-only publish.
-            let _ = unmount(&target, true).await;
-            return Err(err);
-        }
+    if read_only && let Err(err) = remount_read_only(&target).await {
+        // Never leave a read-write mount behind a failed read-only publish.
+        let _ = unmount(&target, true).await;
+        return Err(err);
     }
     Ok(())
 }

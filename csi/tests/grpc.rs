@@ -41,10 +41,7 @@ async fn node_reports_its_id_and_stage_unstage() {
     let types: Vec<i32> = caps
         .capabilities
         .iter()
-        .filter_map(|c| match &c.r#type {
-            Some(Type::Rpc(r)) => Some(r.r#type),
-            None => None,
-        })
+        .filter_map(|c| c.r#type.as_ref().map(|Type::Rpc(r)| r.r#type))
         .collect();
     assert!(types.contains(&(rpc::Type::StageUnstageVolume as i32)), "{types:?}");
     assert!(types.contains(&(rpc::Type::GetVolumeStats as i32)), "{types:?}");

@@ -255,10 +255,8 @@ impl State {
             }
         } else {
             let guard = request.body["metadata"]["resourceVersion"].as_str();
-            if let Some(guard) = guard {
-                if Some(guard) != current["metadata"]["resourceVersion"].as_str() {
-                    return (409, status_error(409, "Conflict", "the object has been modified; please apply your changes to the latest version and try again"));
-                }
+            if guard.is_some_and(|guard| Some(guard) != current["metadata"]["resourceVersion"].as_str()) {
+                return (409, status_error(409, "Conflict", "the object has been modified; please apply your changes to the latest version and try again"));
             }
             let mut patch = request.body.clone();
             if let Some(meta) = patch.get_mut("metadata").and_then(Value::as_object_mut) {

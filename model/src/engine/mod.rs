@@ -36,6 +36,10 @@ impl Default for EngineConfig {
 
 /// What every runtime kind exposes to the generic reconcile.
 pub trait RuntimeResource: kube::Resource<DynamicType = ()> + Clone {
+    /// The spec, hashed to decide whether the workloads built from it must be applied again.
+    type Spec: serde::Serialize;
+    /// The spec.
+    fn spec(&self) -> &Self::Spec;
     /// Desired number of cache workers (`spec.replicas`, default 1... engines decide).
     fn replicas(&self) -> i32;
     /// The cache tiers, if any.

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus, StatefulSet, StatefulSetStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 
@@ -67,13 +67,19 @@ pub fn reconcile_runtime<E: Engine>(engine: &E, observed: &Observed<E::Runtime>,
     let input = EngineInput { dataset, runtime, keys: &keys, names: &names, config: &config.engine };
 
     let mut effects = binding_effects(engine, observed, dataset, runtime, &target, &keys);
-    if let Err(errors) = engine.validate(&input) {
+    let hashes = InputsHash::new(engine, &input);
+    let applied = |meta: Option<&ObjectMeta>, workload| observed_hash(meta) == Some(hashes.of(workload).as_str());
+    let up_to_date = applied(observed.workers.as_ref().map(|w| &w.metadata), Workload::Workers)
+        && applied(observed.fuse.as_ref().map(|f| &f.metadata), Workload::Fuse);
+    // Workloads carrying the current inputs' hash were built from inputs that passed validation.
+    let validation = if up_to_date { Ok(()) } else { engine.validate(&input) };
+    if let Err(errors) = validation {
         let message = invalid_spec_message(&errors);
         let mut decision = refuse(observed, target, "InvalidRuntimeSpec", message, Requeue::AwaitChange, now);
         effects.append(&mut decision.effects);
         return Decision { effects, requeue: decision.requeue };
     }
-    match setup(engine, observed, &input, &target, now) {
+    match setup(engine, observed, &input, &hashes, &target, now) {
         Ok(mut setup_effects) => effects.append(&mut setup_effects),
         Err(error) => {
             let mut decision = refuse(observed, target, "RuntimeSetupFailed", error.to_string(), Requeue::AfterMs(config.retry_ms), now);
@@ -154,12 +160,77 @@ fn refuse<R>(observed: &Observed<R>, target: ObjectRef, reason: &str, message: S
     Decision { effects, requeue }
 }
 
-/// Stamps the spec hash onto a desired object's annotations and returns the hash.
-fn stamp_hash<T: serde::Serialize>(meta: &mut ObjectMeta, object: &T) -> String {
-    let bytes = serde_json::to_vec(object).unwrap_or_default();
-    let hash = format!("{:016x}", labels::fnv1a_64(&bytes));
-    meta.annotations.get_or_insert_with(BTreeMap::new).insert(SPEC_HASH_ANNOTATION.to_string(), hash.clone());
-    hash
+/// Which workload an input hash is for: the FUSE DaemonSet does not depend on `replicas`, so a
+/// scale does not re-apply it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    Master,
+    Workers,
+    Fuse,
+}
+
+/// An FNV-1a hasher that serde writes into without allocating.
+struct HashWriter(u64);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Hash of everything an engine builds a workload from. Builders are pure functions of these
+/// inputs, so an equal hash on the observed object means it is what we would apply, and a
+/// steady-state reconcile need not build (or even validate) it.
+struct InputsHash {
+    /// FNV state after the inputs every workload shares.
+    shared: u64,
+    replicas: i32,
+}
+
+impl InputsHash {
+    fn new<E: Engine>(engine: &E, input: &EngineInput<'_, E::Runtime>) -> Self {
+        let mut writer = HashWriter(0xcbf2_9ce4_8422_2325);
+        let dataset = input.dataset;
+        let runtime_meta = input.runtime.meta();
+        let identity = (
+            engine.runtime_type(),
+            env!("CARGO_PKG_VERSION"),
+            &runtime_meta.namespace,
+            &runtime_meta.name,
+            &runtime_meta.uid,
+            &dataset.metadata.uid,
+            &dataset.metadata.annotations,
+            &input.config.mount_root,
+            &input.config.worker_image,
+            &input.config.fuse_image,
+        );
+        let result = serde_json::to_writer(&mut writer, &identity)
+            .and_then(|()| serde_json::to_writer(&mut writer, &dataset.spec))
+            .and_then(|()| serde_json::to_writer(&mut writer, input.runtime.spec()));
+        // Serialising plain data cannot fail; if it ever did, hash 0 forces a re-apply.
+        let shared = if result.is_ok() { writer.0 } else { 0 };
+        Self { shared, replicas: input.runtime.replicas() }
+    }
+
+    /// The hash for one workload, as the annotation value.
+    fn of(&self, workload: Workload) -> String {
+        let mut writer = HashWriter(self.shared);
+        let replicas = if workload == Workload::Fuse { -1 } else { self.replicas };
+        let _ = std::io::Write::write(&mut writer, &[workload as u8]);
+        let _ = std::io::Write::write(&mut writer, &replicas.to_le_bytes());
+        format!("{:016x}", writer.0)
+    }
+}
+
+fn stamp_hash(meta: &mut ObjectMeta, hash: &str) {
+    meta.annotations.get_or_insert_with(BTreeMap::new).insert(SPEC_HASH_ANNOTATION.to_string(), hash.to_string());
 }
 
 fn observed_hash(meta: Option<&ObjectMeta>) -> Option<&str> {
@@ -170,29 +241,27 @@ fn setup<E: Engine>(
     engine: &E,
     observed: &Observed<E::Runtime>,
     input: &EngineInput<'_, E::Runtime>,
+    hashes: &InputsHash,
     target: &ObjectRef,
     now: Millis,
 ) -> Result<Vec<Effect>, ModelError> {
     let mut effects = Vec::new();
-    if let Some(mut master) = engine.master(input)? {
-        let hash = stamp_hash(&mut master.metadata, &master.spec);
-        if observed_hash(observed.master.as_ref().map(|m| &m.metadata)) != Some(hash.as_str()) {
-            effects.push(Effect::Apply(Object::StatefulSet(Box::new(master))));
-        }
+    let master_hash = hashes.of(Workload::Master);
+    if observed_hash(observed.master.as_ref().map(|m| &m.metadata)) != Some(master_hash.as_str())
+        && let Some(mut master) = engine.master(input)?
+    {
+        stamp_hash(&mut master.metadata, &master_hash);
+        effects.push(Effect::Apply(Object::StatefulSet(Box::new(master))));
     }
 
     let desired_workers = input.runtime.replicas();
-    let mut workers: StatefulSet = engine.workers(input)?;
-    let workers_hash = stamp_hash(&mut workers.metadata, &workers.spec);
     let observed_workers = observed.workers.as_ref();
-    let scaled_from = observed_workers
-        .and_then(|w| w.spec.as_ref()?.replicas)
-        .filter(|replicas| *replicas != desired_workers);
-    // Status is computed from the workloads as they are once our applies land (the spec we
-    // send, the status the workload controller reported), so re-reconciling writes nothing.
-    let mut workers_after = workers.clone();
-    workers_after.status = observed_workers.and_then(|w| w.status.clone());
+    let scaled_from =
+        observed_workers.and_then(|w| w.spec.as_ref()?.replicas).filter(|replicas| *replicas != desired_workers);
+    let workers_hash = hashes.of(Workload::Workers);
     if observed_hash(observed_workers.map(|w| &w.metadata)) != Some(workers_hash.as_str()) {
+        let mut workers: StatefulSet = engine.workers(input)?;
+        stamp_hash(&mut workers.metadata, &workers_hash);
         if observed_workers.is_none() {
             for warning in engine.spec_warnings(input) {
                 effects.push(Effect::Event { regarding: target.clone(), type_: EventType::Warning, reason: "RuntimeSpecWarning".to_string(), message: warning });
@@ -206,16 +275,23 @@ fn setup<E: Engine>(
         effects.push(Effect::Apply(Object::StatefulSet(Box::new(workers))));
     }
 
-    let mut fuse: DaemonSet = engine.fuse(input)?;
-    let fuse_hash = stamp_hash(&mut fuse.metadata, &fuse.spec);
-    let mut fuse_after = fuse.clone();
-    fuse_after.status = observed.fuse.as_ref().and_then(|f| f.status.clone());
+    let fuse_hash = hashes.of(Workload::Fuse);
     if observed_hash(observed.fuse.as_ref().map(|f| &f.metadata)) != Some(fuse_hash.as_str()) {
+        let mut fuse: DaemonSet = engine.fuse(input)?;
+        stamp_hash(&mut fuse.metadata, &fuse_hash);
         effects.push(Effect::Apply(Object::DaemonSet(Box::new(fuse))));
     }
 
+    // Status is computed from the workloads as they are once our applies land (they exist, with
+    // the status their controllers reported), so re-reconciling writes nothing.
+    let default_workers = StatefulSetStatus::default();
+    let default_fuse = DaemonSetStatus::default();
+    let after = AfterApply {
+        workers: observed_workers.and_then(|w| w.status.as_ref()).unwrap_or(&default_workers),
+        fuse: observed.fuse.as_ref().and_then(|f| f.status.as_ref()).unwrap_or(&default_fuse),
+        scaled_from,
+    };
     let capacity = engine.node_capacity(input)?;
-    let after = AfterApply { workers: &workers_after, fuse: &fuse_after, scaled_from };
     let runtime_status = compute_runtime_status(engine, observed, input, &after, capacity.total_bytes(), now);
     let workers_usable = status::is_usable(runtime_status.worker_phase);
     if input.runtime.runtime_status() != Some(&runtime_status) {
@@ -252,8 +328,8 @@ fn setup<E: Engine>(
 
 /// The workloads as they will be once this reconcile's applies land.
 struct AfterApply<'a> {
-    workers: &'a StatefulSet,
-    fuse: &'a DaemonSet,
+    workers: &'a StatefulSetStatus,
+    fuse: &'a DaemonSetStatus,
     scaled_from: Option<i32>,
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSetStatus, StatefulSetStatus};
 
 use super::conditions::{self, Wanted};
 use crate::api::{RuntimePhase, RuntimeStatus};
@@ -48,10 +48,10 @@ pub struct StatusInput<'a> {
     pub desired_workers: i32,
     /// Worker replicas before this reconcile's apply, when they change now.
     pub scaled_from: Option<i32>,
-    /// The observed worker StatefulSet.
-    pub workers: Option<&'a StatefulSet>,
-    /// The observed FUSE DaemonSet.
-    pub fuse: Option<&'a DaemonSet>,
+    /// The worker StatefulSet's status; `None` when it does not exist (even after our apply).
+    pub workers: Option<&'a StatefulSetStatus>,
+    /// The FUSE DaemonSet's status; `None` when it does not exist (even after our apply).
+    pub fuse: Option<&'a DaemonSetStatus>,
     /// Worker pods, to select cache samples of ready workers.
     pub worker_pods: &'a [PodView],
     /// Cache samples.
@@ -67,7 +67,7 @@ pub struct StatusInput<'a> {
 /// Computes the whole runtime status.
 pub fn runtime_status(input: &StatusInput<'_>, now: Millis) -> RuntimeStatus {
     let mut status = input.previous.cloned().unwrap_or_default();
-    let sts_status = input.workers.and_then(|w| w.status.as_ref());
+    let sts_status = input.workers;
     let workers_ready = sts_status.and_then(|s| s.ready_replicas).unwrap_or(0);
     let workers_current = sts_status.map(|s| s.current_replicas.unwrap_or(s.replicas)).unwrap_or(0);
     let workers_available = sts_status.and_then(|s| s.available_replicas).unwrap_or(0);
@@ -84,7 +84,7 @@ pub fn runtime_status(input: &StatusInput<'_>, now: Millis) -> RuntimeStatus {
     };
     status.worker_reason = Some(worker_reason(input.desired_workers, workers_ready, input.workers.is_some()));
 
-    let ds_status = input.fuse.and_then(|f| f.status.as_ref());
+    let ds_status = input.fuse;
     let fuse_desired = ds_status.map(|s| s.desired_number_scheduled).unwrap_or(0);
     let fuse_ready = ds_status.map(|s| s.number_ready).unwrap_or(0);
     status.desired_fuse_number_scheduled = fuse_desired;

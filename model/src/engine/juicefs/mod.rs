@@ -51,6 +51,12 @@ pub const FUSE_CONTAINER: &str = "juicefs-fuse";
 pub struct JuiceFsEngine;
 
 impl RuntimeResource for JuiceFSRuntime {
+    type Spec = crate::api::JuiceFSRuntimeSpec;
+
+    fn spec(&self) -> &Self::Spec {
+        &self.spec
+    }
+
     /// `spec.replicas`; absent means 0, as Fluid's `int32 replicas,omitempty` without a default
     /// ("need to be specified"). Negative values are refused by validation and read as 0 here.
     fn replicas(&self) -> i32 {
