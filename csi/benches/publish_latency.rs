@@ -21,8 +21,7 @@ fn main() -> ExitCode {
     if !require_root("publish_latency") {
         return ExitCode::SUCCESS;
     }
-    let iterations: usize =
-        std::env::args().skip(1).filter_map(|arg| arg.parse().ok()).next().unwrap_or(200);
+    let iterations: usize = std::env::args().skip(1).filter_map(|arg| arg.parse().ok()).next().unwrap_or(200);
     enter_private_mount_namespace();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let (waiting, ready) = runtime.block_on(measure(iterations));

@@ -31,9 +31,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -59,9 +57,9 @@ async fn run(args: Args) -> csi::Result<()> {
         return Err(csi::CsiError::Config("--fuse-mount-timeout-ms must be positive".into()));
     }
     let socket = server::socket_path(&args.endpoint)?;
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|err| csi::CsiError::Config(format!("no Kubernetes client (in-cluster config or kubeconfig): {err}")))?;
+    let client = kube::Client::try_default().await.map_err(|err| {
+        csi::CsiError::Config(format!("no Kubernetes client (in-cluster config or kubeconfig): {err}"))
+    })?;
     let mut config = PluginConfig::new(args.node_id, args.state_dir);
     config.fuse_mount_timeout = Duration::from_millis(args.fuse_mount_timeout_ms);
     config.poll_interval = Duration::from_millis(args.poll_interval_ms);

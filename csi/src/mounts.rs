@@ -38,9 +38,11 @@ async fn blocking<T: Send + 'static>(
 
 /// Reads and parses the mount table.
 pub async fn read_mountinfo() -> Result<Vec<MountEntry>> {
-    let text = tokio::fs::read_to_string(MOUNTINFO)
-        .await
-        .map_err(|source| CsiError::Io { op: "read", path: MOUNTINFO.into(), source })?;
+    let text = tokio::fs::read_to_string(MOUNTINFO).await.map_err(|source| CsiError::Io {
+        op: "read",
+        path: MOUNTINFO.into(),
+        source,
+    })?;
     Ok(parse_mountinfo(&text))
 }
 
@@ -98,7 +100,8 @@ pub struct MountWatch {
 impl MountWatch {
     /// Opens the watch. Changes after this call wake [`MountWatch::wait`].
     pub fn open() -> Result<Self> {
-        let file = File::open(MOUNTINFO).map_err(|source| CsiError::Io { op: "open", path: MOUNTINFO.into(), source })?;
+        let file =
+            File::open(MOUNTINFO).map_err(|source| CsiError::Io { op: "open", path: MOUNTINFO.into(), source })?;
         Ok(Self { file: std::sync::Arc::new(file) })
     }
 
@@ -135,7 +138,12 @@ pub async fn bind_mount(plan: &MountPlan, fluid_path: &Path) -> Result<()> {
             if !source_real.starts_with(&fluid_real) || !source_real.is_dir() {
                 return Err(model::node::Refusal::precondition(
                     format!("volume_context.{}", model::volume::ATTR_SUB_PATH),
-                    format!("{} resolves to {}, which is not a directory inside {}", plan.source, source_real.display(), fluid_real.display()),
+                    format!(
+                        "{} resolves to {}, which is not a directory inside {}",
+                        plan.source,
+                        source_real.display(),
+                        fluid_real.display()
+                    ),
                 )
                 .into());
             }
@@ -151,11 +159,11 @@ pub async fn bind_mount(plan: &MountPlan, fluid_path: &Path) -> Result<()> {
             return Err(CsiError::Io { op: "resolve", path: source, source: source_err });
         }
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(&target)
-        .map_err(|source| CsiError::Io { op: "create target directory", path: target.clone(), source })?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o750).create(&target).map_err(|source| CsiError::Io {
+        op: "create target directory",
+        path: target.clone(),
+        source,
+    })?;
     let read_only = plan.read_only;
     let (src, tgt) = (source.clone(), target.clone());
     blocking("bind-mount", &target, PROBE_TIMEOUT, move || {
@@ -191,7 +199,8 @@ pub async fn remount_read_only(target: &Path) -> Result<()> {
 /// cannot remove is detached (`MNT_DETACH`); `EINVAL` (not a mount point any more) is success.
 pub async fn unmount(target: &Path, broken: bool) -> Result<()> {
     let tgt = target.to_path_buf();
-    let plain = blocking("unmount", target, PROBE_TIMEOUT, move || nix::mount::umount2(&tgt, MntFlags::empty())).await?;
+    let plain =
+        blocking("unmount", target, PROBE_TIMEOUT, move || nix::mount::umount2(&tgt, MntFlags::empty())).await?;
     match plain {
         Ok(()) | Err(Errno::EINVAL) => Ok(()),
         Err(errno) if broken || errno == Errno::EBUSY || errno == Errno::ENOTCONN => {

@@ -17,24 +17,22 @@ use crate::service::{ControllerService, IdentityService, NodeService, Plugin};
 /// The socket path of a CSI endpoint: `unix:///csi/csi.sock`, `unix:/csi/csi.sock` or
 /// `/csi/csi.sock`. Anything else is a configuration error.
 pub fn socket_path(endpoint: &str) -> Result<PathBuf> {
-    let path = endpoint
-        .strip_prefix("unix://")
-        .or_else(|| endpoint.strip_prefix("unix:"))
-        .unwrap_or(endpoint);
+    let path = endpoint.strip_prefix("unix://").or_else(|| endpoint.strip_prefix("unix:")).unwrap_or(endpoint);
     if path.starts_with('/') && path.len() > 1 {
         Ok(PathBuf::from(path))
     } else {
-        Err(CsiError::Config(format!(
-            "--endpoint {endpoint:?} must be a unix socket such as unix:///csi/csi.sock"
-        )))
+        Err(CsiError::Config(format!("--endpoint {endpoint:?} must be a unix socket such as unix:///csi/csi.sock")))
     }
 }
 
 /// Binds `socket` (replacing a stale socket file left by a previous run).
 pub fn bind(socket: &Path) -> Result<UnixListener> {
     if let Some(parent) = socket.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|source| CsiError::Io { op: "create socket directory", path: parent.into(), source })?;
+        std::fs::create_dir_all(parent).map_err(|source| CsiError::Io {
+            op: "create socket directory",
+            path: parent.into(),
+            source,
+        })?;
     }
     match std::fs::remove_file(socket) {
         Ok(()) => {}

@@ -78,7 +78,8 @@ impl<L: NodeLabeler> Plugin<L> {
     }
 
     async fn stage(&self, req: StageRequest) -> Result<()> {
-        let _guard = self.volumes.try_acquire(format!("volume {}", req.volume_id), &format!("volume {}", req.volume_id))?;
+        let _guard =
+            self.volumes.try_acquire(format!("volume {}", req.volume_id), &format!("volume {}", req.volume_id))?;
         let fluid_path = fluid_path_of(&req.volume_context);
         let fluid_state = match &fluid_path {
             Some(path) => mounts::observe_all([Path::new(path)]).await?[0],
@@ -88,8 +89,12 @@ impl<L: NodeLabeler> Plugin<L> {
         if let Some(broken) = &plan.unmount_broken_fluid_path {
             // Fluid #1345: a dead FUSE mount keeps the restarted FUSE pod from mounting again.
             match mounts::unmount(Path::new(broken), true).await {
-                Ok(()) => tracing::info!(volume_id = %req.volume_id, path = %broken, "unmounted broken FUSE mount point"),
-                Err(err) => tracing::warn!(volume_id = %req.volume_id, %err, "could not unmount broken FUSE mount point"),
+                Ok(()) => {
+                    tracing::info!(volume_id = %req.volume_id, path = %broken, "unmounted broken FUSE mount point")
+                }
+                Err(err) => {
+                    tracing::warn!(volume_id = %req.volume_id, %err, "could not unmount broken FUSE mount point")
+                }
             }
         }
         self.state.save(&plan.record).await?;
@@ -99,7 +104,8 @@ impl<L: NodeLabeler> Plugin<L> {
     }
 
     async fn unstage(&self, req: UnstageRequest) -> Result<()> {
-        let _guard = self.volumes.try_acquire(format!("volume {}", req.volume_id), &format!("volume {}", req.volume_id))?;
+        let _guard =
+            self.volumes.try_acquire(format!("volume {}", req.volume_id), &format!("volume {}", req.volume_id))?;
         let record = if req.volume_id.trim().is_empty() { None } else { self.state.load(&req.volume_id).await? };
         let remaining = match &record {
             Some(record) => {
@@ -167,8 +173,7 @@ impl<L: NodeLabeler> Plugin<L> {
         let _guard = self.targets.try_acquire(format!("target {}", req.target_path.trim_end_matches('/')), &what)?;
         let target = Path::new(&req.target_path);
         for _ in 0..MAX_STEPS {
-            let [state] =
-                if target.is_absolute() { mounts::observe_all([target]).await? } else { [PathState::Absent] };
+            let [state] = if target.is_absolute() { mounts::observe_all([target]).await? } else { [PathState::Absent] };
             match plan_unpublish(&req, state)? {
                 UnpublishStep::Done => {
                     tracing::info!(volume_id = %req.volume_id, target = %req.target_path, "unpublished");

@@ -25,7 +25,8 @@ impl StateStore {
     pub fn path(&self, volume_id: &str) -> PathBuf {
         let mut name = String::with_capacity(volume_id.len() + 5);
         for byte in volume_id.bytes() {
-            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.') && !(name.is_empty() && byte == b'.') {
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.') && !(name.is_empty() && byte == b'.')
+            {
                 name.push(char::from(byte));
             } else {
                 let _ = write!(name, "%{byte:02X}");

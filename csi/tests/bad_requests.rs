@@ -68,45 +68,263 @@ fn corpus() -> Vec<Case> {
     };
     vec![
         // NodeStageVolume
-        Case { name: "stage: missing volume_id", call: Stage(proto::NodeStageVolumeRequest { volume_id: String::new(), ..stage() }), code: Code::InvalidArgument, field: "volume_id" },
-        Case { name: "stage: missing staging_target_path", call: Stage(proto::NodeStageVolumeRequest { staging_target_path: String::new(), ..stage() }), code: Code::InvalidArgument, field: "staging_target_path" },
-        Case { name: "stage: relative staging_target_path", call: Stage(proto::NodeStageVolumeRequest { staging_target_path: "plugins/x".into(), ..stage() }), code: Code::InvalidArgument, field: "staging_target_path" },
-        Case { name: "stage: missing volume_capability", call: Stage(proto::NodeStageVolumeRequest { volume_capability: None, ..stage() }), code: Code::InvalidArgument, field: "volume_capability" },
-        Case { name: "stage: block access", call: Stage(proto::NodeStageVolumeRequest { volume_capability: block_cap(), ..stage() }), code: Code::FailedPrecondition, field: "volume_capability.block" },
-        Case { name: "stage: no access type", call: Stage(proto::NodeStageVolumeRequest { volume_capability: no_access_type(), ..stage() }), code: Code::InvalidArgument, field: "volume_capability" },
-        Case { name: "stage: missing access mode", call: Stage(proto::NodeStageVolumeRequest { volume_capability: no_access_mode(), ..stage() }), code: Code::InvalidArgument, field: "volume_capability.access_mode" },
-        Case { name: "stage: UNKNOWN access mode", call: Stage(proto::NodeStageVolumeRequest { volume_capability: Some(mount_cap(0)), ..stage() }), code: Code::InvalidArgument, field: "volume_capability.access_mode" },
-        Case { name: "stage: missing fluid_path", call: Stage(proto::NodeStageVolumeRequest { volume_context: without("fluid_path"), ..stage() }), code: Code::InvalidArgument, field: "volume_context.fluid_path" },
-        Case { name: "stage: relative fluid_path", call: Stage(proto::NodeStageVolumeRequest { volume_context: ctx(&[("fluid_path", "runtime-mnt/x")]), ..stage() }), code: Code::InvalidArgument, field: "volume_context.fluid_path" },
-        Case { name: "stage: invalid label key", call: Stage(proto::NodeStageVolumeRequest { volume_context: ctx(&[("mount_pod_node_selector_key", "no spaces allowed")]), ..stage() }), code: Code::InvalidArgument, field: "volume_context.mount_pod_node_selector_key" },
-        Case { name: "stage: no label key and no runtime name", call: Stage(proto::NodeStageVolumeRequest { volume_context: { let mut c = without("mount_pod_node_selector_key"); c.remove("runtime_name"); c }, ..stage() }), code: Code::InvalidArgument, field: "volume_context.mount_pod_node_selector_key" },
-        Case { name: "stage: invalid label value", call: Stage(proto::NodeStageVolumeRequest { volume_context: ctx(&[("mount_pod_node_selector_value", "not valid!")]), ..stage() }), code: Code::InvalidArgument, field: "volume_context.mount_pod_node_selector_value" },
-        Case { name: "stage: unknown clean policy", call: Stage(proto::NodeStageVolumeRequest { volume_context: ctx(&[("fuse_clean_policy", "Never")]), ..stage() }), code: Code::InvalidArgument, field: "volume_context.fuse_clean_policy" },
+        Case {
+            name: "stage: missing volume_id",
+            call: Stage(proto::NodeStageVolumeRequest { volume_id: String::new(), ..stage() }),
+            code: Code::InvalidArgument,
+            field: "volume_id",
+        },
+        Case {
+            name: "stage: missing staging_target_path",
+            call: Stage(proto::NodeStageVolumeRequest { staging_target_path: String::new(), ..stage() }),
+            code: Code::InvalidArgument,
+            field: "staging_target_path",
+        },
+        Case {
+            name: "stage: relative staging_target_path",
+            call: Stage(proto::NodeStageVolumeRequest { staging_target_path: "plugins/x".into(), ..stage() }),
+            code: Code::InvalidArgument,
+            field: "staging_target_path",
+        },
+        Case {
+            name: "stage: missing volume_capability",
+            call: Stage(proto::NodeStageVolumeRequest { volume_capability: None, ..stage() }),
+            code: Code::InvalidArgument,
+            field: "volume_capability",
+        },
+        Case {
+            name: "stage: block access",
+            call: Stage(proto::NodeStageVolumeRequest { volume_capability: block_cap(), ..stage() }),
+            code: Code::FailedPrecondition,
+            field: "volume_capability.block",
+        },
+        Case {
+            name: "stage: no access type",
+            call: Stage(proto::NodeStageVolumeRequest { volume_capability: no_access_type(), ..stage() }),
+            code: Code::InvalidArgument,
+            field: "volume_capability",
+        },
+        Case {
+            name: "stage: missing access mode",
+            call: Stage(proto::NodeStageVolumeRequest { volume_capability: no_access_mode(), ..stage() }),
+            code: Code::InvalidArgument,
+            field: "volume_capability.access_mode",
+        },
+        Case {
+            name: "stage: UNKNOWN access mode",
+            call: Stage(proto::NodeStageVolumeRequest { volume_capability: Some(mount_cap(0)), ..stage() }),
+            code: Code::InvalidArgument,
+            field: "volume_capability.access_mode",
+        },
+        Case {
+            name: "stage: missing fluid_path",
+            call: Stage(proto::NodeStageVolumeRequest { volume_context: without("fluid_path"), ..stage() }),
+            code: Code::InvalidArgument,
+            field: "volume_context.fluid_path",
+        },
+        Case {
+            name: "stage: relative fluid_path",
+            call: Stage(proto::NodeStageVolumeRequest {
+                volume_context: ctx(&[("fluid_path", "runtime-mnt/x")]),
+                ..stage()
+            }),
+            code: Code::InvalidArgument,
+            field: "volume_context.fluid_path",
+        },
+        Case {
+            name: "stage: invalid label key",
+            call: Stage(proto::NodeStageVolumeRequest {
+                volume_context: ctx(&[("mount_pod_node_selector_key", "no spaces allowed")]),
+                ..stage()
+            }),
+            code: Code::InvalidArgument,
+            field: "volume_context.mount_pod_node_selector_key",
+        },
+        Case {
+            name: "stage: no label key and no runtime name",
+            call: Stage(proto::NodeStageVolumeRequest {
+                volume_context: {
+                    let mut c = without("mount_pod_node_selector_key");
+                    c.remove("runtime_name");
+                    c
+                },
+                ..stage()
+            }),
+            code: Code::InvalidArgument,
+            field: "volume_context.mount_pod_node_selector_key",
+        },
+        Case {
+            name: "stage: invalid label value",
+            call: Stage(proto::NodeStageVolumeRequest {
+                volume_context: ctx(&[("mount_pod_node_selector_value", "not valid!")]),
+                ..stage()
+            }),
+            code: Code::InvalidArgument,
+            field: "volume_context.mount_pod_node_selector_value",
+        },
+        Case {
+            name: "stage: unknown clean policy",
+            call: Stage(proto::NodeStageVolumeRequest {
+                volume_context: ctx(&[("fuse_clean_policy", "Never")]),
+                ..stage()
+            }),
+            code: Code::InvalidArgument,
+            field: "volume_context.fuse_clean_policy",
+        },
         // NodeUnstageVolume
-        Case { name: "unstage: missing volume_id", call: Unstage(unstage_req("", Path::new(STAGING))), code: Code::InvalidArgument, field: "volume_id" },
-        Case { name: "unstage: missing staging_target_path", call: Unstage(proto::NodeUnstageVolumeRequest { volume_id: "v".into(), staging_target_path: String::new() }), code: Code::InvalidArgument, field: "staging_target_path" },
-        Case { name: "unstage: relative staging_target_path", call: Unstage(proto::NodeUnstageVolumeRequest { volume_id: "v".into(), staging_target_path: "x/y".into() }), code: Code::InvalidArgument, field: "staging_target_path" },
+        Case {
+            name: "unstage: missing volume_id",
+            call: Unstage(unstage_req("", Path::new(STAGING))),
+            code: Code::InvalidArgument,
+            field: "volume_id",
+        },
+        Case {
+            name: "unstage: missing staging_target_path",
+            call: Unstage(proto::NodeUnstageVolumeRequest {
+                volume_id: "v".into(),
+                staging_target_path: String::new(),
+            }),
+            code: Code::InvalidArgument,
+            field: "staging_target_path",
+        },
+        Case {
+            name: "unstage: relative staging_target_path",
+            call: Unstage(proto::NodeUnstageVolumeRequest { volume_id: "v".into(), staging_target_path: "x/y".into() }),
+            code: Code::InvalidArgument,
+            field: "staging_target_path",
+        },
         // NodePublishVolume
-        Case { name: "publish: missing volume_id", call: Publish(proto::NodePublishVolumeRequest { volume_id: String::new(), ..publish() }), code: Code::InvalidArgument, field: "volume_id" },
-        Case { name: "publish: missing target_path", call: Publish(proto::NodePublishVolumeRequest { target_path: String::new(), ..publish() }), code: Code::InvalidArgument, field: "target_path" },
-        Case { name: "publish: relative target_path", call: Publish(proto::NodePublishVolumeRequest { target_path: "pods/p1/mount".into(), ..publish() }), code: Code::InvalidArgument, field: "target_path" },
-        Case { name: "publish: target_path with ..", call: Publish(proto::NodePublishVolumeRequest { target_path: "/var/lib/kubelet/../../etc".into(), ..publish() }), code: Code::InvalidArgument, field: "target_path" },
-        Case { name: "publish: target_path is fluid_path", call: Publish(proto::NodePublishVolumeRequest { target_path: FLUID.into(), ..publish() }), code: Code::InvalidArgument, field: "target_path" },
-        Case { name: "publish: missing staging_target_path", call: Publish(proto::NodePublishVolumeRequest { staging_target_path: String::new(), ..publish() }), code: Code::FailedPrecondition, field: "staging_target_path" },
-        Case { name: "publish: missing volume_capability", call: Publish(proto::NodePublishVolumeRequest { volume_capability: None, ..publish() }), code: Code::InvalidArgument, field: "volume_capability" },
-        Case { name: "publish: block access", call: Publish(proto::NodePublishVolumeRequest { volume_capability: block_cap(), ..publish() }), code: Code::FailedPrecondition, field: "volume_capability.block" },
-        Case { name: "publish: UNKNOWN access mode", call: Publish(proto::NodePublishVolumeRequest { volume_capability: Some(mount_cap(0)), ..publish() }), code: Code::InvalidArgument, field: "volume_capability.access_mode" },
-        Case { name: "publish: missing fluid_path", call: Publish(proto::NodePublishVolumeRequest { volume_context: without("fluid_path"), ..publish() }), code: Code::InvalidArgument, field: "volume_context.fluid_path" },
-        Case { name: "publish: absolute sub path", call: Publish(proto::NodePublishVolumeRequest { volume_context: ctx(&[("fluid_sub_path", "/etc")]), ..publish() }), code: Code::InvalidArgument, field: "volume_context.fluid_sub_path" },
-        Case { name: "publish: escaping sub path", call: Publish(proto::NodePublishVolumeRequest { volume_context: ctx(&[("fluid_sub_path", "data/../../../etc")]), ..publish() }), code: Code::InvalidArgument, field: "volume_context.fluid_sub_path" },
+        Case {
+            name: "publish: missing volume_id",
+            call: Publish(proto::NodePublishVolumeRequest { volume_id: String::new(), ..publish() }),
+            code: Code::InvalidArgument,
+            field: "volume_id",
+        },
+        Case {
+            name: "publish: missing target_path",
+            call: Publish(proto::NodePublishVolumeRequest { target_path: String::new(), ..publish() }),
+            code: Code::InvalidArgument,
+            field: "target_path",
+        },
+        Case {
+            name: "publish: relative target_path",
+            call: Publish(proto::NodePublishVolumeRequest { target_path: "pods/p1/mount".into(), ..publish() }),
+            code: Code::InvalidArgument,
+            field: "target_path",
+        },
+        Case {
+            name: "publish: target_path with ..",
+            call: Publish(proto::NodePublishVolumeRequest {
+                target_path: "/var/lib/kubelet/../../etc".into(),
+                ..publish()
+            }),
+            code: Code::InvalidArgument,
+            field: "target_path",
+        },
+        Case {
+            name: "publish: target_path is fluid_path",
+            call: Publish(proto::NodePublishVolumeRequest { target_path: FLUID.into(), ..publish() }),
+            code: Code::InvalidArgument,
+            field: "target_path",
+        },
+        Case {
+            name: "publish: missing staging_target_path",
+            call: Publish(proto::NodePublishVolumeRequest { staging_target_path: String::new(), ..publish() }),
+            code: Code::FailedPrecondition,
+            field: "staging_target_path",
+        },
+        Case {
+            name: "publish: missing volume_capability",
+            call: Publish(proto::NodePublishVolumeRequest { volume_capability: None, ..publish() }),
+            code: Code::InvalidArgument,
+            field: "volume_capability",
+        },
+        Case {
+            name: "publish: block access",
+            call: Publish(proto::NodePublishVolumeRequest { volume_capability: block_cap(), ..publish() }),
+            code: Code::FailedPrecondition,
+            field: "volume_capability.block",
+        },
+        Case {
+            name: "publish: UNKNOWN access mode",
+            call: Publish(proto::NodePublishVolumeRequest { volume_capability: Some(mount_cap(0)), ..publish() }),
+            code: Code::InvalidArgument,
+            field: "volume_capability.access_mode",
+        },
+        Case {
+            name: "publish: missing fluid_path",
+            call: Publish(proto::NodePublishVolumeRequest { volume_context: without("fluid_path"), ..publish() }),
+            code: Code::InvalidArgument,
+            field: "volume_context.fluid_path",
+        },
+        Case {
+            name: "publish: absolute sub path",
+            call: Publish(proto::NodePublishVolumeRequest {
+                volume_context: ctx(&[("fluid_sub_path", "/etc")]),
+                ..publish()
+            }),
+            code: Code::InvalidArgument,
+            field: "volume_context.fluid_sub_path",
+        },
+        Case {
+            name: "publish: escaping sub path",
+            call: Publish(proto::NodePublishVolumeRequest {
+                volume_context: ctx(&[("fluid_sub_path", "data/../../../etc")]),
+                ..publish()
+            }),
+            code: Code::InvalidArgument,
+            field: "volume_context.fluid_sub_path",
+        },
         // NodeUnpublishVolume
-        Case { name: "unpublish: missing volume_id", call: Unpublish(unpublish_req("", Path::new(TARGET))), code: Code::InvalidArgument, field: "volume_id" },
-        Case { name: "unpublish: missing target_path", call: Unpublish(proto::NodeUnpublishVolumeRequest { volume_id: "v".into(), target_path: String::new() }), code: Code::InvalidArgument, field: "target_path" },
-        Case { name: "unpublish: relative target_path", call: Unpublish(proto::NodeUnpublishVolumeRequest { volume_id: "v".into(), target_path: "mount".into() }), code: Code::InvalidArgument, field: "target_path" },
+        Case {
+            name: "unpublish: missing volume_id",
+            call: Unpublish(unpublish_req("", Path::new(TARGET))),
+            code: Code::InvalidArgument,
+            field: "volume_id",
+        },
+        Case {
+            name: "unpublish: missing target_path",
+            call: Unpublish(proto::NodeUnpublishVolumeRequest { volume_id: "v".into(), target_path: String::new() }),
+            code: Code::InvalidArgument,
+            field: "target_path",
+        },
+        Case {
+            name: "unpublish: relative target_path",
+            call: Unpublish(proto::NodeUnpublishVolumeRequest { volume_id: "v".into(), target_path: "mount".into() }),
+            code: Code::InvalidArgument,
+            field: "target_path",
+        },
         // NodeGetVolumeStats
-        Case { name: "stats: missing volume_id", call: Stats(proto::NodeGetVolumeStatsRequest { volume_id: String::new(), volume_path: TARGET.into(), ..Default::default() }), code: Code::InvalidArgument, field: "volume_id" },
-        Case { name: "stats: relative volume_path", call: Stats(proto::NodeGetVolumeStatsRequest { volume_id: "v".into(), volume_path: "mount".into(), ..Default::default() }), code: Code::InvalidArgument, field: "volume_path" },
-        Case { name: "stats: volume_path that does not exist", call: Stats(proto::NodeGetVolumeStatsRequest { volume_id: "v".into(), volume_path: "/nonexistent/ferrofluid/volume".into(), ..Default::default() }), code: Code::NotFound, field: "/nonexistent/ferrofluid/volume" },
+        Case {
+            name: "stats: missing volume_id",
+            call: Stats(proto::NodeGetVolumeStatsRequest {
+                volume_id: String::new(),
+                volume_path: TARGET.into(),
+                ..Default::default()
+            }),
+            code: Code::InvalidArgument,
+            field: "volume_id",
+        },
+        Case {
+            name: "stats: relative volume_path",
+            call: Stats(proto::NodeGetVolumeStatsRequest {
+                volume_id: "v".into(),
+                volume_path: "mount".into(),
+                ..Default::default()
+            }),
+            code: Code::InvalidArgument,
+            field: "volume_path",
+        },
+        Case {
+            name: "stats: volume_path that does not exist",
+            call: Stats(proto::NodeGetVolumeStatsRequest {
+                volume_id: "v".into(),
+                volume_path: "/nonexistent/ferrofluid/volume".into(),
+                ..Default::default()
+            }),
+            code: Code::NotFound,
+            field: "/nonexistent/ferrofluid/volume",
+        },
     ]
 }
 
@@ -125,14 +343,16 @@ async fn every_bad_request_is_refused_with_its_code_and_field() {
         };
         match status {
             Ok(()) => failures.push(format!("{}: accepted", case.name)),
-            Err(status) if status.code() != case.code || !status.message().contains(case.field) => failures.push(format!(
-                "{}: got {:?} {:?}, want {:?} naming {}",
-                case.name,
-                status.code(),
-                status.message(),
-                case.code,
-                case.field
-            )),
+            Err(status) if status.code() != case.code || !status.message().contains(case.field) => {
+                failures.push(format!(
+                    "{}: got {:?} {:?}, want {:?} naming {}",
+                    case.name,
+                    status.code(),
+                    status.message(),
+                    case.code,
+                    case.field
+                ))
+            }
             Err(status) => println!("{:<45} {:<20?} {}", case.name, status.code(), status.message()),
         }
     }

@@ -38,11 +38,8 @@ async fn node_reports_its_id_and_stage_unstage() {
     assert_eq!(info.node_id, NODE);
     assert!(info.accessible_topology.is_none());
     let caps = h.node.node_get_capabilities(proto::NodeGetCapabilitiesRequest {}).await.unwrap().into_inner();
-    let types: Vec<i32> = caps
-        .capabilities
-        .iter()
-        .filter_map(|c| c.r#type.as_ref().map(|Type::Rpc(r)| r.r#type))
-        .collect();
+    let types: Vec<i32> =
+        caps.capabilities.iter().filter_map(|c| c.r#type.as_ref().map(|Type::Rpc(r)| r.r#type)).collect();
     assert!(types.contains(&(rpc::Type::StageUnstageVolume as i32)), "{types:?}");
     assert!(types.contains(&(rpc::Type::GetVolumeStats as i32)), "{types:?}");
 }
@@ -54,12 +51,13 @@ async fn undeclared_rpcs_are_unimplemented() {
     let channel = connect(&h.socket).await;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
-    let codec = tonic_prost::ProstCodec::<proto::ControllerGetCapabilitiesRequest, proto::ControllerGetCapabilitiesResponse>::default();
+    let codec = tonic_prost::ProstCodec::<
+        proto::ControllerGetCapabilitiesRequest,
+        proto::ControllerGetCapabilitiesResponse,
+    >::default();
     let path = http::uri::PathAndQuery::from_static("/csi.v1.Controller/CreateVolume");
-    let status = grpc
-        .unary(tonic::Request::new(proto::ControllerGetCapabilitiesRequest {}), path, codec)
-        .await
-        .unwrap_err();
+    let status =
+        grpc.unary(tonic::Request::new(proto::ControllerGetCapabilitiesRequest {}), path, codec).await.unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
 }
 
@@ -116,7 +114,10 @@ async fn unstage_survives_a_plugin_restart() {
 async fn on_runtime_deleted_unstage_keeps_the_label() {
     let mut h = Harness::start(1_000).await;
     let staging = h.dir.join("staging");
-    h.node.node_stage_volume(stage_req("default-jfsdemo", &staging, volume_context(&h.dir.join("f"), &[]))).await.unwrap();
+    h.node
+        .node_stage_volume(stage_req("default-jfsdemo", &staging, volume_context(&h.dir.join("f"), &[])))
+        .await
+        .unwrap();
     h.node.node_unstage_volume(unstage_req("default-jfsdemo", &staging)).await.unwrap();
     assert!(h.labels().contains_key(LABEL));
     assert!(h.plugin.state().load("default-jfsdemo").await.unwrap().is_none());

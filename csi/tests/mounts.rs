@@ -144,7 +144,8 @@ async fn missing_sub_path_is_a_failed_precondition() {
     let mut s = setup(2_000).await;
     mount_tmpfs(&s.fluid);
     let ctx = volume_context(&s.fluid, &[("fluid_sub_path", "nope")]);
-    let status = s.h.node.node_publish_volume(publish_req("default-jfsdemo", &s.target, RW, false, ctx)).await.unwrap_err();
+    let status =
+        s.h.node.node_publish_volume(publish_req("default-jfsdemo", &s.target, RW, false, ctx)).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert!(status.message().contains("fluid_sub_path"), "{status:?}");
     assert_eq!(mount_count(&s.target), 0);
@@ -155,7 +156,8 @@ async fn symlinked_sub_path_cannot_escape_the_mount() {
     mount_tmpfs(&s.fluid);
     std::os::unix::fs::symlink("/etc", s.fluid.join("escape")).unwrap();
     let ctx = volume_context(&s.fluid, &[("fluid_sub_path", "escape")]);
-    let status = s.h.node.node_publish_volume(publish_req("default-jfsdemo", &s.target, RW, false, ctx)).await.unwrap_err();
+    let status =
+        s.h.node.node_publish_volume(publish_req("default-jfsdemo", &s.target, RW, false, ctx)).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert!(status.message().contains("fluid_sub_path"), "{status:?}");
     assert_eq!(mount_count(&s.target), 0);
@@ -201,9 +203,13 @@ async fn concurrent_publishes_of_one_target_mount_once() {
         tokio::time::sleep(Duration::from_millis(150)).await;
         mount_tmpfs(&fluid);
     };
-    let (first, second, ()) =
-        tokio::join!(async move { a.node_publish_volume(ra).await }, async move { b.node_publish_volume(rb).await }, mounter);
-    let outcomes: Vec<Result<(), Code>> = [first, second].into_iter().map(|r| r.map(|_| ()).map_err(|s| s.code())).collect();
+    let (first, second, ()) = tokio::join!(
+        async move { a.node_publish_volume(ra).await },
+        async move { b.node_publish_volume(rb).await },
+        mounter
+    );
+    let outcomes: Vec<Result<(), Code>> =
+        [first, second].into_iter().map(|r| r.map(|_| ()).map_err(|s| s.code())).collect();
     println!("    outcomes: {outcomes:?}");
     assert!(outcomes.iter().all(|o| matches!(o, Ok(()) | Err(Code::Aborted))), "{outcomes:?}");
     assert!(outcomes.iter().any(Result::is_ok), "{outcomes:?}");
@@ -231,17 +237,16 @@ async fn volume_stats_report_usage() {
     mount_tmpfs(&s.fluid);
     let req = publish_req("default-jfsdemo", &s.target, RW, false, volume_context(&s.fluid, &[]));
     s.h.node.node_publish_volume(req).await.unwrap();
-    let stats = s
-        .h
-        .node
-        .node_get_volume_stats(csi::proto::NodeGetVolumeStatsRequest {
-            volume_id: "default-jfsdemo".into(),
-            volume_path: s.target.display().to_string(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let stats =
+        s.h.node
+            .node_get_volume_stats(csi::proto::NodeGetVolumeStatsRequest {
+                volume_id: "default-jfsdemo".into(),
+                volume_path: s.target.display().to_string(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
     assert_eq!(stats.usage[0].total, 16 * 1024 * 1024);
     assert!(!stats.volume_condition.unwrap().abnormal);
     let _ = Path::new("/");

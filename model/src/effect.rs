@@ -240,6 +240,22 @@ impl Effect {
     }
 }
 
+/// Moves each status patch before the first other write to its object, keeping every other
+/// effect in order.
+fn status_patches_first(effects: &mut Vec<Effect>) {
+    let mut index = 0;
+    while index < effects.len() {
+        if let Effect::PatchStatus { target, .. } = &effects[index] {
+            let first_write = effects[..index].iter().position(|e| e.is_write() && e.target() == *target);
+            if let Some(position) = first_write {
+                let patch = effects.remove(index);
+                effects.insert(position, patch);
+            }
+        }
+        index += 1;
+    }
+}
+
 /// When to reconcile again, whether or not anything changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Requeue {
@@ -259,6 +275,14 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A decision whose status patches come before any other write to the same object: a status
+    /// patch carries the resourceVersion it was computed from, and an earlier finalizer or label
+    /// write in the same decision would make it stale, a conflict with ourselves.
+    pub fn new(mut effects: Vec<Effect>, requeue: Requeue) -> Self {
+        status_patches_first(&mut effects);
+        Self { effects, requeue }
+    }
+
     /// A decision with no effects.
     pub fn idle(requeue: Requeue) -> Self {
         Self { effects: Vec::new(), requeue }
@@ -267,5 +291,31 @@ impl Decision {
     /// The effects that write state; a reconcile at the fixpoint yields none.
     pub fn writes(&self) -> impl Iterator<Item = &Effect> {
         self.effects.iter().filter(|effect| effect.is_write())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(name: &str) -> Effect {
+        let regarding = ObjectRef::namespaced(Kind::Dataset, "ns", name);
+        Effect::Event { regarding, type_: EventType::Normal, reason: "R".into(), message: "m".into() }
+    }
+
+    #[test]
+    fn status_patches_move_before_other_writes_to_the_same_object_only() {
+        let dataset = ObjectRef::namespaced(Kind::Dataset, "ns", "a");
+        let other = ObjectRef::namespaced(Kind::Dataset, "ns", "b");
+        let finalizer = |target: &ObjectRef| Effect::AddFinalizer { target: target.clone(), finalizer: "f".into() };
+        let status = |target: &ObjectRef| Effect::PatchStatus {
+            target: target.clone(),
+            status: Status::Dataset(Box::default()),
+            resource_version: Some("1".into()),
+        };
+        let decision =
+            Decision::new(vec![event("a"), finalizer(&other), finalizer(&dataset), status(&other), status(&dataset)], Requeue::AwaitChange);
+        let order: Vec<String> = decision.effects.iter().map(|e| format!("{} {}", e.verb(), e.target().name)).collect();
+        assert_eq!(order, ["event a", "status b", "add-finalizer b", "status a", "add-finalizer a"]);
     }
 }

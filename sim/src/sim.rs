@@ -318,4 +318,22 @@ impl Sim {
     pub fn get(&self, key: &ObjectRef) -> Option<&Obj> {
         self.api.store.get(key)
     }
+
+    /// Runs until nothing but periodic requeues is pending and a reconcile of every pair writes
+    /// nothing, or until `budget_ms` of virtual time passed. Returns the convergence time.
+    pub fn run_until_converged(&mut self, budget_ms: u64) -> Option<u64> {
+        let limit_ms = self.clock.now_ms() + budget_ms;
+        let mut checked_at_writes = u64::MAX;
+        loop {
+            if !self.is_busy() && checked_at_writes != self.api.writes {
+                checked_at_writes = self.api.writes;
+                if self.fixpoint_writes().is_empty() {
+                    return Some(self.clock.now_ms());
+                }
+            }
+            if !self.step_until(limit_ms) || !self.violations.is_empty() {
+                return None;
+            }
+        }
+    }
 }

@@ -204,10 +204,7 @@ pub fn unpublish_req(volume_id: &str, target: &Path) -> proto::NodeUnpublishVolu
 pub fn mount_count(path: &Path) -> usize {
     let text = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
     let path = csi::mounts::mount_path(path);
-    model::node::parse_mountinfo(&text)
-        .iter()
-        .filter(|entry| Path::new(&entry.mount_point) == path)
-        .count()
+    model::node::parse_mountinfo(&text).iter().filter(|entry| Path::new(&entry.mount_point) == path).count()
 }
 
 /// Mounts a small tmpfs at `path` (the stand-in for a FUSE mount in the fast tests).
@@ -256,18 +253,17 @@ type TestFn = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 /// libtest-style lines and the closing `N passed, N failed` line.
 pub fn run_cases(binary: &str, cases: &[(&str, TestFn)]) -> std::process::ExitCode {
     let filter: Vec<String> = std::env::args().skip(1).filter(|arg| !arg.starts_with('-')).collect();
-    let selected: Vec<_> =
-        cases.iter().filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()))).collect();
+    let selected: Vec<_> = cases
+        .iter()
+        .filter(|(name, _)| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())))
+        .collect();
     println!("\nrunning {} tests ({binary}, private mount namespace)", selected.len());
     let (mut passed, mut failed) = (0, 0);
     for (name, case) in selected {
         let started = std::time::Instant::now();
         let result = std::panic::catch_unwind(|| {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let runtime =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
             runtime.block_on(case());
         });
         match result {

@@ -187,7 +187,8 @@ pub struct UnstagePlan {
 /// still on the node ([`super::count_volume_bind_mounts`]).
 ///
 /// Without a record (never staged here, or already unstaged) there is nothing to do: unstage is
-/// idempotent. `OnRuntimeDeleted` keeps the label. `OnDemand` removes it, but refuses with
+/// idempotent. `OnRuntimeDeleted` keeps the label, and so does `OnFuseChanged` (ferrofluid
+/// replaces FUSE pods by deleting them, not by unlabelling). `OnDemand` removes it, but refuses with
 /// `FAILED_PRECONDITION` while bind mounts remain, so that kubelet retries rather than the
 /// FUSE pod going away under a running application.
 pub fn plan_unstage(
@@ -201,7 +202,9 @@ pub fn plan_unstage(
         return Ok(UnstagePlan { remove_label: None, forget_record: false });
     };
     match record.clean_policy {
-        FuseCleanPolicy::OnRuntimeDeleted | FuseCleanPolicy::OnFuseChanged => Ok(UnstagePlan { remove_label: None, forget_record: true }),
+        FuseCleanPolicy::OnRuntimeDeleted | FuseCleanPolicy::OnFuseChanged => {
+            Ok(UnstagePlan { remove_label: None, forget_record: true })
+        }
         FuseCleanPolicy::OnDemand if bind_mounts_remaining > 0 => Err(Refusal::precondition(
             "volume_id",
             format!(
@@ -209,6 +212,8 @@ pub fn plan_unstage(
                 req.volume_id, record.fluid_path
             ),
         )),
-        FuseCleanPolicy::OnDemand => Ok(UnstagePlan { remove_label: Some(record.label.key.clone()), forget_record: true }),
+        FuseCleanPolicy::OnDemand => {
+            Ok(UnstagePlan { remove_label: Some(record.label.key.clone()), forget_record: true })
+        }
     }
 }

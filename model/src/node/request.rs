@@ -9,8 +9,8 @@ use crate::api::FuseCleanPolicy;
 use crate::error::ModelError;
 use crate::labels::{DatasetKeys, validate_label_key, validate_label_value};
 use crate::volume::{
-    ATTR_CLEAN_POLICY, ATTR_FLUID_PATH, ATTR_FUSE_LABEL_KEY, ATTR_FUSE_LABEL_VALUE, ATTR_MOUNT_TYPE,
-    ATTR_RUNTIME_NAME, ATTR_RUNTIME_NAMESPACE, ATTR_SUB_PATH,
+    ATTR_CLEAN_POLICY, ATTR_FLUID_PATH, ATTR_FUSE_LABEL_KEY, ATTR_FUSE_LABEL_VALUE, ATTR_MOUNT_TYPE, ATTR_RUNTIME_NAME,
+    ATTR_RUNTIME_NAMESPACE, ATTR_SUB_PATH,
 };
 
 /// The gRPC class of a refusal; `csi` maps it to the `tonic::Status` code of the same name.
@@ -264,7 +264,10 @@ pub fn normalize_sub_path(raw: &str) -> Result<Option<String>, Refusal> {
         match part {
             "" | "." => {}
             ".." => {
-                return Err(Refusal::invalid(field, format!("{raw:?} has a `..` component and would escape the mount")));
+                return Err(Refusal::invalid(
+                    field,
+                    format!("{raw:?} has a `..` component and would escape the mount"),
+                ));
             }
             part => parts.push(part),
         }

@@ -90,7 +90,10 @@ fn stage_refusals_name_their_field() {
         (StageRequest { capability: None, ..mk_stage(mk_ctx(&[])) }, RefusalKind::InvalidArgument, "volume_capability"),
         (
             StageRequest {
-                capability: Some(Capability { access_type: AccessType::Block, access_mode: Some(AccessMode::SingleNodeWriter) }),
+                capability: Some(Capability {
+                    access_type: AccessType::Block,
+                    access_mode: Some(AccessMode::SingleNodeWriter),
+                }),
                 ..mk_stage(mk_ctx(&[]))
             },
             RefusalKind::FailedPrecondition,
@@ -124,10 +127,16 @@ fn stage_refusals_name_their_field() {
 fn publish_waits_for_the_fuse_mount_then_binds() {
     let req = mk_publish(mk_ctx(&[]));
     for fuse in [PathState::Absent, PathState::Unmounted, PathState::Broken] {
-        assert_eq!(plan_publish(&req, fuse, PathState::Absent).unwrap(), PublishStep::WaitForFuse { fluid_path: FLUID.into() });
+        assert_eq!(
+            plan_publish(&req, fuse, PathState::Absent).unwrap(),
+            PublishStep::WaitForFuse { fluid_path: FLUID.into() }
+        );
     }
     let step = plan_publish(&req, MOUNTED, PathState::Absent).unwrap();
-    assert_eq!(step, PublishStep::BindMount(MountPlan { source: FLUID.into(), target: TARGET.into(), read_only: false }));
+    assert_eq!(
+        step,
+        PublishStep::BindMount(MountPlan { source: FLUID.into(), target: TARGET.into(), read_only: false })
+    );
 }
 
 #[test]
@@ -183,31 +192,48 @@ fn publish_refusals_name_their_field() {
         (PublishRequest { target_path: "pods/x/mount".into(), ..base() }, RefusalKind::InvalidArgument, "target_path"),
         (PublishRequest { target_path: "/a/../b".into(), ..base() }, RefusalKind::InvalidArgument, "target_path"),
         (PublishRequest { target_path: FLUID.into(), ..base() }, RefusalKind::InvalidArgument, "target_path"),
-        (PublishRequest { staging_target_path: String::new(), ..base() }, RefusalKind::FailedPrecondition, "staging_target_path"),
+        (
+            PublishRequest { staging_target_path: String::new(), ..base() },
+            RefusalKind::FailedPrecondition,
+            "staging_target_path",
+        ),
         (PublishRequest { capability: None, ..base() }, RefusalKind::InvalidArgument, "volume_capability"),
         (
             PublishRequest {
-                capability: Some(Capability { access_type: AccessType::Unset, access_mode: Some(AccessMode::SingleNodeWriter) }),
+                capability: Some(Capability {
+                    access_type: AccessType::Unset,
+                    access_mode: Some(AccessMode::SingleNodeWriter),
+                }),
                 ..base()
             },
             RefusalKind::InvalidArgument,
             "volume_capability",
         ),
         (
-            PublishRequest { capability: Some(Capability { access_type: AccessType::Block, access_mode: None }), ..base() },
+            PublishRequest {
+                capability: Some(Capability { access_type: AccessType::Block, access_mode: None }),
+                ..base()
+            },
             RefusalKind::FailedPrecondition,
             "volume_capability.block",
         ),
         (
             PublishRequest {
-                capability: Some(Capability { access_type: AccessType::Mount { mount_flags: vec![] }, access_mode: None }),
+                capability: Some(Capability {
+                    access_type: AccessType::Mount { mount_flags: vec![] },
+                    access_mode: None,
+                }),
                 ..base()
             },
             RefusalKind::InvalidArgument,
             "volume_capability.access_mode",
         ),
         (mk_publish(BTreeMap::new()), RefusalKind::InvalidArgument, "volume_context.fluid_path"),
-        (mk_publish(mk_ctx(&[(ATTR_FLUID_PATH, "runtime-mnt/x")])), RefusalKind::InvalidArgument, "volume_context.fluid_path"),
+        (
+            mk_publish(mk_ctx(&[(ATTR_FLUID_PATH, "runtime-mnt/x")])),
+            RefusalKind::InvalidArgument,
+            "volume_context.fluid_path",
+        ),
         (mk_publish(mk_ctx(&[(ATTR_SUB_PATH, "/etc")])), RefusalKind::InvalidArgument, "volume_context.fluid_sub_path"),
     ];
     for (req, kind, field) in cases {
@@ -220,21 +246,35 @@ fn publish_refusals_name_their_field() {
 fn unpublish_unmounts_until_nothing_is_left() {
     let req = UnpublishRequest { volume_id: "v".into(), target_path: format!("{TARGET}/") };
     assert_eq!(plan_unpublish(&req, MOUNTED).unwrap(), UnpublishStep::Unmount { target: TARGET.into(), broken: false });
-    assert_eq!(plan_unpublish(&req, PathState::Broken).unwrap(), UnpublishStep::Unmount { target: TARGET.into(), broken: true });
-    assert_eq!(plan_unpublish(&req, PathState::Unmounted).unwrap(), UnpublishStep::RemoveTarget { target: TARGET.into() });
+    assert_eq!(
+        plan_unpublish(&req, PathState::Broken).unwrap(),
+        UnpublishStep::Unmount { target: TARGET.into(), broken: true }
+    );
+    assert_eq!(
+        plan_unpublish(&req, PathState::Unmounted).unwrap(),
+        UnpublishStep::RemoveTarget { target: TARGET.into() }
+    );
     assert_eq!(plan_unpublish(&req, PathState::Absent).unwrap(), UnpublishStep::Done);
-    let refusal = plan_unpublish(&UnpublishRequest { volume_id: "v".into(), target_path: "x".into() }, MOUNTED).unwrap_err();
+    let refusal =
+        plan_unpublish(&UnpublishRequest { volume_id: "v".into(), target_path: "x".into() }, MOUNTED).unwrap_err();
     assert_eq!(refusal.error.field(), Some("target_path"));
-    let refusal = plan_unpublish(&UnpublishRequest { volume_id: String::new(), target_path: TARGET.into() }, MOUNTED).unwrap_err();
+    let refusal = plan_unpublish(&UnpublishRequest { volume_id: String::new(), target_path: TARGET.into() }, MOUNTED)
+        .unwrap_err();
     assert_eq!(refusal.error.field(), Some("volume_id"));
 }
 
 #[test]
 fn unstage_applies_the_clean_policy() {
     let req = UnstageRequest { volume_id: "default-jfsdemo".into(), staging_target_path: "/staging".into() };
-    let staged = |policy: &str| plan_stage(&mk_stage(mk_ctx(&[(ATTR_CLEAN_POLICY, policy)])), PathState::Absent).unwrap().record;
+    let staged =
+        |policy: &str| plan_stage(&mk_stage(mk_ctx(&[(ATTR_CLEAN_POLICY, policy)])), PathState::Absent).unwrap().record;
     let keep = staged("OnRuntimeDeleted");
     assert_eq!(plan_unstage(&req, Some(&keep), 3).unwrap(), UnstagePlan { remove_label: None, forget_record: true });
+    let on_fuse_changed = staged("OnFuseChanged");
+    assert_eq!(
+        plan_unstage(&req, Some(&on_fuse_changed), 0).unwrap(),
+        UnstagePlan { remove_label: None, forget_record: true }
+    );
     let on_demand = staged("OnDemand");
     assert_eq!(
         plan_unstage(&req, Some(&on_demand), 0).unwrap(),
@@ -243,7 +283,8 @@ fn unstage_applies_the_clean_policy() {
     let busy = plan_unstage(&req, Some(&on_demand), 2).unwrap_err();
     assert_eq!((busy.kind, busy.error.field()), (RefusalKind::FailedPrecondition, Some("volume_id")));
     assert_eq!(plan_unstage(&req, None, 0).unwrap(), UnstagePlan { remove_label: None, forget_record: false });
-    let refusal = plan_unstage(&UnstageRequest { volume_id: "v".into(), staging_target_path: String::new() }, None, 0).unwrap_err();
+    let refusal = plan_unstage(&UnstageRequest { volume_id: "v".into(), staging_target_path: String::new() }, None, 0)
+        .unwrap_err();
     assert_eq!(refusal.error.field(), Some("staging_target_path"));
 }
 

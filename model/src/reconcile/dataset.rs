@@ -49,14 +49,14 @@ pub fn reconcile_dataset<R>(observed: &Observed<R>, config: &Config, now: Millis
     }
     conditions::remove(&mut status.conditions, conditions::DATASET_DELETION_BLOCKED);
     push_status(&mut effects, target, dataset, &observed_status, status);
-    Decision { effects, requeue: Requeue::AwaitChange }
+    Decision::new(effects, Requeue::AwaitChange)
 }
 
 fn deletion<R>(observed: &Observed<R>, dataset: &Dataset, target: ObjectRef, config: &Config, now: Millis) -> Decision {
     let users: Vec<&PodView> = observed.claim_users.iter().filter(|pod| pod.may_use_volumes()).collect();
     if users.is_empty() {
         let effects = vec![Effect::RemoveFinalizer { target, finalizer: labels::DATASET_FINALIZER.to_string() }];
-        return Decision { effects, requeue: Requeue::AwaitChange };
+        return Decision::new(effects, Requeue::AwaitChange);
     }
     let names: Vec<String> = users.iter().map(|pod| describe_user(pod)).collect();
     let message = format!(
@@ -77,7 +77,7 @@ fn deletion<R>(observed: &Observed<R>, dataset: &Dataset, target: ObjectRef, con
     if changed {
         effects.push(Effect::Event { regarding: target, type_: EventType::Warning, reason: "DatasetDeletionBlocked".to_string(), message });
     }
-    Decision { effects, requeue: Requeue::AfterMs(config.retry_ms) }
+    Decision::new(effects, Requeue::AfterMs(config.retry_ms))
 }
 
 fn describe_user(pod: &PodView) -> String {

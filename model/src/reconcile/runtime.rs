@@ -52,12 +52,12 @@ pub fn reconcile_runtime<E: Engine>(engine: &E, observed: &Observed<E::Runtime>,
         }
         let message = format!("no dataset {}/{} can be bound to the runtime; create it", observed.namespace, observed.name);
         let event = Effect::Event { regarding: target, type_: EventType::Warning, reason: "NoDatasetToBind".to_string(), message };
-        return Decision { effects: vec![event], requeue: Requeue::AfterMs(config.retry_ms) };
+        return Decision::new(vec![event], Requeue::AfterMs(config.retry_ms));
     };
     if let Some(other) = bound_elsewhere(dataset, engine.runtime_type()) {
         let message = format!("dataset {}/{} is already bound to {} runtime {}; delete that runtime first", observed.namespace, observed.name, other.type_, other.name);
         let event = Effect::Event { regarding: target, type_: EventType::Warning, reason: "DatasetAlreadyBound".to_string(), message };
-        return Decision { effects: vec![event], requeue: Requeue::AfterMs(config.retry_ms) };
+        return Decision::new(vec![event], Requeue::AfterMs(config.retry_ms));
     }
     let keys = match DatasetKeys::new(&observed.namespace, &observed.name, dataset.metadata.uid.as_deref()) {
         Ok(keys) => keys,
@@ -77,17 +77,17 @@ pub fn reconcile_runtime<E: Engine>(engine: &E, observed: &Observed<E::Runtime>,
         let message = invalid_spec_message(&errors);
         let mut decision = refuse(observed, target, "InvalidRuntimeSpec", message, Requeue::AwaitChange, now);
         effects.append(&mut decision.effects);
-        return Decision { effects, requeue: decision.requeue };
+        return Decision::new(effects, decision.requeue);
     }
     match setup(engine, observed, &input, &hashes, &target, now) {
         Ok(mut setup_effects) => effects.append(&mut setup_effects),
         Err(error) => {
             let mut decision = refuse(observed, target, "RuntimeSetupFailed", error.to_string(), Requeue::AfterMs(config.retry_ms), now);
             effects.append(&mut decision.effects);
-            return Decision { effects, requeue: decision.requeue };
+            return Decision::new(effects, decision.requeue);
         }
     }
-    Decision { effects, requeue: Requeue::AfterMs(config.resync_ms) }
+    Decision::new(effects, Requeue::AfterMs(config.resync_ms))
 }
 
 fn runtime_kind() -> Kind {
@@ -153,11 +153,11 @@ fn refuse<R>(observed: &Observed<R>, target: ObjectRef, reason: &str, message: S
         push_status(&mut effects, dataset_ref, dataset, &observed_status, status);
         if !changed {
             // Already reported: no event storm on every retry.
-            return Decision { effects, requeue };
+            return Decision::new(effects, requeue);
         }
     }
     effects.push(Effect::Event { regarding: target, type_: EventType::Warning, reason: reason.to_string(), message });
-    Decision { effects, requeue }
+    Decision::new(effects, requeue)
 }
 
 /// Which workload an input hash is for: the FUSE DaemonSet does not depend on `replicas`, so a
@@ -469,7 +469,7 @@ fn teardown<E: Engine>(
             let message = format!("runtime deletion waits: {} still use PVC {}/{}; the cache stays until they stop", users.join(", "), observed.namespace, observed.name);
             effects.push(Effect::Event { regarding: target, type_: EventType::Warning, reason: "RuntimeDeletionWaiting".to_string(), message });
         }
-        return Decision { effects, requeue: Requeue::AfterMs(config.retry_ms) };
+        return Decision::new(effects, Requeue::AfterMs(config.retry_ms));
     }
     if let Some(volume) = observed.persistent_volume.as_ref().filter(|v| created_by_fluid(&v.metadata) && v.metadata.deletion_timestamp.is_none()) {
         let name = volume.metadata.name.clone().unwrap_or_default();
@@ -504,7 +504,7 @@ fn teardown<E: Engine>(
         push_status(&mut effects, ObjectRef::namespaced(Kind::Dataset, &observed.namespace, &observed.name), dataset, &observed_status, status);
     }
     effects.push(Effect::RemoveFinalizer { target, finalizer: engine.finalizer().to_string() });
-    Decision { effects, requeue: Requeue::AwaitChange }
+    Decision::new(effects, Requeue::AwaitChange)
 }
 
 fn created_by_fluid(meta: &ObjectMeta) -> bool {

@@ -184,13 +184,15 @@ impl World {
             }
             Effect::Apply(Object::PersistentVolume(pv)) => observed.persistent_volume = Some((**pv).clone()),
             Effect::Apply(Object::PersistentVolumeClaim(pvc)) => observed.persistent_volume_claim = Some((**pvc).clone()),
-            Effect::PatchStatus { status: Status::Dataset(status), .. } => {
+            Effect::PatchStatus { status: Status::Dataset(status), resource_version, .. } => {
                 let dataset = observed.dataset.as_mut().expect("dataset exists");
+                assert_current(resource_version, &dataset.metadata, effect);
                 dataset.status = Some((**status).clone());
                 dataset.metadata.resource_version = version;
             }
-            Effect::PatchStatus { status: Status::Runtime(status), .. } => {
+            Effect::PatchStatus { status: Status::Runtime(status), resource_version, .. } => {
                 let runtime = observed.runtime.as_mut().expect("runtime exists");
+                assert_current(resource_version, &runtime.metadata, effect);
                 runtime.status = Some((**status).clone());
                 runtime.metadata.resource_version = version;
             }
@@ -204,6 +206,7 @@ impl World {
                     Kind::JuiceFSRuntime => &mut observed.runtime.as_mut().expect("runtime").metadata,
                     other => panic!("unexpected label target {other:?}"),
                 };
+                meta.resource_version = version;
                 let current = meta.labels.get_or_insert_with(BTreeMap::new);
                 for (key, value) in labels {
                     match value {
@@ -214,10 +217,12 @@ impl World {
             }
             Effect::AddOwnerReference { owner, .. } => {
                 let runtime = observed.runtime.as_mut().expect("runtime");
+                runtime.metadata.resource_version = version;
                 runtime.metadata.owner_references.get_or_insert_with(Vec::new).push(owner.clone());
             }
             Effect::AddFinalizer { target, finalizer } => {
                 let meta = self.meta_of(target.kind);
+                meta.resource_version = version;
                 meta.finalizers.get_or_insert_with(Vec::new).push(finalizer.clone());
             }
             Effect::RemoveFinalizer { target, finalizer } => {
@@ -324,6 +329,14 @@ impl World {
         let node = self.all_nodes.iter_mut().find(|n| n.metadata.name.as_deref() == Some(name)).expect("node");
         node.metadata.labels.get_or_insert_with(BTreeMap::new).insert(key.to_string(), "true".to_string());
         self.refresh();
+    }
+}
+
+/// The apiserver's optimistic concurrency: a status patch computed from an older object is a 409.
+/// Within one decision that would be a conflict with ourselves, so tests fail on it.
+fn assert_current(resource_version: &Option<String>, meta: &ObjectMeta, effect: &Effect) {
+    if let Some(expected) = resource_version {
+        assert_eq!(Some(expected), meta.resource_version.as_ref(), "stale status patch (a 409): {effect:?}");
     }
 }
 

@@ -11,8 +11,9 @@ use crate::volume;
 fn a_new_dataset_gets_its_finalizer_and_goes_not_bound() {
     let world = World::new(Some(seed_dataset(NAME)), None);
     let decision = world.reconcile_dataset();
-    assert_eq!(verbs(&decision.effects), ["add-finalizer Dataset/default/jfsdemo", "status Dataset/default/jfsdemo"]);
-    let Effect::PatchStatus { status: Status::Dataset(status), resource_version, .. } = &decision.effects[1] else { panic!() };
+    // The status patch goes first: it carries the resourceVersion the finalizer write would bump.
+    assert_eq!(verbs(&decision.effects), ["status Dataset/default/jfsdemo", "add-finalizer Dataset/default/jfsdemo"]);
+    let Effect::PatchStatus { status: Status::Dataset(status), resource_version, .. } = &decision.effects[0] else { panic!() };
     assert_eq!(status.phase, DatasetPhase::NotBound);
     assert_eq!(resource_version.as_deref(), Some("1"));
     let ready = &status.conditions[0];
@@ -39,23 +40,23 @@ fn the_runtime_owns_its_dataset_and_creates_workers_and_fuse() {
     assert_eq!(
         verbs,
         [
+            "status JuiceFSRuntime/default/jfsdemo",
             "owner JuiceFSRuntime/default/jfsdemo",
             "add-finalizer JuiceFSRuntime/default/jfsdemo",
+            "status Dataset/default/jfsdemo",
             "labels Dataset/default/jfsdemo",
             "labels JuiceFSRuntime/default/jfsdemo",
             "event JuiceFSRuntime/default/jfsdemo",
             "apply StatefulSet/default/jfsdemo-juicefs-worker",
             "apply DaemonSet/default/jfsdemo-juicefs-fuse",
-            "status JuiceFSRuntime/default/jfsdemo",
-            "status Dataset/default/jfsdemo",
         ]
     );
-    let Effect::AddOwnerReference { owner, .. } = &decision.effects[0] else { panic!() };
+    let Effect::AddOwnerReference { owner, .. } = &decision.effects[1] else { panic!() };
     assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("Dataset", DATASET_UID, Some(true)));
-    let Effect::Event { reason, message, .. } = &decision.effects[4] else { panic!() };
+    let Effect::Event { reason, message, .. } = &decision.effects[6] else { panic!() };
     assert_eq!(reason, "RuntimeSpecWarning");
     assert!(message.contains("metaurl"), "the seed's dataset names no metaurl secret: {message}");
-    let Effect::Apply(Object::DaemonSet(fuse)) = &decision.effects[6] else { panic!() };
+    let Effect::Apply(Object::DaemonSet(fuse)) = &decision.effects[8] else { panic!() };
     let selector = fuse.spec.as_ref().unwrap().template.spec.as_ref().unwrap().node_selector.clone().unwrap();
     assert_eq!(selector.get("fluid.io/f-default-jfsdemo").map(String::as_str), Some("true"));
 }
