@@ -31,16 +31,17 @@ fn steady_state() -> Observed {
     observed.dataset = Some(serde_json::from_str::<Dataset>(DATASET).expect("dataset fixture"));
     observed.runtime = Some(serde_json::from_str::<JuiceFSRuntime>(RUNTIME).expect("runtime fixture"));
     let mut nodes: Vec<Node> = (0..3)
-        .map(|i| Node { metadata: ObjectMeta { name: Some(format!("node-{i}")), ..Default::default() }, ..Default::default() })
+        .map(|i| Node {
+            metadata: ObjectMeta { name: Some(format!("node-{i}")), ..Default::default() },
+            ..Default::default()
+        })
         .collect();
     let keys = DatasetKeys::new("default", "jfsdemo", None).expect("short names");
     observed.cluster_common_labels.insert(keys.common_label());
     let config = Config::default();
     for _ in 0..10 {
-        let decisions = [
-            reconcile_dataset(&observed, &config, NOW),
-            reconcile_runtime(&JuiceFsEngine, &observed, &config, NOW),
-        ];
+        let decisions =
+            [reconcile_dataset(&observed, &config, NOW), reconcile_runtime(&JuiceFsEngine, &observed, &config, NOW)];
         if decisions.iter().all(|d| d.writes().next().is_none()) {
             return observed;
         }
@@ -84,7 +85,9 @@ fn apply(observed: &mut Observed, nodes: &mut [Node], decision: &Decision) {
                 observed.fuse = Some(ds);
             }
             Effect::Apply(Object::PersistentVolume(pv)) => observed.persistent_volume = Some((**pv).clone()),
-            Effect::Apply(Object::PersistentVolumeClaim(pvc)) => observed.persistent_volume_claim = Some((**pvc).clone()),
+            Effect::Apply(Object::PersistentVolumeClaim(pvc)) => {
+                observed.persistent_volume_claim = Some((**pvc).clone())
+            }
             Effect::PatchStatus { status: Status::Dataset(status), .. } => {
                 observed.dataset.as_mut().expect("dataset").status = Some((**status).clone());
             }
@@ -93,7 +96,13 @@ fn apply(observed: &mut Observed, nodes: &mut [Node], decision: &Decision) {
             }
             Effect::PatchLabels { target, labels } => {
                 let meta = match target.kind {
-                    Kind::Node => &mut nodes.iter_mut().find(|n| n.metadata.name.as_deref() == Some(&target.name)).expect("node").metadata,
+                    Kind::Node => {
+                        &mut nodes
+                            .iter_mut()
+                            .find(|n| n.metadata.name.as_deref() == Some(&target.name))
+                            .expect("node")
+                            .metadata
+                    }
                     Kind::Dataset => &mut observed.dataset.as_mut().expect("dataset").metadata,
                     _ => &mut observed.runtime.as_mut().expect("runtime").metadata,
                 };
@@ -106,7 +115,14 @@ fn apply(observed: &mut Observed, nodes: &mut [Node], decision: &Decision) {
                 }
             }
             Effect::AddOwnerReference { owner, .. } => {
-                observed.runtime.as_mut().expect("runtime").metadata.owner_references.get_or_insert_with(Vec::new).push(owner.clone());
+                observed
+                    .runtime
+                    .as_mut()
+                    .expect("runtime")
+                    .metadata
+                    .owner_references
+                    .get_or_insert_with(Vec::new)
+                    .push(owner.clone());
             }
             Effect::AddFinalizer { target, finalizer } => {
                 let meta = match target.kind {

@@ -313,8 +313,10 @@ mod tests {
             status: Status::Dataset(Box::default()),
             resource_version: Some("1".into()),
         };
-        let decision =
-            Decision::new(vec![event("a"), finalizer(&other), finalizer(&dataset), status(&other), status(&dataset)], Requeue::AwaitChange);
+        let decision = Decision::new(
+            vec![event("a"), finalizer(&other), finalizer(&dataset), status(&other), status(&dataset)],
+            Requeue::AwaitChange,
+        );
         let order: Vec<String> = decision.effects.iter().map(|e| format!("{} {}", e.verb(), e.target().name)).collect();
         assert_eq!(order, ["event a", "status b", "add-finalizer b", "status a", "add-finalizer a"]);
     }

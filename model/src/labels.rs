@@ -106,10 +106,7 @@ impl DatasetKeys {
         }
         match uid.filter(|uid| !uid.is_empty()) {
             Some(uid) => Ok(Self { suffix: uid.to_string(), uses_uid: true }),
-            None => Err(ModelError::MissingUid {
-                namespace: namespace.to_string(),
-                name: name.to_string(),
-            }),
+            None => Err(ModelError::MissingUid { namespace: namespace.to_string(), name: name.to_string() }),
         }
     }
 
@@ -145,11 +142,7 @@ impl DatasetKeys {
 
     /// Value of [`EXCLUSIVE`]: `<ns>_<name>` or the UID.
     pub fn exclusive_value(&self, namespace: &str, name: &str) -> String {
-        if self.uses_uid {
-            self.suffix.clone()
-        } else {
-            format!("{namespace}_{name}")
-        }
+        if self.uses_uid { self.suffix.clone() } else { format!("{namespace}_{name}") }
     }
 
     /// Every node label key this dataset can set, for a complete teardown.

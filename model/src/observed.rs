@@ -93,9 +93,7 @@ impl PodView {
 /// Returns true when `pod` names the PVC `claim_name` in one of its volumes.
 pub fn pod_uses_claim(pod: &Pod, claim_name: &str) -> bool {
     pod.spec.as_ref().and_then(|spec| spec.volumes.as_ref()).is_some_and(|volumes| {
-        volumes
-            .iter()
-            .any(|v| v.persistent_volume_claim.as_ref().is_some_and(|claim| claim.claim_name == claim_name))
+        volumes.iter().any(|v| v.persistent_volume_claim.as_ref().is_some_and(|claim| claim.claim_name == claim_name))
     })
 }
 

@@ -85,7 +85,8 @@ impl JsonSchema for Quantity {
 }
 
 /// The apiserver's own quantity pattern (non-negative only: sizes cannot be negative).
-pub const QUANTITY_PATTERN: &str = r"^(\+)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+pub const QUANTITY_PATTERN: &str =
+    r"^(\+)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
 
 const SUFFIXES: &[(&str, u128)] = &[
     ("Ki", 1 << 10),
@@ -127,7 +128,8 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     if !whole.chars().chain(fraction.chars()).all(|c| c.is_ascii_digit()) {
         return Err("expected digits, an optional fraction and a unit: Ki Mi Gi Ti Pi Ei k M G T P E".to_string());
     }
-    let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| "the number is too large".to_string())? };
+    let whole: u128 =
+        if whole.is_empty() { 0 } else { whole.parse().map_err(|_| "the number is too large".to_string())? };
     let mut bytes = whole.checked_mul(multiplier).ok_or("the quantity is too large")?;
     if !fraction.is_empty() {
         let digits = fraction.len().min(18) as u32;
@@ -140,7 +142,10 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 
 fn parse_exponent(text: &str) -> Result<u64, String> {
     let (mantissa, exponent) = text.split_once(['e', 'E']).ok_or("bad exponent")?;
-    let exponent: u32 = exponent.trim_start_matches('+').parse().map_err(|_| "only non-negative whole exponents are allowed".to_string())?;
+    let exponent: u32 = exponent
+        .trim_start_matches('+')
+        .parse()
+        .map_err(|_| "only non-negative whole exponents are allowed".to_string())?;
     let base = parse_bytes(mantissa)?;
     10u64
         .checked_pow(exponent)
@@ -162,7 +167,9 @@ pub fn format_bytes(bytes: u64) -> String {
 
 /// A binary Kubernetes quantity string for a label value: `40Gi`, `512Mi`, or plain bytes.
 pub fn format_binary_quantity(bytes: u64) -> String {
-    for (suffix, multiplier) in [("Ei", 1u64 << 60), ("Pi", 1 << 50), ("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+    for (suffix, multiplier) in
+        [("Ei", 1u64 << 60), ("Pi", 1 << 50), ("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)]
+    {
         if bytes >= multiplier && bytes.is_multiple_of(multiplier) {
             return format!("{}{suffix}", bytes / multiplier);
         }

@@ -644,7 +644,7 @@ impl Sim {
     }
 
     /// The controller (re)starts: re-list everything and enqueue every pair.
-    pub(crate) fn controller_up(&mut self) {
+    pub fn controller_up(&mut self) {
         self.control.up = true;
         self.control.relist(&self.api.store);
         trace!(self, "controller", "controller", "started: listed {} datasets, {} runtimes", self.control.cache.count(Kind::Dataset), self.control.cache.count(Kind::JuiceFSRuntime));

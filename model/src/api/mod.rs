@@ -2,11 +2,10 @@
 
 pub mod common;
 pub mod dataset;
+pub mod decode;
 pub mod juicefs;
 
-pub use common::{
-    FuseCleanPolicy, Level, MediumType, RuntimeCondition, RuntimePhase, RuntimeStatus, TieredStore,
-};
+pub use common::{FuseCleanPolicy, Level, MediumType, RuntimeCondition, RuntimePhase, RuntimeStatus, TieredStore};
 pub use dataset::{Dataset, DatasetCondition, DatasetPhase, DatasetSpec, DatasetStatus, Mount, Placement};
 pub use juicefs::{JuiceFSFuseSpec, JuiceFSRuntime, JuiceFSRuntimeSpec};
 

@@ -22,7 +22,11 @@ pub fn reconcile_dataset<R>(observed: &Observed<R>, config: &Config, now: Millis
     let target = ObjectRef::namespaced(Kind::Dataset, &observed.namespace, &observed.name);
     let has_finalizer = has_finalizer(dataset, labels::DATASET_FINALIZER);
     if dataset.metadata.deletion_timestamp.is_some() {
-        return if has_finalizer { deletion(observed, dataset, target, config, now) } else { Decision::idle(Requeue::AwaitChange) };
+        return if has_finalizer {
+            deletion(observed, dataset, target, config, now)
+        } else {
+            Decision::idle(Requeue::AwaitChange)
+        };
     }
 
     let mut effects = Vec::new();
@@ -38,12 +42,23 @@ pub fn reconcile_dataset<R>(observed: &Observed<R>, config: &Config, now: Millis
                 "no runtime is bound yet: create a runtime named {} in namespace {} (for example a JuiceFSRuntime)",
                 observed.name, observed.namespace
             );
-            conditions::set(&mut status.conditions, Wanted { type_: conditions::DATASET_READY, status: false, reason: "NoRuntime", message }, now);
+            conditions::set(
+                &mut status.conditions,
+                Wanted { type_: conditions::DATASET_READY, status: false, reason: "NoRuntime", message },
+                now,
+            );
         }
         DatasetPhase::Bound | DatasetPhase::Failed if observed.runtime.is_none() => {
             reset_to_not_bound(&mut status);
-            let message = format!("the runtime {}/{} is gone; create one to bind the dataset again", observed.namespace, observed.name);
-            conditions::set(&mut status.conditions, Wanted { type_: conditions::DATASET_READY, status: false, reason: "NoRuntime", message }, now);
+            let message = format!(
+                "the runtime {}/{} is gone; create one to bind the dataset again",
+                observed.namespace, observed.name
+            );
+            conditions::set(
+                &mut status.conditions,
+                Wanted { type_: conditions::DATASET_READY, status: false, reason: "NoRuntime", message },
+                now,
+            );
         }
         _ => {}
     }
@@ -68,14 +83,24 @@ fn deletion<R>(observed: &Observed<R>, dataset: &Dataset, target: ObjectRef, con
     );
     let observed_status = dataset.status.clone().unwrap_or_default();
     let mut status = observed_status.clone();
-    let wanted = Wanted { type_: conditions::DATASET_DELETION_BLOCKED, status: true, reason: "DatasetInUse", message: message.clone() };
+    let wanted = Wanted {
+        type_: conditions::DATASET_DELETION_BLOCKED,
+        status: true,
+        reason: "DatasetInUse",
+        message: message.clone(),
+    };
     conditions::set(&mut status.conditions, wanted, now);
     let mut effects = Vec::new();
     let changed = status != observed_status;
     push_status(&mut effects, target.clone(), dataset, &observed_status, status);
     // One event per change of the blocking set, not one per retry.
     if changed {
-        effects.push(Effect::Event { regarding: target, type_: EventType::Warning, reason: "DatasetDeletionBlocked".to_string(), message });
+        effects.push(Effect::Event {
+            regarding: target,
+            type_: EventType::Warning,
+            reason: "DatasetDeletionBlocked".to_string(),
+            message,
+        });
     }
     Decision::new(effects, Requeue::AfterMs(config.retry_ms))
 }
@@ -106,7 +131,13 @@ pub fn reset_to_not_bound(status: &mut DatasetStatus) {
 }
 
 /// Pushes a status patch when `status` differs from what was observed.
-pub fn push_status(effects: &mut Vec<Effect>, target: ObjectRef, dataset: &Dataset, observed: &DatasetStatus, status: DatasetStatus) {
+pub fn push_status(
+    effects: &mut Vec<Effect>,
+    target: ObjectRef,
+    dataset: &Dataset,
+    observed: &DatasetStatus,
+    status: DatasetStatus,
+) {
     if status != *observed || dataset.status.is_none() {
         effects.push(Effect::PatchStatus {
             target,

@@ -36,9 +36,18 @@ impl CacheLabels<'_> {
         wanted.insert(keys.common_label(), Some("true".to_string()));
         wanted.insert(keys.runtime_label(self.runtime_type), Some("true".to_string()));
         let capacity_value = |bytes: u64| (bytes > 0).then(|| format_binary_quantity(bytes));
-        wanted.insert(keys.capacity_label(self.runtime_type, CapacityKind::Memory), capacity_value(self.capacity.memory_bytes));
-        wanted.insert(keys.capacity_label(self.runtime_type, CapacityKind::Disk), capacity_value(self.capacity.disk_bytes));
-        wanted.insert(keys.capacity_label(self.runtime_type, CapacityKind::Total), capacity_value(self.capacity.total_bytes()));
+        wanted.insert(
+            keys.capacity_label(self.runtime_type, CapacityKind::Memory),
+            capacity_value(self.capacity.memory_bytes),
+        );
+        wanted.insert(
+            keys.capacity_label(self.runtime_type, CapacityKind::Disk),
+            capacity_value(self.capacity.disk_bytes),
+        );
+        wanted.insert(
+            keys.capacity_label(self.runtime_type, CapacityKind::Total),
+            capacity_value(self.capacity.total_bytes()),
+        );
         if self.exclusive {
             wanted.insert(labels::EXCLUSIVE.to_string(), Some(self.exclusive_value.clone()));
         }
@@ -94,7 +103,11 @@ pub fn teardown_effects(labels_of: &CacheLabels<'_>, nodes: &[NodeView]) -> Vec<
     nodes.iter().filter_map(|node| patch_for(labels_of, node, labels_of.unwanted(true))).collect()
 }
 
-fn patch_for(labels_of: &CacheLabels<'_>, node: &NodeView, mut wanted: BTreeMap<String, Option<String>>) -> Option<Effect> {
+fn patch_for(
+    labels_of: &CacheLabels<'_>,
+    node: &NodeView,
+    mut wanted: BTreeMap<String, Option<String>>,
+) -> Option<Effect> {
     labels_of.drop_stale_exclusive(node, &mut wanted);
     let mut after = node.labels.clone();
     for (key, value) in &wanted {

@@ -11,8 +11,8 @@ use super::conditions::{self, Wanted};
 use super::dataset::{has_finalizer, push_status, reset_to_not_bound};
 use super::node_labels::{self, CacheLabels};
 use super::status::{self, StatusInput};
-use crate::api::{Dataset, DatasetPhase, Placement, RuntimeStatus};
 use crate::api::dataset::RuntimeRef;
+use crate::api::{Dataset, DatasetPhase, Placement, RuntimeStatus};
 use crate::effect::{Decision, Effect, EventType, Kind, Object, ObjectRef, Requeue, Status};
 use crate::engine::{Engine, EngineInput, RuntimeResource};
 use crate::error::ModelError;
@@ -33,7 +33,12 @@ pub const SPEC_HASH_ANNOTATION: &str = "ferrofluid.io/spec-hash";
 /// `Ready`) with the worker counters; the dataset `Bound` (or `Failed` when its workers are
 /// lost, and `Bound` again once they return); the PV and PVC; cache states and cache-node labels.
 /// The same pass is the periodic sync, so replicas, health and labels converge on every resync.
-pub fn reconcile_runtime<E: Engine>(engine: &E, observed: &Observed<E::Runtime>, config: &Config, now: Millis) -> Decision {
+pub fn reconcile_runtime<E: Engine>(
+    engine: &E,
+    observed: &Observed<E::Runtime>,
+    config: &Config,
+    now: Millis,
+) -> Decision {
     let Some(runtime) = observed.runtime.as_ref() else {
         return Decision::idle(Requeue::AwaitChange);
     };
@@ -42,7 +47,9 @@ pub fn reconcile_runtime<E: Engine>(engine: &E, observed: &Observed<E::Runtime>,
         return teardown(engine, observed, runtime, target, config, now);
     }
     if let Err(reason) = labels::validate_dns1035(&observed.name) {
-        let message = format!("metadata.name: runtime name {reason} (Kubernetes needs DNS-1035 names for its workloads); recreate the dataset and runtime under a valid name");
+        let message = format!(
+            "metadata.name: runtime name {reason} (Kubernetes needs DNS-1035 names for its workloads); recreate the dataset and runtime under a valid name"
+        );
         return refuse(observed, target, "InvalidRuntimeName", message, Requeue::AwaitChange, now);
     }
     let Some(dataset) = observed.dataset.as_ref().filter(|d| d.metadata.deletion_timestamp.is_none()) else {
@@ -50,18 +57,41 @@ pub fn reconcile_runtime<E: Engine>(engine: &E, observed: &Observed<E::Runtime>,
             // The dataset is going; garbage collection removes this runtime through its owner.
             return Decision::idle(Requeue::AwaitChange);
         }
-        let message = format!("no dataset {}/{} can be bound to the runtime; create it", observed.namespace, observed.name);
-        let event = Effect::Event { regarding: target, type_: EventType::Warning, reason: "NoDatasetToBind".to_string(), message };
+        let message =
+            format!("no dataset {}/{} can be bound to the runtime; create it", observed.namespace, observed.name);
+        let event = Effect::Event {
+            regarding: target,
+            type_: EventType::Warning,
+            reason: "NoDatasetToBind".to_string(),
+            message,
+        };
         return Decision::new(vec![event], Requeue::AfterMs(config.retry_ms));
     };
     if let Some(other) = bound_elsewhere(dataset, engine.runtime_type()) {
-        let message = format!("dataset {}/{} is already bound to {} runtime {}; delete that runtime first", observed.namespace, observed.name, other.type_, other.name);
-        let event = Effect::Event { regarding: target, type_: EventType::Warning, reason: "DatasetAlreadyBound".to_string(), message };
+        let message = format!(
+            "dataset {}/{} is already bound to {} runtime {}; delete that runtime first",
+            observed.namespace, observed.name, other.type_, other.name
+        );
+        let event = Effect::Event {
+            regarding: target,
+            type_: EventType::Warning,
+            reason: "DatasetAlreadyBound".to_string(),
+            message,
+        };
         return Decision::new(vec![event], Requeue::AfterMs(config.retry_ms));
     }
     let keys = match DatasetKeys::new(&observed.namespace, &observed.name, dataset.metadata.uid.as_deref()) {
         Ok(keys) => keys,
-        Err(error) => return refuse(observed, target, "DatasetIdentityUnknown", error.to_string(), Requeue::AfterMs(config.retry_ms), now),
+        Err(error) => {
+            return refuse(
+                observed,
+                target,
+                "DatasetIdentityUnknown",
+                error.to_string(),
+                Requeue::AfterMs(config.retry_ms),
+                now,
+            );
+        }
     };
     let names = WorkloadNames::new(&observed.namespace, &observed.name, engine.runtime_type());
     let input = EngineInput { dataset, runtime, keys: &keys, names: &names, config: &config.engine };
@@ -72,7 +102,7 @@ pub fn reconcile_runtime<E: Engine>(engine: &E, observed: &Observed<E::Runtime>,
     let up_to_date = applied(observed.workers.as_ref().map(|w| &w.metadata), Workload::Workers)
         && applied(observed.fuse.as_ref().map(|f| &f.metadata), Workload::Fuse);
     // Workloads carrying the current inputs' hash were built from inputs that passed validation.
-    let validation = if up_to_date { Ok(()) } else { engine.validate(&input) };
+    let validation = if up_to_date { Ok(()) } else { validate_all(engine, &input) };
     if let Err(errors) = validation {
         let message = invalid_spec_message(&errors);
         let mut decision = refuse(observed, target, "InvalidRuntimeSpec", message, Requeue::AwaitChange, now);
@@ -82,7 +112,14 @@ pub fn reconcile_runtime<E: Engine>(engine: &E, observed: &Observed<E::Runtime>,
     match setup(engine, observed, &input, &hashes, &target, now) {
         Ok(mut setup_effects) => effects.append(&mut setup_effects),
         Err(error) => {
-            let mut decision = refuse(observed, target, "RuntimeSetupFailed", error.to_string(), Requeue::AfterMs(config.retry_ms), now);
+            let mut decision = refuse(
+                observed,
+                target,
+                "RuntimeSetupFailed",
+                error.to_string(),
+                Requeue::AfterMs(config.retry_ms),
+                now,
+            );
             effects.append(&mut decision.effects);
             return Decision::new(effects, decision.requeue);
         }
@@ -135,13 +172,30 @@ fn binding_effects<E: Engine>(
     effects
 }
 
+/// The engine's checks plus the volume's, so a bad PVC capacity is refused before any worker
+/// starts rather than when the PV is built.
+fn validate_all<E: Engine>(engine: &E, input: &EngineInput<'_, E::Runtime>) -> Result<(), Vec<ModelError>> {
+    let mut errors = engine.validate(input).err().unwrap_or_default();
+    if let Err(error) = VolumeInput::from_engine(engine, input).capacity() {
+        errors.push(error);
+    }
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
 fn invalid_spec_message(errors: &[ModelError]) -> String {
     let details: Vec<String> = errors.iter().map(ToString::to_string).collect();
     format!("the runtime spec is invalid, so no cache is set up: {}", details.join("; "))
 }
 
 /// Reports why setup cannot go on: the dataset's `Ready` condition and a Warning event.
-fn refuse<R>(observed: &Observed<R>, target: ObjectRef, reason: &str, message: String, requeue: Requeue, now: Millis) -> Decision {
+fn refuse<R>(
+    observed: &Observed<R>,
+    target: ObjectRef,
+    reason: &str,
+    message: String,
+    requeue: Requeue,
+    now: Millis,
+) -> Decision {
     let mut effects = Vec::new();
     if let Some(dataset) = observed.dataset.as_ref().filter(|d| d.metadata.deletion_timestamp.is_none()) {
         let observed_status = dataset.status.clone().unwrap_or_default();
@@ -264,13 +318,24 @@ fn setup<E: Engine>(
         stamp_hash(&mut workers.metadata, &workers_hash);
         if observed_workers.is_none() {
             for warning in engine.spec_warnings(input) {
-                effects.push(Effect::Event { regarding: target.clone(), type_: EventType::Warning, reason: "RuntimeSpecWarning".to_string(), message: warning });
+                effects.push(Effect::Event {
+                    regarding: target.clone(),
+                    type_: EventType::Warning,
+                    reason: "RuntimeSpecWarning".to_string(),
+                    message: warning,
+                });
             }
         }
         if let Some(from) = scaled_from {
-            let (reason, verb) = if desired_workers > from { ("WorkersScaledOut", "out") } else { ("WorkersScaledIn", "in") };
+            let (reason, verb) =
+                if desired_workers > from { ("WorkersScaledOut", "out") } else { ("WorkersScaledIn", "in") };
             let message = format!("scaling workers {verb} from {from} to {desired_workers} replicas");
-            effects.push(Effect::Event { regarding: target.clone(), type_: EventType::Normal, reason: reason.to_string(), message });
+            effects.push(Effect::Event {
+                regarding: target.clone(),
+                type_: EventType::Normal,
+                reason: reason.to_string(),
+                message,
+            });
         }
         effects.push(Effect::Apply(Object::StatefulSet(Box::new(workers))));
     }
@@ -394,19 +459,36 @@ fn bind_dataset<E: Engine>(
         if let Some(total) = status::ufs_total(&observed.worker_pods, &observed.cache_samples) {
             status.ufs_total = Some(total);
         }
-        let message = format!("bound to {} runtime {}: {}", engine.runtime_type(), observed.name, runtime_status.worker_reason.clone().unwrap_or_default());
-        conditions::set(&mut status.conditions, Wanted { type_: conditions::DATASET_READY, status: true, reason: "DatasetReady", message }, now);
+        let message = format!(
+            "bound to {} runtime {}: {}",
+            engine.runtime_type(),
+            observed.name,
+            runtime_status.worker_reason.clone().unwrap_or_default()
+        );
+        conditions::set(
+            &mut status.conditions,
+            Wanted { type_: conditions::DATASET_READY, status: true, reason: "DatasetReady", message },
+            now,
+        );
     } else {
         let message = runtime_status.worker_reason.clone().unwrap_or_default();
         if was_bound {
             status.phase = DatasetPhase::Failed;
-            conditions::set(&mut status.conditions, Wanted { type_: conditions::DATASET_READY, status: false, reason: "WorkersNotReady", message }, now);
+            conditions::set(
+                &mut status.conditions,
+                Wanted { type_: conditions::DATASET_READY, status: false, reason: "WorkersNotReady", message },
+                now,
+            );
         } else {
             if status.phase == DatasetPhase::None {
                 status.phase = DatasetPhase::NotBound;
             }
             let message = format!("waiting for the runtime's cache workers: {message}");
-            conditions::set(&mut status.conditions, Wanted { type_: conditions::DATASET_READY, status: false, reason: "RuntimeNotReady", message }, now);
+            conditions::set(
+                &mut status.conditions,
+                Wanted { type_: conditions::DATASET_READY, status: false, reason: "RuntimeNotReady", message },
+                now,
+            );
         }
     }
     let dataset_ref = ObjectRef::namespaced(Kind::Dataset, &observed.namespace, &observed.name);
@@ -417,7 +499,11 @@ fn bind_dataset<E: Engine>(
 
 /// Creates the PV and PVC when missing. They are never updated in place: their specs are
 /// immutable once bound.
-fn volume_effects<E: Engine>(engine: &E, observed: &Observed<E::Runtime>, input: &EngineInput<'_, E::Runtime>) -> Result<Vec<Effect>, ModelError> {
+fn volume_effects<E: Engine>(
+    engine: &E,
+    observed: &Observed<E::Runtime>,
+    input: &EngineInput<'_, E::Runtime>,
+) -> Result<Vec<Effect>, ModelError> {
     let mut effects = Vec::new();
     if observed.persistent_volume.is_some() && observed.persistent_volume_claim.is_some() {
         return Ok(effects);
@@ -427,7 +513,9 @@ fn volume_effects<E: Engine>(engine: &E, observed: &Observed<E::Runtime>, input:
         effects.push(Effect::Apply(Object::PersistentVolume(Box::new(volume::persistent_volume(&volume_input)?))));
     }
     if observed.persistent_volume_claim.is_none() {
-        effects.push(Effect::Apply(Object::PersistentVolumeClaim(Box::new(volume::persistent_volume_claim(&volume_input)?))));
+        effects.push(Effect::Apply(Object::PersistentVolumeClaim(Box::new(volume::persistent_volume_claim(
+            &volume_input,
+        )?))));
     }
     Ok(effects)
 }
@@ -447,7 +535,8 @@ fn teardown<E: Engine>(
         return Decision::idle(Requeue::AwaitChange);
     }
     let mut effects = Vec::new();
-    let users: Vec<String> = observed.claim_users.iter().filter(|pod| pod.may_use_volumes()).map(|pod| pod.key()).collect();
+    let users: Vec<String> =
+        observed.claim_users.iter().filter(|pod| pod.may_use_volumes()).map(|pod| pod.key()).collect();
     let claim = observed.persistent_volume_claim.as_ref().filter(|c| created_by_fluid(&c.metadata));
     let claim_ref = ObjectRef::namespaced(Kind::PersistentVolumeClaim, &observed.namespace, &observed.name);
     if let Some(claim) = claim {
@@ -455,9 +544,15 @@ fn teardown<E: Engine>(
             None => effects.push(Effect::Delete(claim_ref.clone())),
             Some(since) => {
                 let stuck_ms = now.since(Millis::from_time(since));
-                if users.is_empty() && stuck_ms >= config.pvc_protection_grace_ms && has_finalizer(claim, labels::PVC_PROTECTION_FINALIZER) {
+                if users.is_empty()
+                    && stuck_ms >= config.pvc_protection_grace_ms
+                    && has_finalizer(claim, labels::PVC_PROTECTION_FINALIZER)
+                {
                     // Kubernetes' pvc-protection controller lags; no pod uses the claim, so release it (as Fluid does).
-                    effects.push(Effect::RemoveFinalizer { target: claim_ref.clone(), finalizer: labels::PVC_PROTECTION_FINALIZER.to_string() });
+                    effects.push(Effect::RemoveFinalizer {
+                        target: claim_ref.clone(),
+                        finalizer: labels::PVC_PROTECTION_FINALIZER.to_string(),
+                    });
                 }
             }
         }
@@ -466,17 +561,32 @@ fn teardown<E: Engine>(
         // Tearing down the cache under running pods would break their mounts: wait, and say so
         // once, when the PVC deletion is first requested.
         if claim.is_some_and(|c| c.metadata.deletion_timestamp.is_none()) {
-            let message = format!("runtime deletion waits: {} still use PVC {}/{}; the cache stays until they stop", users.join(", "), observed.namespace, observed.name);
-            effects.push(Effect::Event { regarding: target, type_: EventType::Warning, reason: "RuntimeDeletionWaiting".to_string(), message });
+            let message = format!(
+                "runtime deletion waits: {} still use PVC {}/{}; the cache stays until they stop",
+                users.join(", "),
+                observed.namespace,
+                observed.name
+            );
+            effects.push(Effect::Event {
+                regarding: target,
+                type_: EventType::Warning,
+                reason: "RuntimeDeletionWaiting".to_string(),
+                message,
+            });
         }
         return Decision::new(effects, Requeue::AfterMs(config.retry_ms));
     }
-    if let Some(volume) = observed.persistent_volume.as_ref().filter(|v| created_by_fluid(&v.metadata) && v.metadata.deletion_timestamp.is_none()) {
+    if let Some(volume) = observed
+        .persistent_volume
+        .as_ref()
+        .filter(|v| created_by_fluid(&v.metadata) && v.metadata.deletion_timestamp.is_none())
+    {
         let name = volume.metadata.name.clone().unwrap_or_default();
         effects.push(Effect::Delete(ObjectRef::cluster(Kind::PersistentVolume, &name)));
     }
 
-    let uid = observed.dataset.as_ref().and_then(|d| d.metadata.uid.clone()).or_else(|| dataset_uid_from_owner(runtime));
+    let uid =
+        observed.dataset.as_ref().and_then(|d| d.metadata.uid.clone()).or_else(|| dataset_uid_from_owner(runtime));
     if let Ok(keys) = DatasetKeys::new(&observed.namespace, &observed.name, uid.as_deref()) {
         let labels_of = CacheLabels {
             keys: &keys,
@@ -489,26 +599,48 @@ fn teardown<E: Engine>(
         effects.extend(node_labels::teardown_effects(&labels_of, &observed.nodes));
     }
     if let Some(workers) = observed.workers.as_ref().filter(|w| w.metadata.deletion_timestamp.is_none()) {
-        effects.push(Effect::Delete(ObjectRef::namespaced(Kind::StatefulSet, &observed.namespace, &workers.metadata.name.clone().unwrap_or_default())));
+        effects.push(Effect::Delete(ObjectRef::namespaced(
+            Kind::StatefulSet,
+            &observed.namespace,
+            &workers.metadata.name.clone().unwrap_or_default(),
+        )));
     }
     if let Some(fuse) = observed.fuse.as_ref().filter(|f| f.metadata.deletion_timestamp.is_none()) {
-        effects.push(Effect::Delete(ObjectRef::namespaced(Kind::DaemonSet, &observed.namespace, &fuse.metadata.name.clone().unwrap_or_default())));
+        effects.push(Effect::Delete(ObjectRef::namespaced(
+            Kind::DaemonSet,
+            &observed.namespace,
+            &fuse.metadata.name.clone().unwrap_or_default(),
+        )));
     }
     if let Some(dataset) = observed.dataset.as_ref().filter(|d| d.metadata.deletion_timestamp.is_none()) {
         let observed_status = dataset.status.clone().unwrap_or_default();
         let mut status = observed_status.clone();
         reset_to_not_bound(&mut status);
         status.conditions.clear();
-        let message = format!("runtime {}/{} was deleted; create a runtime to bind the dataset again", observed.namespace, observed.name);
-        conditions::set(&mut status.conditions, Wanted { type_: conditions::DATASET_READY, status: false, reason: "NoRuntime", message }, now);
-        push_status(&mut effects, ObjectRef::namespaced(Kind::Dataset, &observed.namespace, &observed.name), dataset, &observed_status, status);
+        let message = format!(
+            "runtime {}/{} was deleted; create a runtime to bind the dataset again",
+            observed.namespace, observed.name
+        );
+        conditions::set(
+            &mut status.conditions,
+            Wanted { type_: conditions::DATASET_READY, status: false, reason: "NoRuntime", message },
+            now,
+        );
+        push_status(
+            &mut effects,
+            ObjectRef::namespaced(Kind::Dataset, &observed.namespace, &observed.name),
+            dataset,
+            &observed_status,
+            status,
+        );
     }
     effects.push(Effect::RemoveFinalizer { target, finalizer: engine.finalizer().to_string() });
     Decision::new(effects, Requeue::AwaitChange)
 }
 
 fn created_by_fluid(meta: &ObjectMeta) -> bool {
-    meta.annotations.as_ref().and_then(|a| a.get(labels::CREATED_BY)).map(String::as_str) == Some(labels::CREATED_BY_FLUID)
+    meta.annotations.as_ref().and_then(|a| a.get(labels::CREATED_BY)).map(String::as_str)
+        == Some(labels::CREATED_BY_FLUID)
 }
 
 fn dataset_uid_from_owner(runtime: &impl Resource) -> Option<String> {

@@ -93,7 +93,8 @@ pub fn runtime_status(input: &StatusInput<'_>, now: Millis) -> RuntimeStatus {
     status.fuse_number_available = Some(ds_status.and_then(|s| s.number_available).unwrap_or(0));
     status.fuse_number_unavailable = Some(ds_status.and_then(|s| s.number_unavailable).unwrap_or(0));
     // Unlike Fluid, which always reports FUSE Ready (#4209), report what the DaemonSet shows.
-    status.fuse_phase = if input.fuse.is_some() { phase_from_counts(fuse_desired, fuse_ready) } else { RuntimePhase::None };
+    status.fuse_phase =
+        if input.fuse.is_some() { phase_from_counts(fuse_desired, fuse_ready) } else { RuntimePhase::None };
     status.fuse_reason = Some(fuse_reason(fuse_desired, fuse_ready, input.fuse.is_some()));
     status.selector = Some(input.selector.clone());
     status.cache_states = cache_states(input, workers_ready);
@@ -132,15 +133,24 @@ fn set_conditions(status: &mut RuntimeStatus, input: &StatusInput<'_>, now: Mill
     let conditions = &mut status.conditions;
     if input.workers.is_some() {
         let message = format!("worker StatefulSet for {} replicas is created", input.desired_workers);
-        conditions::set(conditions, Wanted { type_: conditions::WORKERS_INITIALIZED, status: true, reason: "WorkersCreated", message }, now);
+        conditions::set(
+            conditions,
+            Wanted { type_: conditions::WORKERS_INITIALIZED, status: true, reason: "WorkersCreated", message },
+            now,
+        );
         let usable = is_usable(status.worker_phase);
         let reason = if usable { "WorkersReady" } else { "WorkersNotReady" };
         let message = status.worker_reason.clone().unwrap_or_default();
         conditions::set(conditions, Wanted { type_: conditions::WORKERS_READY, status: usable, reason, message }, now);
     }
     if input.fuse.is_some() {
-        let message = "FUSE DaemonSet is created; it starts a client on each node labelled by the CSI plugin".to_string();
-        conditions::set(conditions, Wanted { type_: conditions::FUSES_INITIALIZED, status: true, reason: "FusesCreated", message }, now);
+        let message =
+            "FUSE DaemonSet is created; it starts a client on each node labelled by the CSI plugin".to_string();
+        conditions::set(
+            conditions,
+            Wanted { type_: conditions::FUSES_INITIALIZED, status: true, reason: "FusesCreated", message },
+            now,
+        );
         let ready = status.fuse_phase == RuntimePhase::Ready;
         let reason = if ready { "FusesReady" } else { "FusesNotReady" };
         let message = status.fuse_reason.clone().unwrap_or_default();
@@ -161,7 +171,8 @@ fn set_conditions(status: &mut RuntimeStatus, input: &StatusInput<'_>, now: Mill
 
 fn cache_states(input: &StatusInput<'_>, workers_ready: i32) -> BTreeMap<String, String> {
     let ready_pods: Vec<&str> = input.worker_pods.iter().filter(|p| p.ready).map(|p| p.name.as_str()).collect();
-    let samples: Vec<&CacheSample> = input.cache_samples.iter().filter(|s| ready_pods.contains(&s.pod_name.as_str())).collect();
+    let samples: Vec<&CacheSample> =
+        input.cache_samples.iter().filter(|s| ready_pods.contains(&s.pod_name.as_str())).collect();
     let cached_bytes: u64 = samples.iter().map(|s| s.cached_bytes).sum();
     let hits: u64 = samples.iter().map(|s| s.cache_hits).sum();
     let misses: u64 = samples.iter().map(|s| s.cache_misses).sum();

@@ -14,7 +14,8 @@ fn a_runtime_with_a_bad_spec_reports_a_condition_and_creates_nothing() {
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!(ready.reason.as_deref(), Some("InvalidRuntimeSpec"));
     assert!(ready.message.as_deref().unwrap().contains("spec.replicas"), "{ready:?}");
-    let warnings = effects.iter().filter(|e| matches!(e, Effect::Event { reason, .. } if reason == "InvalidRuntimeSpec")).count();
+    let warnings =
+        effects.iter().filter(|e| matches!(e, Effect::Event { reason, .. } if reason == "InvalidRuntimeSpec")).count();
     assert_eq!(warnings, 1, "reported once, not on every retry");
 }
 
@@ -49,7 +50,11 @@ fn a_dataset_bound_to_another_runtime_type_is_not_taken_over() {
     let mut dataset = seed_dataset(NAME);
     dataset.status = Some(crate::api::DatasetStatus {
         phase: DatasetPhase::Bound,
-        runtimes: vec![crate::api::dataset::RuntimeRef { name: NAME.into(), type_: "alluxio".into(), ..Default::default() }],
+        runtimes: vec![crate::api::dataset::RuntimeRef {
+            name: NAME.into(),
+            type_: "alluxio".into(),
+            ..Default::default()
+        }],
         ..Default::default()
     });
     let world = World::new(Some(dataset), Some(seed_runtime(NAME, 1)));

@@ -28,7 +28,10 @@ fn a_dataset_in_use_cannot_go_and_says_which_pod_holds_it() {
     let blocked = status.conditions.iter().find(|c| c.type_ == conditions::DATASET_DELETION_BLOCKED).unwrap();
     assert_eq!(blocked.reason.as_deref(), Some("DatasetInUse"));
     assert!(blocked.message.as_deref().unwrap().contains("pod default/demo-app (Running on node-b)"), "{blocked:?}");
-    let events = effects.iter().filter(|e| matches!(e, Effect::Event { reason, .. } if reason == "DatasetDeletionBlocked")).count();
+    let events = effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Event { reason, .. } if reason == "DatasetDeletionBlocked"))
+        .count();
     assert_eq!(events, 1);
 }
 
@@ -45,9 +48,13 @@ fn deleting_the_runtime_waits_for_pods_then_removes_volume_labels_workloads_and_
     let mut world = bound_world_with_pod("Running");
     world.observed.runtime.as_mut().unwrap().metadata.deletion_timestamp = Some(world.now.to_time());
     let decision = world.reconcile_runtime();
-    assert_eq!(verbs(&decision.effects), ["delete PersistentVolumeClaim/default/jfsdemo", "event JuiceFSRuntime/default/jfsdemo"]);
+    assert_eq!(
+        verbs(&decision.effects),
+        ["delete PersistentVolumeClaim/default/jfsdemo", "event JuiceFSRuntime/default/jfsdemo"]
+    );
     // The PVC is protected while the pod runs.
-    world.observed.persistent_volume_claim.as_mut().unwrap().metadata.finalizers = Some(vec![labels::PVC_PROTECTION_FINALIZER.to_string()]);
+    world.observed.persistent_volume_claim.as_mut().unwrap().metadata.finalizers =
+        Some(vec![labels::PVC_PROTECTION_FINALIZER.to_string()]);
     world.apply(&decision);
     assert!(world.observed.persistent_volume_claim.as_ref().unwrap().metadata.deletion_timestamp.is_some());
     let decision = world.reconcile_runtime();
@@ -69,7 +76,10 @@ fn deleting_the_runtime_waits_for_pods_then_removes_volume_labels_workloads_and_
     assert!(world.observed.persistent_volume.is_none() && world.observed.persistent_volume_claim.is_none());
     for node in ["node-a", "node-b", "node-c"] {
         let labels = world.node_labels(node);
-        assert!(labels.keys().all(|k| !k.contains("default-jfsdemo")) && !labels.contains_key(labels::DATASET_NUM), "{node}: {labels:?}");
+        assert!(
+            labels.keys().all(|k| !k.contains("default-jfsdemo")) && !labels.contains_key(labels::DATASET_NUM),
+            "{node}: {labels:?}"
+        );
     }
     assert!(!world.node_labels("node-b").contains_key(&keys.fuse_label()));
     let status = world.observed.dataset.as_ref().unwrap().status.clone().unwrap();

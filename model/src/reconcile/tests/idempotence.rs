@@ -30,17 +30,29 @@ fn shapes() -> impl Strategy<Value = Shape> {
         0usize..3,
         any::<bool>(),
     )
-        .prop_map(|(replicas, ready, shared, pod_phase, fuse_labelled, delete_dataset, delete_runtime, settle_rounds_first, long_name)| Shape {
-            replicas,
-            ready: ready.min(replicas),
-            shared,
-            pod_phase,
-            fuse_labelled,
-            delete_dataset,
-            delete_runtime,
-            settle_rounds_first,
-            long_name,
-        })
+        .prop_map(
+            |(
+                replicas,
+                ready,
+                shared,
+                pod_phase,
+                fuse_labelled,
+                delete_dataset,
+                delete_runtime,
+                settle_rounds_first,
+                long_name,
+            )| Shape {
+                replicas,
+                ready: ready.min(replicas),
+                shared,
+                pod_phase,
+                fuse_labelled,
+                delete_dataset,
+                delete_runtime,
+                settle_rounds_first,
+                long_name,
+            },
+        )
 }
 
 fn world_of(shape: &Shape) -> World {

@@ -8,7 +8,9 @@ mod setup_flow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSetStatus, StatefulSetStatus};
-use k8s_openapi::api::core::v1::{Node, Pod, PodCondition, PodSpec, PodStatus, PersistentVolumeClaimVolumeSource, Volume};
+use k8s_openapi::api::core::v1::{
+    Node, PersistentVolumeClaimVolumeSource, Pod, PodCondition, PodSpec, PodStatus, Volume,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{Config, reconcile_dataset, reconcile_runtime};
@@ -112,7 +114,8 @@ impl World {
         observed.dataset = dataset;
         observed.runtime = runtime;
         let all_nodes = ["node-a", "node-b", "node-c"].into_iter().map(node).collect();
-        let mut world = Self { observed, pods: Vec::new(), all_nodes, now: T0, config: Config::default(), next_version: 2 };
+        let mut world =
+            Self { observed, pods: Vec::new(), all_nodes, now: T0, config: Config::default(), next_version: 2 };
         world.refresh();
         world
     }
@@ -147,7 +150,8 @@ impl World {
             .map(|k| k.common_label())
             .into_iter()
             .collect();
-        let keys = self.observed.dataset.as_ref().and_then(|d| DatasetKeys::new(NS, &claim, d.metadata.uid.as_deref()).ok());
+        let keys =
+            self.observed.dataset.as_ref().and_then(|d| DatasetKeys::new(NS, &claim, d.metadata.uid.as_deref()).ok());
         self.observed.nodes = relevant_nodes(keys.as_ref(), "juicefs", &self.observed.worker_pods, &self.all_nodes);
     }
 
@@ -183,7 +187,9 @@ impl World {
                 observed.fuse = Some(ds);
             }
             Effect::Apply(Object::PersistentVolume(pv)) => observed.persistent_volume = Some((**pv).clone()),
-            Effect::Apply(Object::PersistentVolumeClaim(pvc)) => observed.persistent_volume_claim = Some((**pvc).clone()),
+            Effect::Apply(Object::PersistentVolumeClaim(pvc)) => {
+                observed.persistent_volume_claim = Some((**pvc).clone())
+            }
             Effect::PatchStatus { status: Status::Dataset(status), resource_version, .. } => {
                 let dataset = observed.dataset.as_mut().expect("dataset exists");
                 assert_current(resource_version, &dataset.metadata, effect);

@@ -13,11 +13,16 @@ fn a_new_dataset_gets_its_finalizer_and_goes_not_bound() {
     let decision = world.reconcile_dataset();
     // The status patch goes first: it carries the resourceVersion the finalizer write would bump.
     assert_eq!(verbs(&decision.effects), ["status Dataset/default/jfsdemo", "add-finalizer Dataset/default/jfsdemo"]);
-    let Effect::PatchStatus { status: Status::Dataset(status), resource_version, .. } = &decision.effects[0] else { panic!() };
+    let Effect::PatchStatus { status: Status::Dataset(status), resource_version, .. } = &decision.effects[0] else {
+        panic!()
+    };
     assert_eq!(status.phase, DatasetPhase::NotBound);
     assert_eq!(resource_version.as_deref(), Some("1"));
     let ready = &status.conditions[0];
-    assert_eq!((ready.type_.as_str(), ready.status.as_str(), ready.reason.as_deref()), ("Ready", "False", Some("NoRuntime")));
+    assert_eq!(
+        (ready.type_.as_str(), ready.status.as_str(), ready.reason.as_deref()),
+        ("Ready", "False", Some("NoRuntime"))
+    );
     assert!(ready.message.as_deref().unwrap().contains("create a runtime named jfsdemo"));
 }
 
@@ -165,8 +170,14 @@ fn cache_nodes_get_labels_where_workers_run_and_lose_them_when_workers_leave() {
     let labels = world.node_labels("node-a");
     assert_eq!(labels.get(&keys.common_label()).map(String::as_str), Some("true"));
     assert_eq!(labels.get(&keys.runtime_label("juicefs")).map(String::as_str), Some("true"));
-    assert_eq!(labels.get(&keys.capacity_label("juicefs", labels::CapacityKind::Memory)).map(String::as_str), Some("40Gi"));
-    assert_eq!(labels.get(&keys.capacity_label("juicefs", labels::CapacityKind::Total)).map(String::as_str), Some("40Gi"));
+    assert_eq!(
+        labels.get(&keys.capacity_label("juicefs", labels::CapacityKind::Memory)).map(String::as_str),
+        Some("40Gi")
+    );
+    assert_eq!(
+        labels.get(&keys.capacity_label("juicefs", labels::CapacityKind::Total)).map(String::as_str),
+        Some("40Gi")
+    );
     assert_eq!(labels.get(labels::EXCLUSIVE).map(String::as_str), Some("default_jfsdemo"));
     assert_eq!(labels.get(labels::DATASET_NUM).map(String::as_str), Some("1"));
     assert!(world.node_labels("node-b").contains_key(&keys.common_label()));
@@ -208,7 +219,10 @@ fn cache_states_come_from_worker_samples() {
     assert_eq!(states["cacheCapacity"], "40.00GiB");
     assert_eq!(states["cachedPercentage"], "25.0%");
     assert_eq!(states["cacheHitRatio"], "75.0%");
-    assert_eq!(world.observed.dataset.as_ref().unwrap().status.as_ref().unwrap().ufs_total.as_deref(), Some("40.00GiB"));
+    assert_eq!(
+        world.observed.dataset.as_ref().unwrap().status.as_ref().unwrap().ufs_total.as_deref(),
+        Some("40.00GiB")
+    );
 }
 
 #[test]
@@ -225,7 +239,8 @@ fn long_names_use_uid_keys_in_the_daemonset_the_pv_and_the_node_labels_alike() {
     let fuse = world.observed.fuse.clone().unwrap();
     let selector = fuse.spec.unwrap().template.spec.unwrap().node_selector.unwrap();
     assert_eq!(selector.get(&keys.fuse_label()).map(String::as_str), Some("true"));
-    let attributes = world.observed.persistent_volume.clone().unwrap().spec.unwrap().csi.unwrap().volume_attributes.unwrap();
+    let attributes =
+        world.observed.persistent_volume.clone().unwrap().spec.unwrap().csi.unwrap().volume_attributes.unwrap();
     assert_eq!(attributes[volume::ATTR_FUSE_LABEL_KEY], keys.fuse_label());
     assert!(world.node_labels("node-a").contains_key(&keys.common_label()));
     for key in world.node_labels("node-a").keys() {
