@@ -202,6 +202,15 @@ pub fn trim_pod(pod: &mut Pod) {
     }
 }
 
+/// Keeps only a node's name and labels (all `NodeView` reads): a node's status lists every
+/// image it holds and is often the largest object in a cluster.
+pub fn trim_node(node: &mut Node) {
+    node.metadata.managed_fields = None;
+    node.metadata.annotations = None;
+    node.spec = None;
+    node.status = None;
+}
+
 /// Drops managed fields, which no reconcile reads, from any object before it enters a store.
 pub fn trim_managed_fields<K: Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;

@@ -31,7 +31,7 @@ use crate::execute::Executor;
 use crate::health::{self, Health};
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
-use crate::observe::{Stores, trim_managed_fields, trim_pod};
+use crate::observe::{Stores, trim_managed_fields, trim_node, trim_pod};
 use crate::triggers::{self, PairKey};
 
 /// Runs until SIGTERM or Ctrl-C.
@@ -227,7 +227,7 @@ fn spawn_watchers(
             trim_managed_fields,
             triggers::from_claim,
         ),
-        spawn_watcher(Api::<Node>::all(client.clone()), all.clone(), writers.nodes, triggers.clone(), trim_managed_fields, move |n| {
+        spawn_watcher(Api::<Node>::all(client.clone()), all.clone(), writers.nodes, triggers.clone(), trim_node, move |n| {
             triggers::from_node(n, &dataset_store, runtime_type)
         }),
         spawn_watcher(Api::<Pod>::all(client.clone()), all, writers.pods, triggers, trim_pod, move |p| triggers::from_pod(p, &sts_store)),

@@ -55,7 +55,9 @@ async fn the_seed_flow_sends_exactly_these_requests_and_binds_the_dataset() {
 
     // 五、The app pod uses the PVC; NodeStage labels its node and the FUSE pod runs there.
     flow.app_pod_runs("node-a");
-    let effects = flow.settle().await;
+    let mut effects = flow.settle().await;
+    flow.fuse_pods(1);
+    effects.extend(flow.settle().await);
     let text = flow.transcript();
     assert_one_request_per_effect(&effects, &text);
     insta::assert_snapshot!("4_app_pod_running", text);

@@ -230,16 +230,22 @@ pub async fn remove_target(target: &Path) -> Result<()> {
     }
 }
 
-/// Filesystem usage at `path`: `(total, available, used)` bytes and inodes.
-pub async fn usage(path: &Path) -> Result<std::result::Result<([u64; 3], [u64; 3]), Errno>> {
+/// Filesystem usage at `path`: `(total, available, used)` bytes and inodes, or the errno of
+/// `statfs(2)` (`ETIMEDOUT` when a hung FUSE daemon does not answer).
+pub async fn usage(path: &Path) -> std::result::Result<([u64; 3], [u64; 3]), Errno> {
     let owned = path.to_path_buf();
-    blocking("statvfs", path, PROBE_TIMEOUT, move || {
-        nix::sys::statvfs::statvfs(&owned).map(|st| {
-            let frag = st.fragment_size();
-            let bytes = [st.blocks() * frag, st.blocks_available() * frag, (st.blocks() - st.blocks_free()) * frag];
-            let inodes = [st.files(), st.files_available(), st.files() - st.files_free()];
-            (bytes, inodes)
-        })
-    })
-    .await
+    let stat = blocking("statvfs", path, PROBE_TIMEOUT, move || nix::sys::statvfs::statvfs(&owned)).await;
+    let st = match stat {
+        Ok(result) => result?,
+        Err(_) => return Err(Errno::ETIMEDOUT),
+    };
+    // 64-bit Linux: all of these are u64.
+    let (frag, blocks, files): (u64, u64, u64) = (st.fragment_size(), st.blocks(), st.files());
+    let bytes = [
+        blocks.saturating_mul(frag),
+        st.blocks_available().saturating_mul(frag),
+        blocks.saturating_sub(st.blocks_free()).saturating_mul(frag),
+    ];
+    let inodes = [files, st.files_available(), files.saturating_sub(st.files_free())];
+    Ok((bytes, inodes))
 }

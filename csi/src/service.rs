@@ -367,7 +367,7 @@ impl<L: NodeLabeler> proto::node_server::Node for NodeService<L> {
             .into());
         }
         let path = Path::new(&req.volume_path);
-        let response = match mounts::usage(path).await? {
+        let response = match mounts::usage(path).await {
             Ok((bytes, inodes)) => {
                 use proto::volume_usage::Unit;
                 let usage = |[total, available, used]: [u64; 3], unit: Unit| proto::VolumeUsage {

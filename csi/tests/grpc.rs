@@ -130,3 +130,35 @@ fn endpoints_parse_or_fail_clearly() {
     let err = csi::server::socket_path("tcp://0.0.0.0:1").unwrap_err();
     assert!(err.to_string().contains("--endpoint"), "{err}");
 }
+
+/// Runs the real binary with `args` and returns (exit code, stderr).
+fn run_binary(args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrofluid-csi"))
+        .args(args)
+        .env_remove("CSI_ENDPOINT")
+        .env_remove("NODE_ID")
+        .output()
+        .expect("run ferrofluid-csi");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn bad_configuration_exits_with_a_clear_message() {
+    let (code, stderr) = run_binary(&["--endpoint", "tcp://0.0.0.0:10000", "--node-id", "n1"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--endpoint") && stderr.contains("unix socket"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let (code, stderr) = run_binary(&["--endpoint", "unix:///tmp/x.sock", "--node-id", " "]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--node-id"), "{stderr}");
+
+    let (code, stderr) = run_binary(&["--endpoint", "unix:///tmp/x.sock"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--node-id"), "{stderr}");
+
+    let (code, stderr) =
+        run_binary(&["--endpoint", "unix:///tmp/x.sock", "--node-id", "n1", "--poll-interval-ms", "500"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--poll-interval-ms"), "{stderr}");
+}

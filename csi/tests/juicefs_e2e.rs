@@ -318,7 +318,17 @@ async fn juicefs_volume_through_stage_publish_kill_and_repair() {
     let fluid = volume.fluid_path();
     let mut fuse = volume.start_fuse();
     fuse.wait_mounted(&fluid, Duration::from_secs(60));
-    println!("    JuiceFS mounted at {} by the engine's script", fluid.display());
+    println!("    JuiceFS mounted at {} by the engine's FUSE script:", fluid.display());
+    for line in fuse.script.lines() {
+        println!("      {line}");
+    }
+    let warnings: Vec<String> = fuse
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("<WARNING>") || l.contains("<ERROR>"))
+        .map(String::from)
+        .collect();
+    println!("    juicefs warnings/errors while mounting: {warnings:#?}");
 
     // Data written through JuiceFS.
     std::fs::write(fluid.join("hello.txt"), "hello from juicefs").unwrap();

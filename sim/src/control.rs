@@ -75,11 +75,12 @@ pub enum Due {
 pub struct DelayQueue<T: Ord + Clone> {
     due: BTreeMap<T, (u64, u64, Due)>,
     next_token: u64,
+    urgent: usize,
 }
 
 impl<T: Ord + Clone> Default for DelayQueue<T> {
     fn default() -> Self {
-        Self { due: BTreeMap::new(), next_token: 0 }
+        Self { due: BTreeMap::new(), next_token: 0, urgent: 0 }
     }
 }
 
@@ -94,14 +95,24 @@ impl<T: Ord + Clone> DelayQueue<T> {
     pub fn add_why(&mut self, item: T, at_ms: u64, why: Due) -> Option<u64> {
         if let Some((due, _, reason)) = self.due.get_mut(&item) {
             if *due <= at_ms {
-                if why == Due::Urgent {
+                if why == Due::Urgent && *reason != Due::Urgent {
                     *reason = Due::Urgent;
+                    self.urgent += 1;
                 }
                 return None;
             }
         }
         self.next_token += 1;
-        self.due.insert(item, (at_ms, self.next_token, why));
+        let why = match self.due.get(&item) {
+            Some((_, _, Due::Urgent)) => Due::Urgent,
+            _ => why,
+        };
+        if let Some((_, _, Due::Urgent)) = self.due.insert(item, (at_ms, self.next_token, why)) {
+            self.urgent -= 1;
+        }
+        if why == Due::Urgent {
+            self.urgent += 1;
+        }
         Some(self.next_token)
     }
 
@@ -109,7 +120,9 @@ impl<T: Ord + Clone> DelayQueue<T> {
     pub fn take(&mut self, item: &T, token: u64) -> bool {
         match self.due.get(item) {
             Some((_, current, _)) if *current == token => {
-                self.due.remove(item);
+                if let Some((_, _, Due::Urgent)) = self.due.remove(item) {
+                    self.urgent -= 1;
+                }
                 true
             }
             _ => false,
@@ -128,12 +141,13 @@ impl<T: Ord + Clone> DelayQueue<T> {
 
     /// True when an urgent item is queued.
     pub fn has_urgent(&self) -> bool {
-        self.due.values().any(|(_, _, why)| *why == Due::Urgent)
+        self.urgent > 0
     }
 
     /// Forgets everything.
     pub fn clear(&mut self) {
         self.due.clear();
+        self.urgent = 0;
     }
 }
 

@@ -15,6 +15,8 @@ pub struct Faults {
     pub stale_reads_ms: u64,
     /// Extra latency of watch notifications to the controller.
     pub slow_watch_ms: u64,
+    /// CSI plugin restarts not yet finished.
+    pub csi_restarts_pending: usize,
 }
 
 impl Faults {
@@ -99,6 +101,7 @@ impl Sim {
             return;
         };
         state.csi_up = false;
+        self.faults.csi_restarts_pending += 1;
         trace!(self, "fault", format!("Node/{node}"), "CSI plugin restarts: in-flight calls are lost");
         let delay = self.config.csi_restart_ms;
         self.clock.schedule_in(delay, Event::CsiUp { node: node.to_string() });
@@ -106,6 +109,7 @@ impl Sim {
 
     /// The CSI plugin of `node` is back; the kubelet retries what waited on it.
     pub(crate) fn csi_up(&mut self, node: &str) {
+        self.faults.csi_restarts_pending = self.faults.csi_restarts_pending.saturating_sub(1);
         if let Some(state) = self.nodes.get_mut(node) {
             state.csi_up = true;
         }

@@ -299,7 +299,7 @@ impl Sim {
         if self.control.has_urgent() {
             return true;
         }
-        self.clock.iter().any(|(_, event)| matches!(event, Event::ControllerUp | Event::CsiUp { .. }))
+        self.faults.csi_restarts_pending > 0
     }
 
     /// The dataset/runtime pairs that exist (either half), in order.

@@ -117,7 +117,7 @@ impl Flow {
     }
 
     /// Plays the user, the CSI plugin's NodeStage and the DaemonSet controller: the app pod runs on
-    /// `node`, which gets the FUSE label, and the FUSE pod there is ready.
+    /// `node`, which gets the FUSE label, and the FUSE DaemonSet schedules one pod, not yet ready.
     pub fn app_pod_runs(&mut self, node: &str) {
         let mut pod = super::fixtures::seed_app_pod();
         pod.metadata.namespace = Some(NS.to_string());
@@ -127,12 +127,17 @@ impl Flow {
         self.server.create(&pod);
         let fuse_label = format!("fluid.io/f-{NS}-{NAME}");
         self.server.update(("nodes", "", node), |n| n["metadata"]["labels"][fuse_label.as_str()] = json!("true"));
+        self.fuse_pods(0);
+    }
+
+    /// Plays the DaemonSet controller and kubelet: one FUSE pod scheduled, `ready` of it ready.
+    pub fn fuse_pods(&mut self, ready: u32) {
         let ds = self.server.list("daemonsets").into_iter().next().expect("the FUSE DaemonSet exists");
         let name = ds["metadata"]["name"].as_str().expect("name").to_string();
         self.server.update(("daemonsets", NS, &name), |ds| {
             ds["status"] = json!({
-                "desiredNumberScheduled": 1, "currentNumberScheduled": 1, "numberReady": 1,
-                "numberAvailable": 1, "numberMisscheduled": 0, "updatedNumberScheduled": 1,
+                "desiredNumberScheduled": 1, "currentNumberScheduled": 1, "numberReady": ready,
+                "numberAvailable": ready, "numberMisscheduled": 0, "updatedNumberScheduled": 1,
             });
         });
     }

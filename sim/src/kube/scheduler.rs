@@ -201,7 +201,12 @@ impl Sim {
     }
 
     fn unschedulable(&mut self, key: &ObjectRef, _pod: &Pod, reason: String) {
-        self.kube.unschedulable.insert(key.clone());
+        // Pods waiting for a PVC are retried by PVC changes, not by every node change.
+        if reason.starts_with("0/") {
+            self.kube.unschedulable.insert(key.clone());
+        } else {
+            self.kube.unschedulable.remove(key);
+        }
         if self.kube.pending_reason.get(key) == Some(&reason) {
             return;
         }
