@@ -22,7 +22,9 @@ use model::api::{Dataset, DatasetSpec, JuiceFSRuntime, JuiceFSRuntimeSpec, Level
 use model::quantity::Quantity;
 use model::time::Millis;
 
-const PAIRS: usize = 1_000;
+/// Pairs measured under `cargo bench`; `cargo test --all-targets` runs this file as a quick smoke test.
+const PAIRS_BENCH: usize = 1_000;
+const PAIRS_SMOKE: usize = 50;
 const NAMESPACES: usize = 10;
 const T0: Millis = Millis(1_700_000_000_000);
 
@@ -87,17 +89,29 @@ fn mock_client() -> Client {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     tokio::spawn(async move {
         while let Some((request, send)) = handle.next_request().await {
+            let event = request.uri().path().contains("/events");
             let _ = request.into_body().collect_bytes().await;
-            let body = br#"{"apiVersion":"v1","kind":"Object","metadata":{"name":"x","namespace":"x","resourceVersion":"2"}}"#;
-            let response = Response::builder().status(200).header("content-type", "application/json").body(Body::from(body.to_vec()));
+            let body: &[u8] = if event {
+                br#"{"apiVersion":"events.k8s.io/v1","kind":"Event","metadata":{"name":"x","namespace":"x"}}"#
+            } else {
+                br#"{"apiVersion":"v1","kind":"Object","metadata":{"name":"x","namespace":"x","resourceVersion":"2"}}"#
+            };
+            let response = Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_vec()));
             send.send_response(response.expect("response"));
         }
     });
     Client::new(service, "default")
 }
 
+fn pairs() -> usize {
+    if std::env::args().any(|a| a == "--bench") { PAIRS_BENCH } else { PAIRS_SMOKE }
+}
+
 fn keys() -> Vec<PairKey> {
-    (0..PAIRS).map(|i| PairKey::new(&format!("team-{}", i % NAMESPACES), &format!("data-{i}"))).collect()
+    (0..pairs()).map(|i| PairKey::new(&format!("team-{}", i % NAMESPACES), &format!("data-{i}"))).collect()
 }
 
 async fn reconcile_all(context: &Arc<Context>, concurrency: usize) -> (usize, Duration) {
@@ -115,11 +129,12 @@ async fn reconcile_all(context: &Arc<Context>, concurrency: usize) -> (usize, Du
 }
 
 fn main() {
-    let runtime_threads = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
+    let runtime_threads =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
     runtime_threads.block_on(async {
         let (rss_start, _) = memory_kib();
         let (stores, mut writers) = Stores::new();
-        for i in 0..PAIRS {
+        for i in 0..pairs() {
             writers.datasets.apply_watcher_event(&Event::Apply(dataset(i)));
             writers.runtimes.apply_watcher_event(&Event::Apply(runtime(i)));
         }
@@ -150,7 +165,7 @@ fn main() {
 
         let mib = |kib: u64| kib as f64 / 1024.0;
         let per_second = |count: usize, time: Duration| count as f64 / time.as_secs_f64();
-        println!("ferrofluid controller bench: {PAIRS} datasets + {PAIRS} JuiceFSRuntimes in reflector stores");
+        println!("ferrofluid controller bench: {0} datasets + {0} JuiceFSRuntimes in reflector stores", pairs());
         println!("| measure                                        | value        |");
         println!("|------------------------------------------------|--------------|");
         println!("| VmRSS at start                                 | {:>8.1} MiB |", mib(rss_start));

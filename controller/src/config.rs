@@ -95,7 +95,9 @@ impl RunArgs {
     pub fn settings(&self) -> Result<Settings> {
         for (flag, image) in [("--worker-image", &self.worker_image), ("--fuse-image", &self.fuse_image)] {
             if image.trim().is_empty() {
-                return Err(Error::Config(format!("{flag} is empty; give an image such as juicedata/juicefs-fuse:ce-v1.2.3")));
+                return Err(Error::Config(format!(
+                    "{flag} is empty; give an image such as juicedata/juicefs-fuse:ce-v1.2.3"
+                )));
             }
             if image.chars().any(char::is_whitespace) {
                 return Err(Error::Config(format!("{flag} {image:?} contains whitespace")));
@@ -151,7 +153,17 @@ mod tests {
 
     #[test]
     fn flags_reach_the_model_config() {
-        let cli = parse(&["run", "--worker-image", "w:1", "--fuse-image", "f:2", "--mount-root", "/mnt/x/", "--resync-seconds", "5"]);
+        let cli = parse(&[
+            "run",
+            "--worker-image",
+            "w:1",
+            "--fuse-image",
+            "f:2",
+            "--mount-root",
+            "/mnt/x/",
+            "--resync-seconds",
+            "5",
+        ]);
         let Some(Command::Run(args)) = cli.command else { panic!("expected run") };
         let settings = args.settings().unwrap();
         assert_eq!(settings.model.engine.worker_image, "w:1");

@@ -17,9 +17,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Client;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
-use kube::Client;
 use model::effect::{Effect, EventType, Kind, Object, ObjectRef, Status};
 use model::observed::Observed;
 use serde_json::{Map, Value, json};
@@ -89,7 +89,8 @@ impl Executor {
             Effect::Apply(object) => {
                 let body = object_json(object).map_err(|source| Error::Serialize { target: target.clone(), source })?;
                 let params = PatchParams::apply(FIELD_MANAGER).force();
-                let applied = self.api(&target).patch(&target.name, &params, &Patch::Apply(&body)).await.map_err(write)?;
+                let applied =
+                    self.api(&target).patch(&target.name, &params, &Patch::Apply(&body)).await.map_err(write)?;
                 known.record(&target, applied, false);
             }
             Effect::PatchStatus { status, resource_version, .. } => {
@@ -103,7 +104,8 @@ impl Executor {
                     body["metadata"] = json!({ "resourceVersion": known.chained_rv(&target, rv) });
                 }
                 let params = PatchParams::default();
-                let patched = self.api(&target).patch_status(&target.name, &params, &Patch::Merge(&body)).await.map_err(write)?;
+                let patched =
+                    self.api(&target).patch_status(&target.name, &params, &Patch::Merge(&body)).await.map_err(write)?;
                 known.record(&target, patched, resource_version.is_some());
             }
             Effect::PatchLabels { labels, .. } => {
@@ -120,8 +122,11 @@ impl Executor {
                 if let Some(rv) = &guard {
                     body["metadata"]["resourceVersion"] = json!(rv);
                 }
-                let patched =
-                    self.api(&target).patch(&target.name, &PatchParams::default(), &Patch::Merge(&body)).await.map_err(write)?;
+                let patched = self
+                    .api(&target)
+                    .patch(&target.name, &PatchParams::default(), &Patch::Merge(&body))
+                    .await
+                    .map_err(write)?;
                 known.record(&target, patched, guard.is_some());
             }
             Effect::AddOwnerReference { owner, .. } => {
@@ -130,9 +135,13 @@ impl Executor {
                 if !owners.iter().any(|o| o.uid == owner.uid) {
                     owners.push(owner.clone());
                 }
-                let body = json!({ "metadata": { "resourceVersion": meta.resource_version, "ownerReferences": owners } });
-                let patched =
-                    self.api(&target).patch(&target.name, &PatchParams::default(), &Patch::Merge(&body)).await.map_err(write)?;
+                let body =
+                    json!({ "metadata": { "resourceVersion": meta.resource_version, "ownerReferences": owners } });
+                let patched = self
+                    .api(&target)
+                    .patch(&target.name, &PatchParams::default(), &Patch::Merge(&body))
+                    .await
+                    .map_err(write)?;
                 known.record(&target, patched, true);
             }
             Effect::AddFinalizer { finalizer, .. } | Effect::RemoveFinalizer { finalizer, .. } => {
@@ -142,9 +151,13 @@ impl Executor {
                 if matches!(effect, Effect::AddFinalizer { .. }) {
                     finalizers.push(finalizer.clone());
                 }
-                let body = json!({ "metadata": { "resourceVersion": meta.resource_version, "finalizers": finalizers } });
-                let patched =
-                    self.api(&target).patch(&target.name, &PatchParams::default(), &Patch::Merge(&body)).await.map_err(write)?;
+                let body =
+                    json!({ "metadata": { "resourceVersion": meta.resource_version, "finalizers": finalizers } });
+                let patched = self
+                    .api(&target)
+                    .patch(&target.name, &PatchParams::default(), &Patch::Merge(&body))
+                    .await
+                    .map_err(write)?;
                 known.record(&target, patched, true);
             }
             Effect::Delete(_) => match self.api(&target).delete(&target.name, &DeleteParams::default()).await {
@@ -160,7 +173,10 @@ impl Executor {
                     },
                     reason: reason.clone(),
                     note: Some(message.clone()),
-                    action: "Reconcile".to_string(),
+                    // The recorder folds events with the same (reason, action) about one object into
+                    // a series, keeping the first note: give each distinct message its own action so
+                    // two different warnings with one reason are both recorded.
+                    action: format!("Reconcile-{:08x}", model::labels::fnv1a_32(message.as_bytes())),
                     secondary: None,
                 };
                 let reference = known.reference(&target);
@@ -212,8 +228,12 @@ impl Known<'_> {
         }
         let observed = self.observed;
         let status = match target.kind {
-            Kind::Dataset => observed.dataset.as_ref().filter(|o| is(target, &o.metadata))?.status.as_ref().map(serde_json::to_value),
-            Kind::JuiceFSRuntime => observed.runtime.as_ref().filter(|o| is(target, &o.metadata))?.status.as_ref().map(serde_json::to_value),
+            Kind::Dataset => {
+                observed.dataset.as_ref().filter(|o| is(target, &o.metadata))?.status.as_ref().map(serde_json::to_value)
+            }
+            Kind::JuiceFSRuntime => {
+                observed.runtime.as_ref().filter(|o| is(target, &o.metadata))?.status.as_ref().map(serde_json::to_value)
+            }
             _ => None,
         };
         status.and_then(|s| s.ok())

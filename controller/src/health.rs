@@ -41,7 +41,9 @@ pub async fn serve(listener: TcpListener, health: Health) -> std::io::Result<()>
 async fn handle(mut stream: TcpStream, health: &Health) -> std::io::Result<()> {
     let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
         Ok(Ok(Some(head))) => head,
-        Ok(Ok(None)) => return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "too large\n").await,
+        Ok(Ok(None)) => {
+            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "too large\n").await;
+        }
         Ok(Err(e)) => return Err(e),
         Err(_) => return Ok(()),
     };

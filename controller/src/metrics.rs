@@ -71,11 +71,17 @@ impl Metrics {
         let reconciles = Family::<KindLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
         // 1 ms to ~16 s.
-        let durations = Family::<KindLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 15)));
+        let durations = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 15))
+        });
         let effects = Family::<VerbLabels, Counter>::default();
         registry.register("reconciles", "Reconciles run, by kind", reconciles.clone());
         registry.register("reconcile_errors", "Reconciles that failed, by kind and error", errors.clone());
-        registry.register("reconcile_duration_seconds", "Time to observe, decide and execute, by kind", durations.clone());
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time to observe, decide and execute, by kind",
+            durations.clone(),
+        );
         registry.register("effects", "Requests sent for model effects, by verb", effects.clone());
         registry.register_collector(Box::new(StoreCollector { stores }));
         Self { registry, reconciles, errors, durations, effects }
@@ -128,10 +134,8 @@ impl Collector for StoreCollector {
             let status = dataset.status.as_ref();
             let phase = status.map_or("", |s| s.phase.as_str());
             *phases.entry(if phase.is_empty() { "None".to_string() } else { phase.to_string() }).or_default() += 1;
-            let bytes = status
-                .and_then(|s| s.cache_states.get("cached"))
-                .and_then(|text| parse_human_bytes(text))
-                .unwrap_or(0);
+            let bytes =
+                status.and_then(|s| s.cache_states.get("cached")).and_then(|text| parse_human_bytes(text)).unwrap_or(0);
             let labels = DatasetLabels {
                 namespace: dataset.metadata.namespace.clone().unwrap_or_default(),
                 dataset: dataset.metadata.name.clone().unwrap_or_default(),

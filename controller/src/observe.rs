@@ -194,10 +194,8 @@ pub fn trim_pod(pod: &mut Pod) {
     }
     if let Some(status) = pod.status.as_mut() {
         let phase = status.phase.take();
-        let conditions = status
-            .conditions
-            .take()
-            .map(|conditions| conditions.into_iter().filter(|c| c.type_ == "Ready").collect());
+        let conditions =
+            status.conditions.take().map(|conditions| conditions.into_iter().filter(|c| c.type_ == "Ready").collect());
         *status = k8s_openapi::api::core::v1::PodStatus { phase, conditions, ..Default::default() };
     }
 }
@@ -253,11 +251,18 @@ mod tests {
             metadata,
             spec: Some(PodSpec {
                 node_name: Some(node.to_string()),
-                containers: vec![Container { name: "app".to_string(), image: Some("nginx".to_string()), ..Container::default() }],
+                containers: vec![Container {
+                    name: "app".to_string(),
+                    image: Some("nginx".to_string()),
+                    ..Container::default()
+                }],
                 volumes: claim.map(|claim| {
                     vec![Volume {
                         name: "data".to_string(),
-                        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: claim.to_string(), read_only: None }),
+                        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                            claim_name: claim.to_string(),
+                            read_only: None,
+                        }),
                         ..Volume::default()
                     }]
                 }),
@@ -267,7 +272,11 @@ mod tests {
                 phase: Some("Running".to_string()),
                 conditions: Some(vec![
                     PodCondition { type_: "Ready".to_string(), status: "True".to_string(), ..PodCondition::default() },
-                    PodCondition { type_: "PodScheduled".to_string(), status: "True".to_string(), ..PodCondition::default() },
+                    PodCondition {
+                        type_: "PodScheduled".to_string(),
+                        status: "True".to_string(),
+                        ..PodCondition::default()
+                    },
                 ]),
                 ..PodStatus::default()
             }),
@@ -311,7 +320,14 @@ mod tests {
         let (stores, mut w) = Stores::new();
         apply(&mut w.datasets, mk_dataset("default", "jfsdemo"));
         apply(&mut w.datasets, mk_dataset("other", "jfsdemo"));
-        apply(&mut w.runtimes, JuiceFSRuntime { metadata: meta(Some("default"), "jfsdemo"), spec: JuiceFSRuntimeSpec::default(), status: None });
+        apply(
+            &mut w.runtimes,
+            JuiceFSRuntime {
+                metadata: meta(Some("default"), "jfsdemo"),
+                spec: JuiceFSRuntimeSpec::default(),
+                status: None,
+            },
+        );
         apply(&mut w.stateful_sets, named::<StatefulSet>(Some("default"), "jfsdemo-juicefs-worker"));
         apply(&mut w.stateful_sets, named::<StatefulSet>(Some("default"), "unrelated"));
         apply(&mut w.daemon_sets, named::<DaemonSet>(Some("default"), "jfsdemo-juicefs-fuse"));
@@ -323,7 +339,8 @@ mod tests {
         assert_eq!(observed.workers.unwrap().metadata.name.as_deref(), Some("jfsdemo-juicefs-worker"));
         assert_eq!(observed.fuse.unwrap().metadata.name.as_deref(), Some("jfsdemo-juicefs-fuse"));
         assert!(observed.persistent_volume.is_some() && observed.persistent_volume_claim.is_some());
-        let expected: BTreeSet<String> = ["fluid.io/s-default-jfsdemo", "fluid.io/s-other-jfsdemo"].map(String::from).into();
+        let expected: BTreeSet<String> =
+            ["fluid.io/s-default-jfsdemo", "fluid.io/s-other-jfsdemo"].map(String::from).into();
         assert_eq!(observed.cluster_common_labels, expected);
     }
 

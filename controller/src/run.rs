@@ -48,13 +48,8 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
         Leadership::elect(client.clone(), &settings.lease_namespace, &settings.lease_name, &settings.identity).await?;
     let reporter = Reporter { controller: "ferrofluid".to_string(), instance: Some(settings.identity.clone()) };
     let executor = Executor::new(client.clone(), reporter, leadership.is_leader.clone());
-    let context = Arc::new(Context::new(
-        stores.clone(),
-        executor,
-        settings.model.clone(),
-        metrics,
-        leadership.is_leader.clone(),
-    ));
+    let context =
+        Arc::new(Context::new(stores.clone(), executor, settings.model.clone(), metrics, leadership.is_leader.clone()));
 
     let (trigger_tx, trigger_rx) = mpsc::unbounded::<PairKey>();
     let runtime_type = context.engine.runtime_type();
@@ -73,8 +68,12 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
         .reconcile_all_on(leader_gained.0)
         .graceful_shutdown_on(shutdown.clone())
         .run(
-            |dataset: Arc<Dataset>, ctx: Arc<Context>| async move { reconcile(Reconciler::Dataset, dataset.as_ref(), &ctx).await },
-            |dataset: Arc<Dataset>, error: &Error, ctx: Arc<Context>| on_error(Reconciler::Dataset, dataset.as_ref(), error, &ctx),
+            |dataset: Arc<Dataset>, ctx: Arc<Context>| async move {
+                reconcile(Reconciler::Dataset, dataset.as_ref(), &ctx).await
+            },
+            |dataset: Arc<Dataset>, error: &Error, ctx: Arc<Context>| {
+                on_error(Reconciler::Dataset, dataset.as_ref(), error, &ctx)
+            },
             context.clone(),
         )
         .for_each(log_outcome);
@@ -84,8 +83,12 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
         .reconcile_all_on(leader_gained.1)
         .graceful_shutdown_on(shutdown)
         .run(
-            |runtime: Arc<JuiceFSRuntime>, ctx: Arc<Context>| async move { reconcile(Reconciler::Runtime, runtime.as_ref(), &ctx).await },
-            |runtime: Arc<JuiceFSRuntime>, error: &Error, ctx: Arc<Context>| on_error(Reconciler::Runtime, runtime.as_ref(), error, &ctx),
+            |runtime: Arc<JuiceFSRuntime>, ctx: Arc<Context>| async move {
+                reconcile(Reconciler::Runtime, runtime.as_ref(), &ctx).await
+            },
+            |runtime: Arc<JuiceFSRuntime>, error: &Error, ctx: Arc<Context>| {
+                on_error(Reconciler::Runtime, runtime.as_ref(), error, &ctx)
+            },
             context.clone(),
         )
         .for_each(log_outcome);
@@ -203,22 +206,47 @@ fn spawn_watchers(
     let sts_store = stores.stateful_sets.clone();
     let dataset_store = stores.datasets.clone();
     vec![
-        spawn_watcher(Api::<Dataset>::all(client.clone()), all.clone(), writers.datasets, triggers.clone(), trim_managed_fields, |d| {
-            triggers::from_pair_object(d)
-        }),
-        spawn_watcher(Api::<JuiceFSRuntime>::all(client.clone()), all.clone(), writers.runtimes, triggers.clone(), trim_managed_fields, |r| {
-            triggers::from_pair_object(r)
-        }),
+        spawn_watcher(
+            Api::<Dataset>::all(client.clone()),
+            all.clone(),
+            writers.datasets,
+            triggers.clone(),
+            trim_managed_fields,
+            triggers::from_pair_object,
+        ),
+        spawn_watcher(
+            Api::<JuiceFSRuntime>::all(client.clone()),
+            all.clone(),
+            writers.runtimes,
+            triggers.clone(),
+            trim_managed_fields,
+            triggers::from_pair_object,
+        ),
         // Only objects that name a runtime owner concern us; the label narrows the watch.
-        spawn_watcher(Api::<StatefulSet>::all(client.clone()), owned(), writers.stateful_sets, triggers.clone(), trim_managed_fields, |s| {
-            triggers::from_owned(s)
-        }),
-        spawn_watcher(Api::<DaemonSet>::all(client.clone()), owned(), writers.daemon_sets, triggers.clone(), trim_managed_fields, |d| {
-            triggers::from_owned(d)
-        }),
-        spawn_watcher(Api::<PersistentVolume>::all(client.clone()), all.clone(), writers.persistent_volumes, triggers.clone(), trim_managed_fields, |v| {
-            triggers::from_volume(v)
-        }),
+        spawn_watcher(
+            Api::<StatefulSet>::all(client.clone()),
+            owned(),
+            writers.stateful_sets,
+            triggers.clone(),
+            trim_managed_fields,
+            triggers::from_owned,
+        ),
+        spawn_watcher(
+            Api::<DaemonSet>::all(client.clone()),
+            owned(),
+            writers.daemon_sets,
+            triggers.clone(),
+            trim_managed_fields,
+            triggers::from_owned,
+        ),
+        spawn_watcher(
+            Api::<PersistentVolume>::all(client.clone()),
+            all.clone(),
+            writers.persistent_volumes,
+            triggers.clone(),
+            trim_managed_fields,
+            triggers::from_volume,
+        ),
         spawn_watcher(
             Api::<PersistentVolumeClaim>::all(client.clone()),
             all.clone(),
@@ -227,10 +255,17 @@ fn spawn_watchers(
             trim_managed_fields,
             triggers::from_claim,
         ),
-        spawn_watcher(Api::<Node>::all(client.clone()), all.clone(), writers.nodes, triggers.clone(), trim_node, move |n| {
-            triggers::from_node(n, &dataset_store, runtime_type)
+        spawn_watcher(
+            Api::<Node>::all(client.clone()),
+            all.clone(),
+            writers.nodes,
+            triggers.clone(),
+            trim_node,
+            move |n| triggers::from_node(n, &dataset_store, runtime_type),
+        ),
+        spawn_watcher(Api::<Pod>::all(client.clone()), all, writers.pods, triggers, trim_pod, move |p| {
+            triggers::from_pod(p, &sts_store)
         }),
-        spawn_watcher(Api::<Pod>::all(client.clone()), all, writers.pods, triggers, trim_pod, move |p| triggers::from_pod(p, &sts_store)),
     ]
 }
 

@@ -108,10 +108,7 @@ pub fn from_node(node: &Node, datasets: &Store<Dataset>, runtime_type: &str) -> 
         .filter_map(|dataset| {
             let pair = PairKey::of(dataset.as_ref())?;
             let keys = dataset_keys(Some(dataset), &pair.namespace, &pair.name)?;
-            keys.all_node_label_keys(runtime_type)
-                .iter()
-                .any(|key| node_labels.contains_key(key))
-                .then_some(pair)
+            keys.all_node_label_keys(runtime_type).iter().any(|key| node_labels.contains_key(key)).then_some(pair)
         })
         .collect();
     keys.sort();
@@ -121,7 +118,8 @@ pub fn from_node(node: &Node, datasets: &Store<Dataset>, runtime_type: &str) -> 
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::{
-        CSIPersistentVolumeSource, ObjectReference, PersistentVolumeClaimVolumeSource, PersistentVolumeSpec, PodSpec, Volume,
+        CSIPersistentVolumeSource, ObjectReference, PersistentVolumeClaimVolumeSource, PersistentVolumeSpec, PodSpec,
+        Volume,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
     use kube::runtime::reflector;
@@ -135,12 +133,19 @@ mod tests {
     }
 
     fn owner(kind: &str, api_version: &str, name: &str) -> OwnerReference {
-        OwnerReference { api_version: api_version.into(), kind: kind.into(), name: name.into(), uid: "u".into(), ..OwnerReference::default() }
+        OwnerReference {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            name: name.into(),
+            uid: "u".into(),
+            ..OwnerReference::default()
+        }
     }
 
     #[test]
     fn workloads_map_to_their_owning_runtime_only() {
-        let mut sts = StatefulSet { metadata: meta(Some("default"), "jfsdemo-juicefs-worker"), ..StatefulSet::default() };
+        let mut sts =
+            StatefulSet { metadata: meta(Some("default"), "jfsdemo-juicefs-worker"), ..StatefulSet::default() };
         assert!(from_owned(&sts).is_empty());
         sts.metadata.owner_references = Some(vec![
             owner("JuiceFSRuntime", "data.fluid.io/v1alpha1", "jfsdemo"),
@@ -156,15 +161,20 @@ mod tests {
         pv.spec = Some(PersistentVolumeSpec {
             csi: Some(CSIPersistentVolumeSource {
                 volume_attributes: Some(
-                    [("runtime_namespace", "default"), ("runtime_name", "my-data")].map(|(k, v)| (k.into(), v.into())).into(),
+                    [("runtime_namespace", "default"), ("runtime_name", "my-data")]
+                        .map(|(k, v)| (k.into(), v.into()))
+                        .into(),
                 ),
                 ..CSIPersistentVolumeSource::default()
             }),
             ..PersistentVolumeSpec::default()
         });
         assert_eq!(from_volume(&pv), [PairKey::new("default", "my-data")]);
-        pv.spec.as_mut().unwrap().claim_ref =
-            Some(ObjectReference { namespace: Some("default".into()), name: Some("jfsdemo".into()), ..ObjectReference::default() });
+        pv.spec.as_mut().unwrap().claim_ref = Some(ObjectReference {
+            namespace: Some("default".into()),
+            name: Some("jfsdemo".into()),
+            ..ObjectReference::default()
+        });
         assert_eq!(from_volume(&pv), [PairKey::new("default", "jfsdemo")]);
     }
 
@@ -172,19 +182,26 @@ mod tests {
     fn pods_map_to_the_claims_they_use_and_their_worker_runtime() {
         let (sts_store, mut sts_writer) = reflector::store::<StatefulSet>();
         let mut sts = StatefulSet { metadata: meta(Some("default"), "short-hashed-name"), ..StatefulSet::default() };
-        sts.metadata.owner_references = Some(vec![owner("JuiceFSRuntime", "data.fluid.io/v1alpha1", "a-very-long-runtime")]);
+        sts.metadata.owner_references =
+            Some(vec![owner("JuiceFSRuntime", "data.fluid.io/v1alpha1", "a-very-long-runtime")]);
         sts_writer.apply_watcher_event(&Event::Apply(sts));
         let mut pod = Pod { metadata: meta(Some("default"), "short-hashed-name-0"), ..Pod::default() };
         pod.metadata.owner_references = Some(vec![owner("StatefulSet", "apps/v1", "short-hashed-name")]);
         pod.spec = Some(PodSpec {
             volumes: Some(vec![Volume {
                 name: "data".into(),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: "jfsdemo".into(), read_only: None }),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: "jfsdemo".into(),
+                    read_only: None,
+                }),
                 ..Volume::default()
             }]),
             ..PodSpec::default()
         });
-        assert_eq!(from_pod(&pod, &sts_store), [PairKey::new("default", "a-very-long-runtime"), PairKey::new("default", "jfsdemo")]);
+        assert_eq!(
+            from_pod(&pod, &sts_store),
+            [PairKey::new("default", "a-very-long-runtime"), PairKey::new("default", "jfsdemo")]
+        );
     }
 
     #[test]
@@ -198,10 +215,17 @@ mod tests {
         let mut node = Node { metadata: meta(None, "node-a"), ..Node::default() };
         assert!(from_node(&node, &datasets, "juicefs").is_empty());
         node.metadata.labels = Some(
-            [("fluid.io/f-default-jfsdemo", "true"), ("fluid.io/s-h-juicefs-m-team-a-demo", "1Gi"), ("kubernetes.io/os", "linux")]
-                .map(|(k, v)| (k.into(), v.into()))
-                .into(),
+            [
+                ("fluid.io/f-default-jfsdemo", "true"),
+                ("fluid.io/s-h-juicefs-m-team-a-demo", "1Gi"),
+                ("kubernetes.io/os", "linux"),
+            ]
+            .map(|(k, v)| (k.into(), v.into()))
+            .into(),
         );
-        assert_eq!(from_node(&node, &datasets, "juicefs"), [PairKey::new("default", "jfsdemo"), PairKey::new("team-a", "demo")]);
+        assert_eq!(
+            from_node(&node, &datasets, "juicefs"),
+            [PairKey::new("default", "jfsdemo"), PairKey::new("team-a", "demo")]
+        );
     }
 }

@@ -44,7 +44,8 @@ fn help_lists_the_flags() {
     let output = run(&["run", "--help"], &[]);
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for flag in ["--worker-image", "--fuse-image", "--mount-root", "--resync-seconds", "--log-format", "--metrics-addr"] {
+    for flag in ["--worker-image", "--fuse-image", "--mount-root", "--resync-seconds", "--log-format", "--metrics-addr"]
+    {
         assert!(help.contains(flag), "{flag} missing from help");
     }
 }

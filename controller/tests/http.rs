@@ -15,7 +15,10 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes()).await.expect("write");
     let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(2), stream.read_to_string(&mut response)).await.expect("in time").expect("read");
+    tokio::time::timeout(Duration::from_secs(2), stream.read_to_string(&mut response))
+        .await
+        .expect("in time")
+        .expect("read");
     let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
     (head.lines().next().unwrap_or_default().to_string(), body.to_string())
 }

@@ -1,8 +1,9 @@
 //! Parity: for the seed flow, the effects this controller executes equal those the simulator's run of `scenarios/seed-jfsdemo.yaml` shows (its committed snapshot), because both come from `model`.
 //!
-//! Both sides are reduced to, per object, the ordered list of distinct effect descriptions
-//! (`sim::control::describe_effect`), so what differs by construction drops out: timing, how
-//! many times a stale write was retried (the simulator injects 409s), and node names (its
+//! Both sides are reduced to, per object, the distinct effect descriptions in order of first
+//! appearance (`sim::control::describe_effect`), so what differs by construction drops out:
+//! timing, how many times a write was retried or repeated (the simulator injects 409s, and
+//! fields a description does not show may change between two writes), and node names (its
 //! scheduler picks `node-3`, this flow `node-a`). What the controller cannot see yet is excluded
 //! and named: cache figures come from JuiceFS's metrics endpoint, which only the simulator feeds.
 
@@ -34,14 +35,16 @@ fn push(effects: &mut Effects, object: String, description: String) {
         return;
     }
     let list = effects.entry(object).or_default();
-    if list.last() != Some(&description) {
+    if !list.contains(&description) {
         list.push(description);
     }
 }
 
-/// The controllers' effects in the simulator's committed trace of the seed scenario.
+/// The controllers' effects in the simulator's committed trace of the seed scenario
+/// (`FERROFLUID_SIM_TRACE` may name another trace file, e.g. a fresh `ferrofluid-sim run`).
 fn simulator_effects() -> Effects {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../snapshots/seed-jfsdemo.snap");
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../snapshots/seed-jfsdemo.snap");
+    let path = std::env::var_os("FERROFLUID_SIM_TRACE").map_or(committed, Into::into);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut effects = Effects::new();
     for line in text.lines() {
@@ -51,7 +54,7 @@ fn simulator_effects() -> Effects {
         if !ACTORS.contains(&actor) {
             continue;
         }
-        let rest = line.splitn(2, object).nth(1).unwrap_or_default().trim().to_string();
+        let rest = line.split_once(object).map(|(_, rest)| rest).unwrap_or_default().trim().to_string();
         if rest.contains(" failed: ") || rest.starts_with("requeue ") {
             continue;
         }

@@ -47,7 +47,11 @@ fn answer(kind: &str, api_version: &str, rv: &str) -> serde_json::Value {
     json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": NAME, "namespace": NS, "resourceVersion": rv}})
 }
 
-async fn execute_one(effect: Effect, observed: Observed, answers: Vec<(u16, serde_json::Value)>) -> (Result<usize, Error>, Vec<support::Captured>) {
+async fn execute_one(
+    effect: Effect,
+    observed: Observed,
+    answers: Vec<(u16, serde_json::Value)>,
+) -> (Result<usize, Error>, Vec<support::Captured>) {
     let (harness, handle) = Harness::new();
     let executor = harness.context.executor.clone();
     let run = tokio::spawn(async move { executor.execute(&[effect], &observed).await });
@@ -63,11 +67,16 @@ async fn execute_one(effect: Effect, observed: Observed, answers: Vec<(u16, serd
 #[tokio::test]
 async fn apply_is_a_forced_server_side_apply_by_ferrofluid() {
     let sts = StatefulSet {
-        metadata: ObjectMeta { name: Some("jfsdemo-juicefs-worker".into()), namespace: Some(NS.into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some("jfsdemo-juicefs-worker".into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let effect = Effect::Apply(Object::StatefulSet(Box::new(sts)));
-    let (result, seen) = execute_one(effect, observed_seed(&[]), vec![(200, answer("StatefulSet", "apps/v1", "7"))]).await;
+    let (result, seen) =
+        execute_one(effect, observed_seed(&[]), vec![(200, answer("StatefulSet", "apps/v1", "7"))]).await;
     assert_eq!(result.unwrap(), 1);
     let request = &seen[0];
     assert_eq!(request.method, "PATCH");
@@ -91,13 +100,17 @@ async fn status_is_a_merge_patch_of_the_subresource_guarded_by_resource_version(
         status: Status::Dataset(Box::new(status)),
         resource_version: Some("1".into()),
     };
-    let (result, seen) = execute_one(effect, observed, vec![(200, answer("Dataset", "data.fluid.io/v1alpha1", "2"))]).await;
+    let (result, seen) =
+        execute_one(effect, observed, vec![(200, answer("Dataset", "data.fluid.io/v1alpha1", "2"))]).await;
     assert_eq!(result.unwrap(), 1);
     let request = &seen[0];
     assert_eq!(request.line(), "PATCH /apis/data.fluid.io/v1alpha1/namespaces/default/datasets/jfsdemo/status?");
     assert_eq!(request.content_type.as_deref(), Some("application/merge-patch+json"));
     // The whole status is replaced: fields the model dropped are nulled.
-    assert_eq!(request.body, json!({"metadata": {"resourceVersion": "1"}, "status": {"phase": "NotBound", "ufsTotal": null}}));
+    assert_eq!(
+        request.body,
+        json!({"metadata": {"resourceVersion": "1"}, "status": {"phase": "NotBound", "ufsTotal": null}})
+    );
 }
 
 #[tokio::test]
@@ -113,17 +126,24 @@ async fn node_labels_are_a_merge_patch_of_only_the_listed_keys() {
     assert_eq!(seen[0].line(), "PATCH /api/v1/nodes/node-a?");
     assert_eq!(seen[0].content_type.as_deref(), Some("application/merge-patch+json"));
     // No resourceVersion: kubelets write nodes constantly, and these keys are ours alone.
-    assert_eq!(seen[0].body, json!({"metadata": {"labels": {"fluid.io/dataset-num": null, "fluid.io/s-default-jfsdemo": "true"}}}));
+    assert_eq!(
+        seen[0].body,
+        json!({"metadata": {"labels": {"fluid.io/dataset-num": null, "fluid.io/s-default-jfsdemo": "true"}}})
+    );
 }
 
 #[tokio::test]
 async fn dataset_labels_are_guarded_by_resource_version() {
     let labels = BTreeMap::from([("fluid.io/dataset-id".to_string(), Some("default-jfsdemo".to_string()))]);
     let effect = Effect::PatchLabels { target: dataset_ref(), labels };
-    let (result, seen) = execute_one(effect, observed_seed(&[]), vec![(200, answer("Dataset", "data.fluid.io/v1alpha1", "2"))]).await;
+    let (result, seen) =
+        execute_one(effect, observed_seed(&[]), vec![(200, answer("Dataset", "data.fluid.io/v1alpha1", "2"))]).await;
     assert_eq!(result.unwrap(), 1);
     assert_eq!(seen[0].line(), "PATCH /apis/data.fluid.io/v1alpha1/namespaces/default/datasets/jfsdemo?");
-    assert_eq!(seen[0].body, json!({"metadata": {"resourceVersion": "1", "labels": {"fluid.io/dataset-id": "default-jfsdemo"}}}));
+    assert_eq!(
+        seen[0].body,
+        json!({"metadata": {"resourceVersion": "1", "labels": {"fluid.io/dataset-id": "default-jfsdemo"}}})
+    );
 }
 
 #[tokio::test]
@@ -138,7 +158,8 @@ async fn owner_reference_replaces_the_list_under_resource_version() {
     };
     let effect = Effect::AddOwnerReference { target: runtime_ref(), owner };
     let (result, seen) =
-        execute_one(effect, observed_seed(&[]), vec![(200, answer("JuiceFSRuntime", "data.fluid.io/v1alpha1", "2"))]).await;
+        execute_one(effect, observed_seed(&[]), vec![(200, answer("JuiceFSRuntime", "data.fluid.io/v1alpha1", "2"))])
+            .await;
     assert_eq!(result.unwrap(), 1);
     assert_eq!(seen[0].line(), "PATCH /apis/data.fluid.io/v1alpha1/namespaces/default/juicefsruntimes/jfsdemo?");
     assert_eq!(seen[0].content_type.as_deref(), Some("application/merge-patch+json"));
@@ -154,8 +175,12 @@ async fn owner_reference_replaces_the_list_under_resource_version() {
 #[tokio::test]
 async fn finalizers_are_added_and_removed_as_whole_lists_under_resource_version() {
     let add = Effect::AddFinalizer { target: dataset_ref(), finalizer: "fluid-dataset-controller-finalizer".into() };
-    let (result, seen) =
-        execute_one(add, observed_seed(&["other.io/keep"]), vec![(200, answer("Dataset", "data.fluid.io/v1alpha1", "2"))]).await;
+    let (result, seen) = execute_one(
+        add,
+        observed_seed(&["other.io/keep"]),
+        vec![(200, answer("Dataset", "data.fluid.io/v1alpha1", "2"))],
+    )
+    .await;
     assert_eq!(result.unwrap(), 1);
     assert_eq!(seen[0].line(), "PATCH /apis/data.fluid.io/v1alpha1/namespaces/default/datasets/jfsdemo?");
     assert_eq!(
@@ -163,9 +188,11 @@ async fn finalizers_are_added_and_removed_as_whole_lists_under_resource_version(
         json!({"metadata": {"resourceVersion": "1", "finalizers": ["other.io/keep", "fluid-dataset-controller-finalizer"]}})
     );
 
-    let remove = Effect::RemoveFinalizer { target: dataset_ref(), finalizer: "fluid-dataset-controller-finalizer".into() };
+    let remove =
+        Effect::RemoveFinalizer { target: dataset_ref(), finalizer: "fluid-dataset-controller-finalizer".into() };
     let observed = observed_seed(&["fluid-dataset-controller-finalizer", "other.io/keep"]);
-    let (result, seen) = execute_one(remove, observed, vec![(200, answer("Dataset", "data.fluid.io/v1alpha1", "3"))]).await;
+    let (result, seen) =
+        execute_one(remove, observed, vec![(200, answer("Dataset", "data.fluid.io/v1alpha1", "3"))]).await;
     assert_eq!(result.unwrap(), 1);
     assert_eq!(seen[0].body, json!({"metadata": {"resourceVersion": "1", "finalizers": ["other.io/keep"]}}));
 }
@@ -173,7 +200,8 @@ async fn finalizers_are_added_and_removed_as_whole_lists_under_resource_version(
 #[tokio::test]
 async fn delete_is_a_delete_and_404_counts_as_done() {
     let effect = Effect::Delete(ObjectRef::cluster(Kind::PersistentVolume, "default-jfsdemo"));
-    let (result, seen) = execute_one(effect, observed_seed(&[]), vec![(404, status_error(404, "NotFound", "gone"))]).await;
+    let (result, seen) =
+        execute_one(effect, observed_seed(&[]), vec![(404, status_error(404, "NotFound", "gone"))]).await;
     assert_eq!(result.unwrap(), 1);
     assert_eq!(seen[0].line(), "DELETE /api/v1/persistentvolumes/default-jfsdemo?");
 }
@@ -186,7 +214,12 @@ async fn an_event_is_created_through_the_recorder_about_its_object() {
         reason: "NoDatasetToBind".into(),
         message: "create Dataset default/jfsdemo".into(),
     };
-    let (result, seen) = execute_one(effect, observed_seed(&[]), vec![(201, json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}}))]).await;
+    let (result, seen) = execute_one(
+        effect,
+        observed_seed(&[]),
+        vec![(201, json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}}))],
+    )
+    .await;
     assert_eq!(result.unwrap(), 1);
     let request = &seen[0];
     assert_eq!(request.line(), "POST /apis/events.k8s.io/v1/namespaces/default/events?");
@@ -195,6 +228,7 @@ async fn an_event_is_created_through_the_recorder_about_its_object() {
     assert_eq!(body["reason"], "NoDatasetToBind");
     assert_eq!(body["note"], "create Dataset default/jfsdemo");
     assert_eq!(body["reportingController"], "ferrofluid");
+    assert!(body["action"].as_str().unwrap().starts_with("Reconcile-"), "{body}");
     assert_eq!(
         body["regarding"],
         json!({"apiVersion": "data.fluid.io/v1alpha1", "kind": "JuiceFSRuntime", "name": "jfsdemo", "namespace": "default", "uid": RUNTIME_UID})

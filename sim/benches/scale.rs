@@ -10,9 +10,10 @@ use sim::scenario::parse::{Capacity, PodStep};
 use sim::scenario::steps::make_node;
 use sim::{Sim, SimConfig};
 
-const NODES: usize = 5_000;
-const DATASETS: usize = 1_000;
-const PODS: usize = 20_000;
+/// Divides every size (`SCALE_DIVISOR=10` for a quick run).
+fn divisor() -> usize {
+    std::env::var("SCALE_DIVISOR").ok().and_then(|d| d.parse().ok()).unwrap_or(1).max(1)
+}
 
 fn manifest(text: &str) -> Obj {
     let value: serde_json::Value = serde_yaml_ng::from_str(text).expect("manifest");
@@ -24,7 +25,9 @@ fn peak_memory_kib() -> Option<u64> {
     status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
+#[allow(non_snake_case)]
 fn main() {
+    let (NODES, DATASETS, PODS) = (5_000 / divisor(), 1_000 / divisor(), 20_000 / divisor());
     let config = SimConfig { trace: false, record: false, check_every_event: false, ..SimConfig::default() };
     let mut sim = Sim::new(config);
     let build_start = Instant::now();
@@ -38,7 +41,8 @@ fn main() {
     sim.settle();
     sim.controller_up();
     for d in 0..DATASETS {
-        let (ns, name) = (format!("team-{}", d % 20), format!("data-{d:04}"));
+        // One namespace: the model's exclusive anti-affinity only covers its own namespace (reported).
+        let (ns, name) = ("team".to_string(), format!("data-{d:04}"));
         let placement = if d % 2 == 0 { "Exclusive" } else { "Shared" };
         let dataset = format!(
             "apiVersion: data.fluid.io/v1alpha1\nkind: Dataset\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  placement: {placement}\n  mounts: [{{name: {name}, mountPoint: 'juicefs:///{name}', options: {{bucket: 'http://minio:9000/{name}'}}}}]\n"
@@ -54,7 +58,7 @@ fn main() {
         let d = p % DATASETS;
         let step = PodStep {
             name: format!("app-{p:05}"),
-            namespace: format!("team-{}", d % 20),
+            namespace: "team".to_string(),
             claim: format!("data-{d:04}"),
             node_selector: Default::default(),
             node: None,

@@ -198,7 +198,9 @@ impl FakeApiServer {
             },
             ("PATCH", Some(name)) => state.patch((plural, namespace, name), request, status),
             ("DELETE", Some(name)) => state.delete((plural, namespace, name)),
-            (method, _) => (405, status_error(405, "MethodNotAllowed", &format!("fake apiserver: {method} {}", request.path))),
+            (method, _) => {
+                (405, status_error(405, "MethodNotAllowed", &format!("fake apiserver: {method} {}", request.path)))
+            }
         }
     }
 }
@@ -256,7 +258,14 @@ impl State {
         } else {
             let guard = request.body["metadata"]["resourceVersion"].as_str();
             if guard.is_some_and(|guard| Some(guard) != current["metadata"]["resourceVersion"].as_str()) {
-                return (409, status_error(409, "Conflict", "the object has been modified; please apply your changes to the latest version and try again"));
+                return (
+                    409,
+                    status_error(
+                        409,
+                        "Conflict",
+                        "the object has been modified; please apply your changes to the latest version and try again",
+                    ),
+                );
             }
             let mut patch = request.body.clone();
             if let Some(meta) = patch.get_mut("metadata").and_then(Value::as_object_mut) {

@@ -63,7 +63,10 @@ pub fn mk_pod(name: &str, node_name: &str, claim: Option<&str>, phase: &str) -> 
     let volumes = claim.map(|claim| {
         vec![Volume {
             name: "data".to_string(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: claim.to_string(), read_only: None }),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.to_string(),
+                read_only: None,
+            }),
             ..Volume::default()
         }]
     });
@@ -75,7 +78,11 @@ pub fn mk_pod(name: &str, node_name: &str, claim: Option<&str>, phase: &str) -> 
     Pod {
         metadata: ObjectMeta { name: Some(name.to_string()), namespace: Some(NS.to_string()), ..ObjectMeta::default() },
         spec: Some(PodSpec { node_name: Some(node_name.to_string()), volumes, ..PodSpec::default() }),
-        status: Some(PodStatus { phase: Some(phase.to_string()), conditions: Some(vec![ready]), ..PodStatus::default() }),
+        status: Some(PodStatus {
+            phase: Some(phase.to_string()),
+            conditions: Some(vec![ready]),
+            ..PodStatus::default()
+        }),
     }
 }
 

@@ -86,7 +86,8 @@ impl Flow {
         let labels = sts["spec"]["template"]["metadata"]["labels"].clone();
         for ordinal in 0..ready {
             let node = ["node-a", "node-b", "node-c"][ordinal % 3];
-            let mut pod: Value = serde_json::to_value(mk_pod(&format!("{name}-{ordinal}"), node, None, "Running")).expect("pod");
+            let mut pod: Value =
+                serde_json::to_value(mk_pod(&format!("{name}-{ordinal}"), node, None, "Running")).expect("pod");
             pod["metadata"]["labels"] = labels.clone();
             pod["metadata"]["ownerReferences"] = json!([{
                 "apiVersion": "apps/v1", "kind": "StatefulSet", "name": name,
@@ -108,10 +109,15 @@ impl Flow {
         for claim in self.server.list("persistentvolumeclaims") {
             let name = claim["metadata"]["name"].as_str().expect("name").to_string();
             let namespace = claim["metadata"]["namespace"].as_str().expect("namespace").to_string();
-            let volume = claim["spec"]["volumeName"].as_str().map(str::to_string).unwrap_or_else(|| format!("{namespace}-{name}"));
+            let volume = claim["spec"]["volumeName"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{namespace}-{name}"));
             if self.server.get(("persistentvolumes", "", &volume)).is_some() {
                 self.server.update(("persistentvolumes", "", &volume), |pv| pv["status"] = json!({"phase": "Bound"}));
-                self.server.update(("persistentvolumeclaims", &namespace, &name), |pvc| pvc["status"] = json!({"phase": "Bound"}));
+                self.server.update(("persistentvolumeclaims", &namespace, &name), |pvc| {
+                    pvc["status"] = json!({"phase": "Bound"})
+                });
             }
         }
     }

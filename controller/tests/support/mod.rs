@@ -58,9 +58,11 @@ pub async fn capture(request: Request<Body>) -> Captured {
     let method = request.method().to_string();
     let path = request.uri().path().to_string();
     let query = request.uri().query().map(str::to_string);
-    let content_type = request.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let content_type =
+        request.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let bytes = request.into_body().collect_bytes().await.expect("request body");
-    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("request body is JSON") };
+    let body =
+        if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("request body is JSON") };
     Captured { method, path, query, content_type, body }
 }
 
@@ -125,7 +127,8 @@ impl Harness {
         let reporter = Reporter { controller: "ferrofluid".to_string(), instance: Some("test".to_string()) };
         let executor = Executor::new(client, reporter, is_leader.clone());
         let metrics = Arc::new(Metrics::new(stores.clone()));
-        let context = Arc::new(Context::new(stores.clone(), executor, model::reconcile::Config::default(), metrics, is_leader));
+        let context =
+            Arc::new(Context::new(stores.clone(), executor, model::reconcile::Config::default(), metrics, is_leader));
         (Harness { stores, writers, context, leader }, handle)
     }
 }

@@ -306,9 +306,10 @@ impl Sim {
         for term in &anti {
             let selector = term.label_selector.clone().unwrap_or_default();
             let namespaces = term.namespaces.clone().unwrap_or_else(|| vec![key.namespace.clone()]);
+            let all_namespaces = term.namespace_selector.as_ref().is_some_and(|s| s.match_labels.is_none() && s.match_expressions.is_none());
             let domain = self.topology_pods(&candidate.name, labels, &term.topology_key, &node_pods);
             let clash = domain.iter().any(|other| {
-                namespaces.contains(&other.metadata.namespace.clone().unwrap_or_default())
+                (all_namespaces || namespaces.contains(&other.metadata.namespace.clone().unwrap_or_default()))
                     && matches_label_selector(&selector, other.metadata.labels.as_ref())
             });
             if clash {
@@ -326,7 +327,8 @@ impl Sim {
                 let selector = term.label_selector.clone().unwrap_or_default();
                 let other_ns = other.metadata.namespace.clone().unwrap_or_default();
                 let namespaces = term.namespaces.clone().unwrap_or_else(|| vec![other_ns]);
-                if namespaces.contains(&key.namespace) && matches_label_selector(&selector, pod.metadata.labels.as_ref()) {
+                let all_namespaces = term.namespace_selector.as_ref().is_some_and(|s| s.match_labels.is_none() && s.match_expressions.is_none());
+                if (all_namespaces || namespaces.contains(&key.namespace)) && matches_label_selector(&selector, pod.metadata.labels.as_ref()) {
                     return Err("node(s) didn't satisfy existing pods anti-affinity rules".to_string());
                 }
             }
