@@ -76,11 +76,13 @@ pub struct DelayQueue<T: Ord + Clone> {
     due: BTreeMap<T, (u64, u64, Due)>,
     next_token: u64,
     urgent: usize,
+    /// A later time asked (by [`Self::add_after_cache`]) for an item already due earlier.
+    followups: BTreeMap<T, u64>,
 }
 
 impl<T: Ord + Clone> Default for DelayQueue<T> {
     fn default() -> Self {
-        Self { due: BTreeMap::new(), next_token: 0, urgent: 0 }
+        Self { due: BTreeMap::new(), next_token: 0, urgent: 0, followups: BTreeMap::new() }
     }
 }
 
@@ -116,6 +118,24 @@ impl<T: Ord + Clone> DelayQueue<T> {
         Some(self.next_token)
     }
 
+    /// Like [`Self::add`] for a watch event that reaches the lagging cache only at `at_ms`: an
+    /// earlier queued run of `item` reads the cache before it, so `item` is due again at `at_ms`
+    /// (see [`Self::take_followup`]); a real informer enqueues only once its cache has the change.
+    pub fn add_after_cache(&mut self, item: T, at_ms: u64) -> Option<u64> {
+        if let Some((due, _, _)) = self.due.get(&item) {
+            if *due < at_ms {
+                let followup = self.followups.entry(item.clone()).or_insert(at_ms);
+                *followup = (*followup).max(at_ms);
+            }
+        }
+        self.add(item, at_ms)
+    }
+
+    /// The later time `item` is due again after the run just taken, if any.
+    pub fn take_followup(&mut self, item: &T) -> Option<u64> {
+        self.followups.remove(item)
+    }
+
     /// True when the event with `token` is the current one for `item` (and takes the item).
     pub fn take(&mut self, item: &T, token: u64) -> bool {
         match self.due.get(item) {
@@ -147,6 +167,7 @@ impl<T: Ord + Clone> DelayQueue<T> {
     /// Forgets everything.
     pub fn clear(&mut self) {
         self.due.clear();
+        self.followups.clear();
         self.urgent = 0;
     }
 }
@@ -408,7 +429,9 @@ impl Sim {
         }
         let at = self.clock.now_ms() + extra_ms + self.faults.watch_latency_ms(self.config.watch_latency_ms);
         for reconciler in [Reconciler::Dataset, Reconciler::Runtime] {
-            if let Some(token) = self.control.queue(reconciler).add(pair.clone(), at) {
+            let queue = self.control.queue(reconciler);
+            let added = if extra_ms > 0 { queue.add_after_cache(pair.clone(), at) } else { queue.add(pair.clone(), at) };
+            if let Some(token) = added {
                 self.clock.schedule_at(at, Event::Reconcile { reconciler, key: pair.clone(), token });
             }
         }
@@ -428,13 +451,17 @@ impl Sim {
         }
         let lag = self.faults.stale_reads_ms.max(self.config.stale_reads_ms);
         let now = self.clock.now_ms();
-        if lag == 0 {
+        // An informer delivers in order: a change never overtakes one still queued behind a
+        // longer lag (else the older change would land later and leave the cache stale).
+        let due = (now + lag).max(self.control.feed.back().map_or(0, |(at, _)| *at));
+        if due <= now {
+            self.control.sync_cache(now);
             self.control.apply_to_cache(change.clone());
         } else {
-            self.control.feed.push_back((now + lag, change.clone()));
+            self.control.feed.push_back((due, change.clone()));
         }
         for pair in self.pairs_of_change(change) {
-            self.notify_after(&pair, lag);
+            self.notify_after(&pair, due.saturating_sub(now));
         }
     }
 
@@ -517,6 +544,14 @@ impl Sim {
     /// The common label of every dataset, as the controller knows them.
     fn common_labels(&self) -> BTreeSet<String> {
         self.control.common_labels.values().cloned().collect()
+    }
+
+    /// After a run of `pair`: queues it again for a watch event its cache had not yet seen.
+    pub(crate) fn reconcile_followup(&mut self, reconciler: Reconciler, pair: &Pair) {
+        let now_ms = self.clock.now_ms();
+        if let Some(at_ms) = self.control.queue(reconciler).take_followup(pair).filter(|at| *at > now_ms) {
+            self.requeue(reconciler, pair, at_ms, crate::control::Due::Urgent);
+        }
     }
 
     /// Runs one reconcile of `pair` and applies its effects.

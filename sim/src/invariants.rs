@@ -139,7 +139,9 @@ impl Sim {
                 let Some(state) = self.nodes.get(&node) else { return };
                 let mut users = Vec::new();
                 for (pod, run) in &state.pods {
-                    if run.phase != RunPhase::Running {
+                    // A pod the apiserver no longer has (evicted from a down node) is not the
+                    // control plane's to protect: its node cannot be told to stop it either.
+                    if run.phase != RunPhase::Running || self.api.store.get(pod).is_none() {
                         continue;
                     }
                     for volume in run.volumes.iter().filter(|v| v.published) {

@@ -20,6 +20,7 @@ pub mod apiserver;
 pub mod clock;
 pub mod control;
 pub mod error;
+pub mod explore;
 pub mod faults;
 pub mod fuse;
 pub mod invariants;

@@ -257,6 +257,7 @@ impl Sim {
             Event::Reconcile { reconciler, key, token } => {
                 if self.control.queue(reconciler).take(&key, token) {
                     self.reconcile(reconciler, &key);
+                    self.reconcile_followup(reconciler, &key);
                 }
             }
             Event::ControllerUp => self.controller_up(),
@@ -293,7 +294,10 @@ impl Sim {
     /// True while anything but periodic requeues is pending: a watch not yet delivered, a
     /// built-in controller task, a failed reconcile waiting for its backoff, a restart.
     pub fn is_busy(&self) -> bool {
-        if !self.kube_queue.is_empty() || self.control.has_pending_feed() || !self.control.up {
+        // Queued watch events only matter while an event can still read them: the next
+        // reconcile applies every one that is due (with nothing scheduled, none ever runs).
+        let feed_pending = self.control.has_pending_feed() && !self.clock.is_empty();
+        if !self.kube_queue.is_empty() || feed_pending || !self.control.up {
             return true;
         }
         if self.control.has_urgent() {

@@ -53,9 +53,11 @@ pub fn reconcile_runtime<E: Engine>(
         return refuse(observed, target, "InvalidRuntimeName", message, Requeue::AwaitChange, now);
     }
     let Some(dataset) = observed.dataset.as_ref().filter(|d| d.metadata.deletion_timestamp.is_none()) else {
-        if observed.dataset.is_some() {
-            // The dataset is going; garbage collection removes this runtime through its owner.
-            return Decision::idle(Requeue::AwaitChange);
+        if let Some(dataset) = observed.dataset.as_ref() {
+            // The dataset is going; garbage collection removes this runtime through its owner
+            // once the dataset's finalizer lets go. Pods may hold it for long, so meanwhile the
+            // workers' status and the cache-node labels keep following the workers.
+            return sync_while_dataset_goes(engine, observed, dataset, runtime, &target, config, now);
         }
         let message =
             format!("no dataset {}/{} can be bound to the runtime; create it", observed.namespace, observed.name);
@@ -125,6 +127,66 @@ pub fn reconcile_runtime<E: Engine>(
         }
     }
     Decision::new(effects, Requeue::AfterMs(config.resync_ms))
+}
+
+/// The periodic sync of a runtime whose dataset is terminating (held by pods that use it):
+/// runtime status and cache-node labels only; nothing is created, bound or owned.
+fn sync_while_dataset_goes<E: Engine>(
+    engine: &E,
+    observed: &Observed<E::Runtime>,
+    dataset: &Dataset,
+    runtime: &E::Runtime,
+    target: &ObjectRef,
+    config: &Config,
+    now: Millis,
+) -> Decision {
+    let Some(workers) = observed.workers.as_ref() else {
+        return Decision::idle(Requeue::AwaitChange);
+    };
+    let Ok(keys) = DatasetKeys::new(&observed.namespace, &observed.name, dataset.metadata.uid.as_deref()) else {
+        return Decision::idle(Requeue::AwaitChange);
+    };
+    let names = WorkloadNames::new(&observed.namespace, &observed.name, engine.runtime_type());
+    let input = EngineInput { dataset, runtime, keys: &keys, names: &names, config: &config.engine };
+    let Ok(capacity) = engine.node_capacity(&input) else {
+        return Decision::idle(Requeue::AwaitChange);
+    };
+    let mut effects = Vec::new();
+    let default_workers = StatefulSetStatus::default();
+    let default_fuse = DaemonSetStatus::default();
+    let after = AfterApply {
+        workers: workers.status.as_ref().unwrap_or(&default_workers),
+        fuse: observed.fuse.as_ref().and_then(|f| f.status.as_ref()).unwrap_or(&default_fuse),
+        scaled_from: None,
+    };
+    let runtime_status = compute_runtime_status(engine, observed, &input, &after, capacity.total_bytes(), now);
+    if runtime.runtime_status() != Some(&runtime_status) {
+        effects.push(Effect::PatchStatus {
+            target: target.clone(),
+            status: Status::Runtime(Box::new(runtime_status)),
+            resource_version: runtime.meta().resource_version.clone(),
+        });
+    }
+    let labels_of = CacheLabels {
+        keys: &keys,
+        runtime_type: engine.runtime_type(),
+        exclusive: Placement::is_exclusive(dataset.spec.placement),
+        exclusive_value: keys.exclusive_value(&observed.namespace, &observed.name),
+        capacity,
+        cluster_common_labels: &observed.cluster_common_labels,
+    };
+    effects.extend(node_labels::sync_effects(&labels_of, &observed.nodes, &running_worker_nodes(observed)));
+    Decision::new(effects, Requeue::AfterMs(config.resync_ms))
+}
+
+/// The nodes where this runtime's workers run.
+fn running_worker_nodes<R>(observed: &Observed<R>) -> BTreeSet<String> {
+    observed
+        .worker_pods
+        .iter()
+        .filter(|pod| pod.phase == PodPhase::Running && !pod.deleting)
+        .filter_map(|pod| pod.node_name.clone())
+        .collect()
 }
 
 fn runtime_kind() -> Kind {
@@ -381,13 +443,7 @@ fn setup<E: Engine>(
         capacity,
         cluster_common_labels: &observed.cluster_common_labels,
     };
-    let worker_nodes: BTreeSet<String> = observed
-        .worker_pods
-        .iter()
-        .filter(|pod| pod.phase == PodPhase::Running && !pod.deleting)
-        .filter_map(|pod| pod.node_name.clone())
-        .collect();
-    effects.extend(node_labels::sync_effects(&labels_of, &observed.nodes, &worker_nodes));
+    effects.extend(node_labels::sync_effects(&labels_of, &observed.nodes, &running_worker_nodes(observed)));
     Ok(effects)
 }
 

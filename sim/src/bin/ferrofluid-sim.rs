@@ -28,6 +28,18 @@ enum Command {
         #[arg(long)]
         report: Option<PathBuf>,
     },
+    /// Swarm-explore random worlds under seed-derived fault profiles; exit 1 on any failure.
+    Explore {
+        /// How many seeds.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Where shrunk failing scenarios are written.
+        #[arg(long, default_value = "explore-failures")]
+        out: PathBuf,
+    },
     /// Only validate scenario files.
     Check {
         /// The scenario files.
@@ -68,6 +80,10 @@ fn main() -> ExitCode {
                 Outcome::Passed => ExitCode::SUCCESS,
                 Outcome::Failed(_) => ExitCode::from(1),
             }
+        }
+        Command::Explore { seeds, from, out } => {
+            let summary = sim::explore::run(&sim::explore::Options { seeds, from, out, ..Default::default() });
+            if summary.failed_seeds.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
         Command::Check { files } => {
             let mut failed = false;

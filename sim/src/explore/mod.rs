@@ -101,7 +101,8 @@ pub fn run_world(world: &World) -> SeedReport {
     let scenario = match parse_str(&text, &format!("explore-seed-{}.yaml", world.seed)) {
         Ok(scenario) => scenario,
         Err(error) => {
-            report.failure = Some(Failure { invariant: "generated-scenario-parses".to_string(), message: error.to_string() });
+            report.failure =
+                Some(Failure { invariant: "generated-scenario-parses".to_string(), message: error.to_string() });
             report.trace = text;
             return report;
         }
@@ -115,8 +116,12 @@ pub fn run_world(world: &World) -> SeedReport {
         report.convergence_ms = Some(sim.now_ms().saturating_sub(world.liveness_at_ms));
     }
     report.failure = match (&result.outcome, sim.violations.first()) {
-        (_, Some(violation)) => Some(Failure { invariant: violation.invariant.to_string(), message: violation.to_string() }),
-        (Outcome::Failed(messages), None) => messages.first().map(|m| Failure { invariant: classify(m), message: m.clone() }),
+        (_, Some(violation)) => {
+            Some(Failure { invariant: violation.invariant.to_string(), message: violation.to_string() })
+        }
+        (Outcome::Failed(messages), None) => {
+            messages.first().map(|m| Failure { invariant: classify(m), message: m.clone() })
+        }
         (Outcome::Passed, None) => {
             let claims = oracle::claims(world, sim);
             oracle::failing(&claims, sim).into_iter().next().map(|(claim, seen)| Failure {
@@ -232,11 +237,10 @@ pub fn run(options: &Options) -> Summary {
     let started = Instant::now();
     let bar = if options.progress && std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(options.seeds);
-        let style = indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:40}] {pos}/{len} seeds  {per_sec}  {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> ");
+        let style =
+            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} seeds  {per_sec}  {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> ");
         bar.set_style(style);
         bar.set_message("failures: 0");
         bar

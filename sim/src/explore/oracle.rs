@@ -52,7 +52,9 @@ pub fn claims(world: &World, sim: &Sim) -> Vec<Claim> {
                     claim("runtime-ready", format!("{dataset_ref} status.phase == Bound"));
                 }
             }
-            (Some(_), None) => claim("unbound-without-runtime", format!("{dataset_ref} status.phase == NotBound")),
+            (Some(_), None) if store.get_named(Kind::JuiceFSRuntime, namespace, name).is_none() => {
+                claim("unbound-without-runtime", format!("{dataset_ref} status.phase == NotBound"));
+            }
             _ => {}
         }
     }
@@ -66,7 +68,8 @@ pub fn claims(world: &World, sim: &Sim) -> Vec<Claim> {
             .is_some_and(|d| d.status.as_ref().is_some_and(|s| s.phase == DatasetPhase::Bound));
         let pod_live = store.get_named(Kind::Pod, namespace, pod).is_some_and(|o| !o.is_deleting());
         let text = format!("Pod/{namespace}/{pod} status.phase == Running");
-        if pod_live && bound && live(Kind::Dataset) && live(Kind::JuiceFSRuntime) && !out.iter().any(|c| c.text == text) {
+        if pod_live && bound && live(Kind::Dataset) && live(Kind::JuiceFSRuntime) && !out.iter().any(|c| c.text == text)
+        {
             out.push(Claim { invariant: "workloads-run", text });
         }
     }

@@ -271,8 +271,11 @@ impl World {
         for i in 0..pair_count {
             let long = rng.random_bool(0.25);
             let namespace = if long { "ml-platform-research" } else { pick(&mut rng, NAMESPACES) }.to_string();
-            let name =
-                if long { format!("{}-{i}", pick(&mut rng, LONG_NAMES)) } else { format!("ds-{}", ["a", "b", "c", "d"][i]) };
+            let name = if long {
+                format!("{}-{i}", pick(&mut rng, LONG_NAMES))
+            } else {
+                format!("ds-{}", ["a", "b", "c", "d"][i])
+            };
             if !names.insert((namespace.clone(), name.clone())) {
                 continue;
             }
@@ -289,7 +292,7 @@ impl World {
 
         let liveness_at_ms = rng.random_range(3..=15u64) * 60_000;
         let mut steps = Vec::new();
-        let mut at = |rng: &mut ChaCha8Rng, from: u64| rng.random_range(from..liveness_at_ms) / 1000 * 1000;
+        let at = |rng: &mut ChaCha8Rng, from: u64| rng.random_range(from..liveness_at_ms) / 1000 * 1000;
         let mut pod_index = 0;
         for pair in &pairs {
             let key = format!("{}/{}", pair.namespace, pair.name);
@@ -303,10 +306,8 @@ impl World {
                 let pod = format!("app-{pod_index}");
                 let node = rng.random_bool(0.3).then(|| pick(&mut rng, &schedulable).clone());
                 let pod_at = at(&mut rng, 0);
-                steps.push(StepGen {
-                    at_ms: pod_at,
-                    action: Action::Pod { pod: pod.clone(), pair: key.clone(), node },
-                });
+                steps
+                    .push(StepGen { at_ms: pod_at, action: Action::Pod { pod: pod.clone(), pair: key.clone(), node } });
                 if rng.random_bool(0.4) {
                     let gone_at = at(&mut rng, pod_at);
                     steps.push(StepGen { at_ms: gone_at, action: Action::DeletePod { pod, pair: key.clone() } });
@@ -460,7 +461,11 @@ impl World {
         let _ = writeln!(out, "seed: {}", self.seed);
         let _ = writeln!(out, "cluster:\n  nodes:");
         for node in &self.nodes {
-            let _ = writeln!(out, "    - name: {}\n      capacity: {{pods: {}, cpu: \"16\", memory: 64Gi}}", node.name, node.pods);
+            let _ = writeln!(
+                out,
+                "    - name: {}\n      capacity: {{pods: {}, cpu: \"16\", memory: 64Gi}}",
+                node.name, node.pods
+            );
             if let Some(effect) = node.taint {
                 let _ = writeln!(out, "      taints: [{{key: dedicated, value: explore, effect: {effect}}}]");
             }
@@ -531,16 +536,21 @@ impl World {
             };
             let _ = writeln!(out, "  - at: {}\n    {body}", duration(step.at_ms));
         }
-        let at = duration(self.liveness_at_ms);
-        let _ = writeln!(out, "  - at: {at}\n    note: liveness phase - faults off, every node back");
-        for kind in persistent {
-            let value = if kind == "conflict_rate" { "0" } else { "0s" };
-            let _ = writeln!(out, "  - {kind}: {value}");
+        let mut liveness: Vec<String> = persistent
+            .into_iter()
+            .map(|kind| format!("{kind}: {}", if kind == "conflict_rate" { "0" } else { "0s" }))
+            .collect();
+        liveness.extend(down.into_iter().map(|node| format!("node_up: {node}")));
+        liveness.push("run: until converged".to_string());
+        for (index, body) in liveness.iter().enumerate() {
+            if index == 0 {
+                let at = duration(self.liveness_at_ms);
+                let _ =
+                    writeln!(out, "  - at: {at}\n    note: liveness phase - faults off, every node back\n    {body}");
+            } else {
+                let _ = writeln!(out, "  - {body}");
+            }
         }
-        for node in down {
-            let _ = writeln!(out, "  - node_up: {node}");
-        }
-        let _ = writeln!(out, "  - run: until converged");
         if !expectations.is_empty() {
             let _ = writeln!(out, "  - expect:");
             for expectation in expectations {

@@ -53,33 +53,43 @@ fn on_same_host(label_selector: LabelSelector) -> PodAffinityTerm {
     }
 }
 
+/// Like [`on_same_host`], but counting pods of every namespace (an empty `namespaceSelector`):
+/// without it a term only sees the worker's own namespace, and exclusive datasets in two
+/// namespaces would share a node and fight over its `fluid_exclusive` label.
+fn on_same_host_in_any_namespace(label_selector: LabelSelector) -> PodAffinityTerm {
+    PodAffinityTerm { namespace_selector: Some(LabelSelector::default()), ..on_same_host(label_selector) }
+}
+
 /// The worker affinity of Fluid's §2.5.
 ///
 /// Exclusive: no two workers of any datasets on a node. Shared: no two workers of the same
 /// dataset on a node, never next to an exclusive dataset's worker, and preferably alone. Always:
 /// prefer nodes that already run this dataset's FUSE, and obey the dataset's required affinity.
 pub fn worker_affinity(dataset: &Dataset, keys: &DatasetKeys) -> Affinity {
-    let pod_anti_affinity = if Placement::is_exclusive(dataset.spec.placement) {
-        PodAntiAffinity {
-            required_during_scheduling_ignored_during_execution: Some(vec![on_same_host(selector(
-                labels::POD_DATASET,
-                "Exists",
-                None,
-            ))]),
-            preferred_during_scheduling_ignored_during_execution: None,
-        }
-    } else {
-        PodAntiAffinity {
-            required_during_scheduling_ignored_during_execution: Some(vec![
-                on_same_host(selector(labels::POD_DATASET, "In", Some(vec![keys.dataset_id()]))),
-                on_same_host(selector(labels::POD_PLACEMENT, "In", Some(vec!["Exclusive".to_string()]))),
-            ]),
-            preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
-                weight: SHARED_SPREAD_WEIGHT,
-                pod_affinity_term: on_same_host(selector(labels::POD_DATASET, "Exists", None)),
-            }]),
-        }
-    };
+    let pod_anti_affinity =
+        if Placement::is_exclusive(dataset.spec.placement) {
+            PodAntiAffinity {
+                required_during_scheduling_ignored_during_execution: Some(vec![on_same_host_in_any_namespace(
+                    selector(labels::POD_DATASET, "Exists", None),
+                )]),
+                preferred_during_scheduling_ignored_during_execution: None,
+            }
+        } else {
+            PodAntiAffinity {
+                required_during_scheduling_ignored_during_execution: Some(vec![
+                    on_same_host(selector(labels::POD_DATASET, "In", Some(vec![keys.dataset_id()]))),
+                    on_same_host_in_any_namespace(selector(
+                        labels::POD_PLACEMENT,
+                        "In",
+                        Some(vec!["Exclusive".to_string()]),
+                    )),
+                ]),
+                preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
+                    weight: SHARED_SPREAD_WEIGHT,
+                    pod_affinity_term: on_same_host_in_any_namespace(selector(labels::POD_DATASET, "Exists", None)),
+                }]),
+            }
+        };
     let node_affinity = NodeAffinity {
         preferred_during_scheduling_ignored_during_execution: Some(vec![PreferredSchedulingTerm {
             weight: FUSE_NODE_WEIGHT,
