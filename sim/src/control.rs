@@ -549,8 +549,11 @@ impl Sim {
     /// After a run of `pair`: queues it again for a watch event its cache had not yet seen.
     pub(crate) fn reconcile_followup(&mut self, reconciler: Reconciler, pair: &Pair) {
         let now_ms = self.clock.now_ms();
-        if let Some(at_ms) = self.control.queue(reconciler).take_followup(pair).filter(|at| *at > now_ms) {
-            self.requeue(reconciler, pair, at_ms, crate::control::Due::Urgent);
+        let queue = self.control.queue(reconciler);
+        let Some(at_ms) = queue.take_followup(pair).filter(|at| *at > now_ms) else { return };
+        // Still after the cache: a retry queued earlier by this run must not swallow it.
+        if let Some(token) = queue.add_after_cache(pair.clone(), at_ms) {
+            self.clock.schedule_at(at_ms, Event::Reconcile { reconciler, key: pair.clone(), token });
         }
     }
 

@@ -145,9 +145,14 @@ pub fn render(title: &str, description: &str, recorder: &Recorder, trace: &Trace
     let mut y = 30.0f64;
     // Time axis.
     let _ = write!(svg, "<line x1='{left}' y1='20' x2='{}' y2='20' stroke='#444'/>", width - 10.0);
-    for i in 0..=10u64 {
-        let at = end_ms * i / 10;
-        let _ = write!(svg, "<text x='{:.1}' y='14' class='tick'>{}</text>", x(at), escape(&crate::clock::format_duration(at)));
+    // Ticks at a round step (1s, 5s, 30s, 1m, 5m, …) so labels read "1m", "2m", not "48s10ms".
+    let step_ms = tick_step_ms(end_ms);
+    let mut at = 0;
+    while at <= end_ms {
+        let anchor = if at == 0 { "start" } else { "middle" };
+        let label = escape(&crate::clock::format_duration(at));
+        let _ = write!(svg, "<text x='{:.1}' y='14' class='tick' text-anchor='{anchor}'>{label}</text>", x(at));
+        at += step_ms;
     }
     // Phases.
     let mut objects: Vec<String> = recorder.phases.iter().map(|(_, o, _)| o.clone()).collect();
@@ -229,4 +234,23 @@ pre{{font-size:11px;background:#f6f6f6;padding:8px;overflow-x:auto}} .legend spa
         escape(&trace.render()),
     );
     html
+}
+
+/// The smallest round tick step that gives at most 10 ticks over `end_ms`.
+fn tick_step_ms(end_ms: u64) -> u64 {
+    const STEPS_MS: &[u64] = &[100, 500, 1_000, 5_000, 10_000, 30_000, 60_000, 300_000, 600_000, 1_800_000, 3_600_000];
+    STEPS_MS.iter().copied().find(|step| end_ms / step <= 10).unwrap_or(end_ms.div_ceil(10).max(1))
+}
+
+#[cfg(test)]
+mod tick_tests {
+    use super::tick_step_ms;
+
+    #[test]
+    fn ticks_are_round_and_at_most_ten() {
+        assert_eq!(tick_step_ms(480_100), 60_000);
+        assert_eq!(tick_step_ms(185_700), 30_000);
+        assert_eq!(tick_step_ms(900), 100);
+        assert_eq!(tick_step_ms(100 * 3_600_000), 36_000_000);
+    }
 }

@@ -1,10 +1,13 @@
 //! The dataset reconciler: finalizer, `NotBound` on creation, guarded deletion, orphan reset.
 
+use std::collections::BTreeSet;
+
 use super::Config;
 use super::conditions::{self, Wanted};
+use super::node_labels::{self, CacheLabels};
 use crate::api::{Dataset, DatasetPhase, DatasetStatus};
 use crate::effect::{Decision, Effect, EventType, Kind, ObjectRef, Requeue, Status};
-use crate::labels;
+use crate::labels::{self, DatasetKeys};
 use crate::observed::{Observed, PodView};
 use crate::time::Millis;
 
@@ -63,6 +66,7 @@ pub fn reconcile_dataset<R>(observed: &Observed<R>, config: &Config, now: Millis
         _ => {}
     }
     conditions::remove(&mut status.conditions, conditions::DATASET_DELETION_BLOCKED);
+    effects.extend(orphan_label_effects(observed, dataset));
     push_status(&mut effects, target, dataset, &observed_status, status);
     Decision::new(effects, Requeue::AwaitChange)
 }
@@ -70,7 +74,8 @@ pub fn reconcile_dataset<R>(observed: &Observed<R>, config: &Config, now: Millis
 fn deletion<R>(observed: &Observed<R>, dataset: &Dataset, target: ObjectRef, config: &Config, now: Millis) -> Decision {
     let users: Vec<&PodView> = observed.claim_users.iter().filter(|pod| pod.may_use_volumes()).collect();
     if users.is_empty() {
-        let effects = vec![Effect::RemoveFinalizer { target, finalizer: labels::DATASET_FINALIZER.to_string() }];
+        let mut effects = orphan_label_effects(observed, dataset);
+        effects.push(Effect::RemoveFinalizer { target, finalizer: labels::DATASET_FINALIZER.to_string() });
         return Decision::new(effects, Requeue::AwaitChange);
     }
     let names: Vec<String> = users.iter().map(|pod| describe_user(pod)).collect();
@@ -103,6 +108,33 @@ fn deletion<R>(observed: &Observed<R>, dataset: &Dataset, target: ObjectRef, con
         });
     }
     Decision::new(effects, Requeue::AfterMs(config.retry_ms))
+}
+
+/// With no runtime, nothing else removes this dataset's node labels: strip any that a CSI
+/// NodeStage racing the runtime's teardown left behind (the FUSE label stays where a pod that
+/// uses the claim still runs).
+fn orphan_label_effects<R>(observed: &Observed<R>, dataset: &Dataset) -> Vec<Effect> {
+    if observed.runtime.is_some() {
+        return Vec::new();
+    }
+    let Ok(keys) = DatasetKeys::new(&observed.namespace, &observed.name, dataset.metadata.uid.as_deref()) else {
+        return Vec::new();
+    };
+    let labels_of = CacheLabels {
+        keys: &keys,
+        runtime_type: crate::engine::juicefs::RUNTIME_TYPE,
+        exclusive: false,
+        exclusive_value: keys.exclusive_value(&observed.namespace, &observed.name),
+        capacity: Default::default(),
+        cluster_common_labels: &observed.cluster_common_labels,
+    };
+    let keep_fuse_on: BTreeSet<String> = observed
+        .claim_users
+        .iter()
+        .filter(|pod| pod.may_use_volumes())
+        .filter_map(|pod| pod.node_name.clone())
+        .collect();
+    node_labels::orphan_effects(&labels_of, &observed.nodes, &keep_fuse_on)
 }
 
 fn describe_user(pod: &PodView) -> String {

@@ -103,6 +103,16 @@ pub fn teardown_effects(labels_of: &CacheLabels<'_>, nodes: &[NodeView]) -> Vec<
     nodes.iter().filter_map(|node| patch_for(labels_of, node, labels_of.unwanted(true))).collect()
 }
 
+/// Label patches that strip what a dataset without a runtime left on nodes (a CSI NodeStage
+/// that raced the runtime's teardown labels a node after the teardown read it), keeping the
+/// FUSE label on `keep_fuse_on`, the nodes where a pod that uses the claim still runs.
+pub fn orphan_effects(labels_of: &CacheLabels<'_>, nodes: &[NodeView], keep_fuse_on: &BTreeSet<String>) -> Vec<Effect> {
+    nodes
+        .iter()
+        .filter_map(|node| patch_for(labels_of, node, labels_of.unwanted(!keep_fuse_on.contains(&node.name))))
+        .collect()
+}
+
 fn patch_for(
     labels_of: &CacheLabels<'_>,
     node: &NodeView,

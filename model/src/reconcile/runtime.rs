@@ -69,6 +69,28 @@ pub fn reconcile_runtime<E: Engine>(
         };
         return Decision::new(vec![event], Requeue::AfterMs(config.retry_ms));
     };
+    let dataset_uid = dataset.metadata.uid.as_deref().unwrap_or_default();
+    if let Some(previous) = runtime
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|owner| owner.kind == "Dataset" && owner.uid != dataset_uid)
+    {
+        // Owned by an earlier dataset of this name, now gone: garbage collection deletes this
+        // runtime (its teardown runs). Adopting it as well would give it two datasets.
+        let message = format!(
+            "the runtime belongs to an earlier dataset {}/{} (uid {}), which is gone; garbage collection deletes it: create the runtime again afterwards",
+            observed.namespace, previous.name, previous.uid
+        );
+        let event = Effect::Event {
+            regarding: target,
+            type_: EventType::Warning,
+            reason: "RuntimeOfDeletedDataset".to_string(),
+            message,
+        };
+        return Decision::new(vec![event], Requeue::AfterMs(config.retry_ms));
+    }
     if let Some(other) = bound_elsewhere(dataset, engine.runtime_type()) {
         let message = format!(
             "dataset {}/{} is already bound to {} runtime {}; delete that runtime first",
@@ -630,6 +652,14 @@ fn teardown<E: Engine>(
                 message,
             });
         }
+        return Decision::new(effects, Requeue::AfterMs(config.retry_ms));
+    }
+    let released = effects.iter().any(|effect| matches!(effect, Effect::RemoveFinalizer { .. }));
+    if claim.is_some_and(|c| has_finalizer(c, labels::PVC_PROTECTION_FINALIZER)) && !released {
+        // A protected claim goes first and the cache only once it is gone: Kubernetes'
+        // pvc-protection keeps the claim while any pod uses it, checked live, whereas our view
+        // of its users can lag a pod that just started with it, and tearing down now would
+        // strand that pod. The claim's removal requeues us.
         return Decision::new(effects, Requeue::AfterMs(config.retry_ms));
     }
     if let Some(volume) = observed

@@ -88,6 +88,15 @@ impl Sim {
                     self.kick(KubeTask::Orphan(key.clone()));
                 }
             }
+        } else if let (Some(old), Some(new)) = (&change.old, &change.new) {
+            // An owner reference added after its owner was deleted dangles from the start: the
+            // garbage collector's graph sees it and collects the dependent (live owners: no task).
+            let owners = new.meta().owner_references.as_deref().unwrap_or_default();
+            if owners != old.meta().owner_references.as_deref().unwrap_or_default()
+                && owners.iter().any(|o| self.api.store.by_uid(&o.uid).is_none())
+            {
+                self.kick(KubeTask::Orphan(key.clone()));
+            }
         }
         match key.kind {
             Kind::Pod => self.route_pod(change),
