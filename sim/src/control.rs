@@ -95,15 +95,14 @@ impl<T: Ord + Clone> DelayQueue<T> {
 
     /// Like [`Self::add`], saying why.
     pub fn add_why(&mut self, item: T, at_ms: u64, why: Due) -> Option<u64> {
-        if let Some((due, _, reason)) = self.due.get_mut(&item) {
-            if *due <= at_ms {
+        if let Some((due, _, reason)) = self.due.get_mut(&item)
+            && *due <= at_ms {
                 if why == Due::Urgent && *reason != Due::Urgent {
                     *reason = Due::Urgent;
                     self.urgent += 1;
                 }
                 return None;
             }
-        }
         self.next_token += 1;
         let why = match self.due.get(&item) {
             Some((_, _, Due::Urgent)) => Due::Urgent,
@@ -122,11 +121,11 @@ impl<T: Ord + Clone> DelayQueue<T> {
     /// earlier queued run of `item` reads the cache before it, so `item` is due again at `at_ms`
     /// (see [`Self::take_followup`]); a real informer enqueues only once its cache has the change.
     pub fn add_after_cache(&mut self, item: T, at_ms: u64) -> Option<u64> {
-        if let Some((due, _, _)) = self.due.get(&item) {
-            if *due < at_ms {
-                let followup = self.followups.entry(item.clone()).or_insert(at_ms);
-                *followup = (*followup).max(at_ms);
-            }
+        if let Some((due, _, _)) = self.due.get(&item)
+            && *due < at_ms
+        {
+            let followup = self.followups.entry(item.clone()).or_insert(at_ms);
+            *followup = (*followup).max(at_ms);
         }
         self.add(item, at_ms)
     }
@@ -485,14 +484,13 @@ impl Sim {
                 for obj in objects {
                     if let Some(pv) = obj.as_pv() {
                         let attributes = pv.spec.as_ref().and_then(|s| s.csi.as_ref()).and_then(|c| c.volume_attributes.as_ref());
-                        if let Some(attributes) = attributes {
-                            if let (Some(ns), Some(name)) = (
+                        if let Some(attributes) = attributes
+                            && let (Some(ns), Some(name)) = (
                                 attributes.get(model::volume::ATTR_RUNTIME_NAMESPACE),
                                 attributes.get(model::volume::ATTR_RUNTIME_NAME),
                             ) {
                                 pairs.insert(Pair::new(ns, name));
                             }
-                        }
                     }
                 }
             }
@@ -525,11 +523,10 @@ impl Sim {
                 let old = change.old.as_ref().and_then(|o| o.meta().labels.as_ref()).unwrap_or(&empty);
                 let new = change.new.as_ref().and_then(|o| o.meta().labels.as_ref()).unwrap_or(&empty);
                 for label in old.keys().chain(new.keys()).filter(|k| k.starts_with("fluid")) {
-                    if old.get(label) != new.get(label) {
-                        if let Some(pair) = self.control.pair_of_label(label) {
+                    if old.get(label) != new.get(label)
+                        && let Some(pair) = self.control.pair_of_label(label) {
                             pairs.insert(pair.clone());
                         }
-                    }
                 }
             }
         }

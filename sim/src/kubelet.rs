@@ -347,11 +347,10 @@ impl Sim {
             if !self.nodes[node].csi_up {
                 return Setup::Wait(format!("CSI plugin on {node} is restarting; NodeStage/NodePublish of {} will be retried", volume.volume_id));
             }
-            if !self.nodes[node].staged.contains(&volume.volume_id) {
-                if let Err(note) = self.stage(node, key, volume) {
+            if !self.nodes[node].staged.contains(&volume.volume_id)
+                && let Err(note) = self.stage(node, key, volume) {
                     return Setup::Wait(note);
                 }
-            }
             match self.publish(node, key, volume) {
                 Ok(()) => {
                     if let Some(run) = self.nodes.get_mut(node).and_then(|n| n.pods.get_mut(key)) {
@@ -493,13 +492,11 @@ impl Sim {
                 }
                 if is_fuse_pod(pod) {
                     // preStop: `umount <fluid_path>`.
-                    if let Some((path, _)) = self.fuse_mount_path(pod) {
-                        if let Some(state) = self.nodes.get_mut(node) {
-                            if state.mounts.unmount(&path) {
+                    if let Some((path, _)) = self.fuse_mount_path(pod)
+                        && let Some(state) = self.nodes.get_mut(node)
+                            && state.mounts.unmount(&path) {
                                 trace!(self, format!("fuse/{node}"), key.to_string(), "preStop: unmounted {path}");
                             }
-                        }
-                    }
                 }
                 self.kick_at(KubeTask::Kubelet { node: node.to_string(), pod: key.clone() }, at_ms);
             }
@@ -625,16 +622,13 @@ impl Sim {
             run.fuse_mount_at_ms = None;
         }
         trace!(self, "fault", key.to_string(), "containers crash on {node}; restart in {}", crate::clock::format_duration(self.config.restart_delay_ms));
-        if is_fuse_pod(&pod) {
-            if let Some((path, _)) = self.fuse_mount_path(&pod) {
-                if let Some(state) = self.nodes.get_mut(&node) {
-                    if let Some(device) = state.mounts.device_at(&path) {
+        if is_fuse_pod(&pod)
+            && let Some((path, _)) = self.fuse_mount_path(&pod)
+                && let Some(state) = self.nodes.get_mut(&node)
+                    && let Some(device) = state.mounts.device_at(&path) {
                         state.mounts.kill_device(&device);
                         trace!(self, format!("fuse/{node}"), key.to_string(), "FUSE daemon died: {path} is broken (transport endpoint is not connected)");
                     }
-                }
-            }
-        }
         self.set_pod_status(key, "Running", false, Some("CrashLoopBackOff"));
         let _ = self.api.modify(key, None, |obj| {
             let Some(pod) = obj.pod_mut() else { return false };

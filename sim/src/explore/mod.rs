@@ -192,10 +192,10 @@ impl Summary {
             *self.violations.entry(failure.invariant.clone()).or_insert(0) += 1;
             self.failed_seeds.push(report.seed);
         }
-        if let Some(ms) = report.convergence_ms {
-            if self.worst_convergence.is_none_or(|(worst, _)| ms > worst) {
-                self.worst_convergence = Some((ms, report.seed));
-            }
+        if let Some(ms) = report.convergence_ms
+            && self.worst_convergence.is_none_or(|(worst, _)| ms > worst)
+        {
+            self.worst_convergence = Some((ms, report.seed));
         }
     }
 

@@ -246,7 +246,7 @@ impl World {
     /// Draws the world of `seed`.
     pub fn generate(seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(0x6578_706c_6f72_65); // "explore": independent of the simulator's streams
+        rng.set_stream(0x0065_7870_6c6f_7265); // "explore": independent of the simulator's streams
         let node_count = rng.random_range(2..=6u32);
         let mut nodes: Vec<NodeGen> = (1..=node_count)
             .map(|i| NodeGen {
@@ -587,5 +587,5 @@ fn indent(text: &str, width: usize) -> String {
 
 /// `90s`, `1500ms`, `0s`.
 fn duration(ms: u64) -> String {
-    if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }

@@ -178,11 +178,10 @@ fn should_run(node: &Node, name: &str, selector: &BTreeMap<String, String>, requ
     if !selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
         return false;
     }
-    if let Some(required) = required {
-        if !required.node_selector_terms.iter().any(|t| matches_node_term(t, name, labels)) {
+    if let Some(required) = required
+        && !required.node_selector_terms.iter().any(|t| matches_node_term(t, name, labels)) {
             return false;
         }
-    }
     let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
     taints.iter().filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute").all(|t| tolerates(tolerations, t))
 }

@@ -75,19 +75,16 @@ impl Sim {
     /// Routes a change to the built-in controllers and kubelets that watch it.
     pub(crate) fn route_kube(&mut self, change: &Change) {
         let key = change.key.clone();
-        if change.new.is_none() {
-            if let Some(uid) = change.old.as_ref().and_then(|o| o.meta().uid.clone()) {
-                if self.api.store.dependents(&uid).next().is_some() {
+        if change.new.is_none()
+            && let Some(uid) = change.old.as_ref().and_then(|o| o.meta().uid.clone())
+                && self.api.store.dependents(&uid).next().is_some() {
                     self.kick(KubeTask::Collect(uid));
                 }
-            }
-        }
         if change.old.is_none() {
-            if let Some(new) = &change.new {
-                if new.meta().owner_references.as_ref().is_some_and(|o| !o.is_empty()) {
+            if let Some(new) = &change.new
+                && new.meta().owner_references.as_ref().is_some_and(|o| !o.is_empty()) {
                     self.kick(KubeTask::Orphan(key.clone()));
                 }
-            }
         } else if let (Some(old), Some(new)) = (&change.old, &change.new) {
             // An owner reference added after its owner was deleted dangles from the start: the
             // garbage collector's graph sees it and collects the dependent (live owners: no task).
@@ -136,7 +133,7 @@ impl Sim {
         let Some(obj) = self.api.store.get(pod).and_then(|o| o.as_pod()) else { return };
         match obj.spec.as_ref().and_then(|s| s.node_name.clone()) {
             Some(node) => self.kick(KubeTask::Kubelet { node, pod: pod.clone() }),
-            None if !obj.metadata.deletion_timestamp.is_some() => self.kick(KubeTask::Schedule(pod.clone())),
+            None if obj.metadata.deletion_timestamp.is_none() => self.kick(KubeTask::Schedule(pod.clone())),
             None => {}
         }
     }
@@ -224,11 +221,10 @@ impl Sim {
             daemonsets.extend(self.kube.daemonsets_everywhere.iter().cloned());
         } else {
             for label in old_labels.keys().chain(new_labels.keys()) {
-                if old_labels.get(label) != new_labels.get(label) {
-                    if let Some(set) = self.kube.daemonsets_by_selector_key.get(label) {
+                if old_labels.get(label) != new_labels.get(label)
+                    && let Some(set) = self.kube.daemonsets_by_selector_key.get(label) {
                         daemonsets.extend(set.iter().cloned());
                     }
-                }
             }
         }
         for ds in daemonsets {

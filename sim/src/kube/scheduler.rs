@@ -109,11 +109,10 @@ impl Sim {
                 return self.unschedulable(key, &pod, format!("pod has unbound immediate PersistentVolumeClaims (\"{claim}\" is {phase})"));
             }
             let volume = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default();
-            if let Some(pv) = self.api.store.get_named(Kind::PersistentVolume, "", &volume).and_then(|o| o.as_pv()) {
-                if let Some(required) = pv.spec.as_ref().and_then(|s| s.node_affinity.as_ref()).and_then(|a| a.required.as_ref()) {
+            if let Some(pv) = self.api.store.get_named(Kind::PersistentVolume, "", &volume).and_then(|o| o.as_pv())
+                && let Some(required) = pv.spec.as_ref().and_then(|s| s.node_affinity.as_ref()).and_then(|a| a.required.as_ref()) {
                     volume_terms.push(required.node_selector_terms.clone());
                 }
-            }
         }
 
         let spec = pod.spec.clone().unwrap_or_default();
@@ -246,16 +245,14 @@ impl Sim {
         if !node_ready(node) {
             return Err("node(s) were not ready".to_string());
         }
-        if let Some(selector) = pod.spec.as_ref().and_then(|s| s.node_selector.as_ref()) {
-            if !selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
+        if let Some(selector) = pod.spec.as_ref().and_then(|s| s.node_selector.as_ref())
+            && !selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
                 return Err("node(s) didn't match Pod's node affinity/selector".to_string());
             }
-        }
-        if let Some(terms) = required_terms {
-            if !terms.iter().any(|t| matches_node_term(t, &candidate.name, labels)) {
+        if let Some(terms) = required_terms
+            && !terms.iter().any(|t| matches_node_term(t, &candidate.name, labels)) {
                 return Err("node(s) didn't match Pod's node affinity/selector".to_string());
             }
-        }
         for terms in volume_terms {
             if !terms.iter().any(|t| matches_node_term(t, &candidate.name, labels)) {
                 return Err("node(s) had volume node affinity conflict".to_string());
@@ -285,16 +282,14 @@ impl Sim {
         if count + 1 > max_pods {
             return Err("Too many pods".to_string());
         }
-        if let Some(cpu) = allocatable.get("cpu").and_then(|q| cpu_millis(&q.0)) {
-            if requests.cpu_millis > 0 && used.cpu_millis + requests.cpu_millis > cpu {
+        if let Some(cpu) = allocatable.get("cpu").and_then(|q| cpu_millis(&q.0))
+            && requests.cpu_millis > 0 && used.cpu_millis + requests.cpu_millis > cpu {
                 return Err("Insufficient cpu".to_string());
             }
-        }
-        if let Some(memory) = allocatable.get("memory").and_then(|q| memory_bytes(&q.0)) {
-            if requests.memory_bytes > 0 && used.memory_bytes + requests.memory_bytes > memory {
+        if let Some(memory) = allocatable.get("memory").and_then(|q| memory_bytes(&q.0))
+            && requests.memory_bytes > 0 && used.memory_bytes + requests.memory_bytes > memory {
                 return Err("Insufficient memory".to_string());
             }
-        }
         // Required pod anti-affinity, both ways.
         let anti = pod
             .spec

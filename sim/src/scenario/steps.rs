@@ -66,11 +66,10 @@ pub fn config_for(scenario: &Scenario, options: &RunOptions) -> SimConfig {
     set(&mut config.recover_period_ms, t.recover_period);
     set(&mut config.model.resync_ms, t.resync);
     set(&mut config.model.retry_ms, t.retry);
-    if let Some(size) = scenario.cluster.ufs_size.as_deref() {
-        if let Some(bytes) = crate::kube::scheduler::memory_bytes(size) {
+    if let Some(size) = scenario.cluster.ufs_size.as_deref()
+        && let Some(bytes) = crate::kube::scheduler::memory_bytes(size) {
             config.ufs_bytes = bytes;
         }
-    }
     config
 }
 
@@ -147,11 +146,10 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> RunResult {
     let mut last_was_converge = false;
 
     'steps: for (index, step) in scenario.steps.iter().enumerate() {
-        if let Some(at_ms) = step.at_ms {
-            if !advance(&mut sim, at_ms, &mut pending, &mut failures, &mut passed) {
+        if let Some(at_ms) = step.at_ms
+            && !advance(&mut sim, at_ms, &mut pending, &mut failures, &mut passed) {
                 break 'steps;
             }
-        }
         if let Some(note) = &step.note {
             trace!(sim, "scenario", format!("step {}", index + 1), "{note}");
         }
