@@ -45,11 +45,7 @@ pub fn reconcile_dataset<R>(observed: &Observed<R>, config: &Config, now: Millis
                 "no runtime is bound yet: create a runtime named {} in namespace {} (for example a JuiceFSRuntime)",
                 observed.name, observed.namespace
             );
-            conditions::set(
-                &mut status.conditions,
-                Wanted { type_: conditions::DATASET_READY, status: false, reason: "NoRuntime", message },
-                now,
-            );
+            mark_no_runtime(&mut status, message, now);
         }
         DatasetPhase::Bound | DatasetPhase::Failed if observed.runtime.is_none() => {
             reset_to_not_bound(&mut status);
@@ -57,11 +53,7 @@ pub fn reconcile_dataset<R>(observed: &Observed<R>, config: &Config, now: Millis
                 "the runtime {}/{} is gone; create one to bind the dataset again",
                 observed.namespace, observed.name
             );
-            conditions::set(
-                &mut status.conditions,
-                Wanted { type_: conditions::DATASET_READY, status: false, reason: "NoRuntime", message },
-                now,
-            );
+            mark_no_runtime(&mut status, message, now);
         }
         _ => {}
     }
@@ -149,6 +141,12 @@ fn plural_pods(names: &[String]) -> String {
         [one] => format!("pod {one} is"),
         many => format!("pods {} are", many.join(", ")),
     }
+}
+
+/// Sets `Ready=False` with reason `NoRuntime` and a message that says what to create.
+pub fn mark_no_runtime(status: &mut DatasetStatus, message: String, now: Millis) {
+    let wanted = Wanted { type_: conditions::DATASET_READY, status: false, reason: "NoRuntime", message };
+    conditions::set(&mut status.conditions, wanted, now);
 }
 
 /// Clears what a binding wrote, as Fluid does when its runtime goes.

@@ -8,7 +8,7 @@ use kube::Resource;
 
 use super::Config;
 use super::conditions::{self, Wanted};
-use super::dataset::{has_finalizer, push_status, reset_to_not_bound};
+use super::dataset::{has_finalizer, mark_no_runtime, push_status, reset_to_not_bound};
 use super::node_labels::{self, CacheLabels};
 use super::status::{self, StatusInput};
 use crate::api::dataset::RuntimeRef;
@@ -707,11 +707,7 @@ fn teardown<E: Engine>(
             "runtime {}/{} was deleted; create a runtime to bind the dataset again",
             observed.namespace, observed.name
         );
-        conditions::set(
-            &mut status.conditions,
-            Wanted { type_: conditions::DATASET_READY, status: false, reason: "NoRuntime", message },
-            now,
-        );
+        mark_no_runtime(&mut status, message, now);
         push_status(
             &mut effects,
             ObjectRef::namespaced(Kind::Dataset, &observed.namespace, &observed.name),
