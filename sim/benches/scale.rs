@@ -88,12 +88,22 @@ fn main() {
     println!("| nodes / datasets+runtimes / app pods | {NODES} / {DATASETS} / {PODS} |");
     println!("| pods at the end (apps, workers, FUSE) / Running | {pods} / {running} |");
     println!("| converged | {} |", converged.map(|_| "yes").unwrap_or("NO"));
-    println!("| convergence invariants | {} |", if problems.is_empty() { "all hold".to_string() } else { format!("{} problems, first: {}", problems.len(), problems[0]) });
+    println!(
+        "| convergence invariants | {} |",
+        if problems.is_empty() {
+            "all hold".to_string()
+        } else {
+            format!("{} problems, first: {}", problems.len(), problems[0])
+        }
+    );
     println!("| build (apply everything) wall | {:.3} s |", build_wall.as_secs_f64());
     println!("| run to convergence wall | {:.3} s |", run_wall.as_secs_f64());
     println!("| convergence check (fixpoint + labels) wall | {:.3} s |", check_wall.as_secs_f64());
     println!("| virtual time to convergence | {:.1} s |", virtual_ms as f64 / 1000.0);
     println!("| virtual-to-wall ratio (run) | {:.0}x |", virtual_ms as f64 / 1000.0 / run_wall.as_secs_f64().max(1e-9));
-    println!("| events / reconciles / effects | {} / {} / {} |", sim.stats.events, sim.stats.reconciles, sim.stats.effects);
+    println!(
+        "| events / reconciles / effects | {} / {} / {} |",
+        sim.stats.events, sim.stats.reconciles, sim.stats.effects
+    );
     println!("| peak memory (VmHWM) | {} MiB |", peak_memory_kib().map(|k| k / 1024).unwrap_or(0));
 }

@@ -14,8 +14,8 @@ use model::labels::{DatasetKeys, WorkloadNames};
 use model::observed::{Observed, PodView, relevant_nodes};
 use model::reconcile::{reconcile_dataset, reconcile_runtime};
 
-use crate::apiserver::{ApiError, Change, Obj, Store};
 use crate::apiserver::selector::matches_label_selector;
+use crate::apiserver::{ApiError, Change, Obj, Store};
 use crate::rng::Stream;
 use crate::sim::{Event, Sim};
 use crate::trace;
@@ -96,13 +96,14 @@ impl<T: Ord + Clone> DelayQueue<T> {
     /// Like [`Self::add`], saying why.
     pub fn add_why(&mut self, item: T, at_ms: u64, why: Due) -> Option<u64> {
         if let Some((due, _, reason)) = self.due.get_mut(&item)
-            && *due <= at_ms {
-                if why == Due::Urgent && *reason != Due::Urgent {
-                    *reason = Due::Urgent;
-                    self.urgent += 1;
-                }
-                return None;
+            && *due <= at_ms
+        {
+            if why == Due::Urgent && *reason != Due::Urgent {
+                *reason = Due::Urgent;
+                self.urgent += 1;
             }
+            return None;
+        }
         self.next_token += 1;
         let why = match self.due.get(&item) {
             Some((_, _, Due::Urgent)) => Due::Urgent,
@@ -272,14 +273,25 @@ impl Control {
 }
 
 /// Builds the `Observed` of `pair` from `store` (the cache, or the apiserver at a fixpoint check).
-pub fn build_observed(sim_store: &Store, pair: &Pair, common_labels: &BTreeSet<String>, samples: &dyn Fn(&[PodView]) -> Vec<model::observed::CacheSample>) -> Observed {
+pub fn build_observed(
+    sim_store: &Store,
+    pair: &Pair,
+    common_labels: &BTreeSet<String>,
+    samples: &dyn Fn(&[PodView]) -> Vec<model::observed::CacheSample>,
+) -> Observed {
     let (namespace, name) = (pair.namespace.as_str(), pair.name.as_str());
     let mut observed = Observed::empty(namespace, name);
     let names = WorkloadNames::new(namespace, name, model::engine::juicefs::RUNTIME_TYPE);
-    observed.dataset = sim_store.get_named(Kind::Dataset, namespace, name).and_then(|o| o.as_dataset()).map(|d| (**d).clone());
-    observed.runtime = sim_store.get_named(Kind::JuiceFSRuntime, namespace, name).and_then(|o| o.as_runtime()).map(|r| (**r).clone());
-    let workers = sim_store.get_named(Kind::StatefulSet, namespace, &names.workers).and_then(|o| o.as_statefulset()).cloned();
-    observed.fuse = sim_store.get_named(Kind::DaemonSet, namespace, &names.fuse).and_then(|o| o.as_daemonset()).map(|d| (**d).clone());
+    observed.dataset =
+        sim_store.get_named(Kind::Dataset, namespace, name).and_then(|o| o.as_dataset()).map(|d| (**d).clone());
+    observed.runtime =
+        sim_store.get_named(Kind::JuiceFSRuntime, namespace, name).and_then(|o| o.as_runtime()).map(|r| (**r).clone());
+    let workers =
+        sim_store.get_named(Kind::StatefulSet, namespace, &names.workers).and_then(|o| o.as_statefulset()).cloned();
+    observed.fuse = sim_store
+        .get_named(Kind::DaemonSet, namespace, &names.fuse)
+        .and_then(|o| o.as_daemonset())
+        .map(|d| (**d).clone());
     observed.persistent_volume = sim_store
         .get_named(Kind::PersistentVolume, "", &names.persistent_volume)
         .and_then(|o| o.as_pv())
@@ -330,7 +342,12 @@ pub fn build_observed(sim_store: &Store, pair: &Pair, common_labels: &BTreeSet<S
 }
 
 /// Calls the model for one reconciler.
-pub fn decide(reconciler: Reconciler, observed: &Observed, config: &model::reconcile::Config, now: model::time::Millis) -> Decision {
+pub fn decide(
+    reconciler: Reconciler,
+    observed: &Observed,
+    config: &model::reconcile::Config,
+    now: model::time::Millis,
+) -> Decision {
     match reconciler {
         Reconciler::Dataset => reconcile_dataset(observed, config, now),
         Reconciler::Runtime => reconcile_runtime(&JuiceFsEngine, observed, config, now),
@@ -342,7 +359,9 @@ pub fn describe_effect(effect: &Effect) -> String {
     match effect {
         Effect::Apply(object) => {
             let what = match object {
-                Object::StatefulSet(sts) => format!("replicas={}", sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)),
+                Object::StatefulSet(sts) => {
+                    format!("replicas={}", sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1))
+                }
                 Object::DaemonSet(ds) => {
                     let selector = ds
                         .spec
@@ -374,7 +393,14 @@ pub fn describe_effect(effect: &Effect) -> String {
                 let conditions: Vec<String> = s
                     .conditions
                     .iter()
-                    .map(|c| format!("{}={}{}", c.type_, c.status, c.reason.as_deref().map(|r| format!("({r})")).unwrap_or_default()))
+                    .map(|c| {
+                        format!(
+                            "{}={}{}",
+                            c.type_,
+                            c.status,
+                            c.reason.as_deref().map(|r| format!("({r})")).unwrap_or_default()
+                        )
+                    })
                     .collect();
                 let cached = s.cache_states.get("cached").map(|c| format!(" cached={c}")).unwrap_or_default();
                 format!("status phase={} {}{cached}", phase_or_dash(s.phase.as_str()), conditions.join(" "))
@@ -429,7 +455,8 @@ impl Sim {
         let at = self.clock.now_ms() + extra_ms + self.faults.watch_latency_ms(self.config.watch_latency_ms);
         for reconciler in [Reconciler::Dataset, Reconciler::Runtime] {
             let queue = self.control.queue(reconciler);
-            let added = if extra_ms > 0 { queue.add_after_cache(pair.clone(), at) } else { queue.add(pair.clone(), at) };
+            let added =
+                if extra_ms > 0 { queue.add_after_cache(pair.clone(), at) } else { queue.add(pair.clone(), at) };
             if let Some(token) = added {
                 self.clock.schedule_at(at, Event::Reconcile { reconciler, key: pair.clone(), token });
             }
@@ -483,14 +510,16 @@ impl Sim {
             Kind::PersistentVolume => {
                 for obj in objects {
                     if let Some(pv) = obj.as_pv() {
-                        let attributes = pv.spec.as_ref().and_then(|s| s.csi.as_ref()).and_then(|c| c.volume_attributes.as_ref());
+                        let attributes =
+                            pv.spec.as_ref().and_then(|s| s.csi.as_ref()).and_then(|c| c.volume_attributes.as_ref());
                         if let Some(attributes) = attributes
                             && let (Some(ns), Some(name)) = (
                                 attributes.get(model::volume::ATTR_RUNTIME_NAMESPACE),
                                 attributes.get(model::volume::ATTR_RUNTIME_NAME),
-                            ) {
-                                pairs.insert(Pair::new(ns, name));
-                            }
+                            )
+                        {
+                            pairs.insert(Pair::new(ns, name));
+                        }
                     }
                 }
             }
@@ -506,7 +535,9 @@ impl Sim {
                     let Some(pod) = obj.as_pod() else { continue };
                     for owner in pod.metadata.owner_references.iter().flatten().filter(|o| o.kind == "StatefulSet") {
                         if let Some(sts) = self.api.store.by_uid(&owner.uid).and_then(|k| self.api.store.get(k)) {
-                            for runtime in sts.meta().owner_references.iter().flatten().filter(|o| o.kind == "JuiceFSRuntime") {
+                            for runtime in
+                                sts.meta().owner_references.iter().flatten().filter(|o| o.kind == "JuiceFSRuntime")
+                            {
                                 pairs.insert(Pair::new(&key.namespace, &runtime.name));
                             }
                         }
@@ -524,9 +555,10 @@ impl Sim {
                 let new = change.new.as_ref().and_then(|o| o.meta().labels.as_ref()).unwrap_or(&empty);
                 for label in old.keys().chain(new.keys()).filter(|k| k.starts_with("fluid")) {
                     if old.get(label) != new.get(label)
-                        && let Some(pair) = self.control.pair_of_label(label) {
-                            pairs.insert(pair.clone());
-                        }
+                        && let Some(pair) = self.control.pair_of_label(label)
+                    {
+                        pairs.insert(pair.clone());
+                    }
                 }
             }
         }
@@ -590,7 +622,18 @@ impl Sim {
             *failures += 1;
             let exponent = (*failures - 1).min(16);
             let delay = (self.config.backoff_base_ms << exponent).min(self.config.backoff_max_ms);
-            trace!(self, actor, format!("{}/{}/{}", if reconciler == Reconciler::Dataset { "Dataset" } else { "JuiceFSRuntime" }, pair.namespace, pair.name), "requeue with backoff in {}", crate::clock::format_duration(delay));
+            trace!(
+                self,
+                actor,
+                format!(
+                    "{}/{}/{}",
+                    if reconciler == Reconciler::Dataset { "Dataset" } else { "JuiceFSRuntime" },
+                    pair.namespace,
+                    pair.name
+                ),
+                "requeue with backoff in {}",
+                crate::clock::format_duration(delay)
+            );
             self.requeue(reconciler, pair, now_ms + delay, crate::control::Due::Urgent);
             return;
         }
@@ -606,7 +649,8 @@ impl Sim {
         let conflict_rate = self.faults.conflict_rate;
         if effect.is_write() && self.rng.chance(Stream::Faults, conflict_rate) {
             let target = effect.target();
-            let actual = self.api.store.get(&target).and_then(|o| o.meta().resource_version.clone()).unwrap_or_default();
+            let actual =
+                self.api.store.get(&target).and_then(|o| o.meta().resource_version.clone()).unwrap_or_default();
             return Err(ApiError::Conflict { object: target, expected: "(injected)".to_string(), actual });
         }
         match effect {
@@ -696,7 +740,14 @@ impl Sim {
     pub fn controller_up(&mut self) {
         self.control.up = true;
         self.control.relist(&self.api.store);
-        trace!(self, "controller", "controller", "started: listed {} datasets, {} runtimes", self.control.cache.count(Kind::Dataset), self.control.cache.count(Kind::JuiceFSRuntime));
+        trace!(
+            self,
+            "controller",
+            "controller",
+            "started: listed {} datasets, {} runtimes",
+            self.control.cache.count(Kind::Dataset),
+            self.control.cache.count(Kind::JuiceFSRuntime)
+        );
         for pair in self.pairs() {
             self.notify(&pair);
         }

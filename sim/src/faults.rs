@@ -64,11 +64,23 @@ impl Sim {
             }
             Fault::StaleReads(lag_ms) => {
                 self.faults.stale_reads_ms = *lag_ms;
-                trace!(self, "fault", "controller", "informer cache now lags the apiserver by {}", crate::clock::format_duration(*lag_ms));
+                trace!(
+                    self,
+                    "fault",
+                    "controller",
+                    "informer cache now lags the apiserver by {}",
+                    crate::clock::format_duration(*lag_ms)
+                );
             }
             Fault::SlowWatches(latency_ms) => {
                 self.faults.slow_watch_ms = *latency_ms;
-                trace!(self, "fault", "controller", "watch notifications now take {} longer", crate::clock::format_duration(*latency_ms));
+                trace!(
+                    self,
+                    "fault",
+                    "controller",
+                    "watch notifications now take {} longer",
+                    crate::clock::format_duration(*latency_ms)
+                );
             }
             Fault::FuseCrash(node) => self.fuse_crash(node),
             Fault::CsiRestart(node) => self.csi_restart(node),

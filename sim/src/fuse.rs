@@ -58,13 +58,21 @@ impl Sim {
         let dataset = store.get_named(Kind::Dataset, &namespace, &name).and_then(|o| o.as_dataset());
         let runtime = store.get_named(Kind::JuiceFSRuntime, &namespace, &name).and_then(|o| o.as_runtime());
         if let (Some(dataset), Some(runtime)) = (dataset, runtime)
-            && let Ok(keys) = DatasetKeys::new(&namespace, &name, dataset.metadata.uid.as_deref()) {
-                let names = WorkloadNames::new(&namespace, &name, RUNTIME_TYPE);
-                let input = EngineInput { dataset: dataset.as_ref(), runtime: runtime.as_ref(), keys: &keys, names: &names, config: &self.control.config.engine };
-                return Some((JuiceFsEngine.fluid_path(&input), source));
-            }
+            && let Ok(keys) = DatasetKeys::new(&namespace, &name, dataset.metadata.uid.as_deref())
+        {
+            let names = WorkloadNames::new(&namespace, &name, RUNTIME_TYPE);
+            let input = EngineInput {
+                dataset: dataset.as_ref(),
+                runtime: runtime.as_ref(),
+                keys: &keys,
+                names: &names,
+                config: &self.control.config.engine,
+            };
+            return Some((JuiceFsEngine.fluid_path(&input), source));
+        }
         let pv = store.get_named(Kind::PersistentVolume, "", &format!("{namespace}-{name}")).and_then(|o| o.as_pv())?;
-        let path = pv.spec.as_ref()?.csi.as_ref()?.volume_attributes.as_ref()?.get(model::volume::ATTR_FLUID_PATH)?.clone();
+        let path =
+            pv.spec.as_ref()?.csi.as_ref()?.volume_attributes.as_ref()?.get(model::volume::ATTR_FLUID_PATH)?.clone();
         Some((path, source))
     }
 }

@@ -84,25 +84,50 @@ impl Sim {
         }
         for obj in self.api.store.list(Kind::PersistentVolume) {
             let Some(pv) = obj.as_pv() else { continue };
-            let ours = pv.metadata.annotations.as_ref().and_then(|a| a.get(CREATED_BY)).map(String::as_str) == Some(CREATED_BY_FLUID);
+            let ours = pv.metadata.annotations.as_ref().and_then(|a| a.get(CREATED_BY)).map(String::as_str)
+                == Some(CREATED_BY_FLUID);
             if !ours || pv.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            let attributes = pv.spec.as_ref().and_then(|s| s.csi.as_ref()).and_then(|c| c.volume_attributes.clone()).unwrap_or_default();
-            let (Some(namespace), Some(name)) = (attributes.get(ATTR_RUNTIME_NAMESPACE), attributes.get(ATTR_RUNTIME_NAME)) else { continue };
+            let attributes = pv
+                .spec
+                .as_ref()
+                .and_then(|s| s.csi.as_ref())
+                .and_then(|c| c.volume_attributes.clone())
+                .unwrap_or_default();
+            let (Some(namespace), Some(name)) =
+                (attributes.get(ATTR_RUNTIME_NAMESPACE), attributes.get(ATTR_RUNTIME_NAME))
+            else {
+                continue;
+            };
             let dataset = self.api.store.get_named(Kind::Dataset, namespace, name).and_then(|o| o.as_dataset());
             let runtime = self.api.store.get_named(Kind::JuiceFSRuntime, namespace, name);
             let bound = dataset.is_some_and(|d| {
                 d.status.as_ref().is_some_and(|s| {
                     !s.runtimes.is_empty()
-                        && matches!(s.phase, DatasetPhase::Bound | DatasetPhase::Failed | DatasetPhase::Updating | DatasetPhase::DataMigrating)
+                        && matches!(
+                            s.phase,
+                            DatasetPhase::Bound
+                                | DatasetPhase::Failed
+                                | DatasetPhase::Updating
+                                | DatasetPhase::DataMigrating
+                        )
                 })
             });
             let runtime_terminating = runtime.is_some_and(|r| r.is_deleting());
             let dataset_going = dataset.is_none_or(|d| d.metadata.deletion_timestamp.is_some()) && runtime.is_some();
             if !(bound || runtime_terminating || dataset_going) {
-                let phase = dataset.and_then(|d| d.status.as_ref().map(|s| s.phase.as_str().to_string())).unwrap_or_else(|| "(no dataset)".to_string());
-                found.push(("pv-needs-bound-dataset", format!("{} exists but dataset {namespace}/{name} is {phase} and its runtime is {}", obj.object_ref(), if runtime.is_some() { "not terminating" } else { "gone" })));
+                let phase = dataset
+                    .and_then(|d| d.status.as_ref().map(|s| s.phase.as_str().to_string()))
+                    .unwrap_or_else(|| "(no dataset)".to_string());
+                found.push((
+                    "pv-needs-bound-dataset",
+                    format!(
+                        "{} exists but dataset {namespace}/{name} is {phase} and its runtime is {}",
+                        obj.object_ref(),
+                        if runtime.is_some() { "not terminating" } else { "gone" }
+                    ),
+                ));
             }
         }
         for (invariant, message) in found {
@@ -123,7 +148,10 @@ impl Sim {
                     .map(|p| p.to_string())
                     .collect();
                 if !users.is_empty() {
-                    self.violate("pvc-in-use-not-deleted", format!("{key} was deleted while {} still run with it", users.join(", ")));
+                    self.violate(
+                        "pvc-in-use-not-deleted",
+                        format!("{key} was deleted while {} still run with it", users.join(", ")),
+                    );
                 }
             }
             Kind::Node => {
@@ -131,7 +159,10 @@ impl Sim {
                 let empty = Default::default();
                 let old_labels = old.meta().labels.as_ref().unwrap_or(&empty);
                 let new_labels = new.meta().labels.as_ref().unwrap_or(&empty);
-                let removed: Vec<&String> = old_labels.keys().filter(|k| k.starts_with(model::labels::FUSE_PREFIX) && !new_labels.contains_key(*k)).collect();
+                let removed: Vec<&String> = old_labels
+                    .keys()
+                    .filter(|k| k.starts_with(model::labels::FUSE_PREFIX) && !new_labels.contains_key(*k))
+                    .collect();
                 if removed.is_empty() {
                     return;
                 }
@@ -152,7 +183,10 @@ impl Sim {
                     }
                 }
                 if !users.is_empty() {
-                    self.violate("fuse-label-under-running-pod", format!("Node/{node} lost its FUSE label while {} run with the volume", users.join(", ")));
+                    self.violate(
+                        "fuse-label-under-running-pod",
+                        format!("Node/{node} lost its FUSE label while {} run with the volume", users.join(", ")),
+                    );
                 }
             }
             _ => {}
@@ -172,7 +206,12 @@ impl Sim {
                 store
                     .nodes_with_label_key(key)
                     .filter(|n| {
-                        store.get_named(Kind::Node, "", n).and_then(|o| o.meta().labels.as_ref()).and_then(|l| l.get(key)).map(String::as_str) == Some("true")
+                        store
+                            .get_named(Kind::Node, "", n)
+                            .and_then(|o| o.meta().labels.as_ref())
+                            .and_then(|l| l.get(key))
+                            .map(String::as_str)
+                            == Some("true")
                     })
                     .cloned()
                     .collect()
@@ -186,7 +225,9 @@ impl Sim {
                     .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
                     .collect()
             };
-            let owned_by_runtime = |p: &k8s_openapi::api::core::v1::Pod| self.runtime_of_pod(p).is_some_and(|(ns, name)| ns == pair.namespace && name == pair.name);
+            let owned_by_runtime = |p: &k8s_openapi::api::core::v1::Pod| {
+                self.runtime_of_pod(p).is_some_and(|(ns, name)| ns == pair.namespace && name == pair.name)
+            };
             let bound = dataset
                 .and_then(|d| d.as_dataset())
                 .is_some_and(|d| d.status.as_ref().is_some_and(|s| s.phase == DatasetPhase::Bound));
@@ -211,7 +252,9 @@ impl Sim {
                     for key in keys.all_node_label_keys(model::engine::juicefs::RUNTIME_TYPE) {
                         let left: Vec<&String> = store.nodes_with_label_key(&key).collect();
                         if !left.is_empty() {
-                            problems.push(format!("labels-match-reality: {pair} has no runtime but label {key} is still on {left:?}"));
+                            problems.push(format!(
+                                "labels-match-reality: {pair} has no runtime but label {key} is still on {left:?}"
+                            ));
                         }
                     }
                 }
@@ -219,7 +262,11 @@ impl Sim {
             }
         }
         for (reconciler, pair, effect) in self.fixpoint_writes() {
-            problems.push(format!("fixpoint-yields-no-writes: {} {pair} would still {}", reconciler.actor(), describe_effect(&effect)));
+            problems.push(format!(
+                "fixpoint-yields-no-writes: {} {pair} would still {}",
+                reconciler.actor(),
+                describe_effect(&effect)
+            ));
         }
         for (key, obj) in store.iter() {
             if !obj.is_deleting() || key.kind == Kind::Pod {
@@ -233,9 +280,14 @@ impl Sim {
                 && store
                     .pods_using_claim(&key.namespace, &claim_name)
                     .filter_map(|p| store.get(p).and_then(|o| o.as_pod()))
-                    .any(|p| !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")));
+                    .any(|p| {
+                        !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+                    });
             if !held {
-                problems.push(format!("no-stuck-deletion: {key} is terminating with finalizers {:?} and nothing holds it", obj.finalizers()));
+                problems.push(format!(
+                    "no-stuck-deletion: {key} is terminating with finalizers {:?} and nothing holds it",
+                    obj.finalizers()
+                ));
             }
         }
         problems
@@ -243,6 +295,10 @@ impl Sim {
 
     /// A reference by kind, namespace and name.
     pub fn reference(kind: Kind, namespace: &str, name: &str) -> ObjectRef {
-        if kind.is_cluster_scoped() { ObjectRef::cluster(kind, name) } else { ObjectRef::namespaced(kind, namespace, name) }
+        if kind.is_cluster_scoped() {
+            ObjectRef::cluster(kind, name)
+        } else {
+            ObjectRef::namespaced(kind, namespace, name)
+        }
     }
 }

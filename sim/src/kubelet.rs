@@ -205,7 +205,13 @@ impl Sim {
             let Some(volumes) = volumes else {
                 return;
             };
-            let run = PodRun { uid: pod_uid.unwrap_or_default(), phase: RunPhase::Preparing, volumes, fuse_mount_at_ms: None, note: String::new() };
+            let run = PodRun {
+                uid: pod_uid.unwrap_or_default(),
+                phase: RunPhase::Preparing,
+                volumes,
+                fuse_mount_at_ms: None,
+                note: String::new(),
+            };
             if let Some(state) = self.nodes.get_mut(node) {
                 state.pods.insert(key.clone(), run);
             }
@@ -246,7 +252,13 @@ impl Sim {
                     run.phase = RunPhase::Running;
                 }
                 self.set_pod_status(key, "Running", true, None);
-                trace!(self, format!("kubelet/{node}"), key.to_string(), "{}", if restarted { "containers restarted: Running, Ready" } else { "Running, Ready" });
+                trace!(
+                    self,
+                    format!("kubelet/{node}"),
+                    key.to_string(),
+                    "{}",
+                    if restarted { "containers restarted: Running, Ready" } else { "Running, Ready" }
+                );
                 self.on_started(node, key, &pod);
             }
             RunPhase::Running => {
@@ -289,7 +301,12 @@ impl Sim {
             run.fuse_mount_at_ms = None;
         }
         let Some((path, source)) = self.fuse_mount_path(pod) else {
-            trace!(self, format!("fuse/{node}"), key.to_string(), "cannot tell where to mount: runtime and PV are gone");
+            trace!(
+                self,
+                format!("fuse/{node}"),
+                key.to_string(),
+                "cannot tell where to mount: runtime and PV are gone"
+            );
             return;
         };
         let Some(state) = self.nodes.get_mut(node) else { return };
@@ -316,7 +333,11 @@ impl Sim {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
             let Some(claim) = &volume.persistent_volume_claim else { continue };
-            let pvc = self.api.store.get_named(Kind::PersistentVolumeClaim, &key.namespace, &claim.claim_name).and_then(|o| o.as_pvc())?;
+            let pvc = self
+                .api
+                .store
+                .get_named(Kind::PersistentVolumeClaim, &key.namespace, &claim.claim_name)
+                .and_then(|o| o.as_pvc())?;
             let pv_name = pvc.spec.as_ref().and_then(|s| s.volume_name.clone())?;
             let pv = self.api.store.get_named(Kind::PersistentVolume, "", &pv_name).and_then(|o| o.as_pv())?;
             let Some(csi) = pv.spec.as_ref().and_then(|s| s.csi.as_ref()) else { continue };
@@ -345,12 +366,16 @@ impl Sim {
                 continue;
             }
             if !self.nodes[node].csi_up {
-                return Setup::Wait(format!("CSI plugin on {node} is restarting; NodeStage/NodePublish of {} will be retried", volume.volume_id));
+                return Setup::Wait(format!(
+                    "CSI plugin on {node} is restarting; NodeStage/NodePublish of {} will be retried",
+                    volume.volume_id
+                ));
             }
             if !self.nodes[node].staged.contains(&volume.volume_id)
-                && let Err(note) = self.stage(node, key, volume) {
-                    return Setup::Wait(note);
-                }
+                && let Err(note) = self.stage(node, key, volume)
+            {
+                return Setup::Wait(note);
+            }
             match self.publish(node, key, volume) {
                 Ok(()) => {
                     if let Some(run) = self.nodes.get_mut(node).and_then(|n| n.pods.get_mut(key)) {
@@ -372,13 +397,19 @@ impl Sim {
         };
         let fluid_path = volume.context.get(ATTR_FLUID_PATH).cloned().unwrap_or_default();
         let fluid_state = self.nodes[node].mounts.state(&fluid_path);
-        let plan = plan_stage(&request, fluid_state).map_err(|refusal| format!("NodeStageVolume refused ({:?}): {refusal}", refusal.kind))?;
+        let plan = plan_stage(&request, fluid_state)
+            .map_err(|refusal| format!("NodeStageVolume refused ({:?}): {refusal}", refusal.kind))?;
         let actor = format!("csi/{node}");
         if let Some(broken) = &plan.unmount_broken_fluid_path {
             if let Some(state) = self.nodes.get_mut(node) {
                 while state.mounts.state(broken) == PathState::Broken && state.mounts.unmount(broken) {}
             }
-            trace!(self, actor.clone(), format!("Node/{node}"), "NodeStageVolume: unmounted broken FUSE mount {broken}");
+            trace!(
+                self,
+                actor.clone(),
+                format!("Node/{node}"),
+                "NodeStageVolume: unmounted broken FUSE mount {broken}"
+            );
         }
         if let Some(state) = self.nodes.get_mut(node) {
             state.stage_records.insert(volume.volume_id.clone(), plan.record.clone());
@@ -388,9 +419,24 @@ impl Sim {
         match self.api.patch_labels(&node_key, &labels) {
             Ok(changed) => {
                 if changed {
-                    trace!(self, actor, node_key.to_string(), "NodeStageVolume {}: label {}={}", volume.volume_id, plan.label.key, plan.label.value);
+                    trace!(
+                        self,
+                        actor,
+                        node_key.to_string(),
+                        "NodeStageVolume {}: label {}={}",
+                        volume.volume_id,
+                        plan.label.key,
+                        plan.label.value
+                    );
                 } else {
-                    trace!(self, actor, node_key.to_string(), "NodeStageVolume {}: label {} already set", volume.volume_id, plan.label.key);
+                    trace!(
+                        self,
+                        actor,
+                        node_key.to_string(),
+                        "NodeStageVolume {}: label {} already set",
+                        volume.volume_id,
+                        plan.label.key
+                    );
                 }
             }
             Err(error) => return Err(format!("NodeStageVolume: labelling the node failed: {error}")),
@@ -429,13 +475,24 @@ impl Sim {
                     return Ok(());
                 }
                 PublishStep::WaitForFuse { fluid_path } => {
-                    return Err(format!("NodePublishVolume {}: FUSE mount at {fluid_path} is not ready", volume.volume_id));
+                    return Err(format!(
+                        "NodePublishVolume {}: FUSE mount at {fluid_path} is not ready",
+                        volume.volume_id
+                    ));
                 }
                 PublishStep::BindMount(plan) => {
                     if !state.mounts.bind(&plan.source, &plan.target, plan.read_only) {
                         return Err(format!("NodePublishVolume: nothing mounted at {}", plan.source));
                     }
-                    trace!(self, actor, key.to_string(), "NodePublishVolume: bind {} -> {}{}", plan.source, short_target(&plan.target), if plan.read_only { " (ro)" } else { "" });
+                    trace!(
+                        self,
+                        actor,
+                        key.to_string(),
+                        "NodePublishVolume: bind {} -> {}{}",
+                        plan.source,
+                        short_target(&plan.target),
+                        if plan.read_only { " (ro)" } else { "" }
+                    );
                     return Ok(());
                 }
             }
@@ -466,7 +523,14 @@ impl Sim {
             }
         }
         if unmounted > 0 {
-            trace!(self, format!("csi/{node}"), key.to_string(), "NodeUnpublishVolume {}: unmounted {}", volume.volume_id, short_target(&volume.target_path));
+            trace!(
+                self,
+                format!("csi/{node}"),
+                key.to_string(),
+                "NodeUnpublishVolume {}: unmounted {}",
+                volume.volume_id,
+                short_target(&volume.target_path)
+            );
         }
     }
 
@@ -494,9 +558,10 @@ impl Sim {
                     // preStop: `umount <fluid_path>`.
                     if let Some((path, _)) = self.fuse_mount_path(pod)
                         && let Some(state) = self.nodes.get_mut(node)
-                            && state.mounts.unmount(&path) {
-                                trace!(self, format!("fuse/{node}"), key.to_string(), "preStop: unmounted {path}");
-                            }
+                        && state.mounts.unmount(&path)
+                    {
+                        trace!(self, format!("fuse/{node}"), key.to_string(), "preStop: unmounted {path}");
+                    }
                 }
                 self.kick_at(KubeTask::Kubelet { node: node.to_string(), pod: key.clone() }, at_ms);
             }
@@ -523,7 +588,8 @@ impl Sim {
         if !state.up {
             return;
         }
-        let in_use: BTreeSet<String> = state.pods.values().flat_map(|r| r.volumes.iter().map(|v| v.volume_id.clone())).collect();
+        let in_use: BTreeSet<String> =
+            state.pods.values().flat_map(|r| r.volumes.iter().map(|v| v.volume_id.clone())).collect();
         let idle: Vec<String> = state.staged.iter().filter(|v| !in_use.contains(*v)).cloned().collect();
         for volume_id in idle {
             if !self.nodes[node].csi_up {
@@ -531,7 +597,8 @@ impl Sim {
                 self.kick_at(KubeTask::Recover(node.to_string()), at_ms);
                 return;
             }
-            let request = UnstageRequest { volume_id: volume_id.clone(), staging_target_path: staging_path(&volume_id) };
+            let request =
+                UnstageRequest { volume_id: volume_id.clone(), staging_target_path: staging_path(&volume_id) };
             let state = &self.nodes[node];
             let record = state.stage_records.get(&volume_id).cloned();
             let remaining = record
@@ -547,9 +614,19 @@ impl Sim {
                         if self.api.patch_labels(&node_key, &labels).is_err() {
                             continue;
                         }
-                        trace!(self, actor, node_key.to_string(), "NodeUnstageVolume {volume_id}: removed label {label} (OnDemand)");
+                        trace!(
+                            self,
+                            actor,
+                            node_key.to_string(),
+                            "NodeUnstageVolume {volume_id}: removed label {label} (OnDemand)"
+                        );
                     } else {
-                        trace!(self, actor, format!("Node/{node}"), "NodeUnstageVolume {volume_id}: label kept (OnRuntimeDeleted)");
+                        trace!(
+                            self,
+                            actor,
+                            format!("Node/{node}"),
+                            "NodeUnstageVolume {volume_id}: label kept (OnRuntimeDeleted)"
+                        );
                     }
                     if let Some(state) = self.nodes.get_mut(node) {
                         if plan.forget_record {
@@ -590,7 +667,9 @@ impl Sim {
                     continue;
                 }
                 match self.publish(node, &key, &volume) {
-                    Ok(()) => trace!(self, format!("csi/{node}"), key.to_string(), "recovered mount of {}", volume.volume_id),
+                    Ok(()) => {
+                        trace!(self, format!("csi/{node}"), key.to_string(), "recovered mount of {}", volume.volume_id)
+                    }
                     Err(_) => still_broken = true,
                 }
             }
@@ -621,14 +700,26 @@ impl Sim {
             run.phase = RunPhase::Crashed { restart_at_ms };
             run.fuse_mount_at_ms = None;
         }
-        trace!(self, "fault", key.to_string(), "containers crash on {node}; restart in {}", crate::clock::format_duration(self.config.restart_delay_ms));
+        trace!(
+            self,
+            "fault",
+            key.to_string(),
+            "containers crash on {node}; restart in {}",
+            crate::clock::format_duration(self.config.restart_delay_ms)
+        );
         if is_fuse_pod(&pod)
             && let Some((path, _)) = self.fuse_mount_path(&pod)
-                && let Some(state) = self.nodes.get_mut(&node)
-                    && let Some(device) = state.mounts.device_at(&path) {
-                        state.mounts.kill_device(&device);
-                        trace!(self, format!("fuse/{node}"), key.to_string(), "FUSE daemon died: {path} is broken (transport endpoint is not connected)");
-                    }
+            && let Some(state) = self.nodes.get_mut(&node)
+            && let Some(device) = state.mounts.device_at(&path)
+        {
+            state.mounts.kill_device(&device);
+            trace!(
+                self,
+                format!("fuse/{node}"),
+                key.to_string(),
+                "FUSE daemon died: {path} is broken (transport endpoint is not connected)"
+            );
+        }
         self.set_pod_status(key, "Running", false, Some("CrashLoopBackOff"));
         let _ = self.api.modify(key, None, |obj| {
             let Some(pod) = obj.pod_mut() else { return false };

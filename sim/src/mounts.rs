@@ -101,7 +101,11 @@ impl MountTable {
             .cloned();
         let Some(base) = base else { return false };
         let below = source.strip_prefix(trim(&base.mount_point)).unwrap_or("");
-        let root = if below.is_empty() { base.root.clone() } else { format!("{}{below}", trim(&base.root).trim_end_matches('/')) };
+        let root = if below.is_empty() {
+            base.root.clone()
+        } else {
+            format!("{}{below}", trim(&base.root).trim_end_matches('/'))
+        };
         self.next_mount_id += 1;
         self.mkdir(target);
         self.entries.push(MountEntry {
@@ -149,7 +153,11 @@ impl MountTable {
 
     /// Mount points whose device is dead.
     pub fn broken_mount_points(&self) -> Vec<String> {
-        self.entries.iter().filter(|e| self.dead_devices.contains(&e.major_minor)).map(|e| e.mount_point.clone()).collect()
+        self.entries
+            .iter()
+            .filter(|e| self.dead_devices.contains(&e.major_minor))
+            .map(|e| e.mount_point.clone())
+            .collect()
     }
 }
 

@@ -58,8 +58,13 @@ impl Recorder {
                     None => "Gone".to_string(),
                     Some(p) if p.metadata.deletion_timestamp.is_some() => "Terminating".to_string(),
                     Some(p) => {
-                        let phase = p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".to_string());
-                        let ready = p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                        let phase =
+                            p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".to_string());
+                        let ready = p
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
                         if phase == "Running" && !ready { "NotReady".to_string() } else { phase }
                     }
                 };
@@ -98,7 +103,9 @@ impl Recorder {
                     Some(obj) if obj.is_deleting() => "Deleting".to_string(),
                     Some(obj) => match (obj.as_dataset(), obj.as_runtime()) {
                         (Some(d), _) => d.status.as_ref().map(|s| s.phase.as_str().to_string()).unwrap_or_default(),
-                        (_, Some(r)) => r.status.as_ref().map(|s| s.worker_phase.as_str().to_string()).unwrap_or_default(),
+                        (_, Some(r)) => {
+                            r.status.as_ref().map(|s| s.worker_phase.as_str().to_string()).unwrap_or_default()
+                        }
                         _ => String::new(),
                     },
                 };
@@ -136,7 +143,15 @@ fn color(state: &str, role: &str) -> &'static str {
 }
 
 /// Renders the report.
-pub fn render(title: &str, description: &str, recorder: &Recorder, trace: &Trace, end_ms: u64, summary: &str, outcome: &str) -> String {
+pub fn render(
+    title: &str,
+    description: &str,
+    recorder: &Recorder,
+    trace: &Trace,
+    end_ms: u64,
+    summary: &str,
+    outcome: &str,
+) -> String {
     let end_ms = end_ms.max(1);
     let width = 1100.0f64;
     let left = 230.0f64;
@@ -166,8 +181,18 @@ pub fn render(title: &str, description: &str, recorder: &Recorder, trace: &Trace
             if phase == "Gone" {
                 continue;
             }
-            let _ = write!(svg, "<rect x='{:.1}' y='{y:.1}' width='{:.1}' height='16' fill='{}'><title>{} {} from {}</title></rect>", x(*at), (x(until) - x(*at)).max(1.0), color(phase, ""), escape(object), escape(phase), format_ms(*at));
-            let _ = write!(svg, "<text x='{:.1}' y='{:.1}' class='in'>{}</text>", x(*at) + 2.0, y + 12.0, escape(phase));
+            let _ = write!(
+                svg,
+                "<rect x='{:.1}' y='{y:.1}' width='{:.1}' height='16' fill='{}'><title>{} {} from {}</title></rect>",
+                x(*at),
+                (x(until) - x(*at)).max(1.0),
+                color(phase, ""),
+                escape(object),
+                escape(phase),
+                format_ms(*at)
+            );
+            let _ =
+                write!(svg, "<text x='{:.1}' y='{:.1}' class='in'>{}</text>", x(*at) + 2.0, y + 12.0, escape(phase));
         }
         y += 22.0;
     }
@@ -192,11 +217,22 @@ pub fn render(title: &str, description: &str, recorder: &Recorder, trace: &Trace
                 if sample.node != *node || sample.state == "Gone" {
                     continue;
                 }
-                let _ = write!(svg, "<rect x='{:.1}' y='{y:.1}' width='{:.1}' height='14' fill='{}'><title>{} ({}) {} from {}</title></rect>", x(sample.at_ms), (x(until) - x(sample.at_ms)).max(1.0), color(&sample.state, sample.role), escape(pod), sample.role, escape(&sample.state), format_ms(sample.at_ms));
+                let _ = write!(
+                    svg,
+                    "<rect x='{:.1}' y='{y:.1}' width='{:.1}' height='14' fill='{}'><title>{} ({}) {} from {}</title></rect>",
+                    x(sample.at_ms),
+                    (x(until) - x(sample.at_ms)).max(1.0),
+                    color(&sample.state, sample.role),
+                    escape(pod),
+                    sample.role,
+                    escape(&sample.state),
+                    format_ms(sample.at_ms)
+                );
             }
             y += 17.0;
         }
-        let labels: Vec<&(u64, String, BTreeMap<String, String>)> = recorder.node_labels.iter().filter(|(_, n, _)| n == node).collect();
+        let labels: Vec<&(u64, String, BTreeMap<String, String>)> =
+            recorder.node_labels.iter().filter(|(_, n, _)| n == node).collect();
         let mut keys: Vec<String> = labels.iter().flat_map(|(_, _, l)| l.keys().cloned()).collect();
         keys.sort();
         keys.dedup();
@@ -205,12 +241,26 @@ pub fn render(title: &str, description: &str, recorder: &Recorder, trace: &Trace
             for (i, (at, _, l)) in labels.iter().enumerate() {
                 let until = labels.get(i + 1).map(|s| s.0).unwrap_or(end_ms);
                 if let Some(value) = l.get(key) {
-                    let _ = write!(svg, "<rect x='{:.1}' y='{:.1}' width='{:.1}' height='8' fill='#8d6e63'><title>{}={} from {}</title></rect>", x(*at), y + 3.0, (x(until) - x(*at)).max(1.0), escape(key), escape(value), format_ms(*at));
+                    let _ = write!(
+                        svg,
+                        "<rect x='{:.1}' y='{:.1}' width='{:.1}' height='8' fill='#8d6e63'><title>{}={} from {}</title></rect>",
+                        x(*at),
+                        y + 3.0,
+                        (x(until) - x(*at)).max(1.0),
+                        escape(key),
+                        escape(value),
+                        format_ms(*at)
+                    );
                 }
             }
             y += 14.0;
         }
-        let _ = write!(svg, "<rect x='2' y='{lane_top:.1}' width='{:.1}' height='{:.1}' fill='none' stroke='#ccc'/>", width - 4.0, y - lane_top + 2.0);
+        let _ = write!(
+            svg,
+            "<rect x='2' y='{lane_top:.1}' width='{:.1}' height='{:.1}' fill='none' stroke='#ccc'/>",
+            width - 4.0,
+            y - lane_top + 2.0
+        );
         y += 10.0;
     }
     let mut html = String::new();

@@ -72,7 +72,8 @@ fn an_unknown_key_names_the_place_and_the_allowed_keys() {
 
 #[test]
 fn an_unknown_enum_value_lists_the_allowed_ones() {
-    let error = error_of("name: x\ncluster:\n  nodes:\n    - name: a\n      taints: [{key: k, effect: NoWay}]\nsteps: []\n");
+    let error =
+        error_of("name: x\ncluster:\n  nodes:\n    - name: a\n      taints: [{key: k, effect: NoWay}]\nsteps: []\n");
     assert!(error.contains("NoWay") && error.contains("NoSchedule") && error.contains("NoExecute"), "{error}");
     assert!(error.starts_with("bad.yaml:5:"), "{error}");
 }
@@ -95,9 +96,13 @@ fn a_step_must_do_exactly_one_thing() {
 
 #[test]
 fn a_bad_manifest_names_the_kind_and_the_allowed_kinds() {
-    let error = error_of(&format!("{HEAD}steps:\n  - apply: |\n      apiVersion: v1\n      kind: ConfigMap\n      metadata: {{name: x}}\n"));
+    let error = error_of(&format!(
+        "{HEAD}steps:\n  - apply: |\n      apiVersion: v1\n      kind: ConfigMap\n      metadata: {{name: x}}\n"
+    ));
     assert!(error.contains("unknown kind `ConfigMap`") && error.contains("JuiceFSRuntime"), "{error}");
-    let error = error_of(&format!("{HEAD}steps:\n  - apply: |\n      apiVersion: data.fluid.io/v1alpha1\n      kind: Dataset\n      metadata: {{name: x}}\n      spec: {{mounts: 3}}\n"));
+    let error = error_of(&format!(
+        "{HEAD}steps:\n  - apply: |\n      apiVersion: data.fluid.io/v1alpha1\n      kind: Dataset\n      metadata: {{name: x}}\n      spec: {{mounts: 3}}\n"
+    ));
     assert!(error.contains("Dataset") && error.contains("document 1"), "{error}");
 }
 
@@ -111,7 +116,9 @@ fn a_bad_expectation_lists_the_operators() {
 
 #[test]
 fn steps_out_of_time_order_are_refused() {
-    let error = error_of(&format!("{HEAD}steps:\n  - at: 1m\n    controller_restart: true\n  - at: 30s\n    controller_restart: true\n"));
+    let error = error_of(&format!(
+        "{HEAD}steps:\n  - at: 1m\n    controller_restart: true\n  - at: 30s\n    controller_restart: true\n"
+    ));
     assert!(error.contains("earlier than the step before"), "{error}");
 }
 

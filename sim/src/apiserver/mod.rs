@@ -115,7 +115,12 @@ impl ApiServer {
             return Err(ApiError::AlreadyExists(key));
         }
         self.uid_counter += 1;
-        let uid = format!("{:08x}-{:04x}-4000-8000-{:012x}", 0x5eed_0000u32 + (self.uid_counter as u32 >> 16), self.uid_counter & 0xffff, self.uid_counter);
+        let uid = format!(
+            "{:08x}-{:04x}-4000-8000-{:012x}",
+            0x5eed_0000u32 + (self.uid_counter as u32 >> 16),
+            self.uid_counter & 0xffff,
+            self.uid_counter
+        );
         let meta = obj.meta_mut();
         meta.uid = Some(uid);
         meta.creation_timestamp = Some(now.to_time());
@@ -157,9 +162,8 @@ impl ApiServer {
                     }
                 }
                 if let Some(owners) = source_meta.get("ownerReferences").and_then(|o| o.as_array()) {
-                    let list = meta
-                        .as_object_mut()
-                        .map(|m| m.entry("ownerReferences").or_insert(serde_json::json!([])));
+                    let list =
+                        meta.as_object_mut().map(|m| m.entry("ownerReferences").or_insert(serde_json::json!([])));
                     if let Some(serde_json::Value::Array(list)) = list {
                         for owner in owners {
                             if !list.iter().any(|o| o.get("uid") == owner.get("uid")) {
@@ -247,7 +251,11 @@ impl ApiServer {
     }
 
     /// Merges label changes into `key`: `Some` sets a key, `None` removes it.
-    pub fn patch_labels(&mut self, key: &ObjectRef, labels: &BTreeMap<String, Option<String>>) -> Result<bool, ApiError> {
+    pub fn patch_labels(
+        &mut self,
+        key: &ObjectRef,
+        labels: &BTreeMap<String, Option<String>>,
+    ) -> Result<bool, ApiError> {
         self.modify(key, None, |obj| {
             let current = obj.meta().labels.clone().unwrap_or_default();
             let mut next = current.clone();

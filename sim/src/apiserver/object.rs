@@ -106,7 +106,8 @@ impl Obj {
     pub fn object_ref(&self) -> ObjectRef {
         let kind = self.kind();
         let meta = self.meta();
-        let namespace = if kind.is_cluster_scoped() { String::new() } else { meta.namespace.clone().unwrap_or_default() };
+        let namespace =
+            if kind.is_cluster_scoped() { String::new() } else { meta.namespace.clone().unwrap_or_default() };
         ObjectRef { kind, namespace, name: meta.name.clone().unwrap_or_default() }
     }
 
@@ -124,9 +125,11 @@ impl Obj {
 
     /// Decodes a manifest by its `kind` (and checks its `apiVersion`).
     pub fn from_manifest(value: serde_json::Value) -> Result<Obj, String> {
-        let kind = value.get("kind").and_then(|k| k.as_str()).map(str::to_string).ok_or_else(|| {
-            format!("the manifest has no `kind`; allowed kinds: {}", kind_names())
-        })?;
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| format!("the manifest has no `kind`; allowed kinds: {}", kind_names()))?;
         let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or("").to_string();
         let kind = kind.as_str();
         let Some((expected_version, _)) = KINDS.iter().find(|(_, k)| *k == kind) else {

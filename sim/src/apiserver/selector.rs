@@ -65,9 +65,7 @@ pub fn matches_node_term(term: &NodeSelectorTerm, name: &str, labels: Option<&BT
     }
     let name = name.to_string();
     expressions.iter().all(|r| matches_node_requirement(r, labels.get(&r.key)))
-        && fields
-            .iter()
-            .all(|r| r.key == "metadata.name" && matches_node_requirement(r, Some(&name)))
+        && fields.iter().all(|r| r.key == "metadata.name" && matches_node_requirement(r, Some(&name)))
 }
 
 /// Parses a `key=value,key2=value2` selector (also `key` for "exists") into a predicate list.

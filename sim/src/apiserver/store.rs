@@ -119,9 +119,10 @@ impl Store {
     fn unindex(&mut self, key: &ObjectRef, obj: &Obj) {
         let meta = obj.meta();
         if let Some(uid) = &meta.uid
-            && self.by_uid.get(uid) == Some(key) {
-                self.by_uid.remove(uid);
-            }
+            && self.by_uid.get(uid) == Some(key)
+        {
+            self.by_uid.remove(uid);
+        }
         for owner in meta.owner_references.iter().flatten() {
             remove_from(&mut self.dependents, &owner.uid, key);
         }

@@ -8,7 +8,10 @@ use sim::Outcome;
 use sim::scenario::{RunOptions, load, run};
 
 #[derive(Parser)]
-#[command(name = "ferrofluid-sim", about = "Runs ferrofluid's control plane on a deterministic simulated Kubernetes cluster")]
+#[command(
+    name = "ferrofluid-sim",
+    about = "Runs ferrofluid's control plane on a deterministic simulated Kubernetes cluster"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,7 +72,15 @@ fn main() -> ExitCode {
                     Outcome::Passed => "PASSED".to_string(),
                     Outcome::Failed(reasons) => format!("FAILED: {}", reasons.join("; ")),
                 };
-                let html = sim::report::render(&scenario.name, &scenario.description, &result.sim.recorder, &result.sim.trace, result.sim.now_ms(), &result.summary, &outcome);
+                let html = sim::report::render(
+                    &scenario.name,
+                    &scenario.description,
+                    &result.sim.recorder,
+                    &result.sim.trace,
+                    result.sim.now_ms(),
+                    &result.summary,
+                    &outcome,
+                );
                 if let Err(error) = std::fs::write(&path, html) {
                     eprintln!("error: {}: cannot write: {error}", path.display());
                     return ExitCode::from(2);
@@ -89,7 +100,9 @@ fn main() -> ExitCode {
             let mut failed = false;
             for file in files {
                 match load(&file) {
-                    Ok(scenario) => println!("{}: ok ({} steps): {}", file.display(), scenario.steps.len(), scenario.name),
+                    Ok(scenario) => {
+                        println!("{}: ok ({} steps): {}", file.display(), scenario.steps.len(), scenario.name)
+                    }
                     Err(error) => {
                         eprintln!("error: {error}");
                         failed = true;

@@ -68,7 +68,9 @@ impl Sim {
         };
         let mut wanted: BTreeSet<String> = BTreeSet::new();
         for name in candidates {
-            let Some(node) = self.api.store.get_named(Kind::Node, "", &name).and_then(|o| o.as_node()) else { continue };
+            let Some(node) = self.api.store.get_named(Kind::Node, "", &name).and_then(|o| o.as_node()) else {
+                continue;
+            };
             if should_run(node, &name, &selector, required.as_ref(), &tolerations) {
                 wanted.insert(name);
             }
@@ -100,7 +102,13 @@ impl Sim {
                 let mut pod = pod_from_template(&template, &key.namespace, &name, owner.clone(), extra);
                 pin_to_node(&mut pod, node, &tolerations);
                 if self.api.create(Obj::Pod(Arc::new(pod)), now).is_ok() {
-                    trace!(self, "daemonset", format!("Pod/{}/{name}", key.namespace), "create for node {node} ({})", key.name);
+                    trace!(
+                        self,
+                        "daemonset",
+                        format!("Pod/{}/{name}", key.namespace),
+                        "create for node {node} ({})",
+                        key.name
+                    );
                 }
             }
             for (pod_key, _) in live.iter().skip(1) {
@@ -113,19 +121,30 @@ impl Sim {
             }
             for (pod_key, pod) in pods {
                 if !pod_state(pod).2 {
-                    trace!(self, "daemonset", pod_key.to_string(), "delete: node {node} no longer matches {}", key.name);
+                    trace!(
+                        self,
+                        "daemonset",
+                        pod_key.to_string(),
+                        "delete: node {node} no longer matches {}",
+                        key.name
+                    );
                     let _ = self.api.delete(pod_key, now);
                 }
             }
         }
 
         // RollingUpdate replaces one stale pod at a time; OnDelete (the FUSE default) never does.
-        let strategy = spec.update_strategy.as_ref().and_then(|u| u.type_.clone()).unwrap_or_else(|| "RollingUpdate".to_string());
+        let strategy =
+            spec.update_strategy.as_ref().and_then(|u| u.type_.clone()).unwrap_or_else(|| "RollingUpdate".to_string());
         if strategy == "RollingUpdate" {
-            let all_ready = wanted.iter().all(|n| by_node.get(n).is_some_and(|pods| pods.iter().any(|(_, p)| {
-                let (phase, ready, deleting) = pod_state(p);
-                phase == "Running" && ready && !deleting
-            })));
+            let all_ready = wanted.iter().all(|n| {
+                by_node.get(n).is_some_and(|pods| {
+                    pods.iter().any(|(_, p)| {
+                        let (phase, ready, deleting) = pod_state(p);
+                        phase == "Running" && ready && !deleting
+                    })
+                })
+            });
             if all_ready {
                 let stale = wanted.iter().flat_map(|n| by_node.get(n).into_iter().flatten()).find(|(_, p)| {
                     p.metadata.labels.as_ref().and_then(|l| l.get(REVISION_LABEL)) != Some(&revision) && !pod_state(p).2
@@ -173,15 +192,22 @@ impl Sim {
     }
 }
 
-fn should_run(node: &Node, name: &str, selector: &BTreeMap<String, String>, required: Option<&NodeSelector>, tolerations: &[Toleration]) -> bool {
+fn should_run(
+    node: &Node,
+    name: &str,
+    selector: &BTreeMap<String, String>,
+    required: Option<&NodeSelector>,
+    tolerations: &[Toleration],
+) -> bool {
     let labels = node.metadata.labels.as_ref();
     if !selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
         return false;
     }
     if let Some(required) = required
-        && !required.node_selector_terms.iter().any(|t| matches_node_term(t, name, labels)) {
-            return false;
-        }
+        && !required.node_selector_terms.iter().any(|t| matches_node_term(t, name, labels))
+    {
+        return false;
+    }
     let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
     taints.iter().filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute").all(|t| tolerates(tolerations, t))
 }
@@ -191,7 +217,15 @@ fn pod_node_target(pod: &Pod) -> Option<String> {
     if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
         return Some(node);
     }
-    let terms = pod.spec.as_ref()?.affinity.as_ref()?.node_affinity.as_ref()?.required_during_scheduling_ignored_during_execution.as_ref()?;
+    let terms = pod
+        .spec
+        .as_ref()?
+        .affinity
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()?;
     terms.node_selector_terms.iter().find_map(|t| {
         t.match_fields.as_ref()?.iter().find(|f| f.key == "metadata.name")?.values.as_ref()?.first().cloned()
     })
@@ -210,6 +244,7 @@ fn pin_to_node(pod: &mut Pod, node: &str, tolerations: &[Toleration]) {
     };
     let affinity = spec.affinity.get_or_insert_with(Affinity::default);
     let node_affinity = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
-    node_affinity.required_during_scheduling_ignored_during_execution = Some(NodeSelector { node_selector_terms: vec![term] });
+    node_affinity.required_during_scheduling_ignored_during_execution =
+        Some(NodeSelector { node_selector_terms: vec![term] });
     spec.tolerations = Some(tolerations.to_vec());
 }

@@ -67,7 +67,9 @@ pub struct KubeState {
     pub node_names: std::sync::Arc<Vec<String>>,
 }
 
-fn controller_owner(obj: &crate::apiserver::Obj) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+fn controller_owner(
+    obj: &crate::apiserver::Obj,
+) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
     obj.meta().owner_references.iter().flatten().find(|o| o.controller == Some(true))
 }
 
@@ -77,14 +79,16 @@ impl Sim {
         let key = change.key.clone();
         if change.new.is_none()
             && let Some(uid) = change.old.as_ref().and_then(|o| o.meta().uid.clone())
-                && self.api.store.dependents(&uid).next().is_some() {
-                    self.kick(KubeTask::Collect(uid));
-                }
+            && self.api.store.dependents(&uid).next().is_some()
+        {
+            self.kick(KubeTask::Collect(uid));
+        }
         if change.old.is_none() {
             if let Some(new) = &change.new
-                && new.meta().owner_references.as_ref().is_some_and(|o| !o.is_empty()) {
-                    self.kick(KubeTask::Orphan(key.clone()));
-                }
+                && new.meta().owner_references.as_ref().is_some_and(|o| !o.is_empty())
+            {
+                self.kick(KubeTask::Orphan(key.clone()));
+            }
         } else if let (Some(old), Some(new)) = (&change.old, &change.new) {
             // An owner reference added after its owner was deleted dangles from the start: the
             // garbage collector's graph sees it and collects the dependent (live owners: no task).
@@ -119,7 +123,8 @@ impl Sim {
             Kind::PersistentVolumeClaim => {
                 self.kick(KubeTask::Bind(key.clone()));
                 self.kick(KubeTask::PvcProtection(key.clone()));
-                let users: Vec<ObjectRef> = self.api.store.pods_using_claim(&key.namespace, &key.name).cloned().collect();
+                let users: Vec<ObjectRef> =
+                    self.api.store.pods_using_claim(&key.namespace, &key.name).cloned().collect();
                 for pod in users {
                     self.kick_pod(&pod);
                 }
@@ -164,8 +169,12 @@ impl Sim {
         }
         for (kind, name) in owners {
             match kind.as_str() {
-                "StatefulSet" => self.kick(KubeTask::StatefulSet(ObjectRef::namespaced(Kind::StatefulSet, &key.namespace, &name))),
-                "DaemonSet" => self.kick(KubeTask::DaemonSet(ObjectRef::namespaced(Kind::DaemonSet, &key.namespace, &name))),
+                "StatefulSet" => {
+                    self.kick(KubeTask::StatefulSet(ObjectRef::namespaced(Kind::StatefulSet, &key.namespace, &name)))
+                }
+                "DaemonSet" => {
+                    self.kick(KubeTask::DaemonSet(ObjectRef::namespaced(Kind::DaemonSet, &key.namespace, &name)))
+                }
                 _ => {}
             }
         }
@@ -173,7 +182,11 @@ impl Sim {
             self.kick(KubeTask::Kubelet { node, pod: key.clone() });
         }
         for claim in claims {
-            self.kick(KubeTask::PvcProtection(ObjectRef::namespaced(Kind::PersistentVolumeClaim, &key.namespace, &claim)));
+            self.kick(KubeTask::PvcProtection(ObjectRef::namespaced(
+                Kind::PersistentVolumeClaim,
+                &key.namespace,
+                &claim,
+            )));
         }
         if freed_capacity {
             self.retry_unschedulable();
@@ -209,7 +222,8 @@ impl Sim {
         let spec_or_status_changed = match (&change.old, &change.new) {
             (Some(old), Some(new)) => {
                 let (old, new) = (old.as_node(), new.as_node());
-                old.map(|n| (&n.spec, n.status.as_ref().map(|s| &s.conditions))) != new.map(|n| (&n.spec, n.status.as_ref().map(|s| &s.conditions)))
+                old.map(|n| (&n.spec, n.status.as_ref().map(|s| &s.conditions)))
+                    != new.map(|n| (&n.spec, n.status.as_ref().map(|s| &s.conditions)))
             }
             _ => true,
         };
@@ -222,9 +236,10 @@ impl Sim {
         } else {
             for label in old_labels.keys().chain(new_labels.keys()) {
                 if old_labels.get(label) != new_labels.get(label)
-                    && let Some(set) = self.kube.daemonsets_by_selector_key.get(label) {
-                        daemonsets.extend(set.iter().cloned());
-                    }
+                    && let Some(set) = self.kube.daemonsets_by_selector_key.get(label)
+                {
+                    daemonsets.extend(set.iter().cloned());
+                }
             }
         }
         for ds in daemonsets {

@@ -55,7 +55,13 @@ impl Sim {
                 let Some(pod) = obj.pod_mut() else { return false };
                 let status = pod.status.get_or_insert_with(Default::default);
                 status.phase = Some("Pending".to_string());
-                set_condition(status.conditions.get_or_insert_with(Vec::new), "Ready", "False", Some("NodeRestarted"), None);
+                set_condition(
+                    status.conditions.get_or_insert_with(Vec::new),
+                    "Ready",
+                    "False",
+                    Some("NodeRestarted"),
+                    None,
+                );
                 true
             });
             self.kick(KubeTask::Kubelet { node: node.to_string(), pod: pod.clone() });
@@ -81,29 +87,47 @@ impl Sim {
                 set_node_ready(node, "Unknown");
                 let taints = node.spec.get_or_insert_with(Default::default).taints.get_or_insert_with(Vec::new);
                 for effect in ["NoSchedule", "NoExecute"] {
-                    taints.push(Taint { key: UNREACHABLE.to_string(), effect: effect.to_string(), value: None, time_added: None });
+                    taints.push(Taint {
+                        key: UNREACHABLE.to_string(),
+                        effect: effect.to_string(),
+                        value: None,
+                        time_added: None,
+                    });
                 }
                 true
             });
             if changed == Ok(true) {
-                trace!(self, "node-lifecycle", key.to_string(), "NotReady (Ready=Unknown): kubelet stopped posting status; tainted {UNREACHABLE}");
+                trace!(
+                    self,
+                    "node-lifecycle",
+                    key.to_string(),
+                    "NotReady (Ready=Unknown): kubelet stopped posting status; tainted {UNREACHABLE}"
+                );
                 let pods: Vec<ObjectRef> = self.api.store.pods_on_node(node).cloned().collect();
                 for pod in pods {
                     let _ = self.api.modify(&pod, None, |obj| {
                         let Some(pod) = obj.pod_mut() else { return false };
                         let status = pod.status.get_or_insert_with(Default::default);
-                        set_condition(status.conditions.get_or_insert_with(Vec::new), "Ready", "False", Some("NodeNotReady"), Some("the node is unreachable"))
+                        set_condition(
+                            status.conditions.get_or_insert_with(Vec::new),
+                            "Ready",
+                            "False",
+                            Some("NodeNotReady"),
+                            Some("the node is unreachable"),
+                        )
                     });
                 }
             }
         }
         if now_ms >= evict_at {
-            let unreachable = Taint { key: UNREACHABLE.to_string(), effect: "NoExecute".to_string(), value: None, time_added: None };
+            let unreachable =
+                Taint { key: UNREACHABLE.to_string(), effect: "NoExecute".to_string(), value: None, time_added: None };
             let pods: Vec<ObjectRef> = self.api.store.pods_on_node(node).cloned().collect();
             for pod in pods {
                 let Some(obj) = self.api.store.get(&pod).and_then(|o| o.as_pod()) else { continue };
                 let tolerations = obj.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
-                let forever = tolerations.iter().any(|t| t.toleration_seconds.is_none()) && tolerates(&tolerations, &unreachable);
+                let forever =
+                    tolerations.iter().any(|t| t.toleration_seconds.is_none()) && tolerates(&tolerations, &unreachable);
                 if forever {
                     continue;
                 }
@@ -122,6 +146,10 @@ pub fn set_node_ready(node: &mut k8s_openapi::api::core::v1::Node, status: &str)
     let conditions = node.status.get_or_insert_with(Default::default).conditions.get_or_insert_with(Vec::new);
     match conditions.iter_mut().find(|c| c.type_ == "Ready") {
         Some(condition) => condition.status = status.to_string(),
-        None => conditions.push(NodeCondition { type_: "Ready".to_string(), status: status.to_string(), ..Default::default() }),
+        None => conditions.push(NodeCondition {
+            type_: "Ready".to_string(),
+            status: status.to_string(),
+            ..Default::default()
+        }),
     }
 }

@@ -15,7 +15,8 @@ impl Sim {
         let now = self.clock.wall();
         let claimed_by = |pv: &k8s_openapi::api::core::v1::PersistentVolume| {
             pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).is_some_and(|c| {
-                c.name.as_deref() == Some(key.name.as_str()) && c.namespace.as_deref().unwrap_or("default") == key.namespace
+                c.name.as_deref() == Some(key.name.as_str())
+                    && c.namespace.as_deref().unwrap_or("default") == key.namespace
             })
         };
         let Some(pvc) = self.api.store.get(key).and_then(|o| o.as_pvc()).cloned() else {
@@ -31,7 +32,8 @@ impl Sim {
             for pv in released {
                 let _ = self.api.modify(&pv, None, |obj| {
                     let Some(pv) = obj.pv_mut() else { return false };
-                    pv.status = Some(PersistentVolumeStatus { phase: Some("Released".to_string()), ..Default::default() });
+                    pv.status =
+                        Some(PersistentVolumeStatus { phase: Some("Released".to_string()), ..Default::default() });
                     true
                 });
                 trace!(self, "pv-controller", pv.to_string(), "Released (its claim {key} is gone)");
@@ -46,14 +48,21 @@ impl Sim {
         let wanted_volume = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|v| !v.is_empty());
         let candidate = match &wanted_volume {
             Some(name) => self.api.store.get_named(Kind::PersistentVolume, "", name).cloned(),
-            None => self.api.store.list(Kind::PersistentVolume).find(|o| o.as_pv().is_some_and(|pv| claimed_by(pv))).cloned(),
+            None => self
+                .api
+                .store
+                .list(Kind::PersistentVolume)
+                .find(|o| o.as_pv().is_some_and(|pv| claimed_by(pv)))
+                .cloned(),
         };
         let Some(pv_obj) = candidate else { return };
         let Some(pv) = pv_obj.as_pv() else { return };
         let pvc_uid = pvc.metadata.uid.clone().unwrap_or_default();
-        let claim_ok = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).is_none_or(|c| {
-            claimed_by(pv) && c.uid.as_deref().is_none_or(|uid| uid.is_empty() || uid == pvc_uid)
-        });
+        let claim_ok = pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.claim_ref.as_ref())
+            .is_none_or(|c| claimed_by(pv) && c.uid.as_deref().is_none_or(|uid| uid.is_empty() || uid == pvc_uid));
         if !claim_ok || pv.metadata.deletion_timestamp.is_some() {
             return;
         }
@@ -112,7 +121,12 @@ impl Sim {
             .map(|pod| pod.metadata.name.clone().unwrap_or_default())
             .collect();
         if users.is_empty() {
-            trace!(self, "pvc-protection", key.to_string(), "remove finalizer {PVC_PROTECTION_FINALIZER}: no pod uses the claim");
+            trace!(
+                self,
+                "pvc-protection",
+                key.to_string(),
+                "remove finalizer {PVC_PROTECTION_FINALIZER}: no pod uses the claim"
+            );
             let _ = self.api.modify(key, None, |obj| {
                 obj.meta_mut().finalizers.get_or_insert_with(Vec::new).retain(|f| f != PVC_PROTECTION_FINALIZER);
                 true

@@ -63,7 +63,10 @@ pub fn tolerates(tolerations: &[Toleration], taint: &Taint) -> bool {
         let effect_ok = t.effect.as_deref().is_none_or(|e| e.is_empty() || e == taint.effect);
         let key_ok = match t.operator.as_deref() {
             Some("Exists") => t.key.as_deref().is_none_or(|k| k.is_empty() || k == taint.key),
-            _ => t.key.as_deref() == Some(taint.key.as_str()) && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+            _ => {
+                t.key.as_deref() == Some(taint.key.as_str())
+                    && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+            }
         };
         effect_ok && key_ok
     })
@@ -98,7 +101,9 @@ impl Sim {
         // Volume binding: every PVC must exist and be bound; a PV's node affinity filters nodes.
         let mut volume_terms = Vec::new();
         for claim in claims_of(&pod) {
-            let Some(pvc) = self.api.store.get_named(Kind::PersistentVolumeClaim, &key.namespace, &claim).and_then(|o| o.as_pvc()) else {
+            let Some(pvc) =
+                self.api.store.get_named(Kind::PersistentVolumeClaim, &key.namespace, &claim).and_then(|o| o.as_pvc())
+            else {
                 return self.unschedulable(key, &pod, format!("persistentvolumeclaim \"{claim}\" not found"));
             };
             if pvc.metadata.deletion_timestamp.is_some() {
@@ -106,13 +111,19 @@ impl Sim {
             }
             let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
             if phase != "Bound" {
-                return self.unschedulable(key, &pod, format!("pod has unbound immediate PersistentVolumeClaims (\"{claim}\" is {phase})"));
+                return self.unschedulable(
+                    key,
+                    &pod,
+                    format!("pod has unbound immediate PersistentVolumeClaims (\"{claim}\" is {phase})"),
+                );
             }
             let volume = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default();
             if let Some(pv) = self.api.store.get_named(Kind::PersistentVolume, "", &volume).and_then(|o| o.as_pv())
-                && let Some(required) = pv.spec.as_ref().and_then(|s| s.node_affinity.as_ref()).and_then(|a| a.required.as_ref()) {
-                    volume_terms.push(required.node_selector_terms.clone());
-                }
+                && let Some(required) =
+                    pv.spec.as_ref().and_then(|s| s.node_affinity.as_ref()).and_then(|a| a.required.as_ref())
+            {
+                volume_terms.push(required.node_selector_terms.clone());
+            }
         }
 
         let spec = pod.spec.clone().unwrap_or_default();
@@ -136,7 +147,13 @@ impl Sim {
         let all_nodes: Vec<Candidate> = match &pinned {
             Some(names) => names
                 .iter()
-                .filter_map(|n| self.api.store.get_named(Kind::Node, "", n).and_then(|o| o.as_node()).map(|node| Candidate { name: n.clone(), node: node.clone() }))
+                .filter_map(|n| {
+                    self.api
+                        .store
+                        .get_named(Kind::Node, "", n)
+                        .and_then(|o| o.as_node())
+                        .map(|node| Candidate { name: n.clone(), node: node.clone() })
+                })
                 .collect(),
             None => Vec::new(),
         };
@@ -167,7 +184,9 @@ impl Sim {
                 }
             } else {
                 let name = &node_names[(start + i) % total];
-                let Some(node) = self.api.store.get_named(Kind::Node, "", name).and_then(|o| o.as_node()) else { continue };
+                let Some(node) = self.api.store.get_named(Kind::Node, "", name).and_then(|o| o.as_node()) else {
+                    continue;
+                };
                 Candidate { name: name.clone(), node: node.clone() }
             };
             examined += 1;
@@ -216,7 +235,13 @@ impl Sim {
             let Some(pod) = obj.pod_mut() else { return false };
             let status = pod.status.get_or_insert_with(Default::default);
             status.phase.get_or_insert_with(|| "Pending".to_string());
-            set_condition(status.conditions.get_or_insert_with(Vec::new), "PodScheduled", "False", Some("Unschedulable"), Some(&message))
+            set_condition(
+                status.conditions.get_or_insert_with(Vec::new),
+                "PodScheduled",
+                "False",
+                Some("Unschedulable"),
+                Some(&message),
+            )
         });
     }
 
@@ -239,20 +264,26 @@ impl Sim {
         }
         for taint in spec.taints.iter().flatten() {
             if (taint.effect == "NoSchedule" || taint.effect == "NoExecute") && !tolerates(tolerations, taint) {
-                return Err(format!("node(s) had untolerated taint {{{}: {}}}", taint.key, taint.value.clone().unwrap_or_default()));
+                return Err(format!(
+                    "node(s) had untolerated taint {{{}: {}}}",
+                    taint.key,
+                    taint.value.clone().unwrap_or_default()
+                ));
             }
         }
         if !node_ready(node) {
             return Err("node(s) were not ready".to_string());
         }
         if let Some(selector) = pod.spec.as_ref().and_then(|s| s.node_selector.as_ref())
-            && !selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
-                return Err("node(s) didn't match Pod's node affinity/selector".to_string());
-            }
+            && !selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+        {
+            return Err("node(s) didn't match Pod's node affinity/selector".to_string());
+        }
         if let Some(terms) = required_terms
-            && !terms.iter().any(|t| matches_node_term(t, &candidate.name, labels)) {
-                return Err("node(s) didn't match Pod's node affinity/selector".to_string());
-            }
+            && !terms.iter().any(|t| matches_node_term(t, &candidate.name, labels))
+        {
+            return Err("node(s) didn't match Pod's node affinity/selector".to_string());
+        }
         for terms in volume_terms {
             if !terms.iter().any(|t| matches_node_term(t, &candidate.name, labels)) {
                 return Err("node(s) had volume node affinity conflict".to_string());
@@ -283,13 +314,17 @@ impl Sim {
             return Err("Too many pods".to_string());
         }
         if let Some(cpu) = allocatable.get("cpu").and_then(|q| cpu_millis(&q.0))
-            && requests.cpu_millis > 0 && used.cpu_millis + requests.cpu_millis > cpu {
-                return Err("Insufficient cpu".to_string());
-            }
+            && requests.cpu_millis > 0
+            && used.cpu_millis + requests.cpu_millis > cpu
+        {
+            return Err("Insufficient cpu".to_string());
+        }
         if let Some(memory) = allocatable.get("memory").and_then(|q| memory_bytes(&q.0))
-            && requests.memory_bytes > 0 && used.memory_bytes + requests.memory_bytes > memory {
-                return Err("Insufficient memory".to_string());
-            }
+            && requests.memory_bytes > 0
+            && used.memory_bytes + requests.memory_bytes > memory
+        {
+            return Err("Insufficient memory".to_string());
+        }
         // Required pod anti-affinity, both ways.
         let anti = pod
             .spec
@@ -301,7 +336,10 @@ impl Sim {
         for term in &anti {
             let selector = term.label_selector.clone().unwrap_or_default();
             let namespaces = term.namespaces.clone().unwrap_or_else(|| vec![key.namespace.clone()]);
-            let all_namespaces = term.namespace_selector.as_ref().is_some_and(|s| s.match_labels.is_none() && s.match_expressions.is_none());
+            let all_namespaces = term
+                .namespace_selector
+                .as_ref()
+                .is_some_and(|s| s.match_labels.is_none() && s.match_expressions.is_none());
             let domain = self.topology_pods(&candidate.name, labels, &term.topology_key, &node_pods);
             let clash = domain.iter().any(|other| {
                 (all_namespaces || namespaces.contains(&other.metadata.namespace.clone().unwrap_or_default()))
@@ -322,8 +360,13 @@ impl Sim {
                 let selector = term.label_selector.clone().unwrap_or_default();
                 let other_ns = other.metadata.namespace.clone().unwrap_or_default();
                 let namespaces = term.namespaces.clone().unwrap_or_else(|| vec![other_ns]);
-                let all_namespaces = term.namespace_selector.as_ref().is_some_and(|s| s.match_labels.is_none() && s.match_expressions.is_none());
-                if (all_namespaces || namespaces.contains(&key.namespace)) && matches_label_selector(&selector, pod.metadata.labels.as_ref()) {
+                let all_namespaces = term
+                    .namespace_selector
+                    .as_ref()
+                    .is_some_and(|s| s.match_labels.is_none() && s.match_expressions.is_none());
+                if (all_namespaces || namespaces.contains(&key.namespace))
+                    && matches_label_selector(&selector, pod.metadata.labels.as_ref())
+                {
                     return Err("node(s) didn't satisfy existing pods anti-affinity rules".to_string());
                 }
             }
@@ -332,7 +375,13 @@ impl Sim {
     }
 
     /// Pods in the topology domain of `node` for `topology_key` (the node itself for hostname).
-    fn topology_pods(&self, _node: &str, labels: Option<&BTreeMap<String, String>>, topology_key: &str, node_pods: &[Arc<Pod>]) -> Vec<Arc<Pod>> {
+    fn topology_pods(
+        &self,
+        _node: &str,
+        labels: Option<&BTreeMap<String, String>>,
+        topology_key: &str,
+        node_pods: &[Arc<Pod>],
+    ) -> Vec<Arc<Pod>> {
         if topology_key == HOSTNAME || topology_key.is_empty() {
             return node_pods.to_vec();
         }
@@ -402,7 +451,8 @@ impl Sim {
             raw.push((node_affinity, anti, free));
         }
         let max_affinity = raw.iter().map(|r| r.0).max().unwrap_or(0);
-        let (min_anti, max_anti) = (raw.iter().map(|r| r.1).min().unwrap_or(0), raw.iter().map(|r| r.1).max().unwrap_or(0));
+        let (min_anti, max_anti) =
+            (raw.iter().map(|r| r.1).min().unwrap_or(0), raw.iter().map(|r| r.1).max().unwrap_or(0));
         let mut best: Option<(i64, usize)> = None;
         let mut ties = 0u64;
         for (i, (affinity, anti, free)) in raw.iter().enumerate() {
@@ -428,7 +478,13 @@ impl Sim {
 }
 
 /// Sets a pod condition; returns whether anything changed.
-pub fn set_condition(conditions: &mut Vec<PodCondition>, type_: &str, status: &str, reason: Option<&str>, message: Option<&str>) -> bool {
+pub fn set_condition(
+    conditions: &mut Vec<PodCondition>,
+    type_: &str,
+    status: &str,
+    reason: Option<&str>,
+    message: Option<&str>,
+) -> bool {
     let wanted = PodCondition {
         type_: type_.to_string(),
         status: status.to_string(),
@@ -437,7 +493,13 @@ pub fn set_condition(conditions: &mut Vec<PodCondition>, type_: &str, status: &s
         ..Default::default()
     };
     match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(existing) if existing.status == wanted.status && existing.reason == wanted.reason && existing.message == wanted.message => false,
+        Some(existing)
+            if existing.status == wanted.status
+                && existing.reason == wanted.reason
+                && existing.message == wanted.message =>
+        {
+            false
+        }
         Some(existing) => {
             *existing = wanted;
             true

@@ -24,7 +24,13 @@ pub fn template_hash(template: &PodTemplateSpec) -> String {
 }
 
 /// A pod made from `template`, owned by the workload `owner`.
-pub fn pod_from_template(template: &PodTemplateSpec, namespace: &str, name: &str, owner: OwnerReference, extra_labels: BTreeMap<String, String>) -> Pod {
+pub fn pod_from_template(
+    template: &PodTemplateSpec,
+    namespace: &str,
+    name: &str,
+    owner: OwnerReference,
+    extra_labels: BTreeMap<String, String>,
+) -> Pod {
     let meta = template.metadata.clone().unwrap_or_default();
     let mut labels = meta.labels.clone().unwrap_or_default();
     labels.extend(extra_labels);
@@ -125,7 +131,13 @@ impl Sim {
                         pod_spec.subdomain = spec.service_name.clone().filter(|s| !s.is_empty());
                     }
                     if self.api.create(Obj::Pod(Arc::new(pod)), self.clock.wall()).is_ok() {
-                        trace!(self, "statefulset", format!("Pod/{}/{name}", key.namespace), "create (ordinal {ordinal} of {})", key.name);
+                        trace!(
+                            self,
+                            "statefulset",
+                            format!("Pod/{}/{name}", key.namespace),
+                            "create (ordinal {ordinal} of {})",
+                            key.name
+                        );
                     }
                     if !parallel {
                         blocked = true;
@@ -154,15 +166,18 @@ impl Sim {
         }
 
         // Rolling update: replace the highest pod on an old revision once all are ready.
-        let rolling = spec.update_strategy.as_ref().and_then(|u| u.type_.as_deref()).unwrap_or("RollingUpdate") == "RollingUpdate";
-        let all_ready = (0..replicas).all(|o| pods.get(&o).is_some_and(|p| {
-            let (phase, ready, deleting) = pod_state(p);
-            phase == "Running" && ready && !deleting
-        }));
+        let rolling = spec.update_strategy.as_ref().and_then(|u| u.type_.as_deref()).unwrap_or("RollingUpdate")
+            == "RollingUpdate";
+        let all_ready = (0..replicas).all(|o| {
+            pods.get(&o).is_some_and(|p| {
+                let (phase, ready, deleting) = pod_state(p);
+                phase == "Running" && ready && !deleting
+            })
+        });
         if rolling && all_ready {
-            let stale = (0..replicas).rev().find(|o| {
-                pods[o].metadata.labels.as_ref().and_then(|l| l.get(REVISION_LABEL)) != Some(&revision)
-            });
+            let stale = (0..replicas)
+                .rev()
+                .find(|o| pods[o].metadata.labels.as_ref().and_then(|l| l.get(REVISION_LABEL)) != Some(&revision));
             if let Some(ordinal) = stale {
                 let pod_key = ObjectRef::namespaced(Kind::Pod, &key.namespace, &format!("{prefix}{ordinal}"));
                 trace!(self, "statefulset", pod_key.to_string(), "delete (template changed, rolling update)");

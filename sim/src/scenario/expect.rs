@@ -84,7 +84,11 @@ pub fn parse_path(text: &str) -> Result<Vec<Segment>, String> {
             '.' => flush(&mut word, &mut out),
             '[' => {
                 flush(&mut word, &mut out);
-                let end = bytes[i..].iter().position(|c| *c == ']').map(|p| p + i).ok_or_else(|| format!("path `{text}`: `[` without `]`"))?;
+                let end = bytes[i..]
+                    .iter()
+                    .position(|c| *c == ']')
+                    .map(|p| p + i)
+                    .ok_or_else(|| format!("path `{text}`: `[` without `]`"))?;
                 let inner: String = bytes[i + 1..end].iter().collect();
                 let inner = inner.trim();
                 if let Some(quoted) = inner.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
@@ -94,7 +98,9 @@ pub fn parse_path(text: &str) -> Result<Vec<Segment>, String> {
                 } else if let Some((field, value)) = inner.split_once('=') {
                     out.push(Segment::Filter(field.trim().to_string(), value.trim().to_string()));
                 } else {
-                    return Err(format!("path `{text}`: `[{inner}]` must be `[\"key\"]`, `[index]` or `[field=value]`"));
+                    return Err(format!(
+                        "path `{text}`: `[{inner}]` must be `[\"key\"]`, `[index]` or `[field=value]`"
+                    ));
                 }
                 i = end;
             }
@@ -116,7 +122,10 @@ pub fn walk<'a>(value: &'a Value, path: &[Segment]) -> Option<&'a Value> {
         current = match segment {
             Segment::Key(key) => current.get(key)?,
             Segment::Index(index) => current.get(*index)?,
-            Segment::Filter(field, wanted) => current.as_array()?.iter().find(|item| item.get(field).and_then(Value::as_str) == Some(wanted.as_str()))?,
+            Segment::Filter(field, wanted) => current
+                .as_array()?
+                .iter()
+                .find(|item| item.get(field).and_then(Value::as_str) == Some(wanted.as_str()))?,
         };
     }
     Some(current)
@@ -181,8 +190,13 @@ impl Expectation {
                     Some((k, ns)) => (k, Some(ns.to_string())),
                     None => (*target, None),
                 };
-                let kind = parse_kind(kind_text).ok_or_else(|| format!("expect `{text}`: unknown kind `{kind_text}`; allowed kinds: {}", kind_names()))?;
-                let op_at = rest.iter().position(|w| parse_op(w).is_some()).ok_or_else(|| format!("expect `{text}`: no operator; allowed: {OPS}"))?;
+                let kind = parse_kind(kind_text).ok_or_else(|| {
+                    format!("expect `{text}`: unknown kind `{kind_text}`; allowed kinds: {}", kind_names())
+                })?;
+                let op_at = rest
+                    .iter()
+                    .position(|w| parse_op(w).is_some())
+                    .ok_or_else(|| format!("expect `{text}`: no operator; allowed: {OPS}"))?;
                 let mut selector = Vec::new();
                 let mut running = false;
                 for word in &rest[..op_at] {
@@ -193,16 +207,24 @@ impl Expectation {
                     }
                 }
                 let op = parse_op(rest[op_at]).unwrap_or(Op::Eq);
-                let value_text = rest.get(op_at + 1).ok_or_else(|| format!("expect `{text}`: a count needs a number after the operator"))?;
-                let value = value_text.parse().map_err(|_| format!("expect `{text}`: `{value_text}` is not a number"))?;
+                let value_text = rest
+                    .get(op_at + 1)
+                    .ok_or_else(|| format!("expect `{text}`: a count needs a number after the operator"))?;
+                let value =
+                    value_text.parse().map_err(|_| format!("expect `{text}`: `{value_text}` is not a number"))?;
                 Check::Count { kind, namespace, selector, running, op, value }
             }
-            [target, "exists"] => Check::Object { object: parse_reference(target).map_err(|e| format!("expect: {e}"))?, exists: true },
-            [target, "absent"] => Check::Object { object: parse_reference(target).map_err(|e| format!("expect: {e}"))?, exists: false },
+            [target, "exists"] => {
+                Check::Object { object: parse_reference(target).map_err(|e| format!("expect: {e}"))?, exists: true }
+            }
+            [target, "absent"] => {
+                Check::Object { object: parse_reference(target).map_err(|e| format!("expect: {e}"))?, exists: false }
+            }
             [target, path, op_text, rest @ ..] => {
                 let object = parse_reference(target).map_err(|e| format!("expect: {e}"))?;
                 let path = parse_path(path).map_err(|e| format!("expect `{text}`: {e}"))?;
-                let op = parse_op(op_text).ok_or_else(|| format!("expect `{text}`: unknown operator `{op_text}`; allowed: {OPS}"))?;
+                let op = parse_op(op_text)
+                    .ok_or_else(|| format!("expect `{text}`: unknown operator `{op_text}`; allowed: {OPS}"))?;
                 let value = rest.join(" ");
                 let value = value.trim_matches('"').to_string();
                 if value.is_empty() && !matches!(op, Op::Exists | Op::Absent) {
@@ -220,7 +242,11 @@ impl Expectation {
         match &self.check {
             Check::Object { object, exists } => {
                 let found = sim.get(object).is_some();
-                if found == *exists { Ok(()) } else { Err(if found { "it exists".to_string() } else { "it does not exist".to_string() }) }
+                if found == *exists {
+                    Ok(())
+                } else {
+                    Err(if found { "it exists".to_string() } else { "it does not exist".to_string() })
+                }
             }
             Check::Field { object, path, op, value } => {
                 let wanted = substitute(value, sim);
@@ -238,7 +264,13 @@ impl Expectation {
                     .list(*kind)
                     .filter(|o| namespace.as_ref().is_none_or(|ns| o.meta().namespace.as_deref() == Some(ns.as_str())))
                     .filter(|o| matches_equality(selector, o.meta().labels.as_ref()))
-                    .filter(|o| !*running || o.as_pod().is_some_and(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") && p.metadata.deletion_timestamp.is_none()))
+                    .filter(|o| {
+                        !*running
+                            || o.as_pod().is_some_and(|p| {
+                                p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                                    && p.metadata.deletion_timestamp.is_none()
+                            })
+                    })
                     .count() as i64;
                 let ok = match op {
                     Op::Eq => count == *value,

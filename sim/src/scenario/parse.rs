@@ -30,8 +30,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use model::effect::{Kind, ObjectRef};
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 
 use super::expect::Expectation;
 use crate::apiserver::Obj;
@@ -76,7 +76,9 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
     if text == "0" {
         return Ok(0);
     }
-    let bad = || format!("invalid duration `{text}`: write a number with units h, m, s or ms, like `90s`, `2m30s` or `500ms`");
+    let bad = || {
+        format!("invalid duration `{text}`: write a number with units h, m, s or ms, like `90s`, `2m30s` or `500ms`")
+    };
     if text.is_empty() {
         return Err(bad());
     }
@@ -118,7 +120,11 @@ impl<'de> Deserialize<'de> for Duration {
                 parse_duration(text).map(Duration).map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, n: u64) -> Result<Duration, E> {
-                if n == 0 { Ok(Duration(0)) } else { Err(E::custom(format!("invalid duration `{n}`: a duration needs units, like `{n}s` or `{n}ms`"))) }
+                if n == 0 {
+                    Ok(Duration(0))
+                } else {
+                    Err(E::custom(format!("invalid duration `{n}`: a duration needs units, like `{n}s` or `{n}ms`")))
+                }
             }
             fn visit_i64<E: de::Error>(self, n: i64) -> Result<Duration, E> {
                 Err(E::custom(format!("invalid duration `{n}`: a duration needs units, like `{n}s` or `{n}ms`")))
@@ -277,7 +283,10 @@ fn yaml_to_objects(value: serde_yaml_ng::Value, what: &str) -> Result<Vec<Obj>, 
             let mut out = Vec::new();
             for (index, document) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
                 let value = serde_yaml_ng::Value::deserialize(document).map_err(|error| {
-                    let at = error.location().map(|l| format!(" (line {} column {} of the manifest text)", l.line(), l.column())).unwrap_or_default();
+                    let at = error
+                        .location()
+                        .map(|l| format!(" (line {} column {} of the manifest text)", l.line(), l.column()))
+                        .unwrap_or_default();
                     format!("{what}: document {}: {error}{at}", index + 1)
                 })?;
                 if value.is_null() {
@@ -318,7 +327,8 @@ pub struct Reference(pub ObjectRef);
 /// Parses an object reference.
 pub fn parse_reference(text: &str) -> Result<ObjectRef, String> {
     let parts: Vec<&str> = text.trim().split('/').collect();
-    let kind = parse_kind(parts[0]).ok_or_else(|| format!("`{text}`: unknown kind `{}`; allowed kinds: {}", parts[0], kind_names()))?;
+    let kind = parse_kind(parts[0])
+        .ok_or_else(|| format!("`{text}`: unknown kind `{}`; allowed kinds: {}", parts[0], kind_names()))?;
     let (namespace, name) = match (kind.is_cluster_scoped(), parts.as_slice()) {
         (true, [_, name]) => ("", *name),
         (false, [_, name]) => ("default", *name),
@@ -332,7 +342,11 @@ pub fn parse_reference(text: &str) -> Result<ObjectRef, String> {
     if name.is_empty() {
         return Err(format!("`{text}`: the name is empty"));
     }
-    Ok(if kind.is_cluster_scoped() { ObjectRef::cluster(kind, name) } else { ObjectRef::namespaced(kind, namespace, name) })
+    Ok(if kind.is_cluster_scoped() {
+        ObjectRef::cluster(kind, name)
+    } else {
+        ObjectRef::namespaced(kind, namespace, name)
+    })
 }
 
 impl<'de> Deserialize<'de> for Reference {
@@ -387,12 +401,20 @@ impl PodStep {
     /// The pod manifest.
     pub fn to_pod(&self) -> Obj {
         let pod = Pod {
-            metadata: ObjectMeta { name: Some(self.name.clone()), namespace: Some(self.namespace.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                namespace: Some(self.namespace.clone()),
+                ..Default::default()
+            },
             spec: Some(PodSpec {
                 containers: vec![Container {
                     name: "app".to_string(),
                     image: Some("nginx".to_string()),
-                    volume_mounts: Some(vec![VolumeMount { name: "data".to_string(), mount_path: "/data".to_string(), ..Default::default() }]),
+                    volume_mounts: Some(vec![VolumeMount {
+                        name: "data".to_string(),
+                        mount_path: "/data".to_string(),
+                        ..Default::default()
+                    }]),
                     resources: Some(ResourceRequirements::default()),
                     ..Default::default()
                 }],
@@ -442,8 +464,12 @@ impl<'de> Deserialize<'de> for RunSpec {
         let allowed = "allowed: `until converged`, `until <time>` (like `until 5m`), `for <duration>` (like `for 30s`)";
         match words.as_slice() {
             ["until", "converged"] | ["converged"] => Ok(RunSpec::Converged),
-            ["until", time] => parse_duration(time).map(RunSpec::Until).map_err(|e| de::Error::custom(format!("run: {e}; {allowed}"))),
-            ["for", time] => parse_duration(time).map(RunSpec::For).map_err(|e| de::Error::custom(format!("run: {e}; {allowed}"))),
+            ["until", time] => {
+                parse_duration(time).map(RunSpec::Until).map_err(|e| de::Error::custom(format!("run: {e}; {allowed}")))
+            }
+            ["for", time] => {
+                parse_duration(time).map(RunSpec::For).map_err(|e| de::Error::custom(format!("run: {e}; {allowed}")))
+            }
             _ => Err(de::Error::custom(format!("run: `{text}` is not a run instruction; {allowed}"))),
         }
     }
@@ -462,12 +488,22 @@ impl<'de> Deserialize<'de> for Expectations {
                 .into_iter()
                 .map(|item| match item {
                     serde_yaml_ng::Value::String(text) => Ok(text),
-                    _ => Err(de::Error::custom("expect: each expectation is a string like `Dataset/default/demo status.phase == Bound`")),
+                    _ => Err(de::Error::custom(
+                        "expect: each expectation is a string like `Dataset/default/demo status.phase == Bound`",
+                    )),
                 })
                 .collect::<Result<_, D::Error>>()?,
-            _ => return Err(de::Error::custom("expect: write a string like `Dataset/default/demo status.phase == Bound`, or a list of them")),
+            _ => {
+                return Err(de::Error::custom(
+                    "expect: write a string like `Dataset/default/demo status.phase == Bound`, or a list of them",
+                ));
+            }
         };
-        texts.iter().map(|t| Expectation::parse(t).map_err(de::Error::custom)).collect::<Result<_, _>>().map(Expectations)
+        texts
+            .iter()
+            .map(|t| Expectation::parse(t).map_err(de::Error::custom))
+            .collect::<Result<_, _>>()
+            .map(Expectations)
     }
 }
 
@@ -478,14 +514,31 @@ pub struct Rate(pub f64);
 impl<'de> Deserialize<'de> for Rate {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let rate = f64::deserialize(deserializer)?;
-        if (0.0..=1.0).contains(&rate) { Ok(Rate(rate)) } else { Err(de::Error::custom(format!("conflict_rate: {rate} is not a probability between 0 and 1"))) }
+        if (0.0..=1.0).contains(&rate) {
+            Ok(Rate(rate))
+        } else {
+            Err(de::Error::custom(format!("conflict_rate: {rate} is not a probability between 0 and 1")))
+        }
     }
 }
 
 /// The keys a step may have.
 pub const STEP_ACTIONS: &[&str] = &[
-    "apply", "delete", "pod", "scale", "expect", "run", "node_down", "node_up", "pod_crash", "controller_restart",
-    "conflict_rate", "stale_reads", "slow_watches", "fuse_crash", "csi_restart",
+    "apply",
+    "delete",
+    "pod",
+    "scale",
+    "expect",
+    "run",
+    "node_down",
+    "node_up",
+    "pod_crash",
+    "controller_restart",
+    "conflict_rate",
+    "stale_reads",
+    "slow_watches",
+    "fuse_crash",
+    "csi_restart",
 ];
 
 /// A step as written.
@@ -578,7 +631,9 @@ impl<'de> Deserialize<'de> for Step {
         }
         if let Some(restart) = raw.controller_restart {
             if !restart {
-                return Err(de::Error::custom("controller_restart: write `controller_restart: true` (false does nothing)"));
+                return Err(de::Error::custom(
+                    "controller_restart: write `controller_restart: true` (false does nothing)",
+                ));
             }
             actions.push(Action::Fault(Fault::ControllerRestart));
         }
@@ -637,7 +692,12 @@ pub fn parse_str(text: &str, path: &str) -> Result<Scenario, Error> {
         }
     }
     if scenario.name.trim().is_empty() {
-        return Err(Error::Scenario { path: path.to_string(), line: 1, column: 1, message: "name: say what the scenario shows, as a sentence".to_string() });
+        return Err(Error::Scenario {
+            path: path.to_string(),
+            line: 1,
+            column: 1,
+            message: "name: say what the scenario shows, as a sentence".to_string(),
+        });
     }
     Ok(scenario)
 }

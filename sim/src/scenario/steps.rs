@@ -45,7 +45,8 @@ pub const DEFAULT_BUDGET_MS: u64 = 30 * 60_000;
 
 /// Builds the simulator configuration of a scenario.
 pub fn config_for(scenario: &Scenario, options: &RunOptions) -> SimConfig {
-    let mut config = SimConfig { seed: options.seed.unwrap_or(scenario.seed), record: options.record, ..SimConfig::default() };
+    let mut config =
+        SimConfig { seed: options.seed.unwrap_or(scenario.seed), record: options.record, ..SimConfig::default() };
     let t = &scenario.timing;
     let set = |slot: &mut u64, value: Option<super::parse::Duration>| {
         if let Some(value) = value {
@@ -67,9 +68,10 @@ pub fn config_for(scenario: &Scenario, options: &RunOptions) -> SimConfig {
     set(&mut config.model.resync_ms, t.resync);
     set(&mut config.model.retry_ms, t.retry);
     if let Some(size) = scenario.cluster.ufs_size.as_deref()
-        && let Some(bytes) = crate::kube::scheduler::memory_bytes(size) {
-            config.ufs_bytes = bytes;
-        }
+        && let Some(bytes) = crate::kube::scheduler::memory_bytes(size)
+    {
+        config.ufs_bytes = bytes;
+    }
     config
 }
 
@@ -92,7 +94,11 @@ pub fn make_node(name: &str, labels: &BTreeMap<String, String>, capacity: &Capac
         status: Some(NodeStatus {
             allocatable: Some(allocatable.clone()),
             capacity: Some(allocatable),
-            conditions: Some(vec![NodeCondition { type_: "Ready".to_string(), status: "True".to_string(), ..Default::default() }]),
+            conditions: Some(vec![NodeCondition {
+                type_: "Ready".to_string(),
+                status: "True".to_string(),
+                ..Default::default()
+            }]),
             ..Default::default()
         }),
     }))
@@ -103,14 +109,21 @@ pub fn build_cluster(sim: &mut Sim, scenario: &Scenario) {
     let default_capacity = scenario.cluster.capacity.clone().unwrap_or_default();
     let now = sim.clock.wall();
     let nodes: Vec<Obj> = match &scenario.cluster.nodes {
-        Nodes::Count(n) => (1..=*n).map(|i| make_node(&format!("node-{i}"), &scenario.cluster.labels, &default_capacity, Vec::new())).collect(),
+        Nodes::Count(n) => (1..=*n)
+            .map(|i| make_node(&format!("node-{i}"), &scenario.cluster.labels, &default_capacity, Vec::new()))
+            .collect(),
         Nodes::List(list) => list
             .iter()
             .map(|spec| {
                 let taints = spec
                     .taints
                     .iter()
-                    .map(|t| Taint { key: t.key.clone(), value: t.value.clone(), effect: format!("{:?}", t.effect), time_added: None })
+                    .map(|t| Taint {
+                        key: t.key.clone(),
+                        value: t.value.clone(),
+                        effect: format!("{:?}", t.effect),
+                        time_added: None,
+                    })
                     .collect();
                 make_node(&spec.name, &spec.labels, spec.capacity.as_ref().unwrap_or(&default_capacity), taints)
             })
@@ -147,9 +160,10 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> RunResult {
 
     'steps: for (index, step) in scenario.steps.iter().enumerate() {
         if let Some(at_ms) = step.at_ms
-            && !advance(&mut sim, at_ms, &mut pending, &mut failures, &mut passed) {
-                break 'steps;
-            }
+            && !advance(&mut sim, at_ms, &mut pending, &mut failures, &mut passed)
+        {
+            break 'steps;
+        }
         if let Some(note) = &step.note {
             trace!(sim, "scenario", format!("step {}", index + 1), "{note}");
         }
@@ -211,8 +225,19 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> RunResult {
                                     trace!(sim, "expect", format!("step {}", index + 1), "holds: {}", expectation.text);
                                 }
                                 Err(seen) => {
-                                    let message = format!("step {} at {}: expected `{}`, but {seen}", index + 1, format_ms(sim.clock.now_ms()), expectation.text);
-                                    trace!(sim, "expect", format!("step {}", index + 1), "FAILED: {}: {seen}", expectation.text);
+                                    let message = format!(
+                                        "step {} at {}: expected `{}`, but {seen}",
+                                        index + 1,
+                                        format_ms(sim.clock.now_ms()),
+                                        expectation.text
+                                    );
+                                    trace!(
+                                        sim,
+                                        "expect",
+                                        format!("step {}", index + 1),
+                                        "FAILED: {}: {seen}",
+                                        expectation.text
+                                    );
                                     failures.push(message);
                                 }
                             }
@@ -260,7 +285,12 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> RunResult {
     }
     for p in pending.drain(..) {
         let texts: Vec<&str> = p.group.iter().map(|e| e.text.as_str()).collect();
-        failures.push(format!("step {}: `{}` did not hold by {}", p.step, texts.join("` and `"), format_ms(p.deadline_ms)));
+        failures.push(format!(
+            "step {}: `{}` did not hold by {}",
+            p.step,
+            texts.join("` and `"),
+            format_ms(p.deadline_ms)
+        ));
     }
     if sim.violations.is_empty() {
         for problem in sim.check_converged() {
@@ -291,8 +321,18 @@ fn check_pending(sim: &mut Sim, pending: &mut Vec<Pending>, failures: &mut Vec<S
                 }
             }
             Some((text, seen)) if now_ms >= p.deadline_ms => {
-                trace!(sim, "expect", format!("step {}", p.step), "FAILED by {}: {text}: {seen}", format_ms(p.deadline_ms));
-                failures.push(format!("step {}: expected `{text}` by {}, but {seen}", p.step, format_ms(p.deadline_ms)));
+                trace!(
+                    sim,
+                    "expect",
+                    format!("step {}", p.step),
+                    "FAILED by {}: {text}: {seen}",
+                    format_ms(p.deadline_ms)
+                );
+                failures.push(format!(
+                    "step {}: expected `{text}` by {}, but {seen}",
+                    p.step,
+                    format_ms(p.deadline_ms)
+                ));
             }
             Some(_) => keep.push(p),
         }
@@ -302,7 +342,13 @@ fn check_pending(sim: &mut Sim, pending: &mut Vec<Pending>, failures: &mut Vec<S
 
 /// Runs events until no `within` group is pending (each passes or reaches its deadline).
 /// False on an invariant violation.
-fn settle_pending(sim: &mut Sim, limit_ms: u64, pending: &mut Vec<Pending>, failures: &mut Vec<String>, passed: &mut usize) -> bool {
+fn settle_pending(
+    sim: &mut Sim,
+    limit_ms: u64,
+    pending: &mut Vec<Pending>,
+    failures: &mut Vec<String>,
+    passed: &mut usize,
+) -> bool {
     check_pending(sim, pending, failures, passed);
     while !pending.is_empty() {
         let deadline = pending.iter().map(|p| p.deadline_ms).min().unwrap_or(limit_ms);
@@ -321,7 +367,13 @@ fn settle_pending(sim: &mut Sim, limit_ms: u64, pending: &mut Vec<Pending>, fail
 }
 
 /// Runs events up to `limit_ms`, watching expectations. False on an invariant violation.
-fn advance(sim: &mut Sim, limit_ms: u64, pending: &mut Vec<Pending>, failures: &mut Vec<String>, passed: &mut usize) -> bool {
+fn advance(
+    sim: &mut Sim,
+    limit_ms: u64,
+    pending: &mut Vec<Pending>,
+    failures: &mut Vec<String>,
+    passed: &mut usize,
+) -> bool {
     loop {
         let next = sim.clock.next_at_ms().filter(|at| *at <= limit_ms);
         let deadline = pending.iter().map(|p| p.deadline_ms).filter(|d| *d <= limit_ms).min();
@@ -352,7 +404,13 @@ fn advance(sim: &mut Sim, limit_ms: u64, pending: &mut Vec<Pending>, failures: &
 }
 
 /// Runs until converged or out of budget. False on an invariant violation.
-fn converge(sim: &mut Sim, budget_ms: u64, pending: &mut Vec<Pending>, failures: &mut Vec<String>, passed: &mut usize) -> bool {
+fn converge(
+    sim: &mut Sim,
+    budget_ms: u64,
+    pending: &mut Vec<Pending>,
+    failures: &mut Vec<String>,
+    passed: &mut usize,
+) -> bool {
     let start_ms = sim.clock.now_ms();
     let limit_ms = start_ms + budget_ms;
     let mut checked_at_writes = u64::MAX;
@@ -360,7 +418,13 @@ fn converge(sim: &mut Sim, budget_ms: u64, pending: &mut Vec<Pending>, failures:
         if !sim.is_busy() && checked_at_writes != sim.api.writes {
             checked_at_writes = sim.api.writes;
             if sim.fixpoint_writes().is_empty() && pending.is_empty() {
-                trace!(sim, "scenario", "cluster", "converged after {}", format_duration(sim.clock.now_ms() - start_ms));
+                trace!(
+                    sim,
+                    "scenario",
+                    "cluster",
+                    "converged after {}",
+                    format_duration(sim.clock.now_ms() - start_ms)
+                );
                 return true;
             }
         }
@@ -389,7 +453,11 @@ fn converge(sim: &mut Sim, budget_ms: u64, pending: &mut Vec<Pending>, failures:
                         continue;
                     }
                 }
-                let message = format!("did not converge within {} (still pending: {})", format_duration(budget_ms), describe_pending(sim));
+                let message = format!(
+                    "did not converge within {} (still pending: {})",
+                    format_duration(budget_ms),
+                    describe_pending(sim)
+                );
                 trace!(sim, "scenario", "cluster", "{message}");
                 failures.push(message);
                 return true;
@@ -486,11 +554,20 @@ pub fn summarize(sim: &Sim, passed: usize, outcome: &Outcome) -> String {
         let conditions: Vec<String> = status
             .conditions
             .iter()
-            .map(|c| format!("{}={}{}", c.type_, c.status, c.reason.as_deref().map(|r| format!("({r})")).unwrap_or_default()))
+            .map(|c| {
+                format!("{}={}{}", c.type_, c.status, c.reason.as_deref().map(|r| format!("({r})")).unwrap_or_default())
+            })
             .collect();
         let cached = status.cache_states.get("cached").map(|c| format!(" cached={c}")).unwrap_or_default();
         let deleting = if obj.is_deleting() { " Terminating" } else { "" };
-        let _ = writeln!(out, "  {}/{}: phase={}{deleting} {}{cached}", obj.object_ref().namespace, obj.object_ref().name, if status.phase.as_str().is_empty() { "-" } else { status.phase.as_str() }, conditions.join(" "));
+        let _ = writeln!(
+            out,
+            "  {}/{}: phase={}{deleting} {}{cached}",
+            obj.object_ref().namespace,
+            obj.object_ref().name,
+            if status.phase.as_str().is_empty() { "-" } else { status.phase.as_str() },
+            conditions.join(" ")
+        );
     }
     let _ = writeln!(out, "runtimes:");
     for obj in store.list(Kind::JuiceFSRuntime) {
