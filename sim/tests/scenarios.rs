@@ -88,6 +88,15 @@ fn a_bad_duration_says_how_to_write_one() {
 }
 
 #[test]
+fn a_fault_on_a_node_the_cluster_lacks_is_refused_with_the_nodes_there_are() {
+    for field in ["node_down", "node_up", "fuse_crash", "csi_restart"] {
+        let error = error_of(&format!("{HEAD}steps:\n  - at: 0s\n    {field}: node-9\n"));
+        assert!(error.contains(&format!("steps[0].{field}: no node `node-9`")), "{error}");
+        assert!(error.contains("node-1") && error.starts_with("bad.yaml"), "{error}");
+    }
+}
+
+#[test]
 fn a_step_must_do_exactly_one_thing() {
     let error = error_of(&format!("{HEAD}steps:\n  - at: 0s\n    node_down: node-1\n    node_up: node-1\n"));
     assert!(error.contains("exactly one thing") && error.contains("`apply`"), "{error}");

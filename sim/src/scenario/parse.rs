@@ -691,6 +691,7 @@ pub fn parse_str(text: &str, path: &str) -> Result<Scenario, Error> {
             last = at;
         }
     }
+    check_node_references(&scenario, path)?;
     if scenario.name.trim().is_empty() {
         return Err(Error::Scenario {
             path: path.to_string(),
@@ -700,6 +701,45 @@ pub fn parse_str(text: &str, path: &str) -> Result<Scenario, Error> {
         });
     }
     Ok(scenario)
+}
+
+impl Nodes {
+    /// The node names the cluster will have, in order (`node-1` … for a count).
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            Nodes::Count(count) => (1..=*count).map(|i| format!("node-{i}")).collect(),
+            Nodes::List(nodes) => nodes.iter().map(|node| node.name.clone()).collect(),
+        }
+    }
+}
+
+/// A fault that names a node the cluster does not have would silently test nothing: refuse it,
+/// listing the nodes there are.
+fn check_node_references(scenario: &Scenario, path: &str) -> Result<(), Error> {
+    let names = scenario.cluster.nodes.names();
+    for (index, step) in scenario.steps.iter().enumerate() {
+        let (field, node) = match &step.action {
+            Action::Fault(crate::faults::Fault::NodeDown(node)) => ("node_down", node),
+            Action::Fault(crate::faults::Fault::NodeUp(node)) => ("node_up", node),
+            Action::Fault(crate::faults::Fault::FuseCrash(node)) => ("fuse_crash", node),
+            Action::Fault(crate::faults::Fault::CsiRestart(node)) => ("csi_restart", node),
+            _ => continue,
+        };
+        if !names.contains(node) {
+            let shown: Vec<String> = names.iter().take(8).cloned().collect();
+            let more = if names.len() > shown.len() { ", …" } else { "" };
+            return Err(Error::Scenario {
+                path: path.to_string(),
+                line: 0,
+                column: 0,
+                message: format!(
+                    "steps[{index}].{field}: no node `{node}` in the cluster; its nodes are {}{more}",
+                    shown.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Reads and parses a scenario file.
