@@ -10,9 +10,11 @@ use sim::scenario::parse::{Capacity, PodStep};
 use sim::scenario::steps::make_node;
 use sim::{Sim, SimConfig};
 
-/// Divides every size (`SCALE_DIVISOR=10` for a quick run).
+/// Divides every size (`SCALE_DIVISOR=10` for a quick run). `cargo bench` passes `--bench`; without
+/// it (`cargo test --all-targets`) this is a smoke run at 1/100 of the size, so tests stay fast.
 fn divisor() -> usize {
-    std::env::var("SCALE_DIVISOR").ok().and_then(|d| d.parse().ok()).unwrap_or(1).max(1)
+    let default = if std::env::args().any(|arg| arg == "--bench") { 1 } else { 100 };
+    std::env::var("SCALE_DIVISOR").ok().and_then(|d| d.parse().ok()).unwrap_or(default).max(1)
 }
 
 fn manifest(text: &str) -> Obj {
