@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cache_metrics;
 pub mod config;
 pub mod context;
 pub mod error;

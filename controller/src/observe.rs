@@ -32,6 +32,8 @@ pub struct Stores {
     pub nodes: Store<Node>,
     /// Pods, trimmed by [`trim_pod`].
     pub pods: Store<Pod>,
+    /// The latest JuiceFS cache sample of each worker pod, filled by the scraper.
+    pub cache_samples: crate::cache_metrics::CacheSamples,
 }
 
 /// Write handles matching [`Stores`]; the watchers (or tests) feed them.
@@ -74,6 +76,7 @@ impl Stores {
             persistent_volume_claims,
             nodes,
             pods,
+            cache_samples: Default::default(),
         };
         let writers = Writers {
             datasets: datasets_w,
@@ -152,6 +155,12 @@ pub fn observe(stores: &Stores, runtime_type: &str, namespace: &str, name: &str)
     let keys = dataset_keys(observed.dataset.as_ref(), namespace, name);
     let nodes = stores.nodes.state();
     observed.nodes = relevant_nodes(keys.as_ref(), runtime_type, &worker_pods, nodes.iter().map(|n| n.as_ref()));
+    if let Ok(samples) = stores.cache_samples.read() {
+        observed.cache_samples = worker_pods
+            .iter()
+            .filter_map(|pod| samples.get(&(pod.namespace.clone(), pod.name.clone())).cloned())
+            .collect();
+    }
     observed.worker_pods = worker_pods;
     observed.claim_users = claim_users;
     observed.cluster_common_labels = cluster_common_labels(&stores.datasets);
@@ -194,9 +203,10 @@ pub fn trim_pod(pod: &mut Pod) {
     }
     if let Some(status) = pod.status.as_mut() {
         let phase = status.phase.take();
+        let pod_ip = status.pod_ip.take();
         let conditions =
             status.conditions.take().map(|conditions| conditions.into_iter().filter(|c| c.type_ == "Ready").collect());
-        *status = k8s_openapi::api::core::v1::PodStatus { phase, conditions, ..Default::default() };
+        *status = k8s_openapi::api::core::v1::PodStatus { phase, conditions, pod_ip, ..Default::default() };
     }
 }
 

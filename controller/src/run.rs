@@ -58,6 +58,11 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
     let (dataset_tx, dataset_rx) = mpsc::unbounded();
     let (runtime_tx, runtime_rx) = mpsc::unbounded();
     let router = tokio::spawn(route(stores.clone(), trigger_rx, dataset_tx, runtime_tx, ready));
+    // Cache figures come from the workers' JuiceFS metrics, scraped at the resync period.
+    let scraper = tokio::spawn(crate::cache_metrics::scrape_loop(
+        stores.clone(),
+        std::time::Duration::from_millis(settings.model.resync_ms.max(1_000)),
+    ));
 
     let shutdown = shutdown_signal();
     let config = controller::Config::default().concurrency(settings.concurrency);
@@ -98,6 +103,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
     tracing::info!("controllers stopped; releasing the lease");
     leadership.release().await;
     router.abort();
+    scraper.abort();
     server.abort();
     for watcher in watchers {
         watcher.abort();

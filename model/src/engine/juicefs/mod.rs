@@ -8,6 +8,7 @@
 mod cache;
 mod command;
 mod fuse;
+mod metrics;
 mod pod;
 mod validate;
 mod workers;
@@ -30,6 +31,7 @@ pub use command::{
     JUICEFS_MOUNT_FLAGS, METRICS_PORT, env_var_name, fuse_mount_script, shell_quote, subdir_of, worker_mount_script,
 };
 pub use fuse::{DEV_FUSE_VOLUME, FUSE_PRIORITY_CLASS, MOUNT_VOLUME};
+pub use metrics::{METRIC_CACHE_HITS, METRIC_CACHE_MISSES, METRIC_CACHED_BYTES, METRIC_USED_SPACE, parse_cache_sample};
 pub use validate::warnings;
 pub use workers::{placement_label, worker_affinity, worker_pod_labels, worker_tolerations};
 
