@@ -136,3 +136,12 @@ fn malformed_yaml_gets_a_location() {
     let error = error_of("name: [unclosed\n");
     assert!(error.starts_with("bad.yaml:"), "{error}");
 }
+
+#[test]
+fn the_fault_steps_are_the_nine_fault_kinds_exploration_counts() {
+    let faults = sim::scenario::parse::FAULT_STEP_ACTIONS;
+    assert_eq!(faults.first(), Some(&"node_down"));
+    assert_eq!(faults.last(), Some(&"csi_restart"));
+    assert_eq!(faults.len(), 9);
+    assert_eq!(sim::explore::world::FAULT_KINDS, faults);
+}

@@ -135,18 +135,8 @@ pub enum Action {
     CsiRestart(String),
 }
 
-/// The fault kinds, in summary order.
-pub const FAULT_KINDS: &[&str] = &[
-    "node_down",
-    "node_up",
-    "pod_crash",
-    "controller_restart",
-    "conflict_rate",
-    "stale_reads",
-    "slow_watches",
-    "fuse_crash",
-    "csi_restart",
-];
+/// The fault kinds, in summary order: the scenario format's fault steps.
+pub const FAULT_KINDS: &[&str] = crate::scenario::parse::FAULT_STEP_ACTIONS;
 
 impl Action {
     /// The fault kind, for faults.

@@ -541,6 +541,12 @@ pub const STEP_ACTIONS: &[&str] = &[
     "csi_restart",
 ];
 
+/// Where the fault steps begin in [`STEP_ACTIONS`].
+const FIRST_FAULT_STEP: usize = 6;
+
+/// The step names that inject a fault, `node_down` to `csi_restart`.
+pub const FAULT_STEP_ACTIONS: &[&str] = STEP_ACTIONS.split_at(FIRST_FAULT_STEP).1;
+
 /// A step as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -98,23 +98,13 @@ fn teardown_leaves_other_datasets_labels_and_recounts_dataset_num() {
     let node_labels = node.metadata.labels.get_or_insert_with(BTreeMap::new);
     node_labels.insert(other.common_label(), "true".into());
     node_labels.insert(labels::DATASET_NUM.into(), "2".into());
+    world.other_datasets.insert(other.common_label());
     world.refresh();
-    world.observed.cluster_common_labels.insert(other.common_label());
     world.observed.runtime.as_mut().unwrap().metadata.deletion_timestamp = Some(world.now.to_time());
     world.observed.persistent_volume_claim = None;
     let decision = world.reconcile_runtime();
-    world.apply_one_by_one(&decision);
+    world.apply(&decision);
     let labels = world.node_labels("node-a");
     assert_eq!(labels.get(&other.common_label()).map(String::as_str), Some("true"));
     assert_eq!(labels.get(labels::DATASET_NUM).map(String::as_str), Some("1"));
-    let _ = node_view;
-}
-
-impl World {
-    /// Like `apply`, but without the refresh that would drop hand-made `cluster_common_labels`.
-    fn apply_one_by_one(&mut self, decision: &Decision) {
-        for effect in &decision.effects {
-            self.apply_one(effect);
-        }
-    }
 }

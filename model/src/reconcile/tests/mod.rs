@@ -18,7 +18,7 @@ use crate::api::{Dataset, DatasetSpec, JuiceFSRuntime, JuiceFSRuntimeSpec, Level
 use crate::effect::{Decision, Effect, Kind, Object, Status};
 use crate::engine::juicefs::JuiceFsEngine;
 use crate::labels::DatasetKeys;
-use crate::observed::{NodeView, Observed, PodView, pod_uses_claim, relevant_nodes};
+use crate::observed::{Observed, PodView, pod_uses_claim, relevant_nodes};
 use crate::quantity::Quantity;
 use crate::time::Millis;
 
@@ -101,6 +101,8 @@ fn app_pod(name: &str, node_name: &str, claim: &str, phase: &str) -> Pod {
 #[derive(Debug, Clone)]
 struct World {
     observed: Observed,
+    /// Common labels of datasets other than ours, as if they existed in the cluster.
+    other_datasets: std::collections::BTreeSet<String>,
     pods: Vec<Pod>,
     all_nodes: Vec<Node>,
     now: Millis,
@@ -114,8 +116,15 @@ impl World {
         observed.dataset = dataset;
         observed.runtime = runtime;
         let all_nodes = ["node-a", "node-b", "node-c"].into_iter().map(node).collect();
-        let mut world =
-            Self { observed, pods: Vec::new(), all_nodes, now: T0, config: Config::default(), next_version: 2 };
+        let mut world = Self {
+            observed,
+            other_datasets: Default::default(),
+            pods: Vec::new(),
+            all_nodes,
+            now: T0,
+            config: Config::default(),
+            next_version: 2,
+        };
         world.refresh();
         world
     }
@@ -149,6 +158,7 @@ impl World {
             .and_then(|d| DatasetKeys::new(NS, &self.observed.name, d.metadata.uid.as_deref()).ok())
             .map(|k| k.common_label())
             .into_iter()
+            .chain(self.other_datasets.iter().cloned())
             .collect();
         let keys =
             self.observed.dataset.as_ref().and_then(|d| DatasetKeys::new(NS, &claim, d.metadata.uid.as_deref()).ok());
@@ -352,8 +362,4 @@ fn ready_pod_condition() -> PodCondition {
 
 fn verbs(effects: &[Effect]) -> Vec<String> {
     effects.iter().map(|e| format!("{} {}", e.verb(), e.target())).collect()
-}
-
-fn node_view(name: &str, labels: &[(&str, &str)]) -> NodeView {
-    NodeView { name: name.to_string(), labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
 }
