@@ -228,12 +228,20 @@ impl Known<'_> {
         }
         let observed = self.observed;
         let status = match target.kind {
-            Kind::Dataset => {
-                observed.dataset.as_ref().filter(|o| is(target, &o.metadata))?.status.as_ref().map(serde_json::to_value)
-            }
-            Kind::JuiceFSRuntime => {
-                observed.runtime.as_ref().filter(|o| is(target, &o.metadata))?.status.as_ref().map(serde_json::to_value)
-            }
+            Kind::Dataset => observed
+                .dataset
+                .as_deref()
+                .filter(|o| is(target, &o.metadata))?
+                .status
+                .as_ref()
+                .map(serde_json::to_value),
+            Kind::JuiceFSRuntime => observed
+                .runtime
+                .as_deref()
+                .filter(|o| is(target, &o.metadata))?
+                .status
+                .as_ref()
+                .map(serde_json::to_value),
             _ => None,
         };
         status.and_then(|s| s.ok())
@@ -261,12 +269,12 @@ fn is(target: &ObjectRef, meta: &ObjectMeta) -> bool {
 /// The metadata of `target` as observed, if the snapshot holds it.
 fn observed_meta<'a>(observed: &'a Observed, target: &ObjectRef) -> Option<&'a ObjectMeta> {
     let meta = match target.kind {
-        Kind::Dataset => observed.dataset.as_ref().map(|o| &o.metadata),
-        Kind::JuiceFSRuntime => observed.runtime.as_ref().map(|o| &o.metadata),
-        Kind::StatefulSet => observed.workers.as_ref().map(|o| &o.metadata),
-        Kind::DaemonSet => observed.fuse.as_ref().map(|o| &o.metadata),
-        Kind::PersistentVolume => observed.persistent_volume.as_ref().map(|o| &o.metadata),
-        Kind::PersistentVolumeClaim => observed.persistent_volume_claim.as_ref().map(|o| &o.metadata),
+        Kind::Dataset => observed.dataset.as_deref().map(|o| &o.metadata),
+        Kind::JuiceFSRuntime => observed.runtime.as_deref().map(|o| &o.metadata),
+        Kind::StatefulSet => observed.workers.as_deref().map(|o| &o.metadata),
+        Kind::DaemonSet => observed.fuse.as_deref().map(|o| &o.metadata),
+        Kind::PersistentVolume => observed.persistent_volume.as_deref().map(|o| &o.metadata),
+        Kind::PersistentVolumeClaim => observed.persistent_volume_claim.as_deref().map(|o| &o.metadata),
         Kind::Node | Kind::Pod => None,
     }?;
     is(target, meta).then_some(meta)

@@ -4,6 +4,7 @@
 //! `PodView::from_pod`) so that the simulator and this controller see the same things.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
@@ -108,12 +109,12 @@ impl Stores {
     }
 }
 
-fn namespaced<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, namespace: &str, name: &str) -> Option<K> {
-    store.get(&StoreRef::new(name).within(namespace)).map(|object| (*object).clone())
+fn namespaced<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>> {
+    store.get(&StoreRef::new(name).within(namespace))
 }
 
-fn cluster<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, name: &str) -> Option<K> {
-    store.get(&StoreRef::new(name)).map(|object| (*object).clone())
+fn cluster<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, name: &str) -> Option<Arc<K>> {
+    store.get(&StoreRef::new(name))
 }
 
 /// The pair's keys, if its dataset is known and its names fit (or it has a UID).
@@ -152,9 +153,9 @@ pub fn observe(stores: &Stores, runtime_type: &str, namespace: &str, name: &str)
     worker_pods.sort();
     claim_users.sort();
 
-    let keys = dataset_keys(observed.dataset.as_ref(), namespace, name);
+    let keys = dataset_keys(observed.dataset.as_deref(), namespace, name);
     let nodes = stores.nodes.state();
-    observed.nodes = relevant_nodes(keys.as_ref(), runtime_type, &worker_pods, nodes.iter().map(|n| n.as_ref()));
+    observed.nodes = relevant_nodes(keys.as_ref(), runtime_type, &worker_pods, nodes.iter());
     if let Ok(samples) = stores.cache_samples.read() {
         observed.cache_samples = worker_pods
             .iter()
@@ -163,7 +164,7 @@ pub fn observe(stores: &Stores, runtime_type: &str, namespace: &str, name: &str)
     }
     observed.worker_pods = worker_pods;
     observed.claim_users = claim_users;
-    observed.cluster_common_labels = cluster_common_labels(&stores.datasets);
+    observed.cluster_common_labels = Arc::new(cluster_common_labels(&stores.datasets));
     observed
 }
 
@@ -351,7 +352,7 @@ mod tests {
         assert!(observed.persistent_volume.is_some() && observed.persistent_volume_claim.is_some());
         let expected: BTreeSet<String> =
             ["fluid.io/s-default-jfsdemo", "fluid.io/s-other-jfsdemo"].map(String::from).into();
-        assert_eq!(observed.cluster_common_labels, expected);
+        assert_eq!(*observed.cluster_common_labels, expected);
     }
 
     #[test]

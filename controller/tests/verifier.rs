@@ -37,8 +37,8 @@ fn observed_seed(finalizers: &[&str]) -> Observed {
     let mut observed = Observed::empty(NS, NAME);
     let mut dataset = stored(seed_dataset(), DATASET_UID, "1");
     dataset.metadata.finalizers = (!finalizers.is_empty()).then(|| finalizers.iter().map(|f| f.to_string()).collect());
-    observed.dataset = Some(dataset);
-    observed.runtime = Some(stored(seed_runtime(), RUNTIME_UID, "1"));
+    observed.dataset = Some(std::sync::Arc::new(dataset));
+    observed.runtime = Some(std::sync::Arc::new(stored(seed_runtime(), RUNTIME_UID, "1")));
     observed
 }
 
@@ -93,7 +93,7 @@ async fn apply_is_a_forced_server_side_apply_by_ferrofluid() {
 async fn status_is_a_merge_patch_of_the_subresource_guarded_by_resource_version() {
     let mut observed = observed_seed(&[]);
     let old = DatasetStatus { phase: DatasetPhase::Bound, ufs_total: Some("1.00GiB".into()), ..Default::default() };
-    observed.dataset.as_mut().unwrap().status = Some(old);
+    std::sync::Arc::make_mut(observed.dataset.as_mut().unwrap()).status = Some(old);
     let status = DatasetStatus { phase: DatasetPhase::NotBound, ..Default::default() };
     let effect = Effect::PatchStatus {
         target: dataset_ref(),

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use k8s_openapi::api::apps::v1::{DaemonSetStatus, StatefulSetStatus};
@@ -28,16 +29,18 @@ const RUNTIME: &str = r#"{"apiVersion":"data.fluid.io/v1alpha1","kind":"JuiceFSR
 /// controllers: every worker runs and is ready.
 fn steady_state() -> Observed {
     let mut observed = Observed::empty("default", "jfsdemo");
-    observed.dataset = Some(serde_json::from_str::<Dataset>(DATASET).expect("dataset fixture"));
-    observed.runtime = Some(serde_json::from_str::<JuiceFSRuntime>(RUNTIME).expect("runtime fixture"));
-    let mut nodes: Vec<Node> = (0..3)
-        .map(|i| Node {
-            metadata: ObjectMeta { name: Some(format!("node-{i}")), ..Default::default() },
-            ..Default::default()
+    observed.dataset = Some(Arc::new(serde_json::from_str::<Dataset>(DATASET).expect("dataset fixture")));
+    observed.runtime = Some(Arc::new(serde_json::from_str::<JuiceFSRuntime>(RUNTIME).expect("runtime fixture")));
+    let mut nodes: Vec<Arc<Node>> = (0..3)
+        .map(|i| {
+            Arc::new(Node {
+                metadata: ObjectMeta { name: Some(format!("node-{i}")), ..Default::default() },
+                ..Default::default()
+            })
         })
         .collect();
     let keys = DatasetKeys::new("default", "jfsdemo", None).expect("short names");
-    observed.cluster_common_labels.insert(keys.common_label());
+    Arc::make_mut(&mut observed.cluster_common_labels).insert(keys.common_label());
     let config = Config::default();
     for _ in 0..10 {
         let decisions =
@@ -53,7 +56,7 @@ fn steady_state() -> Observed {
     panic!("the seed pair did not reach a fixpoint");
 }
 
-fn apply(observed: &mut Observed, nodes: &mut [Node], decision: &Decision) {
+fn apply(observed: &mut Observed, nodes: &mut [Arc<Node>], decision: &Decision) {
     for effect in &decision.effects {
         match effect {
             Effect::Apply(Object::StatefulSet(sts)) => {
@@ -77,34 +80,33 @@ fn apply(observed: &mut Observed, nodes: &mut [Node], decision: &Decision) {
                         deleting: false,
                     })
                     .collect();
-                observed.workers = Some(sts);
+                observed.workers = Some(Arc::new(sts));
             }
             Effect::Apply(Object::DaemonSet(ds)) => {
                 let mut ds = (**ds).clone();
                 ds.status = Some(DaemonSetStatus::default());
-                observed.fuse = Some(ds);
+                observed.fuse = Some(Arc::new(ds));
             }
-            Effect::Apply(Object::PersistentVolume(pv)) => observed.persistent_volume = Some((**pv).clone()),
+            Effect::Apply(Object::PersistentVolume(pv)) => observed.persistent_volume = Some(Arc::new((**pv).clone())),
             Effect::Apply(Object::PersistentVolumeClaim(pvc)) => {
-                observed.persistent_volume_claim = Some((**pvc).clone())
+                observed.persistent_volume_claim = Some(Arc::new((**pvc).clone()))
             }
             Effect::PatchStatus { status: Status::Dataset(status), .. } => {
-                observed.dataset.as_mut().expect("dataset").status = Some((**status).clone());
+                Arc::make_mut(observed.dataset.as_mut().expect("dataset")).status = Some((**status).clone());
             }
             Effect::PatchStatus { status: Status::Runtime(status), .. } => {
-                observed.runtime.as_mut().expect("runtime").status = Some((**status).clone());
+                Arc::make_mut(observed.runtime.as_mut().expect("runtime")).status = Some((**status).clone());
             }
             Effect::PatchLabels { target, labels } => {
                 let meta = match target.kind {
                     Kind::Node => {
-                        &mut nodes
-                            .iter_mut()
-                            .find(|n| n.metadata.name.as_deref() == Some(&target.name))
-                            .expect("node")
-                            .metadata
+                        &mut Arc::make_mut(
+                            nodes.iter_mut().find(|n| n.metadata.name.as_deref() == Some(&target.name)).expect("node"),
+                        )
+                        .metadata
                     }
-                    Kind::Dataset => &mut observed.dataset.as_mut().expect("dataset").metadata,
-                    _ => &mut observed.runtime.as_mut().expect("runtime").metadata,
+                    Kind::Dataset => &mut Arc::make_mut(observed.dataset.as_mut().expect("dataset")).metadata,
+                    _ => &mut Arc::make_mut(observed.runtime.as_mut().expect("runtime")).metadata,
                 };
                 let current = meta.labels.get_or_insert_with(BTreeMap::new);
                 for (key, value) in labels {
@@ -115,10 +117,7 @@ fn apply(observed: &mut Observed, nodes: &mut [Node], decision: &Decision) {
                 }
             }
             Effect::AddOwnerReference { owner, .. } => {
-                observed
-                    .runtime
-                    .as_mut()
-                    .expect("runtime")
+                Arc::make_mut(observed.runtime.as_mut().expect("runtime"))
                     .metadata
                     .owner_references
                     .get_or_insert_with(Vec::new)
@@ -126,8 +125,8 @@ fn apply(observed: &mut Observed, nodes: &mut [Node], decision: &Decision) {
             }
             Effect::AddFinalizer { target, finalizer } => {
                 let meta = match target.kind {
-                    Kind::Dataset => &mut observed.dataset.as_mut().expect("dataset").metadata,
-                    _ => &mut observed.runtime.as_mut().expect("runtime").metadata,
+                    Kind::Dataset => &mut Arc::make_mut(observed.dataset.as_mut().expect("dataset")).metadata,
+                    _ => &mut Arc::make_mut(observed.runtime.as_mut().expect("runtime")).metadata,
                 };
                 meta.finalizers.get_or_insert_with(Vec::new).push(finalizer.clone());
             }

@@ -4,6 +4,7 @@
 //! the helpers here, so both select the same objects the same way.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
@@ -97,22 +98,25 @@ pub fn pod_uses_claim(pod: &Pod, claim_name: &str) -> bool {
     })
 }
 
-/// The parts of a node the model reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A node as the model reads it: its name and labels, shared with the driver's cache.
+#[derive(Debug, Clone, PartialEq)]
 pub struct NodeView {
     /// Name.
     pub name: String,
-    /// Labels.
-    pub labels: BTreeMap<String, String>,
+    node: Arc<Node>,
 }
+
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
 
 impl NodeView {
     /// Reads a Kubernetes node.
-    pub fn from_node(node: &Node) -> Self {
-        Self {
-            name: node.metadata.name.clone().unwrap_or_default(),
-            labels: node.metadata.labels.clone().unwrap_or_default(),
-        }
+    pub fn from_node(node: &Arc<Node>) -> Self {
+        Self { name: node.metadata.name.clone().unwrap_or_default(), node: node.clone() }
+    }
+
+    /// Its labels.
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        self.node.metadata.labels.as_ref().unwrap_or(&NO_LABELS)
     }
 }
 
@@ -131,7 +135,8 @@ pub struct CacheSample {
     pub used_space_bytes: u64,
 }
 
-/// Everything one reconcile of the dataset/runtime pair `namespace/name` reads.
+/// Everything one reconcile of the dataset/runtime pair `namespace/name` reads. Objects are
+/// shared (`Arc`) with the driver's cache, as kube's reflector stores hand them out.
 #[derive(Debug, Clone)]
 pub struct Observed<R = JuiceFSRuntime> {
     /// Namespace of the pair.
@@ -139,19 +144,19 @@ pub struct Observed<R = JuiceFSRuntime> {
     /// Name of the pair (dataset, runtime and PVC share it).
     pub name: String,
     /// The dataset `namespace/name`.
-    pub dataset: Option<Dataset>,
+    pub dataset: Option<Arc<Dataset>>,
     /// The runtime `namespace/name`.
-    pub runtime: Option<R>,
+    pub runtime: Option<Arc<R>>,
     /// The master StatefulSet, for engines that have one.
-    pub master: Option<StatefulSet>,
+    pub master: Option<Arc<StatefulSet>>,
     /// The worker StatefulSet, by its derived name.
-    pub workers: Option<StatefulSet>,
+    pub workers: Option<Arc<StatefulSet>>,
     /// The FUSE DaemonSet, by its derived name.
-    pub fuse: Option<DaemonSet>,
+    pub fuse: Option<Arc<DaemonSet>>,
     /// The PV `<namespace>-<name>`.
-    pub persistent_volume: Option<PersistentVolume>,
+    pub persistent_volume: Option<Arc<PersistentVolume>>,
     /// The PVC `namespace/name`.
-    pub persistent_volume_claim: Option<PersistentVolumeClaim>,
+    pub persistent_volume_claim: Option<Arc<PersistentVolumeClaim>>,
     /// Pods of the worker StatefulSet (selected by its labels).
     pub worker_pods: Vec<PodView>,
     /// Pods in the namespace that name the PVC.
@@ -160,8 +165,9 @@ pub struct Observed<R = JuiceFSRuntime> {
     /// Build it with [`relevant_nodes`].
     pub nodes: Vec<NodeView>,
     /// The common label key (`fluid.io/s-…`) of every dataset in the cluster, this one included,
-    /// so that `fluid.io/dataset-num` is computed rather than counted up and down.
-    pub cluster_common_labels: BTreeSet<String>,
+    /// so that `fluid.io/dataset-num` is computed rather than counted up and down. Shared: a
+    /// driver rebuilds it only when a dataset comes or goes, not per reconcile.
+    pub cluster_common_labels: Arc<BTreeSet<String>>,
     /// Cache samples of the worker pods, by pod name.
     pub cache_samples: Vec<CacheSample>,
 }
@@ -182,7 +188,7 @@ impl<R> Observed<R> {
             worker_pods: Vec::new(),
             claim_users: Vec::new(),
             nodes: Vec::new(),
-            cluster_common_labels: BTreeSet::new(),
+            cluster_common_labels: Arc::default(),
             cache_samples: Vec::new(),
         }
     }
@@ -194,7 +200,7 @@ pub fn relevant_nodes<'a>(
     keys: Option<&DatasetKeys>,
     runtime_type: &str,
     worker_pods: &[PodView],
-    all_nodes: impl IntoIterator<Item = &'a Node>,
+    all_nodes: impl IntoIterator<Item = &'a Arc<Node>>,
 ) -> Vec<NodeView> {
     let worker_nodes: BTreeSet<&str> = worker_pods.iter().filter_map(|p| p.node_name.as_deref()).collect();
     let our_keys: Vec<String> = keys.map(|k| k.all_node_label_keys(runtime_type)).unwrap_or_default();

@@ -280,8 +280,8 @@ fn every_validation_case_becomes_a_condition_naming_its_field_and_creates_nothin
             from_value(runtime).unwrap_or_else(|e| panic!("{}: base must decode: {e}", case.what));
         let name = dataset.metadata.name.clone().unwrap_or_default();
         let mut observed = Observed::empty("default", &name);
-        observed.dataset = Some(dataset);
-        observed.runtime = Some(runtime);
+        observed.dataset = Some(std::sync::Arc::new(dataset));
+        observed.runtime = Some(std::sync::Arc::new(runtime));
         let decision = reconcile_runtime(&JuiceFsEngine, &observed, &Config::default(), Millis(1_700_000_000_000));
         let created: Vec<_> = decision
             .effects

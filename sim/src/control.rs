@@ -184,6 +184,8 @@ pub struct Control {
     failures: BTreeMap<(Reconciler, Pair), u32>,
     label_keys: BTreeMap<String, Pair>,
     common_labels: BTreeMap<Pair, String>,
+    /// `common_labels`' values, shared with every `Observed` until a dataset comes or goes.
+    common_label_set: std::sync::Arc<BTreeSet<String>>,
     /// The model's configuration.
     pub config: model::reconcile::Config,
 }
@@ -199,6 +201,7 @@ impl Control {
             failures: BTreeMap::new(),
             label_keys: BTreeMap::new(),
             common_labels: BTreeMap::new(),
+            common_label_set: Default::default(),
             config,
         }
     }
@@ -229,29 +232,43 @@ impl Control {
     fn apply_to_cache(&mut self, change: Change) {
         match change.new {
             Some(obj) => {
-                self.index_dataset(&obj);
+                if self.index_dataset(&obj) {
+                    self.rebuild_common_label_set();
+                }
                 self.cache.put(obj);
             }
             None => {
                 if change.key.kind == Kind::Dataset {
                     let pair = Pair::new(&change.key.namespace, &change.key.name);
-                    self.common_labels.remove(&pair);
+                    if self.common_labels.remove(&pair).is_some() {
+                        self.rebuild_common_label_set();
+                    }
                 }
                 self.cache.remove(&change.key);
             }
         }
     }
 
-    fn index_dataset(&mut self, obj: &Obj) {
-        let Some(dataset) = obj.as_dataset() else { return };
+    /// Indexes a dataset's label keys; true when its common label is new (the shared set is stale).
+    fn index_dataset(&mut self, obj: &Obj) -> bool {
+        let Some(dataset) = obj.as_dataset() else { return false };
         let key = obj.object_ref();
         let pair = Pair::new(&key.namespace, &key.name);
         if let Ok(keys) = DatasetKeys::new(&key.namespace, &key.name, dataset.metadata.uid.as_deref()) {
             for label in keys.all_node_label_keys(model::engine::juicefs::RUNTIME_TYPE) {
                 self.label_keys.insert(label, pair.clone());
             }
-            self.common_labels.insert(pair, keys.common_label());
+            let common = keys.common_label();
+            if self.common_labels.get(&pair) != Some(&common) {
+                self.common_labels.insert(pair, common);
+                return true;
+            }
         }
+        false
+    }
+
+    fn rebuild_common_label_set(&mut self) {
+        self.common_label_set = std::sync::Arc::new(self.common_labels.values().cloned().collect());
     }
 
     /// Re-lists everything from the apiserver (a start or restart).
@@ -264,6 +281,7 @@ impl Control {
         for obj in &datasets {
             self.index_dataset(obj);
         }
+        self.rebuild_common_label_set();
     }
 
     /// The pair a node label key belongs to, if any dataset set it.
@@ -276,30 +294,24 @@ impl Control {
 pub fn build_observed(
     sim_store: &Store,
     pair: &Pair,
-    common_labels: &BTreeSet<String>,
+    common_labels: &std::sync::Arc<BTreeSet<String>>,
     samples: &dyn Fn(&[PodView]) -> Vec<model::observed::CacheSample>,
 ) -> Observed {
     let (namespace, name) = (pair.namespace.as_str(), pair.name.as_str());
     let mut observed = Observed::empty(namespace, name);
     let names = WorkloadNames::new(namespace, name, model::engine::juicefs::RUNTIME_TYPE);
-    observed.dataset =
-        sim_store.get_named(Kind::Dataset, namespace, name).and_then(|o| o.as_dataset()).map(|d| (**d).clone());
-    observed.runtime =
-        sim_store.get_named(Kind::JuiceFSRuntime, namespace, name).and_then(|o| o.as_runtime()).map(|r| (**r).clone());
+    observed.dataset = sim_store.get_named(Kind::Dataset, namespace, name).and_then(|o| o.as_dataset()).cloned();
+    observed.runtime = sim_store.get_named(Kind::JuiceFSRuntime, namespace, name).and_then(|o| o.as_runtime()).cloned();
     let workers =
         sim_store.get_named(Kind::StatefulSet, namespace, &names.workers).and_then(|o| o.as_statefulset()).cloned();
-    observed.fuse = sim_store
-        .get_named(Kind::DaemonSet, namespace, &names.fuse)
-        .and_then(|o| o.as_daemonset())
-        .map(|d| (**d).clone());
-    observed.persistent_volume = sim_store
-        .get_named(Kind::PersistentVolume, "", &names.persistent_volume)
-        .and_then(|o| o.as_pv())
-        .map(|p| (**p).clone());
+    observed.fuse =
+        sim_store.get_named(Kind::DaemonSet, namespace, &names.fuse).and_then(|o| o.as_daemonset()).cloned();
+    observed.persistent_volume =
+        sim_store.get_named(Kind::PersistentVolume, "", &names.persistent_volume).and_then(|o| o.as_pv()).cloned();
     observed.persistent_volume_claim = sim_store
         .get_named(Kind::PersistentVolumeClaim, namespace, &names.persistent_volume_claim)
         .and_then(|o| o.as_pvc())
-        .map(|p| (**p).clone());
+        .cloned();
     if let Some(sts) = &workers {
         let selector = sts.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
         let uid = sts.metadata.uid.clone().unwrap_or_default();
@@ -313,7 +325,7 @@ pub fn build_observed(
         pods.sort();
         observed.worker_pods = pods;
     }
-    observed.workers = workers.map(|w| (*w).clone());
+    observed.workers = workers;
     let mut users: Vec<PodView> = sim_store
         .pods_using_claim(namespace, name)
         .filter_map(|key| sim_store.get(key))
@@ -322,7 +334,7 @@ pub fn build_observed(
         .collect();
     users.sort();
     observed.claim_users = users;
-    let uid = observed.dataset.as_ref().and_then(|d| d.metadata.uid.clone());
+    let uid = observed.dataset.as_deref().and_then(|d| d.metadata.uid.clone());
     let keys = DatasetKeys::new(namespace, name, uid.as_deref()).ok();
     let mut candidates: BTreeSet<&String> = observed.worker_pods.iter().filter_map(|p| p.node_name.as_ref()).collect();
     if let Some(keys) = &keys {
@@ -330,11 +342,8 @@ pub fn build_observed(
             candidates.extend(sim_store.nodes_with_label_key(&label));
         }
     }
-    let nodes = candidates
-        .into_iter()
-        .filter_map(|node| sim_store.get_named(Kind::Node, "", node))
-        .filter_map(|o| o.as_node())
-        .map(|n| n.as_ref());
+    let nodes =
+        candidates.into_iter().filter_map(|node| sim_store.get_named(Kind::Node, "", node)).filter_map(|o| o.as_node());
     observed.nodes = relevant_nodes(keys.as_ref(), model::engine::juicefs::RUNTIME_TYPE, &observed.worker_pods, nodes);
     observed.cluster_common_labels = common_labels.clone();
     observed.cache_samples = samples(&observed.worker_pods);
@@ -570,11 +579,6 @@ impl Sim {
         self.workers.samples(self, pair, pods)
     }
 
-    /// The common label of every dataset, as the controller knows them.
-    fn common_labels(&self) -> BTreeSet<String> {
-        self.control.common_labels.values().cloned().collect()
-    }
-
     /// After a run of `pair`: queues it again for a watch event its cache had not yet seen.
     pub(crate) fn reconcile_followup(&mut self, reconciler: Reconciler, pair: &Pair) {
         let now_ms = self.clock.now_ms();
@@ -593,7 +597,7 @@ impl Sim {
         }
         let now_ms = self.clock.now_ms();
         self.control.sync_cache(now_ms);
-        let common = self.common_labels();
+        let common = self.control.common_label_set.clone();
         let observed = build_observed(&self.control.cache, pair, &common, &|pods| self.samples_for(pair, pods));
         let decision = decide(reconciler, &observed, &self.control.config, self.clock.wall());
         self.stats.reconciles += 1;
@@ -731,6 +735,7 @@ impl Sim {
         self.control.failures.clear();
         self.control.label_keys.clear();
         self.control.common_labels.clear();
+        self.control.rebuild_common_label_set();
         trace!(self, "fault", "controller", "controller restarts: work queues and cache dropped");
         let delay = self.config.controller_restart_ms;
         self.clock.schedule_in(delay, Event::ControllerUp);
@@ -763,6 +768,7 @@ impl Sim {
                 common.insert(keys.common_label());
             }
         }
+        let common = std::sync::Arc::new(common);
         let mut writes = Vec::new();
         for pair in self.pairs() {
             let observed = build_observed(&self.api.store, &pair, &common, &|pods| self.samples_for(&pair, pods));

@@ -12,12 +12,12 @@ use crate::sim::Sim;
 
 /// True for pods of a runtime's FUSE DaemonSet (role `juicefs-fuse`).
 pub fn is_fuse_pod(pod: &Pod) -> bool {
-    role(pod) == Some(format!("{RUNTIME_TYPE}-fuse").as_str())
+    role(pod).and_then(|r| r.strip_prefix(RUNTIME_TYPE)) == Some("-fuse")
 }
 
 /// True for pods of a runtime's worker StatefulSet (role `juicefs-worker`).
 pub fn is_worker_pod(pod: &Pod) -> bool {
-    role(pod) == Some(format!("{RUNTIME_TYPE}-worker").as_str())
+    role(pod).and_then(|r| r.strip_prefix(RUNTIME_TYPE)) == Some("-worker")
 }
 
 fn role(pod: &Pod) -> Option<&str> {

@@ -21,7 +21,7 @@
 //!   pair, return no write effects.
 //! * **no-stuck-deletion**: every terminating object is held by a pod that still uses the dataset.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use model::api::DatasetPhase;
 use model::effect::{Kind, ObjectRef};
@@ -29,10 +29,18 @@ use model::labels::{CREATED_BY, CREATED_BY_FLUID, DatasetKeys};
 use model::volume::{ATTR_FUSE_LABEL_KEY, ATTR_RUNTIME_NAME, ATTR_RUNTIME_NAMESPACE};
 
 use crate::apiserver::Change;
-use crate::control::describe_effect;
+use crate::control::{Pair, describe_effect};
 use crate::fuse::{is_fuse_pod, is_worker_pod};
 use crate::kubelet::RunPhase;
 use crate::sim::Sim;
+
+/// Nodes where one pair's Running pods are.
+#[derive(Debug, Default)]
+struct PairPlacement {
+    workers: BTreeSet<String>,
+    fuse: BTreeSet<String>,
+    apps: BTreeSet<String>,
+}
 
 /// A broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,11 +201,38 @@ impl Sim {
         }
     }
 
+    /// Where each pair's Running (not terminating) workers, FUSE pods and app pods are, in one
+    /// pass over the pods.
+    fn running_pods_by_pair(&self) -> BTreeMap<Pair, PairPlacement> {
+        let mut placed: BTreeMap<Pair, PairPlacement> = BTreeMap::new();
+        for pod in self.api.store.list(Kind::Pod).filter_map(|o| o.as_pod()) {
+            if !running(pod) || pod.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else { continue };
+            let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+            if (is_worker_pod(pod) || is_fuse_pod(pod))
+                && let Some((ns, name)) = self.runtime_of_pod(pod)
+            {
+                let entry = placed.entry(Pair::new(&ns, &name)).or_default();
+                let nodes = if is_worker_pod(pod) { &mut entry.workers } else { &mut entry.fuse };
+                nodes.insert(node.clone());
+            }
+            for claim in crate::apiserver::store::claims_of(pod) {
+                placed.entry(Pair::new(namespace, &claim)).or_default().apps.insert(node.clone());
+            }
+        }
+        placed
+    }
+
     /// The convergence invariants. Empty when everything holds.
     pub fn check_converged(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let store = &self.api.store;
+        let placed = self.running_pods_by_pair();
+        let none = PairPlacement::default();
         for pair in self.pairs() {
+            let placement = placed.get(&pair).unwrap_or(&none);
             let dataset = store.get_named(Kind::Dataset, &pair.namespace, &pair.name);
             let runtime = store.get_named(Kind::JuiceFSRuntime, &pair.namespace, &pair.name);
             let uid = dataset.and_then(|d| d.meta().uid.clone());
@@ -216,35 +251,23 @@ impl Sim {
                     .cloned()
                     .collect()
             };
-            let pods_where = |want: &dyn Fn(&k8s_openapi::api::core::v1::Pod) -> bool| -> BTreeSet<String> {
-                store
-                    .list(Kind::Pod)
-                    .filter_map(|o| o.as_pod())
-                    .filter(|p| p.metadata.namespace.as_deref() == Some(pair.namespace.as_str()))
-                    .filter(|p| running(p) && p.metadata.deletion_timestamp.is_none() && want(p))
-                    .filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()))
-                    .collect()
-            };
-            let owned_by_runtime = |p: &k8s_openapi::api::core::v1::Pod| {
-                self.runtime_of_pod(p).is_some_and(|(ns, name)| ns == pair.namespace && name == pair.name)
-            };
             let bound = dataset
                 .and_then(|d| d.as_dataset())
                 .is_some_and(|d| d.status.as_ref().is_some_and(|s| s.phase == DatasetPhase::Bound));
             match runtime {
                 Some(runtime) if !runtime.is_deleting() && bound => {
                     let common = labelled(&keys.common_label());
-                    let workers = pods_where(&|p| is_worker_pod(p) && owned_by_runtime(p));
-                    if common != workers {
+                    let workers = &placement.workers;
+                    if common != *workers {
                         problems.push(format!("labels-match-reality: {pair}: common label {} is on {common:?} but Running workers are on {workers:?}", keys.common_label()));
                     }
                     let fuse = labelled(&keys.fuse_label());
-                    let apps = pods_where(&|p| crate::apiserver::store::claims_of(p).contains(&pair.name));
+                    let apps = &placement.apps;
                     if !apps.is_subset(&fuse) {
                         problems.push(format!("labels-match-reality: {pair}: app pods run on {apps:?} but the FUSE label {} is only on {fuse:?}", keys.fuse_label()));
                     }
-                    let fuse_pods = pods_where(&|p| is_fuse_pod(p) && owned_by_runtime(p));
-                    if fuse_pods != fuse {
+                    let fuse_pods = &placement.fuse;
+                    if *fuse_pods != fuse {
                         problems.push(format!("labels-match-reality: {pair}: FUSE pods run on {fuse_pods:?} but the FUSE label is on {fuse:?}"));
                     }
                 }

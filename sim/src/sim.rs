@@ -55,6 +55,9 @@ pub struct SimConfig {
     pub ufs_bytes: u64,
     /// Read rate of each app pod, bytes per second (it reads the dataset once).
     pub read_rate_bytes_per_s: u64,
+    /// How often the controller scrapes the workers' metrics (the real one: once per resync
+    /// period); a reconcile sees the figures of the last scrape, not of this very moment.
+    pub metrics_scrape_ms: u64,
     /// Probability that a controller write gets a 409.
     pub conflict_rate: f64,
     /// The model's reconcile configuration.
@@ -88,6 +91,7 @@ impl Default for SimConfig {
             backoff_max_ms: 60_000,
             ufs_bytes: 1 << 30,
             read_rate_bytes_per_s: 64 << 20,
+            metrics_scrape_ms: 60_000,
             conflict_rate: 0.0,
             model: model::reconcile::Config::default(),
             trace: true,
@@ -184,6 +188,7 @@ pub struct Sim {
 impl Sim {
     /// An empty cluster.
     pub fn new(config: SimConfig) -> Self {
+        let seed = config.seed;
         let control = Control::new(config.model.clone());
         Self {
             rng: SimRng::new(config.seed),
@@ -194,7 +199,10 @@ impl Sim {
             clock: Clock::default(),
             api: ApiServer::default(),
             kube_queue: Default::default(),
-            kube: KubeState::default(),
+            kube: KubeState {
+                scheduler: crate::kube::scheduler::cache::SchedulerCache::new(seed),
+                ..KubeState::default()
+            },
             nodes: BTreeMap::new(),
             control,
             workers: WorkerSim::default(),

@@ -4,7 +4,8 @@
 //! Blocks read for the first time are misses and land in the workers' caches (split evenly over
 //! the ready workers, each bounded by its tieredstore quota); re-reads are hits. Everything is a
 //! pure function of virtual time and the pods' start and stop times, so samples are
-//! deterministic and stop changing once the reads are done.
+//! deterministic and stop changing once the reads are done. Figures are those of the
+//! controller's last scrape (every `metrics_scrape_ms`), as in a cluster.
 
 use std::collections::BTreeMap;
 
@@ -80,7 +81,9 @@ impl WorkerSim {
             return Vec::new();
         }
         let ufs = sim.config.ufs_bytes;
-        let total = self.bytes_read(pair, sim.clock.now_ms(), ufs, sim.config.read_rate_bytes_per_s);
+        let now_ms = sim.clock.now_ms();
+        let scraped_at_ms = now_ms - now_ms % sim.config.metrics_scrape_ms.max(1);
+        let total = self.bytes_read(pair, scraped_at_ms, ufs, sim.config.read_rate_bytes_per_s);
         let unique = total.min(ufs);
         let quota = sim
             .api

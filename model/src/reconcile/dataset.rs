@@ -19,7 +19,7 @@ use crate::time::Millis;
 /// 3. A dataset still marked `Bound`/`Failed` whose runtime has gone (say, its finalizer was
 ///    removed by hand) goes back to `NotBound`, so it can bind again.
 pub fn reconcile_dataset<R>(observed: &Observed<R>, config: &Config, now: Millis) -> Decision {
-    let Some(dataset) = observed.dataset.as_ref() else {
+    let Some(dataset) = observed.dataset.as_deref() else {
         return Decision::idle(Requeue::AwaitChange);
     };
     let target = ObjectRef::namespaced(Kind::Dataset, &observed.namespace, &observed.name);

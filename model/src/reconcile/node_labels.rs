@@ -54,15 +54,6 @@ impl CacheLabels<'_> {
         wanted
     }
 
-    /// Removes our `fluid_exclusive` claim from `wanted` unless it sets one; another dataset's
-    /// claim is not ours to remove.
-    fn drop_stale_exclusive(&self, node: &NodeView, wanted: &mut BTreeMap<String, Option<String>>) {
-        let ours = node.labels.get(labels::EXCLUSIVE) == Some(&self.exclusive_value);
-        if ours && !wanted.contains_key(labels::EXCLUSIVE) {
-            wanted.insert(labels::EXCLUSIVE.to_string(), None);
-        }
-    }
-
     /// The labels a node without our workers must not carry; `with_fuse` also drops the FUSE
     /// label (teardown only: otherwise the CSI plugin owns it).
     fn unwanted(&self, with_fuse: bool) -> BTreeMap<String, Option<String>> {
@@ -75,24 +66,16 @@ impl CacheLabels<'_> {
             .collect();
         unwanted
     }
-
-    /// `fluid.io/dataset-num` for a node whose labels become `after`.
-    fn dataset_num(&self, after: &BTreeMap<String, String>) -> Option<String> {
-        let count = self.cluster_common_labels.iter().filter(|key| after.contains_key(*key)).count();
-        (count > 0).then(|| count.to_string())
-    }
 }
 
 /// Label patches that make `nodes` agree with `worker_nodes` (where our workers run).
 pub fn sync_effects(labels_of: &CacheLabels<'_>, nodes: &[NodeView], worker_nodes: &BTreeSet<String>) -> Vec<Effect> {
+    let on_cache_node = labels_of.wanted_on_cache_node();
+    let elsewhere = labels_of.unwanted(false);
     nodes
         .iter()
         .filter_map(|node| {
-            let wanted = if worker_nodes.contains(&node.name) {
-                labels_of.wanted_on_cache_node()
-            } else {
-                labels_of.unwanted(false)
-            };
+            let wanted = if worker_nodes.contains(&node.name) { &on_cache_node } else { &elsewhere };
             patch_for(labels_of, node, wanted)
         })
         .collect()
@@ -100,36 +83,56 @@ pub fn sync_effects(labels_of: &CacheLabels<'_>, nodes: &[NodeView], worker_node
 
 /// Label patches that strip every label this dataset set, the FUSE label included.
 pub fn teardown_effects(labels_of: &CacheLabels<'_>, nodes: &[NodeView]) -> Vec<Effect> {
-    nodes.iter().filter_map(|node| patch_for(labels_of, node, labels_of.unwanted(true))).collect()
+    let unwanted = labels_of.unwanted(true);
+    nodes.iter().filter_map(|node| patch_for(labels_of, node, &unwanted)).collect()
 }
 
 /// Label patches that strip what a dataset without a runtime left on nodes (a CSI NodeStage
 /// that raced the runtime's teardown labels a node after the teardown read it), keeping the
 /// FUSE label on `keep_fuse_on`, the nodes where a pod that uses the claim still runs.
 pub fn orphan_effects(labels_of: &CacheLabels<'_>, nodes: &[NodeView], keep_fuse_on: &BTreeSet<String>) -> Vec<Effect> {
+    let (keeping_fuse, all) = (labels_of.unwanted(false), labels_of.unwanted(true));
     nodes
         .iter()
-        .filter_map(|node| patch_for(labels_of, node, labels_of.unwanted(!keep_fuse_on.contains(&node.name))))
+        .filter_map(|node| {
+            patch_for(labels_of, node, if keep_fuse_on.contains(&node.name) { &keeping_fuse } else { &all })
+        })
         .collect()
 }
 
+/// The patch that applies `wanted` to `node`, also dropping our stale `fluid_exclusive` claim
+/// (another dataset's claim is not ours to remove) and recomputing `fluid.io/dataset-num` from
+/// the common labels the node will carry. Reads the node's labels without copying them.
 fn patch_for(
     labels_of: &CacheLabels<'_>,
     node: &NodeView,
-    mut wanted: BTreeMap<String, Option<String>>,
+    wanted: &BTreeMap<String, Option<String>>,
 ) -> Option<Effect> {
-    labels_of.drop_stale_exclusive(node, &mut wanted);
-    let mut after = node.labels.clone();
-    for (key, value) in &wanted {
-        match value {
-            Some(value) => after.insert(key.clone(), value.clone()),
-            None => after.remove(key),
-        };
+    let current = node.labels();
+    let drop_exclusive =
+        !wanted.contains_key(labels::EXCLUSIVE) && current.get(labels::EXCLUSIVE) == Some(&labels_of.exclusive_value);
+    let counted = |key: &str| key.starts_with(labels::COMMON_PREFIX) && labels_of.cluster_common_labels.contains(key);
+    let kept = current
+        .range::<str, _>((std::ops::Bound::Included(labels::COMMON_PREFIX), std::ops::Bound::Unbounded))
+        .take_while(|(key, _)| key.starts_with(labels::COMMON_PREFIX))
+        .filter(|(key, _)| counted(key) && wanted.get(*key).is_none_or(Option::is_some))
+        .count();
+    let added =
+        wanted.iter().filter(|(key, value)| value.is_some() && !current.contains_key(*key) && counted(key)).count();
+    let dataset_num = (kept + added > 0).then(|| (kept + added).to_string());
+    let mut patch: BTreeMap<String, Option<String>> = wanted
+        .iter()
+        .filter(|(key, value)| current.get(*key) != value.as_ref())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if drop_exclusive {
+        patch.insert(labels::EXCLUSIVE.to_string(), None);
     }
-    wanted.insert(labels::DATASET_NUM.to_string(), labels_of.dataset_num(&after));
-    wanted.retain(|key, value| node.labels.get(key) != value.as_ref());
-    if wanted.is_empty() {
+    if current.get(labels::DATASET_NUM) != dataset_num.as_ref() {
+        patch.insert(labels::DATASET_NUM.to_string(), dataset_num);
+    }
+    if patch.is_empty() {
         return None;
     }
-    Some(Effect::PatchLabels { target: ObjectRef::cluster(Kind::Node, &node.name), labels: wanted })
+    Some(Effect::PatchLabels { target: ObjectRef::cluster(Kind::Node, &node.name), labels: patch })
 }

@@ -39,7 +39,7 @@ pub fn reconcile_runtime<E: Engine>(
     config: &Config,
     now: Millis,
 ) -> Decision {
-    let Some(runtime) = observed.runtime.as_ref() else {
+    let Some(runtime) = observed.runtime.as_deref() else {
         return Decision::idle(Requeue::AwaitChange);
     };
     let target = ObjectRef::namespaced(runtime_kind(), &observed.namespace, &observed.name);
@@ -52,8 +52,8 @@ pub fn reconcile_runtime<E: Engine>(
         );
         return refuse(observed, target, "InvalidRuntimeName", message, Requeue::AwaitChange, now);
     }
-    let Some(dataset) = observed.dataset.as_ref().filter(|d| d.metadata.deletion_timestamp.is_none()) else {
-        if let Some(dataset) = observed.dataset.as_ref() {
+    let Some(dataset) = observed.dataset.as_deref().filter(|d| d.metadata.deletion_timestamp.is_none()) else {
+        if let Some(dataset) = observed.dataset.as_deref() {
             // The dataset is going; garbage collection removes this runtime through its owner
             // once the dataset's finalizer lets go. Pods may hold it for long, so meanwhile the
             // workers' status and the cache-node labels keep following the workers.
@@ -123,8 +123,8 @@ pub fn reconcile_runtime<E: Engine>(
     let mut effects = binding_effects(engine, observed, dataset, runtime, &target, &keys);
     let hashes = InputsHash::new(engine, &input);
     let applied = |meta: Option<&ObjectMeta>, workload| observed_hash(meta) == Some(hashes.of(workload).as_str());
-    let up_to_date = applied(observed.workers.as_ref().map(|w| &w.metadata), Workload::Workers)
-        && applied(observed.fuse.as_ref().map(|f| &f.metadata), Workload::Fuse);
+    let up_to_date = applied(observed.workers.as_deref().map(|w| &w.metadata), Workload::Workers)
+        && applied(observed.fuse.as_deref().map(|f| &f.metadata), Workload::Fuse);
     // Workloads carrying the current inputs' hash were built from inputs that passed validation.
     let validation = if up_to_date { Ok(()) } else { validate_all(engine, &input) };
     if let Err(errors) = validation {
@@ -162,7 +162,7 @@ fn sync_while_dataset_goes<E: Engine>(
     config: &Config,
     now: Millis,
 ) -> Decision {
-    let Some(workers) = observed.workers.as_ref() else {
+    let Some(workers) = observed.workers.as_deref() else {
         return Decision::idle(Requeue::AwaitChange);
     };
     let Ok(keys) = DatasetKeys::new(&observed.namespace, &observed.name, dataset.metadata.uid.as_deref()) else {
@@ -178,7 +178,7 @@ fn sync_while_dataset_goes<E: Engine>(
     let default_fuse = DaemonSetStatus::default();
     let after = AfterApply {
         workers: workers.status.as_ref().unwrap_or(&default_workers),
-        fuse: observed.fuse.as_ref().and_then(|f| f.status.as_ref()).unwrap_or(&default_fuse),
+        fuse: observed.fuse.as_deref().and_then(|f| f.status.as_ref()).unwrap_or(&default_fuse),
         scaled_from: None,
     };
     let runtime_status = compute_runtime_status(engine, observed, &input, &after, capacity.total_bytes(), now);
@@ -281,7 +281,7 @@ fn refuse<R>(
     now: Millis,
 ) -> Decision {
     let mut effects = Vec::new();
-    if let Some(dataset) = observed.dataset.as_ref().filter(|d| d.metadata.deletion_timestamp.is_none()) {
+    if let Some(dataset) = observed.dataset.as_deref().filter(|d| d.metadata.deletion_timestamp.is_none()) {
         let observed_status = dataset.status.clone().unwrap_or_default();
         let mut status = observed_status.clone();
         let wanted = Wanted { type_: conditions::DATASET_READY, status: false, reason, message: message.clone() };
@@ -385,7 +385,7 @@ fn setup<E: Engine>(
 ) -> Result<Vec<Effect>, ModelError> {
     let mut effects = Vec::new();
     let master_hash = hashes.of(Workload::Master);
-    if observed_hash(observed.master.as_ref().map(|m| &m.metadata)) != Some(master_hash.as_str())
+    if observed_hash(observed.master.as_deref().map(|m| &m.metadata)) != Some(master_hash.as_str())
         && let Some(mut master) = engine.master(input)?
     {
         stamp_hash(&mut master.metadata, &master_hash);
@@ -393,7 +393,7 @@ fn setup<E: Engine>(
     }
 
     let desired_workers = input.runtime.replicas();
-    let observed_workers = observed.workers.as_ref();
+    let observed_workers = observed.workers.as_deref();
     let scaled_from =
         observed_workers.and_then(|w| w.spec.as_ref()?.replicas).filter(|replicas| *replicas != desired_workers);
     let workers_hash = hashes.of(Workload::Workers);
@@ -425,7 +425,7 @@ fn setup<E: Engine>(
     }
 
     let fuse_hash = hashes.of(Workload::Fuse);
-    if observed_hash(observed.fuse.as_ref().map(|f| &f.metadata)) != Some(fuse_hash.as_str()) {
+    if observed_hash(observed.fuse.as_deref().map(|f| &f.metadata)) != Some(fuse_hash.as_str()) {
         let mut fuse: DaemonSet = engine.fuse(input)?;
         stamp_hash(&mut fuse.metadata, &fuse_hash);
         effects.push(Effect::Apply(Object::DaemonSet(Box::new(fuse))));
@@ -437,7 +437,7 @@ fn setup<E: Engine>(
     let default_fuse = DaemonSetStatus::default();
     let after = AfterApply {
         workers: observed_workers.and_then(|w| w.status.as_ref()).unwrap_or(&default_workers),
-        fuse: observed.fuse.as_ref().and_then(|f| f.status.as_ref()).unwrap_or(&default_fuse),
+        fuse: observed.fuse.as_deref().and_then(|f| f.status.as_ref()).unwrap_or(&default_fuse),
         scaled_from,
     };
     let capacity = engine.node_capacity(input)?;
@@ -615,7 +615,7 @@ fn teardown<E: Engine>(
     let mut effects = Vec::new();
     let users: Vec<String> =
         observed.claim_users.iter().filter(|pod| pod.may_use_volumes()).map(|pod| pod.key()).collect();
-    let claim = observed.persistent_volume_claim.as_ref().filter(|c| created_by_fluid(&c.metadata));
+    let claim = observed.persistent_volume_claim.as_deref().filter(|c| created_by_fluid(&c.metadata));
     let claim_ref = ObjectRef::namespaced(Kind::PersistentVolumeClaim, &observed.namespace, &observed.name);
     if let Some(claim) = claim {
         match claim.metadata.deletion_timestamp.as_ref() {
@@ -672,7 +672,7 @@ fn teardown<E: Engine>(
     }
 
     let uid =
-        observed.dataset.as_ref().and_then(|d| d.metadata.uid.clone()).or_else(|| dataset_uid_from_owner(runtime));
+        observed.dataset.as_deref().and_then(|d| d.metadata.uid.clone()).or_else(|| dataset_uid_from_owner(runtime));
     if let Ok(keys) = DatasetKeys::new(&observed.namespace, &observed.name, uid.as_deref()) {
         let labels_of = CacheLabels {
             keys: &keys,
@@ -684,21 +684,21 @@ fn teardown<E: Engine>(
         };
         effects.extend(node_labels::teardown_effects(&labels_of, &observed.nodes));
     }
-    if let Some(workers) = observed.workers.as_ref().filter(|w| w.metadata.deletion_timestamp.is_none()) {
+    if let Some(workers) = observed.workers.as_deref().filter(|w| w.metadata.deletion_timestamp.is_none()) {
         effects.push(Effect::Delete(ObjectRef::namespaced(
             Kind::StatefulSet,
             &observed.namespace,
             &workers.metadata.name.clone().unwrap_or_default(),
         )));
     }
-    if let Some(fuse) = observed.fuse.as_ref().filter(|f| f.metadata.deletion_timestamp.is_none()) {
+    if let Some(fuse) = observed.fuse.as_deref().filter(|f| f.metadata.deletion_timestamp.is_none()) {
         effects.push(Effect::Delete(ObjectRef::namespaced(
             Kind::DaemonSet,
             &observed.namespace,
             &fuse.metadata.name.clone().unwrap_or_default(),
         )));
     }
-    if let Some(dataset) = observed.dataset.as_ref().filter(|d| d.metadata.deletion_timestamp.is_none()) {
+    if let Some(dataset) = observed.dataset.as_deref().filter(|d| d.metadata.deletion_timestamp.is_none()) {
         let observed_status = dataset.status.clone().unwrap_or_default();
         let mut status = observed_status.clone();
         reset_to_not_bound(&mut status);

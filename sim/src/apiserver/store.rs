@@ -8,9 +8,10 @@ use super::object::Obj;
 
 /// Objects by reference, with the indexes the simulated controllers need to stay incremental
 /// at 20,000 pods: dependents by owner UID, pods by node and by claim, nodes by label key.
+/// Objects sit in per-kind, per-namespace maps so that a lookup by name allocates nothing.
 #[derive(Debug, Default, Clone)]
 pub struct Store {
-    objects: BTreeMap<ObjectRef, Obj>,
+    objects: BTreeMap<Kind, BTreeMap<String, BTreeMap<String, Obj>>>,
     by_uid: BTreeMap<String, ObjectRef>,
     dependents: BTreeMap<String, BTreeSet<ObjectRef>>,
     pods_by_node: BTreeMap<String, BTreeSet<ObjectRef>>,
@@ -21,13 +22,13 @@ pub struct Store {
 impl Store {
     /// The object at `key`.
     pub fn get(&self, key: &ObjectRef) -> Option<&Obj> {
-        self.objects.get(key)
+        self.get_named(key.kind, &key.namespace, &key.name)
     }
 
     /// The object of this kind, namespace and name.
     pub fn get_named(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Obj> {
         let namespace = if kind.is_cluster_scoped() { "" } else { namespace };
-        self.objects.get(&ObjectRef { kind, namespace: namespace.to_string(), name: name.to_string() })
+        self.objects.get(&kind)?.get(namespace)?.get(name)
     }
 
     /// The reference of the object with `uid`.
@@ -37,18 +38,23 @@ impl Store {
 
     /// Every object of `kind`, in key order.
     pub fn list(&self, kind: Kind) -> impl Iterator<Item = &Obj> {
-        let start = ObjectRef { kind, namespace: String::new(), name: String::new() };
-        self.objects.range(start..).take_while(move |(key, _)| key.kind == kind).map(|(_, obj)| obj)
+        self.objects.get(&kind).into_iter().flat_map(|namespaces| namespaces.values().flat_map(BTreeMap::values))
     }
 
     /// Number of objects of `kind`.
     pub fn count(&self, kind: Kind) -> usize {
-        self.list(kind).count()
+        self.objects.get(&kind).map_or(0, |namespaces| namespaces.values().map(BTreeMap::len).sum())
     }
 
     /// Every object, in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&ObjectRef, &Obj)> {
-        self.objects.iter()
+    pub fn iter(&self) -> impl Iterator<Item = (ObjectRef, &Obj)> {
+        self.objects.iter().flat_map(|(kind, namespaces)| {
+            namespaces.iter().flat_map(move |(namespace, objects)| {
+                objects.iter().map(move |(name, obj)| {
+                    (ObjectRef { kind: *kind, namespace: namespace.clone(), name: name.clone() }, obj)
+                })
+            })
+        })
     }
 
     /// Objects that name `owner_uid` in their ownerReferences.
@@ -74,18 +80,42 @@ impl Store {
     /// Inserts or replaces an object, keeping the indexes right. Returns the previous version.
     pub fn put(&mut self, obj: Obj) -> Option<Obj> {
         let key = obj.object_ref();
-        let previous = self.objects.remove(&key);
-        if let Some(old) = &previous {
-            self.unindex(&key, old);
+        let namespaces = self.objects.entry(key.kind).or_default();
+        let objects = match namespaces.get_mut(&key.namespace) {
+            Some(objects) => objects,
+            None => namespaces.entry(key.namespace.clone()).or_default(),
+        };
+        let previous = match objects.get_mut(&key.name) {
+            Some(slot) => Some(std::mem::replace(slot, obj)),
+            None => {
+                objects.insert(key.name.clone(), obj);
+                None
+            }
+        };
+        let current = self.get(&key).cloned();
+        match (&previous, &current) {
+            // Most writes are status updates: nothing indexed changed.
+            (Some(old), Some(new)) if same_index_facts(old, new) => {}
+            _ => {
+                if let Some(old) = &previous {
+                    self.unindex(&key, old);
+                }
+                if let Some(new) = &current {
+                    self.index(&key, new);
+                }
+            }
         }
-        self.index(&key, &obj);
-        self.objects.insert(key, obj);
         previous
     }
 
     /// Removes an object. Returns it.
     pub fn remove(&mut self, key: &ObjectRef) -> Option<Obj> {
-        let old = self.objects.remove(key)?;
+        let namespaces = self.objects.get_mut(&key.kind)?;
+        let objects = namespaces.get_mut(&key.namespace)?;
+        let old = objects.remove(&key.name)?;
+        if objects.is_empty() {
+            namespaces.remove(&key.namespace);
+        }
         self.unindex(key, &old);
         Some(old)
     }
@@ -142,6 +172,24 @@ impl Store {
             }
             _ => {}
         }
+    }
+}
+
+/// True when two versions of an object file under the same index entries.
+fn same_index_facts(old: &Obj, new: &Obj) -> bool {
+    let (a, b) = (old.meta(), new.meta());
+    if a.uid != b.uid || a.owner_references != b.owner_references {
+        return false;
+    }
+    match (old, new) {
+        (Obj::Pod(a), Obj::Pod(b)) => {
+            a.spec.as_ref().map(|s| (&s.node_name, &s.volumes)) == b.spec.as_ref().map(|s| (&s.node_name, &s.volumes))
+        }
+        (Obj::Node(a), Obj::Node(b)) => {
+            let (a, b) = (a.metadata.labels.iter().flatten(), b.metadata.labels.iter().flatten());
+            a.map(|(k, _)| k).eq(b.map(|(k, _)| k))
+        }
+        _ => true,
     }
 }
 

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{
 use model::effect::{Kind, ObjectRef};
 
 use super::scheduler::tolerates;
-use super::statefulset::{REVISION_LABEL, controller_reference, pod_from_template, pod_state, template_hash};
+use super::statefulset::{REVISION_LABEL, controller_reference, pod_from_template, pod_state};
 use crate::apiserver::Obj;
 use crate::apiserver::selector::matches_node_term;
 use crate::sim::Sim;
@@ -48,18 +48,22 @@ impl Sim {
         if ds.metadata.deletion_timestamp.is_some() {
             return;
         }
-        let spec = ds.spec.clone().unwrap_or_default();
-        let template = spec.template.clone();
-        let pod_spec = template.spec.clone().unwrap_or_default();
-        let selector = pod_spec.node_selector.clone().unwrap_or_default();
+        // Borrowed, not cloned: a FUSE template is large and this runs on every pod change.
+        let no_spec = Default::default();
+        let spec: &k8s_openapi::api::apps::v1::DaemonSetSpec = ds.spec.as_ref().unwrap_or(&no_spec);
+        let template = &spec.template;
+        let no_pod_spec = Default::default();
+        let pod_spec: &k8s_openapi::api::core::v1::PodSpec = template.spec.as_ref().unwrap_or(&no_pod_spec);
+        let no_selector = BTreeMap::new();
+        let selector = pod_spec.node_selector.as_ref().unwrap_or(&no_selector);
         let required = pod_spec
             .affinity
             .as_ref()
             .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|a| a.required_during_scheduling_ignored_during_execution.clone());
+            .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref());
         let mut tolerations = pod_spec.tolerations.clone().unwrap_or_default();
         tolerations.extend(daemon_tolerations());
-        let revision = format!("{}-{}", key.name, template_hash(&template));
+        let revision = format!("{}-{}", key.name, self.template_hash_of(&ds.metadata, template));
 
         // Nodes that should run a pod.
         let candidates: Vec<String> = match selector.keys().next() {
@@ -71,7 +75,7 @@ impl Sim {
             let Some(node) = self.api.store.get_named(Kind::Node, "", &name).and_then(|o| o.as_node()) else {
                 continue;
             };
-            if should_run(node, &name, &selector, required.as_ref(), &tolerations) {
+            if should_run(node, &name, selector, required, &tolerations) {
                 wanted.insert(name);
             }
         }
@@ -88,7 +92,7 @@ impl Sim {
         let owner = controller_reference(&obj, "apps/v1");
         let now = self.clock.wall();
         for node in &wanted {
-            let pods = by_node.get(node).cloned().unwrap_or_default();
+            let pods: &[(ObjectRef, Arc<Pod>)] = by_node.get(node).map_or(&[], Vec::as_slice);
             let live: Vec<&(ObjectRef, Arc<Pod>)> = pods.iter().filter(|(_, p)| !pod_state(p).2).collect();
             for (pod_key, pod) in &live {
                 if pod_state(pod).0 == "Failed" {
@@ -99,7 +103,7 @@ impl Sim {
             if pods.is_empty() {
                 let name = format!("{}-{}", key.name, self.rng.suffix(5));
                 let extra = BTreeMap::from([(REVISION_LABEL.to_string(), revision.clone())]);
-                let mut pod = pod_from_template(&template, &key.namespace, &name, owner.clone(), extra);
+                let mut pod = pod_from_template(template, &key.namespace, &name, owner.clone(), extra);
                 pin_to_node(&mut pod, node, &tolerations);
                 if self.api.create(Obj::Pod(Arc::new(pod)), now).is_ok() {
                     trace!(
@@ -208,7 +212,7 @@ fn should_run(
     {
         return false;
     }
-    let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+    let taints = node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or_default();
     taints.iter().filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute").all(|t| tolerates(tolerations, t))
 }
 

@@ -55,8 +55,8 @@ pub enum KubeTask {
 pub struct KubeState {
     /// Pods the scheduler could not place; retried when nodes or pods change.
     pub unschedulable: BTreeSet<ObjectRef>,
-    /// Where the scheduler's next node scan starts (Kubernetes rotates it too).
-    pub next_start_node: usize,
+    /// The scheduler's cache of nodes and the pods bound to them.
+    pub scheduler: scheduler::cache::SchedulerCache,
     /// DaemonSets by the label keys of their nodeSelector.
     pub daemonsets_by_selector_key: BTreeMap<String, BTreeSet<ObjectRef>>,
     /// DaemonSets without a nodeSelector (they want every node).
@@ -65,6 +65,24 @@ pub struct KubeState {
     pub pending_reason: BTreeMap<ObjectRef, String>,
     /// Every node name, in order (the scheduler's scan list).
     pub node_names: std::sync::Arc<Vec<String>>,
+    /// The template hash of each workload by UID, for the generation it was computed at (a
+    /// hash serializes the whole pod template; the template changes only with the generation).
+    pub template_hashes: BTreeMap<String, (i64, String)>,
+}
+
+/// True when a pod change is one its kubelet acts on: the pod came, went, was bound, was
+/// replaced or started terminating. Status writes (the kubelet's own) are not: a real kubelet's
+/// pod worker already holds that state.
+fn kubelet_cares(change: &Change) -> bool {
+    let (Some(old), Some(new)) =
+        (change.old.as_ref().and_then(|o| o.as_pod()), change.new.as_ref().and_then(|o| o.as_pod()))
+    else {
+        return true;
+    };
+    let node = |p: &k8s_openapi::api::core::v1::Pod| p.spec.as_ref().and_then(|s| s.node_name.clone());
+    node(old) != node(new)
+        || old.metadata.uid != new.metadata.uid
+        || old.metadata.deletion_timestamp != new.metadata.deletion_timestamp
 }
 
 fn controller_owner(
@@ -98,6 +116,12 @@ impl Sim {
             {
                 self.kick(KubeTask::Orphan(key.clone()));
             }
+        }
+        if matches!(key.kind, Kind::StatefulSet | Kind::DaemonSet)
+            && change.new.is_none()
+            && let Some(uid) = change.old.as_ref().and_then(|o| o.meta().uid.as_ref())
+        {
+            self.kube.template_hashes.remove(uid);
         }
         match key.kind {
             Kind::Pod => self.route_pod(change),
@@ -145,10 +169,15 @@ impl Sim {
 
     fn route_pod(&mut self, change: &Change) {
         let key = &change.key;
+        self.kube.scheduler.observe_pod(key, change.new.as_ref().and_then(|o| o.as_pod()));
         let mut freed_capacity = change.new.is_none();
         if let Some(pod) = change.new.as_ref().and_then(|o| o.as_pod()) {
             let scheduled = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
-            if !scheduled && pod.metadata.deletion_timestamp.is_none() {
+            // A pending pod's own status write (the scheduler's "Unschedulable") is no reason to
+            // try again; a new pod or a changed spec is.
+            let new_or_respecified =
+                change.old.as_ref().and_then(|o| o.as_pod()).is_none_or(|old| old.spec != pod.spec);
+            if !scheduled && pod.metadata.deletion_timestamp.is_none() && new_or_respecified {
                 self.kick(KubeTask::Schedule(key.clone()));
             }
             let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
@@ -178,8 +207,10 @@ impl Sim {
                 _ => {}
             }
         }
-        for node in nodes {
-            self.kick(KubeTask::Kubelet { node, pod: key.clone() });
+        if kubelet_cares(change) {
+            for node in nodes {
+                self.kick(KubeTask::Kubelet { node, pod: key.clone() });
+            }
         }
         for claim in claims {
             self.kick(KubeTask::PvcProtection(ObjectRef::namespaced(
@@ -202,6 +233,7 @@ impl Sim {
     }
 
     fn route_node(&mut self, change: &Change) {
+        self.kube.scheduler.observe_node(&change.key.name, change.new.as_ref().and_then(|o| o.as_node()));
         let names = std::sync::Arc::make_mut(&mut self.kube.node_names);
         match (change.old.is_some(), change.new.is_some()) {
             (false, true) => {
@@ -268,6 +300,23 @@ impl Sim {
                 self.kube.daemonsets_everywhere.insert(key);
             }
         }
+    }
+
+    /// The revision hash of a workload's pod template, computed once per generation.
+    pub(crate) fn template_hash_of(
+        &mut self,
+        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+    ) -> String {
+        let (uid, generation) = (meta.uid.clone().unwrap_or_default(), meta.generation.unwrap_or(0));
+        if let Some((at, hash)) = self.kube.template_hashes.get(&uid)
+            && *at == generation
+        {
+            return hash.clone();
+        }
+        let hash = statefulset::template_hash(template);
+        self.kube.template_hashes.insert(uid, (generation, hash.clone()));
+        hash
     }
 
     /// Runs one built-in controller task.

@@ -83,7 +83,7 @@ impl Sim {
         let spec = sts.spec.clone().unwrap_or_default();
         let replicas = spec.replicas.unwrap_or(1).max(0) as usize;
         let parallel = spec.pod_management_policy.as_deref() == Some("Parallel");
-        let revision = format!("{}-{}", key.name, template_hash(&spec.template));
+        let revision = format!("{}-{}", key.name, self.template_hash_of(&sts.metadata, &spec.template));
         let uid = sts.metadata.uid.clone().unwrap_or_default();
         let prefix = format!("{}-", key.name);
         let mut pods: BTreeMap<usize, Arc<Pod>> = BTreeMap::new();

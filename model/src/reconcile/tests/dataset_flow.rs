@@ -10,7 +10,7 @@ fn a_runtime_with_a_bad_spec_reports_a_condition_and_creates_nothing() {
     let mut world = World::new(Some(seed_dataset(NAME)), Some(runtime));
     let effects = world.settle(5);
     assert!(world.observed.workers.is_none() && world.observed.fuse.is_none());
-    let status = world.observed.dataset.as_ref().unwrap().status.clone().unwrap();
+    let status = world.observed.dataset.as_deref().unwrap().status.clone().unwrap();
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!(ready.reason.as_deref(), Some("InvalidRuntimeSpec"));
     assert!(ready.message.as_deref().unwrap().contains("spec.replicas"), "{ready:?}");
@@ -25,7 +25,7 @@ fn a_runtime_name_starting_with_a_digit_is_refused_with_a_reason() {
     let mut world = World::new(Some(seed_dataset(name)), Some(seed_runtime(name, 1)));
     world.observed.name = name.to_string();
     world.settle(5);
-    let status = world.observed.dataset.as_ref().unwrap().status.clone().unwrap();
+    let status = world.observed.dataset.as_deref().unwrap().status.clone().unwrap();
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!(ready.reason.as_deref(), Some("InvalidRuntimeName"));
     assert!(ready.message.as_deref().unwrap().contains("metadata.name"));
@@ -40,7 +40,7 @@ fn a_bound_dataset_whose_runtime_vanished_goes_back_to_not_bound() {
     world.settle(5);
     world.observed.runtime = None;
     world.settle(5);
-    let status = world.observed.dataset.as_ref().unwrap().status.clone().unwrap();
+    let status = world.observed.dataset.as_deref().unwrap().status.clone().unwrap();
     assert_eq!(status.phase, DatasetPhase::NotBound);
     assert!(status.runtimes.is_empty() && status.cache_states.is_empty());
 }

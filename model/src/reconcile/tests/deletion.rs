@@ -21,10 +21,11 @@ fn bound_world_with_pod(phase: &str) -> World {
 #[test]
 fn a_dataset_in_use_cannot_go_and_says_which_pod_holds_it() {
     let mut world = bound_world_with_pod("Running");
-    world.observed.dataset.as_mut().unwrap().metadata.deletion_timestamp = Some(world.now.to_time());
+    std::sync::Arc::make_mut(world.observed.dataset.as_mut().unwrap()).metadata.deletion_timestamp =
+        Some(world.now.to_time());
     let effects = world.settle(5);
     assert!(world.observed.dataset.is_some());
-    let status = world.observed.dataset.as_ref().unwrap().status.clone().unwrap();
+    let status = world.observed.dataset.as_deref().unwrap().status.clone().unwrap();
     let blocked = status.conditions.iter().find(|c| c.type_ == conditions::DATASET_DELETION_BLOCKED).unwrap();
     assert_eq!(blocked.reason.as_deref(), Some("DatasetInUse"));
     assert!(blocked.message.as_deref().unwrap().contains("pod default/demo-app (Running on node-b)"), "{blocked:?}");
@@ -38,7 +39,8 @@ fn a_dataset_in_use_cannot_go_and_says_which_pod_holds_it() {
 #[test]
 fn a_dataset_goes_once_its_pods_complete() {
     let mut world = bound_world_with_pod("Succeeded");
-    world.observed.dataset.as_mut().unwrap().metadata.deletion_timestamp = Some(world.now.to_time());
+    std::sync::Arc::make_mut(world.observed.dataset.as_mut().unwrap()).metadata.deletion_timestamp =
+        Some(world.now.to_time());
     let decision = world.reconcile_dataset();
     assert_eq!(verbs(&decision.effects), ["remove-finalizer Dataset/default/jfsdemo"]);
 }
@@ -46,17 +48,18 @@ fn a_dataset_goes_once_its_pods_complete() {
 #[test]
 fn deleting_the_runtime_waits_for_pods_then_removes_volume_labels_workloads_and_unbinds() {
     let mut world = bound_world_with_pod("Running");
-    world.observed.runtime.as_mut().unwrap().metadata.deletion_timestamp = Some(world.now.to_time());
+    std::sync::Arc::make_mut(world.observed.runtime.as_mut().unwrap()).metadata.deletion_timestamp =
+        Some(world.now.to_time());
     let decision = world.reconcile_runtime();
     assert_eq!(
         verbs(&decision.effects),
         ["delete PersistentVolumeClaim/default/jfsdemo", "event JuiceFSRuntime/default/jfsdemo"]
     );
     // The PVC is protected while the pod runs.
-    world.observed.persistent_volume_claim.as_mut().unwrap().metadata.finalizers =
+    std::sync::Arc::make_mut(world.observed.persistent_volume_claim.as_mut().unwrap()).metadata.finalizers =
         Some(vec![labels::PVC_PROTECTION_FINALIZER.to_string()]);
     world.apply(&decision);
-    assert!(world.observed.persistent_volume_claim.as_ref().unwrap().metadata.deletion_timestamp.is_some());
+    assert!(world.observed.persistent_volume_claim.as_deref().unwrap().metadata.deletion_timestamp.is_some());
     let decision = world.reconcile_runtime();
     assert!(decision.writes().next().is_none(), "nothing more while the pod runs: {:?}", verbs(&decision.effects));
 
@@ -82,7 +85,7 @@ fn deleting_the_runtime_waits_for_pods_then_removes_volume_labels_workloads_and_
         );
     }
     assert!(!world.node_labels("node-b").contains_key(&keys.fuse_label()));
-    let status = world.observed.dataset.as_ref().unwrap().status.clone().unwrap();
+    let status = world.observed.dataset.as_deref().unwrap().status.clone().unwrap();
     assert_eq!(status.phase, DatasetPhase::NotBound);
     assert!(status.runtimes.is_empty());
 }
@@ -95,12 +98,13 @@ fn teardown_leaves_other_datasets_labels_and_recounts_dataset_num() {
     world.settle(5);
     let other = DatasetKeys::new(NS, "other", None).unwrap();
     let node = world.all_nodes.iter_mut().find(|n| n.metadata.name.as_deref() == Some("node-a")).unwrap();
-    let node_labels = node.metadata.labels.get_or_insert_with(BTreeMap::new);
+    let node_labels = std::sync::Arc::make_mut(node).metadata.labels.get_or_insert_with(BTreeMap::new);
     node_labels.insert(other.common_label(), "true".into());
     node_labels.insert(labels::DATASET_NUM.into(), "2".into());
     world.other_datasets.insert(other.common_label());
     world.refresh();
-    world.observed.runtime.as_mut().unwrap().metadata.deletion_timestamp = Some(world.now.to_time());
+    std::sync::Arc::make_mut(world.observed.runtime.as_mut().unwrap()).metadata.deletion_timestamp =
+        Some(world.now.to_time());
     world.observed.persistent_volume_claim = None;
     let decision = world.reconcile_runtime();
     world.apply(&decision);

@@ -81,10 +81,12 @@ fn world_of(shape: &Shape) -> World {
         world.label_node("node-b", &key);
     }
     if shape.delete_dataset {
-        world.observed.dataset.as_mut().unwrap().metadata.deletion_timestamp = Some(world.now.to_time());
+        std::sync::Arc::make_mut(world.observed.dataset.as_mut().unwrap()).metadata.deletion_timestamp =
+            Some(world.now.to_time());
     }
     if shape.delete_runtime {
-        world.observed.runtime.as_mut().unwrap().metadata.deletion_timestamp = Some(world.now.to_time());
+        std::sync::Arc::make_mut(world.observed.runtime.as_mut().unwrap()).metadata.deletion_timestamp =
+            Some(world.now.to_time());
     }
     world.refresh();
     world

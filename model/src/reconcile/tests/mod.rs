@@ -104,7 +104,7 @@ struct World {
     /// Common labels of datasets other than ours, as if they existed in the cluster.
     other_datasets: std::collections::BTreeSet<String>,
     pods: Vec<Pod>,
-    all_nodes: Vec<Node>,
+    all_nodes: Vec<std::sync::Arc<Node>>,
     now: Millis,
     config: Config,
     next_version: u64,
@@ -113,9 +113,9 @@ struct World {
 impl World {
     fn new(dataset: Option<Dataset>, runtime: Option<JuiceFSRuntime>) -> Self {
         let mut observed = Observed::empty(NS, NAME);
-        observed.dataset = dataset;
-        observed.runtime = runtime;
-        let all_nodes = ["node-a", "node-b", "node-c"].into_iter().map(node).collect();
+        observed.dataset = dataset.map(std::sync::Arc::new);
+        observed.runtime = runtime.map(std::sync::Arc::new);
+        let all_nodes = ["node-a", "node-b", "node-c"].into_iter().map(|n| std::sync::Arc::new(node(n))).collect();
         let mut world = Self {
             observed,
             other_datasets: Default::default(),
@@ -134,7 +134,7 @@ impl World {
     }
 
     fn keys(&self) -> DatasetKeys {
-        let dataset = self.observed.dataset.as_ref().expect("dataset");
+        let dataset = self.observed.dataset.as_deref().expect("dataset");
         DatasetKeys::new(NS, &self.observed.name, dataset.metadata.uid.as_deref()).expect("keys")
     }
 
@@ -151,17 +151,18 @@ impl World {
         let claim = self.observed.name.clone();
         self.observed.claim_users =
             self.pods.iter().filter(|p| pod_uses_claim(p, &claim)).map(PodView::from_pod).collect();
-        self.observed.cluster_common_labels = self
-            .observed
-            .dataset
-            .as_ref()
-            .and_then(|d| DatasetKeys::new(NS, &self.observed.name, d.metadata.uid.as_deref()).ok())
-            .map(|k| k.common_label())
-            .into_iter()
-            .chain(self.other_datasets.iter().cloned())
-            .collect();
+        self.observed.cluster_common_labels = std::sync::Arc::new(
+            self.observed
+                .dataset
+                .as_ref()
+                .and_then(|d| DatasetKeys::new(NS, &self.observed.name, d.metadata.uid.as_deref()).ok())
+                .map(|k| k.common_label())
+                .into_iter()
+                .chain(self.other_datasets.iter().cloned())
+                .collect(),
+        );
         let keys =
-            self.observed.dataset.as_ref().and_then(|d| DatasetKeys::new(NS, &claim, d.metadata.uid.as_deref()).ok());
+            self.observed.dataset.as_deref().and_then(|d| DatasetKeys::new(NS, &claim, d.metadata.uid.as_deref()).ok());
         self.observed.nodes = relevant_nodes(keys.as_ref(), "juicefs", &self.observed.worker_pods, &self.all_nodes);
     }
 
@@ -183,31 +184,33 @@ impl World {
         let observed = &mut self.observed;
         match effect {
             Effect::Apply(Object::StatefulSet(sts)) => {
-                let status = observed.workers.as_ref().and_then(|w| w.status.clone());
+                let status = observed.workers.as_deref().and_then(|w| w.status.clone());
                 let mut sts = (**sts).clone();
                 sts.status = status.or_else(|| Some(StatefulSetStatus::default()));
                 sts.metadata.resource_version = version;
-                observed.workers = Some(sts);
+                observed.workers = Some(std::sync::Arc::new(sts));
             }
             Effect::Apply(Object::DaemonSet(ds)) => {
-                let status = observed.fuse.as_ref().and_then(|f| f.status.clone());
+                let status = observed.fuse.as_deref().and_then(|f| f.status.clone());
                 let mut ds = (**ds).clone();
                 ds.status = status.or_else(|| Some(DaemonSetStatus::default()));
                 ds.metadata.resource_version = version;
-                observed.fuse = Some(ds);
+                observed.fuse = Some(std::sync::Arc::new(ds));
             }
-            Effect::Apply(Object::PersistentVolume(pv)) => observed.persistent_volume = Some((**pv).clone()),
+            Effect::Apply(Object::PersistentVolume(pv)) => {
+                observed.persistent_volume = Some(std::sync::Arc::new((**pv).clone()))
+            }
             Effect::Apply(Object::PersistentVolumeClaim(pvc)) => {
-                observed.persistent_volume_claim = Some((**pvc).clone())
+                observed.persistent_volume_claim = Some(std::sync::Arc::new((**pvc).clone()))
             }
             Effect::PatchStatus { status: Status::Dataset(status), resource_version, .. } => {
-                let dataset = observed.dataset.as_mut().expect("dataset exists");
+                let dataset = std::sync::Arc::make_mut(observed.dataset.as_mut().expect("dataset exists"));
                 assert_current(resource_version, &dataset.metadata, effect);
                 dataset.status = Some((**status).clone());
                 dataset.metadata.resource_version = version;
             }
             Effect::PatchStatus { status: Status::Runtime(status), resource_version, .. } => {
-                let runtime = observed.runtime.as_mut().expect("runtime exists");
+                let runtime = std::sync::Arc::make_mut(observed.runtime.as_mut().expect("runtime exists"));
                 assert_current(resource_version, &runtime.metadata, effect);
                 runtime.status = Some((**status).clone());
                 runtime.metadata.resource_version = version;
@@ -216,10 +219,14 @@ impl World {
                 let meta = match target.kind {
                     Kind::Node => {
                         let node = self.all_nodes.iter_mut().find(|n| n.metadata.name.as_deref() == Some(&target.name));
-                        &mut node.expect("node exists").metadata
+                        &mut std::sync::Arc::make_mut(node.expect("node exists")).metadata
                     }
-                    Kind::Dataset => &mut observed.dataset.as_mut().expect("dataset").metadata,
-                    Kind::JuiceFSRuntime => &mut observed.runtime.as_mut().expect("runtime").metadata,
+                    Kind::Dataset => {
+                        &mut std::sync::Arc::make_mut(observed.dataset.as_mut().expect("dataset")).metadata
+                    }
+                    Kind::JuiceFSRuntime => {
+                        &mut std::sync::Arc::make_mut(observed.runtime.as_mut().expect("runtime")).metadata
+                    }
                     other => panic!("unexpected label target {other:?}"),
                 };
                 meta.resource_version = version;
@@ -232,7 +239,7 @@ impl World {
                 }
             }
             Effect::AddOwnerReference { owner, .. } => {
-                let runtime = observed.runtime.as_mut().expect("runtime");
+                let runtime = std::sync::Arc::make_mut(observed.runtime.as_mut().expect("runtime"));
                 runtime.metadata.resource_version = version;
                 runtime.metadata.owner_references.get_or_insert_with(Vec::new).push(owner.clone());
             }
@@ -269,12 +276,16 @@ impl World {
     fn meta_of(&mut self, kind: Kind) -> &mut ObjectMeta {
         let observed = &mut self.observed;
         match kind {
-            Kind::Dataset => &mut observed.dataset.as_mut().expect("dataset").metadata,
-            Kind::JuiceFSRuntime => &mut observed.runtime.as_mut().expect("runtime").metadata,
-            Kind::StatefulSet => &mut observed.workers.as_mut().expect("workers").metadata,
-            Kind::DaemonSet => &mut observed.fuse.as_mut().expect("fuse").metadata,
-            Kind::PersistentVolume => &mut observed.persistent_volume.as_mut().expect("pv").metadata,
-            Kind::PersistentVolumeClaim => &mut observed.persistent_volume_claim.as_mut().expect("pvc").metadata,
+            Kind::Dataset => &mut std::sync::Arc::make_mut(observed.dataset.as_mut().expect("dataset")).metadata,
+            Kind::JuiceFSRuntime => &mut std::sync::Arc::make_mut(observed.runtime.as_mut().expect("runtime")).metadata,
+            Kind::StatefulSet => &mut std::sync::Arc::make_mut(observed.workers.as_mut().expect("workers")).metadata,
+            Kind::DaemonSet => &mut std::sync::Arc::make_mut(observed.fuse.as_mut().expect("fuse")).metadata,
+            Kind::PersistentVolume => {
+                &mut std::sync::Arc::make_mut(observed.persistent_volume.as_mut().expect("pv")).metadata
+            }
+            Kind::PersistentVolumeClaim => {
+                &mut std::sync::Arc::make_mut(observed.persistent_volume_claim.as_mut().expect("pvc")).metadata
+            }
             other => panic!("unexpected target {other:?}"),
         }
     }
@@ -295,7 +306,7 @@ impl World {
     /// Plays the StatefulSet controller and kubelet: `ready` of the desired workers run, on
     /// nodes in order.
     fn workers_run(&mut self, ready: i32) {
-        let sts = self.observed.workers.as_mut().expect("workers applied");
+        let sts = std::sync::Arc::make_mut(self.observed.workers.as_mut().expect("workers applied"));
         let desired = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         sts.status = Some(StatefulSetStatus {
             replicas: desired,
@@ -343,7 +354,11 @@ impl World {
 
     fn label_node(&mut self, name: &str, key: &str) {
         let node = self.all_nodes.iter_mut().find(|n| n.metadata.name.as_deref() == Some(name)).expect("node");
-        node.metadata.labels.get_or_insert_with(BTreeMap::new).insert(key.to_string(), "true".to_string());
+        std::sync::Arc::make_mut(node)
+            .metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(key.to_string(), "true".to_string());
         self.refresh();
     }
 }

@@ -70,24 +70,24 @@ fn the_runtime_owns_its_dataset_and_creates_workers_and_fuse() {
 fn readiness_goes_not_ready_then_partial_then_ready_and_binds_the_dataset() {
     let mut world = World::new(Some(seed_dataset(NAME)), Some(seed_runtime(NAME, 2)));
     world.settle(5);
-    let runtime_status = || world.observed.runtime.as_ref().unwrap().status.clone().unwrap();
+    let runtime_status = || world.observed.runtime.as_deref().unwrap().status.clone().unwrap();
     assert_eq!(runtime_status().worker_phase, RuntimePhase::NotReady);
-    assert_eq!(world.observed.dataset.as_ref().unwrap().status.as_ref().unwrap().phase, DatasetPhase::NotBound);
+    assert_eq!(world.observed.dataset.as_deref().unwrap().status.as_ref().unwrap().phase, DatasetPhase::NotBound);
     assert!(world.observed.persistent_volume.is_none(), "no PV before the dataset is bound");
 
     world.workers_run(1);
     world.settle(5);
-    let status = world.observed.runtime.as_ref().unwrap().status.clone().unwrap();
+    let status = world.observed.runtime.as_deref().unwrap().status.clone().unwrap();
     assert_eq!(status.worker_phase, RuntimePhase::PartialReady);
     assert_eq!((status.worker_number_ready, status.desired_worker_number_scheduled), (1, 2));
-    let dataset_status = world.observed.dataset.as_ref().unwrap().status.clone().unwrap();
+    let dataset_status = world.observed.dataset.as_deref().unwrap().status.clone().unwrap();
     assert_eq!(dataset_status.phase, DatasetPhase::Bound);
     assert_eq!(dataset_status.runtimes[0].type_, "juicefs");
     assert!(world.observed.persistent_volume.is_some() && world.observed.persistent_volume_claim.is_some());
 
     world.workers_run(2);
     world.settle(5);
-    let status = world.observed.runtime.as_ref().unwrap().status.clone().unwrap();
+    let status = world.observed.runtime.as_deref().unwrap().status.clone().unwrap();
     assert_eq!(status.worker_phase, RuntimePhase::Ready);
     assert_eq!(status.setup_duration.as_deref(), Some("0s"));
     assert!(status.conditions.iter().any(|c| c.type_ == conditions::WORKERS_READY && c.status == "True"));
@@ -99,7 +99,7 @@ fn the_pv_and_pvc_carry_what_the_csi_plugin_needs() {
     world.settle(5);
     world.workers_run(1);
     world.settle(5);
-    let pv = world.observed.persistent_volume.clone().unwrap();
+    let pv = (*world.observed.persistent_volume.clone().unwrap()).clone();
     let csi = pv.spec.as_ref().unwrap().csi.clone().unwrap();
     assert_eq!(csi.driver, volume::CSI_DRIVER);
     assert_eq!(csi.volume_handle, "default-jfsdemo");
@@ -112,7 +112,7 @@ fn the_pv_and_pvc_carry_what_the_csi_plugin_needs() {
     assert_eq!(spec.storage_class_name.as_deref(), Some("fluid"));
     let claim = spec.claim_ref.unwrap();
     assert_eq!((claim.namespace.as_deref(), claim.name.as_deref()), (Some(NS), Some(NAME)));
-    let pvc = world.observed.persistent_volume_claim.clone().unwrap();
+    let pvc = (*world.observed.persistent_volume_claim.clone().unwrap()).clone();
     assert_eq!(pvc.spec.unwrap().volume_name.as_deref(), Some("default-jfsdemo"));
 }
 
@@ -124,13 +124,13 @@ fn losing_every_worker_fails_the_dataset_and_their_return_binds_it_again() {
     world.settle(5);
     world.workers_run(0);
     world.settle(5);
-    let status = world.observed.dataset.as_ref().unwrap().status.clone().unwrap();
+    let status = world.observed.dataset.as_deref().unwrap().status.clone().unwrap();
     assert_eq!(status.phase, DatasetPhase::Failed);
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("WorkersNotReady")));
     world.workers_run(1);
     world.settle(5);
-    assert_eq!(world.observed.dataset.as_ref().unwrap().status.as_ref().unwrap().phase, DatasetPhase::Bound);
+    assert_eq!(world.observed.dataset.as_deref().unwrap().status.as_ref().unwrap().phase, DatasetPhase::Bound);
 }
 
 #[test]
@@ -139,7 +139,7 @@ fn changing_replicas_scales_the_workers_with_a_condition_and_an_event() {
     world.settle(5);
     world.workers_run(1);
     world.settle(5);
-    world.observed.runtime.as_mut().unwrap().spec.replicas = Some(3);
+    std::sync::Arc::make_mut(world.observed.runtime.as_mut().unwrap()).spec.replicas = Some(3);
     let decision = world.reconcile_runtime();
     let scaled = decision.effects.iter().find_map(|e| match e {
         Effect::Apply(Object::StatefulSet(sts)) => sts.spec.as_ref().and_then(|s| s.replicas),
@@ -148,15 +148,15 @@ fn changing_replicas_scales_the_workers_with_a_condition_and_an_event() {
     assert_eq!(scaled, Some(3));
     assert!(decision.effects.iter().any(|e| matches!(e, Effect::Event { reason, .. } if reason == "WorkersScaledOut")));
     world.apply(&decision);
-    let status = world.observed.runtime.as_ref().unwrap().status.clone().unwrap();
+    let status = world.observed.runtime.as_deref().unwrap().status.clone().unwrap();
     let condition = status.conditions.iter().find(|c| c.type_ == conditions::WORKERS_SCALED_OUT).unwrap();
     assert_eq!(condition.message.as_deref(), Some("workers scaled from 1 to 3 replicas"));
     world.workers_run(3);
     world.settle(5);
-    world.observed.runtime.as_mut().unwrap().spec.replicas = Some(1);
+    std::sync::Arc::make_mut(world.observed.runtime.as_mut().unwrap()).spec.replicas = Some(1);
     let effects = world.settle(5);
     assert!(effects.iter().any(|e| matches!(e, Effect::Event { reason, .. } if reason == "WorkersScaledIn")));
-    let status = world.observed.runtime.as_ref().unwrap().status.clone().unwrap();
+    let status = world.observed.runtime.as_deref().unwrap().status.clone().unwrap();
     assert!(status.conditions.iter().all(|c| c.type_ != conditions::WORKERS_SCALED_OUT));
 }
 
@@ -214,13 +214,13 @@ fn cache_states_come_from_worker_samples() {
         used_space_bytes: 40 << 30,
     }];
     world.settle(5);
-    let states = world.observed.dataset.as_ref().unwrap().status.as_ref().unwrap().cache_states.clone();
+    let states = world.observed.dataset.as_deref().unwrap().status.as_ref().unwrap().cache_states.clone();
     assert_eq!(states["cached"], "10.00GiB");
     assert_eq!(states["cacheCapacity"], "40.00GiB");
     assert_eq!(states["cachedPercentage"], "25.0%");
     assert_eq!(states["cacheHitRatio"], "75.0%");
     assert_eq!(
-        world.observed.dataset.as_ref().unwrap().status.as_ref().unwrap().ufs_total.as_deref(),
+        world.observed.dataset.as_deref().unwrap().status.as_ref().unwrap().ufs_total.as_deref(),
         Some("40.00GiB")
     );
 }
@@ -236,11 +236,17 @@ fn long_names_use_uid_keys_in_the_daemonset_the_pv_and_the_node_labels_alike() {
     world.settle(5);
     let keys = world.keys();
     assert!(keys.uses_uid());
-    let fuse = world.observed.fuse.clone().unwrap();
+    let fuse = (*world.observed.fuse.clone().unwrap()).clone();
     let selector = fuse.spec.unwrap().template.spec.unwrap().node_selector.unwrap();
     assert_eq!(selector.get(&keys.fuse_label()).map(String::as_str), Some("true"));
-    let attributes =
-        world.observed.persistent_volume.clone().unwrap().spec.unwrap().csi.unwrap().volume_attributes.unwrap();
+    let attributes = (*world.observed.persistent_volume.clone().unwrap())
+        .clone()
+        .spec
+        .unwrap()
+        .csi
+        .unwrap()
+        .volume_attributes
+        .unwrap();
     assert_eq!(attributes[volume::ATTR_FUSE_LABEL_KEY], keys.fuse_label());
     assert!(world.node_labels("node-a").contains_key(&keys.common_label()));
     for key in world.node_labels("node-a").keys() {

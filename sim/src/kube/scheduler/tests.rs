@@ -1,0 +1,168 @@
+//! Scheduler decisions on small clusters: spreading, preferred and required anti-affinity, the
+//! "0/N nodes" message, and the cache staying right across status writes and completion.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, Container, NodeAffinity, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodAffinityTerm,
+    PodAntiAffinity, PodSpec, PreferredSchedulingTerm, WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use model::effect::{Kind, ObjectRef};
+
+use super::HOSTNAME;
+use crate::apiserver::Obj;
+use crate::scenario::parse::Capacity;
+use crate::scenario::steps::make_node;
+use crate::sim::{Sim, SimConfig};
+
+fn cluster(nodes: usize, max_pods: u32) -> Sim {
+    let mut sim = Sim::new(SimConfig { trace: false, ..SimConfig::default() });
+    let capacity = Capacity { pods: Some(max_pods), cpu: None, memory: None };
+    for i in 0..nodes {
+        let name = format!("node-{i}");
+        sim.add_node_sim(&name);
+        let now = sim.clock.wall();
+        sim.api.create(make_node(&name, &BTreeMap::new(), &capacity, Vec::new()), now).expect("node");
+    }
+    sim.settle();
+    sim
+}
+
+fn pod(name: &str, labels: &[(&str, &str)], affinity: Option<Affinity>) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some("default".to_string()),
+            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![Container { name: "main".to_string(), ..Default::default() }],
+            affinity,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Creates and schedules the pod; returns its node, if any.
+fn place(sim: &mut Sim, pod: Pod) -> Option<String> {
+    let key = ObjectRef::namespaced(Kind::Pod, "default", pod.metadata.name.as_deref().unwrap_or_default());
+    let now = sim.clock.wall();
+    sim.api.create(Obj::Pod(Arc::new(pod)), now).expect("pod");
+    sim.settle();
+    sim.schedule(&key);
+    sim.settle();
+    node_of(sim, &key)
+}
+
+fn node_of(sim: &Sim, key: &ObjectRef) -> Option<String> {
+    sim.api.store.get(key)?.as_pod()?.spec.as_ref()?.node_name.clone()
+}
+
+fn term(label: &str) -> PodAffinityTerm {
+    PodAffinityTerm {
+        label_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(label.to_string(), "yes".to_string())])),
+            ..Default::default()
+        }),
+        topology_key: HOSTNAME.to_string(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn pods_without_constraints_spread_one_per_node_first() {
+    let mut sim = cluster(4, 110);
+    let nodes: Vec<String> = (0..4).filter_map(|i| place(&mut sim, pod(&format!("app-{i}"), &[], None))).collect();
+    let distinct: std::collections::BTreeSet<&String> = nodes.iter().collect();
+    assert_eq!(distinct.len(), 4, "four pods on four empty nodes must not share one: {nodes:?}");
+}
+
+#[test]
+fn required_anti_affinity_blocks_and_the_message_counts_every_node() {
+    let mut sim = cluster(2, 110);
+    let repel = |name: &str| {
+        let anti = PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![term("worker")]),
+            ..Default::default()
+        };
+        pod(name, &[("worker", "yes")], Some(Affinity { pod_anti_affinity: Some(anti), ..Default::default() }))
+    };
+    let first = place(&mut sim, repel("w-0")).expect("first worker placed");
+    let second = place(&mut sim, repel("w-1")).expect("second worker placed");
+    assert_ne!(first, second);
+    assert_eq!(place(&mut sim, repel("w-2")), None, "no third node");
+    let key = ObjectRef::namespaced(Kind::Pod, "default", "w-2");
+    assert_eq!(
+        sim.kube.pending_reason.get(&key).map(String::as_str),
+        Some("0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules")
+    );
+}
+
+#[test]
+fn preferred_anti_affinity_avoids_a_crowded_node_and_preferred_node_affinity_attracts() {
+    let mut sim = cluster(3, 110);
+    let crowd = place(&mut sim, pod("crowd", &[("worker", "yes")], None)).expect("placed");
+    let anti = PodAntiAffinity {
+        preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
+            weight: 100,
+            pod_affinity_term: term("worker"),
+        }]),
+        ..Default::default()
+    };
+    let shy = place(&mut sim, pod("shy", &[], Some(Affinity { pod_anti_affinity: Some(anti), ..Default::default() })));
+    assert_ne!(shy.as_ref(), Some(&crowd), "a preferred anti-affinity term steers away from the crowded node");
+
+    let attracted = NodeAffinity {
+        preferred_during_scheduling_ignored_during_execution: Some(vec![PreferredSchedulingTerm {
+            weight: 100,
+            preference: NodeSelectorTerm {
+                match_expressions: None,
+                match_fields: Some(vec![NodeSelectorRequirement {
+                    key: "metadata.name".to_string(),
+                    operator: "In".to_string(),
+                    values: Some(vec![crowd.clone()]),
+                }]),
+            },
+        }]),
+        ..Default::default()
+    };
+    let drawn =
+        place(&mut sim, pod("drawn", &[], Some(Affinity { node_affinity: Some(attracted), ..Default::default() })));
+    assert_eq!(drawn, Some(crowd), "preferred node affinity outweighs a fuller node");
+}
+
+#[test]
+fn the_cache_follows_status_writes_and_completion() {
+    let mut sim = cluster(2, 2);
+    let node = place(&mut sim, pod("a", &[("worker", "yes")], None)).expect("placed");
+    let id = sim.kube.scheduler.node_id(&node).expect("node known");
+    assert_eq!(sim.kube.scheduler.usage(id).pod_count(), 1);
+    let key = ObjectRef::namespaced(Kind::Pod, "default", "a");
+    // A status write keeps the pod counted once, where it is.
+    sim.api
+        .modify(&key, None, |obj| {
+            obj.pod_mut().expect("pod").status.get_or_insert_with(Default::default).phase = Some("Running".into());
+            true
+        })
+        .expect("status write");
+    sim.settle();
+    assert_eq!(sim.kube.scheduler.usage(id).pod_count(), 1);
+    // Completed pods free their place.
+    sim.api
+        .modify(&key, None, |obj| {
+            obj.pod_mut().expect("pod").status.get_or_insert_with(Default::default).phase = Some("Succeeded".into());
+            true
+        })
+        .expect("status write");
+    sim.settle();
+    assert_eq!(sim.kube.scheduler.usage(id).pod_count(), 0);
+    let selector = LabelSelector {
+        match_labels: Some(BTreeMap::from([("worker".to_string(), "yes".to_string())])),
+        ..Default::default()
+    };
+    assert!(sim.kube.scheduler.nodes_of_pods_matching(&selector, &|_| true).is_empty());
+}
