@@ -24,4 +24,4 @@ pub mod proto {
 
 pub use error::{CsiError, Result};
 pub use labeler::{KubeLabeler, MemoryLabeler, NodeLabeler};
-pub use service::{Plugin, PluginConfig};
+pub use service::{Plugin, PluginConfig, RecoveryReport, recover_loop};

@@ -26,6 +26,10 @@ struct Args {
     /// Longest interval between two looks at the FUSE mount (a mount watch usually wakes sooner); at most 50.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=50))]
     poll_interval_ms: u64,
+    /// Period of FUSE recovery: pods' bind mounts that went dead with their FUSE daemon are bound
+    /// again once it mounts again. 0 turns recovery off.
+    #[arg(long, default_value_t = 5_000)]
+    recover_period_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,11 @@ async fn run(args: Args) -> csi::Result<()> {
     config.poll_interval = Duration::from_millis(args.poll_interval_ms);
     let plugin = Plugin::new(config, KubeLabeler::new(client));
     let listener = server::bind(&socket)?;
+    if args.recover_period_ms > 0 {
+        let period = Duration::from_millis(args.recover_period_ms);
+        tokio::spawn(csi::recover_loop(plugin.clone(), period, std::future::pending()));
+        tracing::info!(period_ms = args.recover_period_ms, "FUSE recovery on");
+    }
     tracing::info!(socket = %socket.display(), "serving CSI Identity, Node and Controller");
     server::serve(plugin, listener, shutdown_signal()).await
 }

@@ -1,11 +1,12 @@
-//! Stage records on disk: one small JSON file per volume id under `--state-dir`, so that
-//! `NodeUnstageVolume` (which carries no volume context) knows the label key and clean policy,
-//! even after the plugin restarted.
+//! Stage and publish records on disk, small JSON files under `--state-dir` that survive a
+//! plugin restart: one per staged volume, so that `NodeUnstageVolume` (which carries no volume
+//! context) knows the label key and clean policy; one per published target (`publish/`), so
+//! that FUSE recovery knows what to bind again.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use model::node::StageRecord;
+use model::node::{PublishRecord, StageRecord};
 
 use crate::error::{CsiError, Result};
 
@@ -23,32 +24,63 @@ impl StateStore {
 
     /// The record file of `volume_id`: safe characters kept, the others `%XX`-encoded.
     pub fn path(&self, volume_id: &str) -> PathBuf {
-        let mut name = String::with_capacity(volume_id.len() + 5);
-        for byte in volume_id.bytes() {
-            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.') && !(name.is_empty() && byte == b'.')
-            {
-                name.push(char::from(byte));
-            } else {
-                let _ = write!(name, "%{byte:02X}");
-            }
-        }
-        name.push_str(".json");
-        self.dir.join(name)
+        self.dir.join(file_name(volume_id))
+    }
+
+    /// The publish record file of `target_path`, encoded the same way.
+    pub fn publish_path(&self, target_path: &str) -> PathBuf {
+        self.dir.join(PUBLISH_DIR).join(file_name(target_path.trim_end_matches('/')))
     }
 
     /// Writes the record atomically (temporary file, then rename).
     pub async fn save(&self, record: &StageRecord) -> Result<()> {
-        let io = |op, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| CsiError::Io { op, path, source }
+        write_json(&self.path(&record.volume_id), record, "write stage record").await
+    }
+
+    /// Remembers a publish until its `NodeUnpublishVolume`.
+    pub async fn save_publish(&self, record: &PublishRecord) -> Result<()> {
+        write_json(&self.publish_path(&record.bind.target), record, "write publish record").await
+    }
+
+    /// Forgets the publish of `target_path`; a missing one is success.
+    pub async fn remove_publish(&self, target_path: &str) -> Result<()> {
+        remove_file(self.publish_path(target_path), "remove publish record").await
+    }
+
+    /// Every remembered publish, in file-name order. A file that cannot be read or parsed is
+    /// reported by name beside the others and left in place for a person to look at.
+    pub async fn list_publish(&self) -> Result<(Vec<PublishRecord>, Vec<CsiError>)> {
+        let dir = self.dir.join(PUBLISH_DIR);
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
+            Err(source) => return Err(CsiError::Io { op: "list publish records", path: dir, source }),
         };
-        tokio::fs::create_dir_all(&self.dir).await.map_err(io("create state dir", &self.dir))?;
-        let path = self.path(&record.volume_id);
-        let tmp = path.with_extension("json.tmp");
-        let json = serde_json::to_vec_pretty(record)
-            .map_err(|err| CsiError::State { path: path.clone(), reason: err.to_string() })?;
-        tokio::fs::write(&tmp, json).await.map_err(io("write stage record", &tmp))?;
-        tokio::fs::rename(&tmp, &path).await.map_err(io("rename stage record", &path))
+        let mut paths = Vec::new();
+        while let Some(entry) = entries.next_entry().await.map_err(|source| CsiError::Io {
+            op: "list publish records",
+            path: dir.clone(),
+            source,
+        })? {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                paths.push(path);
+            }
+        }
+        paths.sort();
+        let (mut records, mut problems) = (Vec::new(), Vec::new());
+        for path in paths {
+            match tokio::fs::read(&path).await {
+                Ok(bytes) => match serde_json::from_slice(&bytes) {
+                    Ok(record) => records.push(record),
+                    Err(err) => problems.push(CsiError::State { path, reason: err.to_string() }),
+                },
+                // Removed by an unpublish since the listing.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => problems.push(CsiError::Io { op: "read publish record", path, source }),
+            }
+        }
+        Ok((records, problems))
     }
 
     /// Reads the record of `volume_id`, `None` if there is none.
@@ -65,11 +97,47 @@ impl StateStore {
 
     /// Deletes the record of `volume_id`; a missing one is success.
     pub async fn remove(&self, volume_id: &str) -> Result<()> {
-        let path = self.path(volume_id);
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(()),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(CsiError::Io { op: "remove stage record", path, source }),
+        remove_file(self.path(volume_id), "remove stage record").await
+    }
+}
+
+/// The subdirectory of publish records.
+const PUBLISH_DIR: &str = "publish";
+
+/// A file name for `key`: safe characters kept, the others `%XX`-encoded.
+fn file_name(key: &str) -> String {
+    let mut name = String::with_capacity(key.len() + 5);
+    for byte in key.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.') && !(name.is_empty() && byte == b'.') {
+            name.push(char::from(byte));
+        } else {
+            let _ = write!(name, "%{byte:02X}");
         }
+    }
+    name.push_str(".json");
+    name
+}
+
+/// Writes `value` as JSON at `path` atomically (temporary file, then rename).
+async fn write_json(path: &Path, value: &impl serde::Serialize, what: &'static str) -> Result<()> {
+    let io = |op, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CsiError::Io { op, path, source }
+    };
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await.map_err(io("create state dir", dir))?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let json = serde_json::to_vec_pretty(value)
+        .map_err(|err| CsiError::State { path: path.to_path_buf(), reason: err.to_string() })?;
+    tokio::fs::write(&tmp, json).await.map_err(io(what, &tmp))?;
+    tokio::fs::rename(&tmp, path).await.map_err(io(what, path))
+}
+
+async fn remove_file(path: PathBuf, op: &'static str) -> Result<()> {
+    match tokio::fs::remove_file(&path).await {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(CsiError::Io { op, path, source }),
     }
 }

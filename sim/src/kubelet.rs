@@ -1,5 +1,6 @@
 //! A kubelet per node, with its CSI node plugin: runs pods, sets up their volumes through the
-//! model's node decisions, tears them down on deletion, and repairs broken bind mounts.
+//! model's node decisions, tears them down on deletion, and repairs broken bind mounts
+//! (`model::node::plan_recover`, as the real plugin's recovery loop).
 //!
 //! For a pod that uses a dataset PVC (a PV whose CSI driver is `fuse.csi.fluid.io`):
 //! NodeStage (`model::node::plan_stage`: unmount a broken FUSE mount, record, label the node so
@@ -14,8 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::Pod;
 use model::effect::{Kind, ObjectRef};
 use model::node::{
-    AccessMode, Capability, PathState, PublishRequest, PublishStep, StageRecord, StageRequest, UnpublishRequest,
-    UnpublishStep, UnstageRequest, count_volume_bind_mounts, plan_publish, plan_stage, plan_unpublish, plan_unstage,
+    AccessMode, Capability, MountPlan, PathState, PublishRecord, PublishRequest, PublishStep, RecoverStep, StageRecord,
+    StageRequest, UnpublishRequest, UnpublishStep, UnstageRequest, count_volume_bind_mounts, plan_publish,
+    plan_recover, plan_stage, plan_unpublish, plan_unstage,
 };
 use model::volume::{ATTR_FLUID_PATH, CSI_DRIVER};
 
@@ -67,6 +69,8 @@ pub struct VolumeRun {
     pub read_only: bool,
     /// NodePublish succeeded.
     pub published: bool,
+    /// What the CSI plugin remembers of the publish, for FUSE recovery.
+    pub record: Option<PublishRecord>,
 }
 
 /// A pod the kubelet runs.
@@ -353,6 +357,7 @@ impl Sim {
                 capability: capability_for(&access_modes),
                 read_only: claim.read_only.unwrap_or(false),
                 published: false,
+                record: None,
             });
         }
         Some(out)
@@ -377,9 +382,14 @@ impl Sim {
                 return Setup::Wait(note);
             }
             match self.publish(node, key, volume) {
-                Ok(()) => {
+                Ok(bind) => {
                     if let Some(run) = self.nodes.get_mut(node).and_then(|n| n.pods.get_mut(key)) {
                         run.volumes[index].published = true;
+                        if let Some(bind) = bind {
+                            let fluid_path = volume.context.get(ATTR_FLUID_PATH).cloned().unwrap_or_default();
+                            let record = PublishRecord { volume_id: volume.volume_id.clone(), fluid_path, bind };
+                            run.volumes[index].record = Some(record);
+                        }
                     }
                 }
                 Err(note) => return Setup::Wait(note),
@@ -448,7 +458,8 @@ impl Sim {
         Ok(())
     }
 
-    fn publish(&mut self, node: &str, key: &ObjectRef, volume: &VolumeRun) -> Result<(), String> {
+    /// Runs NodePublishVolume; returns the bind it made, if it made one.
+    fn publish(&mut self, node: &str, key: &ObjectRef, volume: &VolumeRun) -> Result<Option<MountPlan>, String> {
         let request = PublishRequest {
             volume_id: volume.volume_id.clone(),
             staging_target_path: volume.staging_path.clone(),
@@ -465,14 +476,14 @@ impl Sim {
                 .map_err(|refusal| format!("NodePublishVolume refused ({:?}): {refusal}", refusal.kind))?;
             let Some(state) = self.nodes.get_mut(node) else { return Err("node is gone".to_string()) };
             match step {
-                PublishStep::AlreadyPublished => return Ok(()),
+                PublishStep::AlreadyPublished => return Ok(None),
                 PublishStep::UnmountBrokenTarget { target } => {
                     state.mounts.unmount(&target);
                     trace!(self, actor.clone(), key.to_string(), "NodePublishVolume: unmounted broken target {target}");
                 }
                 PublishStep::RemountReadOnly { target } => {
                     state.mounts.remount_read_only(&target);
-                    return Ok(());
+                    return Ok(None);
                 }
                 PublishStep::WaitForFuse { fluid_path } => {
                     return Err(format!(
@@ -493,7 +504,7 @@ impl Sim {
                         short_target(&plan.target),
                         if plan.read_only { " (ro)" } else { "" }
                     );
-                    return Ok(());
+                    return Ok(Some(plan));
                 }
             }
         }
@@ -662,15 +673,36 @@ impl Sim {
             .collect();
         let mut still_broken = false;
         for (key, volumes) in runs {
-            for volume in volumes {
-                if self.nodes[node].mounts.state(&volume.target_path) != PathState::Broken {
-                    continue;
-                }
-                match self.publish(node, &key, &volume) {
-                    Ok(()) => {
-                        trace!(self, format!("csi/{node}"), key.to_string(), "recovered mount of {}", volume.volume_id)
+            for record in volumes.iter().filter_map(|v| v.record.as_ref()) {
+                let mounts = &self.nodes[node].mounts;
+                let step = plan_recover(record, mounts.state(&record.fluid_path), mounts.state(&record.bind.target));
+                let Some(state) = self.nodes.get_mut(node) else { return };
+                match step {
+                    // The kubelet's pod directories only go with NodeUnpublish here.
+                    RecoverStep::Healthy | RecoverStep::Forget => {}
+                    RecoverStep::WaitForFuse { .. } => still_broken = true,
+                    RecoverStep::Rebind { unmount_broken, bind } => {
+                        if unmount_broken {
+                            while state.mounts.state(&bind.target) == PathState::Broken
+                                && state.mounts.unmount(&bind.target)
+                            {}
+                        }
+                        if state.mounts.bind(&bind.source, &bind.target, bind.read_only) {
+                            trace!(
+                                self,
+                                format!("csi/{node}"),
+                                key.to_string(),
+                                "FUSE recovery of {}: {}bind {} -> {}{}",
+                                record.volume_id,
+                                if unmount_broken { "unmounted the dead bind, " } else { "" },
+                                bind.source,
+                                short_target(&bind.target),
+                                if bind.read_only { " (ro)" } else { "" }
+                            );
+                        } else {
+                            still_broken = true;
+                        }
                     }
-                    Err(_) => still_broken = true,
                 }
             }
         }

@@ -19,6 +19,8 @@
 //!   `fluid_path[/sub path]` onto the target, read-only when asked. Idempotent.
 //! * [`plan_unpublish`]: unmount until the target is no longer a mount point (broken ones
 //!   included), then remove it. Idempotent.
+//! * [`plan_recover`]: after a FUSE daemon restart, re-bind each remembered publish
+//!   ([`PublishRecord`]) whose target went dead, once the FUSE mount is healthy again.
 //! * [`plan_unstage`]: apply the clean policy: `OnRuntimeDeleted` keeps the node label,
 //!   `OnDemand` removes it once no bind mount of the volume remains on the node.
 //!
@@ -27,6 +29,7 @@
 
 mod mountinfo;
 mod plan;
+mod recover;
 mod request;
 
 pub use crate::api::FuseCleanPolicy;
@@ -36,6 +39,7 @@ pub use plan::{
     MountPlan, PublishStep, StagePlan, StageRecord, UnpublishStep, UnstagePlan, plan_publish, plan_stage,
     plan_unpublish, plan_unstage,
 };
+pub use recover::{PublishRecord, RecoverStep, plan_recover};
 pub use request::{
     AccessMode, AccessType, Capability, NodeLabel, PublishRequest, Refusal, RefusalKind, StageRequest,
     UnpublishRequest, UnstageRequest, VolumeContext, normalize_sub_path, parse_clean_policy,

@@ -62,7 +62,7 @@ pub fn plan_stage(req: &StageRequest, fluid_path: PathState) -> Result<StagePlan
 }
 
 /// A bind mount to perform.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountPlan {
     /// `fluid_path[/sub_path]`.
     pub source: String,
