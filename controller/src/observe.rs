@@ -35,7 +35,12 @@ pub struct Stores {
     pub pods: Store<Pod>,
     /// The latest JuiceFS cache sample of each worker pod, filled by the scraper.
     pub cache_samples: crate::cache_metrics::CacheSamples,
+    /// The last [`cluster_common_labels`] set, by a fingerprint of the datasets it was built from.
+    common_labels: Arc<std::sync::Mutex<Option<FingerprintedLabels>>>,
 }
+
+/// A common-label set and the fingerprint of the datasets it was built from.
+type FingerprintedLabels = (u64, Arc<BTreeSet<String>>);
 
 /// Write handles matching [`Stores`]; the watchers (or tests) feed them.
 pub struct Writers {
@@ -78,6 +83,7 @@ impl Stores {
             nodes,
             pods,
             cache_samples: Default::default(),
+            common_labels: Default::default(),
         };
         let writers = Writers {
             datasets: datasets_w,
@@ -164,8 +170,37 @@ pub fn observe(stores: &Stores, runtime_type: &str, namespace: &str, name: &str)
     }
     observed.worker_pods = worker_pods;
     observed.claim_users = claim_users;
-    observed.cluster_common_labels = Arc::new(cluster_common_labels(&stores.datasets));
+    observed.cluster_common_labels = stores.common_labels();
     observed
+}
+
+impl Stores {
+    /// The common label key of every dataset, shared between observations until a dataset
+    /// comes, goes or gets a new UID: a fingerprint of who the datasets are (cheap hashing, no
+    /// formatting) decides whether the set is rebuilt. Status updates do not rebuild it.
+    pub fn common_labels(&self) -> Arc<BTreeSet<String>> {
+        let datasets = self.datasets.state();
+        // Order-independent: the store lists in no fixed order.
+        let fingerprint = datasets.iter().fold(datasets.len() as u64, |sum, d| {
+            let meta = &d.metadata;
+            let who = [meta.namespace.as_deref(), meta.name.as_deref(), meta.uid.as_deref()];
+            let mut bytes = Vec::with_capacity(96);
+            for part in who {
+                bytes.extend_from_slice(part.unwrap_or_default().as_bytes());
+                bytes.push(0);
+            }
+            sum.wrapping_add(model::labels::fnv1a_64(&bytes))
+        });
+        let mut cached = self.common_labels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, set)) = cached.as_ref()
+            && *at == fingerprint
+        {
+            return set.clone();
+        }
+        let set = Arc::new(cluster_common_labels(&self.datasets));
+        *cached = Some((fingerprint, set.clone()));
+        set
+    }
 }
 
 /// The common label key of every dataset in the store.
@@ -391,6 +426,28 @@ mod tests {
         let observed = observe(&stores, "juicefs", "default", "jfsdemo");
         let names: Vec<&str> = observed.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["node-a", "node-b"]);
+    }
+
+    #[test]
+    fn the_common_label_set_is_shared_until_a_dataset_comes_or_goes() {
+        let (stores, mut w) = Stores::new();
+        apply(&mut w.datasets, mk_dataset("default", "jfsdemo"));
+        let first = observe(&stores, "juicefs", "default", "jfsdemo").cluster_common_labels;
+        // A status write: the same datasets, so the same set, not a rebuilt copy.
+        let mut with_status = mk_dataset("default", "jfsdemo");
+        with_status.status = Some(Default::default());
+        apply(&mut w.datasets, with_status);
+        let second = observe(&stores, "juicefs", "default", "jfsdemo").cluster_common_labels;
+        assert!(Arc::ptr_eq(&first, &second));
+        // A new dataset joins the set; its deletion leaves it again.
+        let other = mk_dataset("other", "data");
+        apply(&mut w.datasets, other.clone());
+        let third = observe(&stores, "juicefs", "default", "jfsdemo").cluster_common_labels;
+        let both: BTreeSet<String> = ["fluid.io/s-default-jfsdemo", "fluid.io/s-other-data"].map(String::from).into();
+        assert_eq!(*third, both);
+        w.datasets.apply_watcher_event(&Event::Delete(other));
+        let fourth = observe(&stores, "juicefs", "default", "jfsdemo").cluster_common_labels;
+        assert_eq!(*fourth, ["fluid.io/s-default-jfsdemo".to_string()].into());
     }
 
     #[test]
