@@ -12,6 +12,7 @@ pub mod error;
 pub mod labeler;
 pub mod locks;
 pub mod mounts;
+pub mod recovery;
 pub mod server;
 pub mod service;
 pub mod state;
@@ -24,4 +25,5 @@ pub mod proto {
 
 pub use error::{CsiError, Result};
 pub use labeler::{KubeLabeler, MemoryLabeler, NodeLabeler};
-pub use service::{Plugin, PluginConfig, RecoveryReport, recover_loop};
+pub use recovery::{RecoveryReport, recover_loop};
+pub use service::{Plugin, PluginConfig};

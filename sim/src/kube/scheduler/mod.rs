@@ -6,6 +6,8 @@
 //! breaks ties by a seeded order, so another seed places pods differently.
 
 pub mod cache;
+mod filter;
+mod score;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,7 +17,7 @@ use k8s_openapi::api::core::v1::{
 use model::effect::{Kind, ObjectRef};
 
 use self::cache::NodeId;
-use crate::apiserver::selector::{matches_label_selector, matches_node_term};
+use self::score::{DomainCounts, term_covers};
 use crate::apiserver::store::claims_of;
 use crate::sim::Sim;
 use crate::trace;
@@ -99,77 +101,12 @@ struct PodNeeds<'a> {
     preferred_anti: Vec<(i64, DomainCounts<'a>)>,
 }
 
-/// How many pods a pod-affinity term names in each topology domain.
-enum DomainCounts<'a> {
-    /// Hostname topology: per node id, dense (a term like "any dataset worker" names thousands).
-    ByNode {
-        /// Count per node id.
-        counts: Vec<i64>,
-        /// Nodes with a count.
-        touched: Vec<NodeId>,
-    },
-    /// Another topology key: per value of that node label.
-    ByLabel {
-        /// The topology key.
-        topology_key: String,
-        /// Count per label value.
-        counts: BTreeMap<&'a str, i64>,
-    },
-}
-
-impl DomainCounts<'_> {
-    /// The count in node `id`'s domain.
-    fn of(&self, cache: &cache::SchedulerCache, id: NodeId) -> i64 {
-        match self {
-            DomainCounts::ByNode { counts, .. } => counts.get(id as usize).copied().unwrap_or(0),
-            DomainCounts::ByLabel { topology_key, counts } => {
-                cache.domain_of(id, topology_key).and_then(|d| counts.get(d).copied()).unwrap_or(0)
-            }
-        }
-    }
-}
-
 /// Where the scan looks.
 enum Candidates {
     /// Every node (the cache's load order).
     ByLoad,
     /// These nodes only (a pin, or a narrow nodeSelector), least loaded first.
     Listed(Vec<NodeId>),
-}
-
-/// True when a pod-affinity term covers pods in `namespace`: its own namespace list (default:
-/// the pod's), or every namespace for an empty `namespaceSelector`.
-fn term_covers(term: &PodAffinityTerm, own_namespace: &str, namespace: &str) -> bool {
-    let all =
-        term.namespace_selector.as_ref().is_some_and(|s| s.match_labels.is_none() && s.match_expressions.is_none());
-    all || match &term.namespaces {
-        Some(list) => list.iter().any(|n| n == namespace),
-        None => own_namespace == namespace,
-    }
-}
-
-/// True when `labels` match the term's selector (an absent selector matches every pod).
-fn term_selects(term: &PodAffinityTerm, labels: Option<&BTreeMap<String, String>>) -> bool {
-    term.label_selector.as_ref().is_none_or(|selector| matches_label_selector(selector, labels))
-}
-
-/// Nodes a preferred term names, with their raw (affinity, penalty).
-type NamedNodes = BTreeMap<NodeId, (i64, i64)>;
-
-/// Score parts that are the same for every node a preferred term does not name.
-struct Scoring {
-    max_affinity: i64,
-    max_penalty: i64,
-}
-
-impl Scoring {
-    /// Preferred node affinity and preferred anti-affinity (weight 2 each, normalized over all
-    /// nodes), plus the least-allocated score.
-    fn total(&self, affinity: i64, penalty: i64, free: i64) -> i64 {
-        let affinity_score = if self.max_affinity > 0 { affinity * 100 / self.max_affinity } else { 0 };
-        let anti_score = if self.max_penalty > 0 { (self.max_penalty - penalty) * 100 / self.max_penalty } else { 0 };
-        2 * affinity_score + 2 * anti_score + free
-    }
 }
 
 impl Sim {
@@ -428,70 +365,6 @@ impl Sim {
         }
     }
 
-    /// The nodes a preferred term names, with their raw (affinity, penalty), and the scoring
-    /// that normalizes them; None when a term could name any node (say `NotIn`), so that every
-    /// node needs its own score.
-    fn special_nodes(&self, needs: &PodNeeds<'_>) -> (Option<NamedNodes>, Scoring) {
-        let cache = &self.kube.scheduler;
-        let mut named: BTreeSet<NodeId> = BTreeSet::new();
-        let mut any_node = false;
-        for preferred in &needs.preferred_nodes {
-            let term = &preferred.preference;
-            let pinned = term.match_fields.iter().flatten().find(|f| f.key == "metadata.name" && f.operator == "In");
-            if let Some(pin) = pinned {
-                named.extend(pin.values.iter().flatten().filter_map(|n| cache.node_id(n)));
-                continue;
-            }
-            let key = term.match_expressions.iter().flatten().find(|e| e.operator == "In" || e.operator == "Exists");
-            match key {
-                Some(requirement) => {
-                    named.extend(self.api.store.nodes_with_label_key(&requirement.key).filter_map(|n| cache.node_id(n)))
-                }
-                None => any_node = true,
-            }
-        }
-        for (_, counts) in &needs.preferred_anti {
-            match counts {
-                DomainCounts::ByNode { touched, .. } => named.extend(touched.iter().copied()),
-                DomainCounts::ByLabel { topology_key, counts } => {
-                    for node in self.api.store.nodes_with_label_key(topology_key).filter_map(|n| cache.node_id(n)) {
-                        if cache.domain_of(node, topology_key).is_some_and(|d| counts.contains_key(d)) {
-                            named.insert(node);
-                        }
-                    }
-                }
-            }
-        }
-        let scored: NamedNodes = named.into_iter().map(|id| (id, self.preferences(needs, id))).collect();
-        let scoring = Scoring {
-            max_affinity: scored.values().map(|s| s.0).max().unwrap_or(0),
-            max_penalty: scored.values().map(|s| s.1).max().unwrap_or(0),
-        };
-        if any_node {
-            // The maxima over every node: nodes outside `named` have affinity from the
-            // unindexable term only, so take it over all of them.
-            let all_affinity = cache.nodes_by_load().map(|id| self.preferences(needs, id).0).max().unwrap_or(0);
-            let scoring = Scoring { max_affinity: all_affinity.max(scoring.max_affinity), ..scoring };
-            return (None, scoring);
-        }
-        (Some(scored), scoring)
-    }
-
-    /// Raw preferred node affinity and preferred anti-affinity penalty of node `id`.
-    fn preferences(&self, needs: &PodNeeds<'_>, id: NodeId) -> (i64, i64) {
-        let cache = &self.kube.scheduler;
-        let labels = cache.facts(id).and_then(|f| f.labels());
-        let name = cache.node_name(id);
-        let affinity = needs
-            .preferred_nodes
-            .iter()
-            .filter(|p| matches_node_term(&p.preference, name, labels))
-            .map(|p| i64::from(p.weight))
-            .sum();
-        let penalty = needs.preferred_anti.iter().map(|(weight, counts)| weight * counts.of(cache, id)).sum();
-        (affinity, penalty)
-    }
-
     fn unschedulable(&mut self, key: &ObjectRef, reason: String) {
         // Pods waiting for a PVC are retried by PVC changes, not by every node change.
         if reason.starts_with("0/") {
@@ -517,72 +390,6 @@ impl Sim {
                 Some(&message),
             )
         });
-    }
-
-    /// The filters, from the cache: cordon, taints, readiness, nodeSelector, required node
-    /// affinity, volume node affinity, capacity, and required pod anti-affinity both ways.
-    fn filter(&self, needs: &PodNeeds<'_>, id: NodeId) -> Result<(), String> {
-        let cache = &self.kube.scheduler;
-        let Some(facts) = cache.facts(id) else { return Err("node(s) were not found".to_string()) };
-        let name = cache.node_name(id);
-        if facts.unschedulable {
-            return Err("node(s) were unschedulable".to_string());
-        }
-        if let Some(taint) = facts.taints.iter().find(|taint| !tolerates(&needs.tolerations, taint)) {
-            return Err(format!(
-                "node(s) had untolerated taint {{{}: {}}}",
-                taint.key,
-                taint.value.clone().unwrap_or_default()
-            ));
-        }
-        if !facts.ready {
-            return Err("node(s) were not ready".to_string());
-        }
-        let labels = facts.labels();
-        if let Some(selector) = needs.pod.spec.as_ref().and_then(|s| s.node_selector.as_ref())
-            && !selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-        {
-            return Err("node(s) didn't match Pod's node affinity/selector".to_string());
-        }
-        if let Some(terms) = &needs.required_terms
-            && !terms.iter().any(|t| matches_node_term(t, name, labels))
-        {
-            return Err("node(s) didn't match Pod's node affinity/selector".to_string());
-        }
-        if needs.volume_terms.iter().any(|terms| !terms.iter().any(|t| matches_node_term(t, name, labels))) {
-            return Err("node(s) had volume node affinity conflict".to_string());
-        }
-        let usage = cache.usage(id);
-        if usage.pod_count() + 1 > facts.max_pods {
-            return Err("Too many pods".to_string());
-        }
-        if let Some(cpu) = facts.cpu_millis
-            && needs.requests.cpu_millis > 0
-            && usage.requested.cpu_millis + needs.requests.cpu_millis > cpu
-        {
-            return Err("Insufficient cpu".to_string());
-        }
-        if let Some(memory) = facts.memory_bytes
-            && needs.requests.memory_bytes > 0
-            && usage.requested.memory_bytes + needs.requests.memory_bytes > memory
-        {
-            return Err("Insufficient memory".to_string());
-        }
-        if needs.blocked.iter().any(|counts| counts.of(cache, id) > 0) {
-            return Err("node(s) didn't match pod anti-affinity rules".to_string());
-        }
-        for other in cache.repelling_pods(id) {
-            let other_ns = other.metadata.namespace.as_deref().unwrap_or_default();
-            let repelled = cache::required_anti_affinity(other).iter().any(|term| {
-                term.topology_key == HOSTNAME
-                    && term_covers(term, other_ns, &needs.key.namespace)
-                    && term_selects(term, needs.pod.metadata.labels.as_ref())
-            });
-            if repelled {
-                return Err("node(s) didn't satisfy existing pods anti-affinity rules".to_string());
-            }
-        }
-        Ok(())
     }
 }
 
