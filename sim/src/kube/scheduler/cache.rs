@@ -307,15 +307,21 @@ impl SchedulerCache {
     /// accepts. Walks the label index when the selector names a label or value.
     pub fn nodes_of_pods_matching(&self, selector: &LabelSelector, namespaces: &dyn Fn(&str) -> bool) -> Vec<NodeId> {
         let mut out = Vec::new();
+        // A selector of one requirement is answered exactly by its posting lists: no need to
+        // match each pod's labels again (the common "any dataset worker" term names thousands).
+        let requirements = selector.match_labels.as_ref().map_or(0, |m| m.len())
+            + selector.match_expressions.as_ref().map_or(0, |e| e.len());
+        let postings = self.narrowest_posting(selector);
+        let exact = requirements == 1 && postings.is_some();
         let mut visit = |id: PodId| {
             if let Some(slot) = self.pods[id as usize].as_ref()
                 && namespaces(slot.pod.metadata.namespace.as_deref().unwrap_or_default())
-                && matches_label_selector(selector, slot.pod.metadata.labels.as_ref())
+                && (exact || matches_label_selector(selector, slot.pod.metadata.labels.as_ref()))
             {
                 out.push(slot.node);
             }
         };
-        match self.narrowest_posting(selector) {
+        match postings {
             Some(postings) => postings.into_iter().flatten().for_each(|id| visit(*id)),
             None => (0..self.pods.len() as PodId).for_each(&mut visit),
         }

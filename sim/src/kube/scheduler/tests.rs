@@ -166,3 +166,28 @@ fn the_cache_follows_status_writes_and_completion() {
     };
     assert!(sim.kube.scheduler.nodes_of_pods_matching(&selector, &|_| true).is_empty());
 }
+
+#[test]
+fn label_index_answers_one_requirement_exactly_and_checks_the_rest() {
+    let mut sim = cluster(3, 110);
+    place(&mut sim, pod("a", &[("worker", "yes"), ("tier", "gold")], None)).expect("placed");
+    place(&mut sim, pod("b", &[("worker", "no")], None)).expect("placed");
+    place(&mut sim, pod("c", &[("tier", "gold")], None)).expect("placed");
+    let count = |selector: LabelSelector| sim.kube.scheduler.nodes_of_pods_matching(&selector, &|_| true).len();
+    let expression = |key: &str, operator: &str, values: &[&str]| LabelSelector {
+        match_expressions: Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+            key: key.to_string(),
+            operator: operator.to_string(),
+            values: Some(values.iter().map(|v| v.to_string()).collect()),
+        }]),
+        ..Default::default()
+    };
+    assert_eq!(count(expression("worker", "Exists", &[])), 2, "a and b carry the key");
+    assert_eq!(count(expression("worker", "In", &["yes"])), 1);
+    // NotIn has no posting list: every pod is checked (c lacks the key, so it matches too).
+    assert_eq!(count(expression("worker", "NotIn", &["yes"])), 2, "b and c");
+    // Two requirements: the narrower posting list, then each pod is checked against both.
+    let mut both = expression("worker", "Exists", &[]);
+    both.match_labels = Some(BTreeMap::from([("tier".to_string(), "gold".to_string())]));
+    assert_eq!(count(both), 1, "only a");
+}
