@@ -326,14 +326,8 @@ pub fn build_observed(
         observed.worker_pods = pods;
     }
     observed.workers = workers;
-    let mut users: Vec<PodView> = sim_store
-        .pods_using_claim(namespace, name)
-        .filter_map(|key| sim_store.get(key))
-        .filter_map(|o| o.as_pod())
-        .map(|pod| PodView::from_pod(pod))
-        .collect();
-    users.sort();
-    observed.claim_users = users;
+    // Key order is (namespace, name) order, the order `PodView` sorts in.
+    observed.claim_users = sim_store.claim_users(namespace, name).map(|(_, view)| view.clone()).collect();
     let uid = observed.dataset.as_deref().and_then(|d| d.metadata.uid.clone());
     let keys = DatasetKeys::new(namespace, name, uid.as_deref()).ok();
     let mut candidates: BTreeSet<&String> = observed.worker_pods.iter().filter_map(|p| p.node_name.as_ref()).collect();

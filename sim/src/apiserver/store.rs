@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use model::effect::{Kind, ObjectRef};
+use model::observed::PodView;
 
 use super::object::Obj;
 
@@ -15,7 +16,9 @@ pub struct Store {
     by_uid: BTreeMap<String, ObjectRef>,
     dependents: BTreeMap<String, BTreeSet<ObjectRef>>,
     pods_by_node: BTreeMap<String, BTreeSet<ObjectRef>>,
-    pods_by_claim: BTreeMap<(String, String), BTreeSet<ObjectRef>>,
+    /// Pods by the claims they name, each with its `PodView` (what reconciles read of it), kept
+    /// current on every write so that an observation copies views instead of deriving them.
+    pods_by_claim: BTreeMap<(String, String), BTreeMap<ObjectRef, PodView>>,
     nodes_by_label_key: BTreeMap<String, BTreeSet<String>>,
 }
 
@@ -69,6 +72,11 @@ impl Store {
 
     /// Pods in `namespace` that name PVC `claim`.
     pub fn pods_using_claim(&self, namespace: &str, claim: &str) -> impl Iterator<Item = &ObjectRef> {
+        self.claim_users(namespace, claim).map(|(key, _)| key)
+    }
+
+    /// Pods in `namespace` that name PVC `claim`, with their views, in key order.
+    pub fn claim_users(&self, namespace: &str, claim: &str) -> impl Iterator<Item = (&ObjectRef, &PodView)> {
         self.pods_by_claim.get(&(namespace.to_string(), claim.to_string())).into_iter().flatten()
     }
 
@@ -94,8 +102,12 @@ impl Store {
         };
         let current = self.get(&key).cloned();
         match (&previous, &current) {
-            // Most writes are status updates: nothing indexed changed.
-            (Some(old), Some(new)) if same_index_facts(old, new) => {}
+            // Most writes are status updates: nothing indexed changed but a pod's view.
+            (Some(old), Some(new)) if same_index_facts(old, new) => {
+                if let Obj::Pod(pod) = new {
+                    self.refresh_claim_views(&key, pod);
+                }
+            }
             _ => {
                 if let Some(old) = &previous {
                     self.unindex(&key, old);
@@ -120,6 +132,19 @@ impl Store {
         Some(old)
     }
 
+    fn refresh_claim_views(&mut self, key: &ObjectRef, pod: &k8s_openapi::api::core::v1::Pod) {
+        let mut view = None;
+        for claim in claims_of(pod) {
+            if let Some(slot) = self.pods_by_claim.get_mut(&(key.namespace.clone(), claim)).and_then(|u| u.get_mut(key))
+            {
+                let fresh = view.get_or_insert_with(|| PodView::from_pod(pod));
+                if slot != fresh {
+                    *slot = fresh.clone();
+                }
+            }
+        }
+    }
+
     fn index(&mut self, key: &ObjectRef, obj: &Obj) {
         let meta = obj.meta();
         if let Some(uid) = &meta.uid {
@@ -133,8 +158,12 @@ impl Store {
                 if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
                     self.pods_by_node.entry(node).or_default().insert(key.clone());
                 }
+                let view = PodView::from_pod(pod);
                 for claim in claims_of(pod) {
-                    self.pods_by_claim.entry((key.namespace.clone(), claim)).or_default().insert(key.clone());
+                    self.pods_by_claim
+                        .entry((key.namespace.clone(), claim))
+                        .or_default()
+                        .insert(key.clone(), view.clone());
                 }
             }
             Obj::Node(node) => {
@@ -162,7 +191,13 @@ impl Store {
                     remove_from(&mut self.pods_by_node, &node, key);
                 }
                 for claim in claims_of(pod) {
-                    remove_from(&mut self.pods_by_claim, &(key.namespace.clone(), claim), key);
+                    let index_key = (key.namespace.clone(), claim);
+                    if let Some(users) = self.pods_by_claim.get_mut(&index_key) {
+                        users.remove(key);
+                        if users.is_empty() {
+                            self.pods_by_claim.remove(&index_key);
+                        }
+                    }
                 }
             }
             Obj::Node(node) => {
