@@ -177,7 +177,77 @@ fn main() {
         println!("| requests per second, 1 at a time               | {:>8.0} /s   |", per_second(first_requests as usize, first_time));
         println!("| reconciles through the executor, 8 at a time   | {:>8.0} /s   | ({again_count} reconciles, {:.2} s)", per_second(again_count, again_time), again_time.as_secs_f64());
         println!("| decisions only (observe + model, no IO)        | {:>8.0} /s   | ({decided} decisions, {:.2} s)", per_second(decided, decide_time), decide_time.as_secs_f64());
+
+        // The same decisions with a cluster around the pairs: 20 app pods and 2 workers per pair
+        // over 5 nodes per pair (20,000 + 2,000 pods and 5,000 nodes at full size).
+        for n in 0..pairs() * 5 {
+            writers.nodes.apply_watcher_event(&Event::Apply(node(n)));
+        }
+        for (i, key) in keys().iter().enumerate() {
+            for p in 0..20 {
+                writers.pods.apply_watcher_event(&Event::Apply(pod(key, &format!("app-{p}"), None, i * 5 + p % 5)));
+            }
+            for w in 0..2 {
+                let name = format!("{}-juicefs-worker-{w}", key.name);
+                writers.pods.apply_watcher_event(&Event::Apply(pod(key, &name, Some(&key.name), i * 5 + w)));
+            }
+        }
+        let (rss_cluster, _) = memory_kib();
+        let started = Instant::now();
+        let mut decided = 0;
+        for key in keys() {
+            let _ = context.decide(Reconciler::Dataset, &key, T0);
+            let _ = context.decide(Reconciler::Runtime, &key, T0);
+            decided += 2;
+        }
+        let decide_time = started.elapsed();
+        println!("| with {:>6} pods and {:>5} nodes in the stores: |              |", pairs() * 22, pairs() * 5);
+        println!("| VmRSS                                          | {:>8.1} MiB |", mib(rss_cluster));
+        println!("| decisions only (observe + model, no IO)        | {:>8.0} /s   | ({decided} decisions, {:.2} s)", per_second(decided, decide_time), decide_time.as_secs_f64());
     });
+}
+
+/// A node; every pair's pods spread over 5 of them.
+fn node(n: usize) -> k8s_openapi::api::core::v1::Node {
+    k8s_openapi::api::core::v1::Node {
+        metadata: ObjectMeta {
+            name: Some(format!("node-{n:05}")),
+            labels: Some(BTreeMap::from([("kubernetes.io/hostname".to_string(), format!("node-{n:05}"))])),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// A running pod of pair `key`: a worker (labelled as the engine labels them) when `release` is
+/// set, else an app pod that names the pair's claim. Trimmed, as the watcher stores pods.
+fn pod(key: &PairKey, name: &str, release: Option<&str>, node: usize) -> k8s_openapi::api::core::v1::Pod {
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, Pod, PodSpec, PodStatus, Volume};
+    let labels = release.map(|r| model::labels::workload_labels(r, "juicefs", "worker"));
+    let volumes = release.is_none().then(|| {
+        vec![Volume {
+            name: "data".to_string(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: key.name.clone(),
+                read_only: None,
+            }),
+            ..Default::default()
+        }]
+    });
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(
+                format!("{}-{name}", if release.is_some() { "" } else { key.name.as_str() })
+                    .trim_start_matches('-')
+                    .to_string(),
+            ),
+            namespace: Some(key.namespace.clone()),
+            labels,
+            ..Default::default()
+        },
+        spec: Some(PodSpec { node_name: Some(format!("node-{node:05}")), volumes, ..Default::default() }),
+        status: Some(PodStatus { phase: Some("Running".to_string()), ..Default::default() }),
+    }
 }
 
 /// Requests the executor sent so far, read back from the metrics text.

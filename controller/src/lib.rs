@@ -13,6 +13,7 @@ pub mod context;
 pub mod error;
 pub mod execute;
 pub mod health;
+pub mod index;
 pub mod leader;
 pub mod metrics;
 pub mod observe;

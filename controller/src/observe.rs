@@ -10,6 +10,8 @@ use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::Resource;
 use kube::runtime::reflector::{self, ObjectRef as StoreRef, Store, store::Writer};
+
+use crate::index::{IndexedWriter, NodeIndex, PodIndex, Shared};
 use model::api::{Dataset, JuiceFSRuntime};
 use model::labels::{DatasetKeys, WorkloadNames};
 use model::observed::{Observed, PodView, pod_uses_claim, relevant_nodes};
@@ -35,6 +37,10 @@ pub struct Stores {
     pub pods: Store<Pod>,
     /// The latest JuiceFS cache sample of each worker pod, filled by the scraper.
     pub cache_samples: crate::cache_metrics::CacheSamples,
+    /// Pods by claim and by `release` label, fed with [`Stores::pods`].
+    pub pod_index: Shared<PodIndex>,
+    /// Nodes by label key, fed with [`Stores::nodes`].
+    pub node_index: Shared<NodeIndex>,
     /// The last [`cluster_common_labels`] set, by a fingerprint of the datasets it was built from.
     common_labels: Arc<std::sync::Mutex<Option<FingerprintedLabels>>>,
 }
@@ -56,10 +62,10 @@ pub struct Writers {
     pub persistent_volumes: Writer<PersistentVolume>,
     /// PersistentVolumeClaims.
     pub persistent_volume_claims: Writer<PersistentVolumeClaim>,
-    /// Nodes.
-    pub nodes: Writer<Node>,
-    /// Pods.
-    pub pods: Writer<Pod>,
+    /// Nodes, and their index.
+    pub nodes: IndexedWriter<Node, NodeIndex>,
+    /// Pods, and their index.
+    pub pods: IndexedWriter<Pod, PodIndex>,
 }
 
 impl Stores {
@@ -83,6 +89,8 @@ impl Stores {
             nodes,
             pods,
             cache_samples: Default::default(),
+            pod_index: Shared::default(),
+            node_index: Shared::default(),
             common_labels: Default::default(),
         };
         let writers = Writers {
@@ -92,8 +100,8 @@ impl Stores {
             daemon_sets: daemon_sets_w,
             persistent_volumes: persistent_volumes_w,
             persistent_volume_claims: persistent_volume_claims_w,
-            nodes: nodes_w,
-            pods: pods_w,
+            nodes: IndexedWriter::new(nodes_w, stores.node_index.clone()),
+            pods: IndexedWriter::new(pods_w, stores.pod_index.clone()),
         };
         (stores, writers)
     }
@@ -141,26 +149,42 @@ pub fn observe(stores: &Stores, runtime_type: &str, namespace: &str, name: &str)
     observed.persistent_volume_claim =
         namespaced(&stores.persistent_volume_claims, namespace, &names.persistent_volume_claim);
 
+    // Looked up through the indexes, not by walking every pod and node of the cluster.
     let worker_labels = model::labels::workload_labels(name, runtime_type, "worker");
-    let mut worker_pods = Vec::new();
-    let mut claim_users = Vec::new();
-    for pod in stores.pods.state() {
-        if pod.metadata.namespace.as_deref() != Some(namespace) {
-            continue;
-        }
-        let labels = pod.metadata.labels.as_ref();
-        if labels.is_some_and(|labels| worker_labels.iter().all(|(k, v)| labels.get(k) == Some(v))) {
-            worker_pods.push(PodView::from_pod(&pod));
-        }
-        if pod_uses_claim(&pod, &names.persistent_volume_claim) {
-            claim_users.push(PodView::from_pod(&pod));
-        }
-    }
+    let release = worker_labels.get(model::labels::RELEASE).map(String::as_str).unwrap_or(name);
+    let pod = |pod_name: &String| stores.pods.get(&StoreRef::new(pod_name).within(namespace));
+    let (mut worker_pods, claim_users) = {
+        let pods = crate::index::read(&stores.pod_index);
+        let workers: Vec<PodView> = pods
+            .released_as(namespace, release)
+            .filter_map(pod)
+            .filter(|pod| {
+                let labels = pod.metadata.labels.as_ref();
+                labels.is_some_and(|labels| worker_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+            })
+            .map(|pod| PodView::from_pod(&pod))
+            .collect();
+        let users: Vec<PodView> = pods
+            .claim_users(namespace, &names.persistent_volume_claim)
+            .filter_map(pod)
+            .filter(|pod| pod_uses_claim(pod, &names.persistent_volume_claim))
+            .map(|pod| PodView::from_pod(&pod))
+            .collect();
+        (workers, users)
+    };
+    // Both come in name order, which is `PodView` order within one namespace.
     worker_pods.sort();
-    claim_users.sort();
 
     let keys = dataset_keys(observed.dataset.as_deref(), namespace, name);
-    let nodes = stores.nodes.state();
+    let candidates: BTreeSet<String> = {
+        let nodes = crate::index::read(&stores.node_index);
+        let labelled = keys.iter().flat_map(|k| k.all_node_label_keys(runtime_type));
+        let mut names: BTreeSet<String> =
+            labelled.flat_map(|key| nodes.with_label_key(&key).cloned().collect::<Vec<_>>()).collect();
+        names.extend(worker_pods.iter().filter_map(|p| p.node_name.clone()));
+        names
+    };
+    let nodes: Vec<Arc<Node>> = candidates.iter().filter_map(|n| stores.nodes.get(&StoreRef::new(n))).collect();
     observed.nodes = relevant_nodes(keys.as_ref(), runtime_type, &worker_pods, nodes.iter());
     if let Ok(samples) = stores.cache_samples.read() {
         observed.cache_samples = worker_pods
@@ -341,10 +365,7 @@ mod tests {
         object
     }
 
-    fn apply<K>(writer: &mut Writer<K>, object: K)
-    where
-        K: Resource<DynamicType = ()> + Clone,
-    {
+    fn apply<K>(writer: &mut impl crate::index::ApplyEvent<K>, object: K) {
         writer.apply_watcher_event(&Event::Apply(object));
     }
 

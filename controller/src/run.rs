@@ -17,7 +17,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::{ObjectRef as StoreRef, store::Writer};
+use kube::runtime::reflector::ObjectRef as StoreRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use model::api::{Dataset, JuiceFSRuntime};
@@ -29,6 +29,7 @@ use crate::context::{Context, Reconciler};
 use crate::error::{Error, Result};
 use crate::execute::Executor;
 use crate::health::{self, Health};
+use crate::index::ApplyEvent;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::observe::{Stores, trim_managed_fields, trim_node, trim_pod};
@@ -283,7 +284,7 @@ fn owned() -> watcher::Config {
 fn spawn_watcher<K>(
     api: Api<K>,
     config: watcher::Config,
-    writer: Writer<K>,
+    mut writer: impl ApplyEvent<K> + Send + 'static,
     triggers: mpsc::UnboundedSender<PairKey>,
     trim: fn(&mut K),
     map: impl Fn(&K) -> Vec<PairKey> + Send + 'static,
@@ -291,7 +292,17 @@ fn spawn_watcher<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let stream = watcher(api, config).default_backoff().modify(trim).reflect(writer).touched_objects();
+    // What `reflect` does, through any writer (pods and nodes also feed an index).
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(trim)
+        .map(move |event| {
+            if let Ok(event) = &event {
+                writer.apply_watcher_event(event);
+            }
+            event
+        })
+        .touched_objects();
     tokio::spawn(forward_touched(stream, triggers, map))
 }
 

@@ -4,11 +4,11 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use controller::index::ApplyEvent;
 use controller::observe::Writers;
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::Resource;
-use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
 use model::api::{Dataset, JuiceFSRuntime};
 use serde::Serialize;
@@ -320,9 +320,9 @@ fn key_of(value: &Value) -> Key {
     (plural_of(kind).to_string(), namespace, value["metadata"]["name"].as_str().expect("name").to_string())
 }
 
-fn relist<K>(writer: &mut Writer<K>, values: &[Value])
+fn relist<K>(writer: &mut impl ApplyEvent<K>, values: &[Value])
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned,
+    K: DeserializeOwned,
 {
     writer.apply_watcher_event(&watcher::Event::Init);
     for value in values {
