@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use model::node::{PublishRecord, RecoverStep, plan_recover};
+use model::node::{PublishRecord, RecoverStep, check_record, plan_recover};
 
 use crate::error::Result;
 use crate::labeler::NodeLabeler;
@@ -46,7 +46,8 @@ impl<L: NodeLabeler> Plugin<L> {
                 continue;
             };
             if let Err(err) = self.recover_target(&record, &mut report).await {
-                report.errors.push(format!("{target}: {err}"));
+                let file = self.state.publish_path(&target);
+                report.errors.push(format!("{} (target {target}): {err}", file.display()));
             }
         }
         Ok(report)
@@ -54,8 +55,10 @@ impl<L: NodeLabeler> Plugin<L> {
 
     async fn recover_target(&self, record: &PublishRecord, report: &mut RecoveryReport) -> Result<()> {
         let target = record.bind.target.clone();
+        // Nothing is observed, let alone mounted, from a damaged record.
+        check_record(record)?;
         let [fuse, target_state] = mounts::observe_all([Path::new(&record.fluid_path), Path::new(&target)]).await?;
-        match plan_recover(record, fuse, target_state) {
+        match plan_recover(record, fuse, target_state)? {
             RecoverStep::Healthy => {}
             RecoverStep::WaitForFuse { fluid_path } => {
                 tracing::info!(volume_id = %record.volume_id, %target, %fluid_path, "FUSE recovery waits for the FUSE mount");

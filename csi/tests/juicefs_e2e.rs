@@ -496,9 +496,22 @@ async fn recovery_binds_pod_mounts_again_after_juicefs_restarts() {
     let bad = h.plugin.state().publish_path("/var/lib/kubelet/pods/x/mount");
     std::fs::create_dir_all(bad.parent().unwrap()).unwrap();
     std::fs::write(&bad, "{ not json").unwrap();
+    // So is one that parses but names a relative target: nothing is mounted from it.
+    let relative = model::node::PublishRecord {
+        volume_id: "default-jfsdemo".into(),
+        fluid_path: fluid.display().to_string(),
+        bind: model::node::MountPlan {
+            source: fluid.display().to_string(),
+            target: "pods/x/mount".into(),
+            read_only: false,
+        },
+    };
+    h.plugin.state().save_publish(&relative).await.unwrap();
     let report = h.plugin.recover_once().await.unwrap();
-    assert_eq!(report.errors.len(), 1, "{report:?}");
-    assert!(report.errors[0].contains(&bad.display().to_string()), "{report:?}");
+    assert_eq!(report.errors.len(), 2, "{report:?}");
+    assert!(report.errors.iter().any(|e| e.contains(&bad.display().to_string())), "{report:?}");
+    assert!(report.errors.iter().any(|e| e.contains("bind.target") && e.contains("absolute")), "{report:?}");
+    assert!(report.rebound.is_empty(), "{report:?}");
     fuse.kill();
     detach_all(&fluid);
 }

@@ -677,6 +677,13 @@ impl Sim {
                 let mounts = &self.nodes[node].mounts;
                 let step = plan_recover(record, mounts.state(&record.fluid_path), mounts.state(&record.bind.target));
                 let Some(state) = self.nodes.get_mut(node) else { return };
+                let step = match step {
+                    Ok(step) => step,
+                    Err(refusal) => {
+                        trace!(self, format!("csi/{node}"), key.to_string(), "FUSE recovery refused: {refusal}");
+                        continue;
+                    }
+                };
                 match step {
                     // The kubelet's pod directories only go with NodeUnpublish here.
                     RecoverStep::Healthy | RecoverStep::Forget => {}

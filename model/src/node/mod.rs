@@ -39,7 +39,7 @@ pub use plan::{
     MountPlan, PublishStep, StagePlan, StageRecord, UnpublishStep, UnstagePlan, plan_publish, plan_stage,
     plan_unpublish, plan_unstage,
 };
-pub use recover::{PublishRecord, RecoverStep, plan_recover};
+pub use recover::{PublishRecord, RecoverStep, check_record, plan_recover};
 pub use request::{
     AccessMode, AccessType, Capability, NodeLabel, PublishRequest, Refusal, RefusalKind, StageRequest,
     UnpublishRequest, UnstageRequest, VolumeContext, normalize_sub_path, parse_clean_policy,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::mountinfo::PathState;
 use super::plan::MountPlan;
+use super::request::{Refusal, check_path_field, check_required};
 
 /// A publish the plugin remembers until `NodeUnpublishVolume`, so that it can repair the bind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,19 +52,34 @@ pub enum RecoverStep {
 /// A target that is a plain directory again is re-bound too: a repair that stopped between its
 /// unmount and its bind leaves exactly that. The caller must hold the target's publish lock, so
 /// that a `NodeUnpublishVolume` in progress (which unmounts before it forgets) is never undone.
-pub fn plan_recover(record: &PublishRecord, fluid_path: PathState, target: PathState) -> RecoverStep {
+/// A record whose paths are not absolute (a hand-edited or damaged file) is refused, naming the
+/// field, and nothing is mounted from it.
+pub fn plan_recover(record: &PublishRecord, fluid_path: PathState, target: PathState) -> Result<RecoverStep, Refusal> {
+    check_record(record)?;
     let unmount_broken = match target {
-        PathState::Mounted { .. } => return RecoverStep::Healthy,
-        PathState::Absent => return RecoverStep::Forget,
+        PathState::Mounted { .. } => return Ok(RecoverStep::Healthy),
+        PathState::Absent => return Ok(RecoverStep::Forget),
         PathState::Broken => true,
         PathState::Unmounted => false,
     };
-    match fluid_path {
+    Ok(match fluid_path {
         PathState::Mounted { .. } => RecoverStep::Rebind { unmount_broken, bind: record.bind.clone() },
         PathState::Absent | PathState::Unmounted | PathState::Broken => {
             RecoverStep::WaitForFuse { fluid_path: record.fluid_path.clone() }
         }
+    })
+}
+
+/// Checks a record before anything is observed or mounted from it.
+pub fn check_record(record: &PublishRecord) -> Result<(), Refusal> {
+    check_required(&record.volume_id, "volume_id")?;
+    check_path_field(&record.fluid_path, "fluid_path")?;
+    check_path_field(&record.bind.source, "bind.source")?;
+    check_path_field(&record.bind.target, "bind.target")?;
+    if !record.bind.source.starts_with(record.fluid_path.trim_end_matches('/')) {
+        return Err(Refusal::invalid("bind.source", format!("{:?} is not under fluid_path", record.bind.source)));
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -87,7 +103,7 @@ mod tests {
     #[test]
     fn a_healthy_target_is_left_alone_whatever_the_fuse_mount_does() {
         for fuse in [MOUNTED, PathState::Broken, PathState::Absent, PathState::Unmounted] {
-            assert_eq!(plan_recover(&record(), fuse, PathState::Mounted { read_only: true }), RecoverStep::Healthy);
+            assert_eq!(plan_recover(&record(), fuse, PathState::Mounted { read_only: true }), Ok(RecoverStep::Healthy));
         }
     }
 
@@ -97,12 +113,12 @@ mod tests {
         for fuse in [PathState::Broken, PathState::Absent, PathState::Unmounted] {
             assert_eq!(
                 plan_recover(&record(), fuse, PathState::Broken),
-                RecoverStep::WaitForFuse { fluid_path: fluid_path.clone() }
+                Ok(RecoverStep::WaitForFuse { fluid_path: fluid_path.clone() })
             );
         }
         assert_eq!(
             plan_recover(&record(), MOUNTED, PathState::Broken),
-            RecoverStep::Rebind { unmount_broken: true, bind: record().bind }
+            Ok(RecoverStep::Rebind { unmount_broken: true, bind: record().bind })
         );
     }
 
@@ -110,14 +126,34 @@ mod tests {
     fn a_repair_cut_short_after_its_unmount_binds_without_unmounting() {
         assert_eq!(
             plan_recover(&record(), MOUNTED, PathState::Unmounted),
-            RecoverStep::Rebind { unmount_broken: false, bind: record().bind }
+            Ok(RecoverStep::Rebind { unmount_broken: false, bind: record().bind })
         );
     }
 
     #[test]
     fn a_vanished_target_is_forgotten() {
-        assert_eq!(plan_recover(&record(), MOUNTED, PathState::Absent), RecoverStep::Forget);
-        assert_eq!(plan_recover(&record(), PathState::Broken, PathState::Absent), RecoverStep::Forget);
+        assert_eq!(plan_recover(&record(), MOUNTED, PathState::Absent), Ok(RecoverStep::Forget));
+        assert_eq!(plan_recover(&record(), PathState::Broken, PathState::Absent), Ok(RecoverStep::Forget));
+    }
+
+    #[test]
+    fn a_damaged_record_is_refused_naming_its_field() {
+        let field_of = |record: PublishRecord| {
+            let refusal = plan_recover(&record, MOUNTED, PathState::Broken).expect_err("refused");
+            refusal.error.field().map(str::to_string).unwrap_or_default()
+        };
+        let mut relative = record();
+        relative.bind.target = "pods/p/mount".into();
+        assert_eq!(field_of(relative), "bind.target");
+        let mut escaping = record();
+        escaping.fluid_path = "/runtime-mnt/../etc".into();
+        assert_eq!(field_of(escaping), "fluid_path");
+        let mut elsewhere = record();
+        elsewhere.bind.source = "/etc".into();
+        assert_eq!(field_of(elsewhere), "bind.source");
+        let mut anonymous = record();
+        anonymous.volume_id = " ".into();
+        assert_eq!(field_of(anonymous), "volume_id");
     }
 
     #[test]
