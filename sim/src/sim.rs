@@ -337,15 +337,23 @@ impl Sim {
         let limit_ms = self.clock.now_ms() + budget_ms;
         let mut checked_at_writes = u64::MAX;
         loop {
-            if !self.is_busy() && checked_at_writes != self.api.writes {
-                checked_at_writes = self.api.writes;
-                if self.fixpoint_writes().is_empty() {
-                    return Some(self.clock.now_ms());
-                }
+            if self.converged_since(&mut checked_at_writes) {
+                return Some(self.clock.now_ms());
             }
             if !self.step_until(limit_ms) || !self.violations.is_empty() {
                 return None;
             }
         }
+    }
+
+    /// True when nothing but periodic requeues is pending and no reconciler would write.
+    /// `checked_at_writes` holds the apiserver's write count at the last fixpoint check, so the
+    /// (costly) check runs again only after a write.
+    pub fn converged_since(&self, checked_at_writes: &mut u64) -> bool {
+        if self.is_busy() || *checked_at_writes == self.api.writes {
+            return false;
+        }
+        *checked_at_writes = self.api.writes;
+        self.fixpoint_writes().is_empty()
     }
 }

@@ -145,3 +145,52 @@ fn the_fault_steps_are_the_nine_fault_kinds_exploration_counts() {
     assert_eq!(faults.len(), 9);
     assert_eq!(sim::explore::world::FAULT_KINDS, faults);
 }
+
+/// Runs an inline scenario; returns its outcome's failure messages (empty when it passed) and trace.
+fn failures_of(text: &str) -> (Vec<String>, String) {
+    let scenario = parse_str(text, "inline.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let result = run(&scenario, &RunOptions { seed: None, record: false });
+    let failures = match result.outcome {
+        Outcome::Passed => Vec::new(),
+        Outcome::Failed(failures) => failures,
+    };
+    (failures, result.trace)
+}
+
+const LONELY_POD: &str = "name: A pod whose claim never comes\ncluster: {nodes: 1}\nsteps:\n  - at: 0s\n    pod: {name: app, claim: nothing}\n";
+
+#[test]
+fn an_expectation_that_never_holds_fails_at_its_deadline_and_the_run_goes_on() {
+    let text = format!(
+        "{LONELY_POD}  - expect: Pod/default/app status.phase == Running\n    within: 30s\n  - at: 1m\n    expect: Pod/default/app status.phase == Pending\n"
+    );
+    let (failures, trace) = failures_of(&text);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(
+        failures[0].starts_with("step 2: expected `Pod/default/app status.phase == Running` by 0:00:30"),
+        "{failures:?}"
+    );
+    assert!(
+        trace.contains("0:00:30.000  expect             step 2"),
+        "the failure is traced at its deadline:\n{trace}"
+    );
+    assert!(trace.contains("holds: Pod/default/app status.phase == Pending"), "later steps still run:\n{trace}");
+}
+
+#[test]
+fn a_point_in_time_expectation_that_fails_says_what_was_seen() {
+    let text = format!("{LONELY_POD}  - at: 10s\n    expect: Pod/default/app spec.nodeName == node-1\n");
+    let (failures, _) = failures_of(&text);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(
+        failures[0] == "step 2 at 0:00:10.000: expected `Pod/default/app spec.nodeName == node-1`, but it is absent",
+        "{failures:?}"
+    );
+}
+
+#[test]
+fn a_cluster_that_cannot_converge_in_its_budget_fails_saying_what_is_pending() {
+    let text = "name: Setup needs longer than the budget\ncluster: {nodes: 1}\nbudget: 1s\nsteps:\n  - at: 0s\n    apply: |\n      apiVersion: data.fluid.io/v1alpha1\n      kind: Dataset\n      metadata: {name: demo}\n      spec: {mounts: [{name: demo, mountPoint: 'juicefs:///demo'}]}\n      ---\n      apiVersion: data.fluid.io/v1alpha1\n      kind: JuiceFSRuntime\n      metadata: {name: demo}\n      spec: {replicas: 1}\n";
+    let (failures, _) = failures_of(text);
+    assert!(failures.iter().any(|f| f.starts_with("did not converge within 1s (still pending: ")), "{failures:?}");
+}

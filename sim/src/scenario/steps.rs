@@ -153,14 +153,12 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> RunResult {
     let seed = config.seed;
     let mut sim = Sim::new(config);
     build_cluster(&mut sim, scenario);
-    let mut failures: Vec<String> = Vec::new();
-    let mut pending: Vec<Pending> = Vec::new();
-    let mut passed = 0usize;
+    let mut watch = Watch::default();
     let mut last_was_converge = false;
 
     'steps: for (index, step) in scenario.steps.iter().enumerate() {
         if let Some(at_ms) = step.at_ms
-            && !advance(&mut sim, at_ms, &mut pending, &mut failures, &mut passed)
+            && !advance(&mut sim, at_ms, &mut watch)
         {
             break 'steps;
         }
@@ -221,7 +219,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> RunResult {
                         for expectation in expectations {
                             match expectation.eval(&sim) {
                                 Ok(()) => {
-                                    passed += 1;
+                                    watch.passed += 1;
                                     trace!(sim, "expect", format!("step {}", index + 1), "holds: {}", expectation.text);
                                 }
                                 Err(seen) => {
@@ -238,7 +236,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> RunResult {
                                         "FAILED: {}: {seen}",
                                         expectation.text
                                     );
-                                    failures.push(message);
+                                    watch.failures.push(message);
                                 }
                             }
                         }
@@ -246,8 +244,8 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> RunResult {
                     Some(within) => {
                         // `within` blocks the timeline until the group holds (or its deadline).
                         let deadline_ms = sim.clock.now_ms() + within;
-                        pending.push(Pending { group: expectations.clone(), deadline_ms, step: index + 1 });
-                        if !settle_pending(&mut sim, deadline_ms, &mut pending, &mut failures, &mut passed) {
+                        watch.pending.push(Pending { group: expectations.clone(), deadline_ms, step: index + 1 });
+                        if !settle_pending(&mut sim, &mut watch) {
                             break 'steps;
                         }
                     }
@@ -256,18 +254,18 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> RunResult {
             Action::Run(spec) => match spec {
                 RunSpec::Converged => {
                     last_was_converge = true;
-                    if !converge(&mut sim, DEFAULT_BUDGET_MS, &mut pending, &mut failures, &mut passed) {
+                    if !converge(&mut sim, DEFAULT_BUDGET_MS, &mut watch) {
                         break 'steps;
                     }
                 }
                 RunSpec::Until(at_ms) => {
-                    if !advance(&mut sim, *at_ms, &mut pending, &mut failures, &mut passed) {
+                    if !advance(&mut sim, *at_ms, &mut watch) {
                         break 'steps;
                     }
                 }
                 RunSpec::For(duration_ms) => {
                     let at_ms = sim.clock.now_ms() + duration_ms;
-                    if !advance(&mut sim, at_ms, &mut pending, &mut failures, &mut passed) {
+                    if !advance(&mut sim, at_ms, &mut watch) {
                         break 'steps;
                     }
                 }
@@ -281,8 +279,9 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> RunResult {
 
     if sim.violations.is_empty() && !last_was_converge {
         let budget = scenario.budget.map(|b| b.0).unwrap_or(DEFAULT_BUDGET_MS);
-        converge(&mut sim, budget, &mut pending, &mut failures, &mut passed);
+        converge(&mut sim, budget, &mut watch);
     }
+    let Watch { mut pending, mut failures, passed } = watch;
     for p in pending.drain(..) {
         let texts: Vec<&str> = p.group.iter().map(|e| e.text.as_str()).collect();
         failures.push(format!(
@@ -307,159 +306,139 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> RunResult {
     RunResult { seed, trace, summary, outcome, sim }
 }
 
-/// Checks pending `within` groups: a group passes when all its expectations hold at once.
-fn check_pending(sim: &mut Sim, pending: &mut Vec<Pending>, failures: &mut Vec<String>, passed: &mut usize) {
-    let now_ms = sim.clock.now_ms();
-    let mut keep = Vec::new();
-    for p in pending.drain(..) {
-        let first_failure = p.group.iter().find_map(|e| e.eval(sim).err().map(|seen| (e.text.clone(), seen)));
-        match first_failure {
-            None => {
-                *passed += p.group.len();
-                for expectation in &p.group {
-                    trace!(sim, "expect", format!("step {}", p.step), "holds: {}", expectation.text);
-                }
-            }
-            Some((text, seen)) if now_ms >= p.deadline_ms => {
-                trace!(
-                    sim,
-                    "expect",
-                    format!("step {}", p.step),
-                    "FAILED by {}: {text}: {seen}",
-                    format_ms(p.deadline_ms)
-                );
-                failures.push(format!(
-                    "step {}: expected `{text}` by {}, but {seen}",
-                    p.step,
-                    format_ms(p.deadline_ms)
-                ));
-            }
-            Some(_) => keep.push(p),
-        }
-    }
-    *pending = keep;
+/// The expectations of a run: `within` groups still open, failures, and how many held.
+#[derive(Default)]
+struct Watch {
+    pending: Vec<Pending>,
+    failures: Vec<String>,
+    passed: usize,
 }
 
-/// Runs events until no `within` group is pending (each passes or reaches its deadline).
-/// False on an invariant violation.
-fn settle_pending(
-    sim: &mut Sim,
-    limit_ms: u64,
-    pending: &mut Vec<Pending>,
-    failures: &mut Vec<String>,
-    passed: &mut usize,
-) -> bool {
-    check_pending(sim, pending, failures, passed);
-    while !pending.is_empty() {
-        let deadline = pending.iter().map(|p| p.deadline_ms).min().unwrap_or(limit_ms);
-        match sim.clock.next_at_ms() {
-            Some(at) if at <= deadline => {
-                sim.step_until(deadline);
-                if !sim.violations.is_empty() {
-                    return false;
+impl Watch {
+    /// The earliest deadline of an open group.
+    fn next_deadline_ms(&self) -> Option<u64> {
+        self.pending.iter().map(|p| p.deadline_ms).min()
+    }
+
+    /// Checks the open groups: a group passes when all its expectations hold at once, and
+    /// fails once its deadline has come.
+    fn check(&mut self, sim: &mut Sim) {
+        let now_ms = sim.clock.now_ms();
+        let mut keep = Vec::new();
+        for p in self.pending.drain(..) {
+            let first_failure = p.group.iter().find_map(|e| e.eval(sim).err().map(|seen| (e.text.clone(), seen)));
+            match first_failure {
+                None => {
+                    self.passed += p.group.len();
+                    for expectation in &p.group {
+                        trace!(sim, "expect", format!("step {}", p.step), "holds: {}", expectation.text);
+                    }
                 }
+                Some((text, seen)) if now_ms >= p.deadline_ms => {
+                    trace!(
+                        sim,
+                        "expect",
+                        format!("step {}", p.step),
+                        "FAILED by {}: {text}: {seen}",
+                        format_ms(p.deadline_ms)
+                    );
+                    self.failures.push(format!(
+                        "step {}: expected `{text}` by {}, but {seen}",
+                        p.step,
+                        format_ms(p.deadline_ms)
+                    ));
+                }
+                Some(_) => keep.push(p),
             }
-            _ => sim.clock.advance_to(deadline),
         }
-        check_pending(sim, pending, failures, passed);
+        self.pending = keep;
+    }
+}
+
+/// What one [`step`] did.
+enum Moved {
+    /// Handled the next event.
+    Event,
+    /// Moved the clock to the earliest `within` deadline (before the next event).
+    Deadline,
+    /// Nothing is due by the limit.
+    Idle,
+    /// A safety invariant failed.
+    Violation,
+}
+
+/// One move towards `limit_ms`: the next event, or the earliest `within` deadline when it comes
+/// first, then a check of the open groups.
+fn step(sim: &mut Sim, limit_ms: u64, watch: &mut Watch) -> Moved {
+    let next = sim.clock.next_at_ms().filter(|at| *at <= limit_ms);
+    let deadline = watch.next_deadline_ms().filter(|d| *d <= limit_ms);
+    match (next, deadline) {
+        (Some(at), Some(d)) if d < at => {}
+        (Some(_), _) => {
+            sim.step_until(limit_ms);
+            if !sim.violations.is_empty() {
+                return Moved::Violation;
+            }
+            if !watch.pending.is_empty() {
+                watch.check(sim);
+            }
+            return Moved::Event;
+        }
+        (None, Some(_)) => {}
+        (None, None) => return Moved::Idle,
+    }
+    sim.clock.advance_to(deadline.unwrap_or(limit_ms));
+    watch.check(sim);
+    Moved::Deadline
+}
+
+/// Runs events until no `within` group is open (each passes or reaches its deadline).
+/// False on an invariant violation.
+fn settle_pending(sim: &mut Sim, watch: &mut Watch) -> bool {
+    watch.check(sim);
+    while let Some(deadline) = watch.next_deadline_ms() {
+        if let Moved::Violation = step(sim, deadline, watch) {
+            return false;
+        }
     }
     true
 }
 
 /// Runs events up to `limit_ms`, watching expectations. False on an invariant violation.
-fn advance(
-    sim: &mut Sim,
-    limit_ms: u64,
-    pending: &mut Vec<Pending>,
-    failures: &mut Vec<String>,
-    passed: &mut usize,
-) -> bool {
+fn advance(sim: &mut Sim, limit_ms: u64, watch: &mut Watch) -> bool {
     loop {
-        let next = sim.clock.next_at_ms().filter(|at| *at <= limit_ms);
-        let deadline = pending.iter().map(|p| p.deadline_ms).filter(|d| *d <= limit_ms).min();
-        match (next, deadline) {
-            (Some(at), Some(d)) if d < at => {
-                sim.clock.advance_to(d);
-                check_pending(sim, pending, failures, passed);
-            }
-            (Some(_), _) => {
-                sim.step_until(limit_ms);
-                if !sim.violations.is_empty() {
-                    return false;
-                }
-                if !pending.is_empty() {
-                    check_pending(sim, pending, failures, passed);
-                }
-            }
-            (None, Some(d)) => {
-                sim.clock.advance_to(d);
-                check_pending(sim, pending, failures, passed);
-            }
-            (None, None) => break,
+        match step(sim, limit_ms, watch) {
+            Moved::Violation => return false,
+            Moved::Event | Moved::Deadline => {}
+            Moved::Idle => break,
         }
     }
     sim.clock.advance_to(limit_ms);
-    check_pending(sim, pending, failures, passed);
+    watch.check(sim);
     true
 }
 
 /// Runs until converged or out of budget. False on an invariant violation.
-fn converge(
-    sim: &mut Sim,
-    budget_ms: u64,
-    pending: &mut Vec<Pending>,
-    failures: &mut Vec<String>,
-    passed: &mut usize,
-) -> bool {
+fn converge(sim: &mut Sim, budget_ms: u64, watch: &mut Watch) -> bool {
     let start_ms = sim.clock.now_ms();
     let limit_ms = start_ms + budget_ms;
     let mut checked_at_writes = u64::MAX;
     loop {
-        if !sim.is_busy() && checked_at_writes != sim.api.writes {
-            checked_at_writes = sim.api.writes;
-            if sim.fixpoint_writes().is_empty() && pending.is_empty() {
-                trace!(
-                    sim,
-                    "scenario",
-                    "cluster",
-                    "converged after {}",
-                    format_duration(sim.clock.now_ms() - start_ms)
-                );
-                return true;
-            }
+        if watch.pending.is_empty() && sim.converged_since(&mut checked_at_writes) {
+            trace!(sim, "scenario", "cluster", "converged after {}", format_duration(sim.clock.now_ms() - start_ms));
+            return true;
         }
-        match sim.clock.next_at_ms() {
-            Some(at) if at <= limit_ms => {
-                let deadline = pending.iter().map(|p| p.deadline_ms).min();
-                if let Some(d) = deadline.filter(|d| *d < at) {
-                    sim.clock.advance_to(d);
-                    check_pending(sim, pending, failures, passed);
-                    continue;
-                }
-                sim.step_until(limit_ms);
-                if !sim.violations.is_empty() {
-                    return false;
-                }
-                if !pending.is_empty() {
-                    check_pending(sim, pending, failures, passed);
-                }
-            }
-            _ => {
-                if !pending.is_empty() {
-                    let d = pending.iter().map(|p| p.deadline_ms).min().unwrap_or(limit_ms).min(limit_ms);
-                    if d > sim.clock.now_ms() {
-                        sim.clock.advance_to(d);
-                        check_pending(sim, pending, failures, passed);
-                        continue;
-                    }
-                }
+        match step(sim, limit_ms, watch) {
+            Moved::Violation => return false,
+            Moved::Event | Moved::Deadline => {}
+            Moved::Idle => {
                 let message = format!(
                     "did not converge within {} (still pending: {})",
                     format_duration(budget_ms),
                     describe_pending(sim)
                 );
                 trace!(sim, "scenario", "cluster", "{message}");
-                failures.push(message);
+                watch.failures.push(message);
                 return true;
             }
         }
