@@ -153,14 +153,7 @@ fn main() {
         let (again_count, again_time) = reconcile_all(&context, 8).await;
 
         // Decide only (observe + model, no IO): the cost the stores and the model add per reconcile.
-        let started = Instant::now();
-        let mut decided = 0;
-        for key in keys() {
-            let _ = context.decide(Reconciler::Dataset, &key, T0);
-            let _ = context.decide(Reconciler::Runtime, &key, T0);
-            decided += 2;
-        }
-        let decide_time = started.elapsed();
+        let (decided, decide_time) = decide_all(&context);
         let (rss_end, hwm_end) = memory_kib();
 
         let mib = |kib: u64| kib as f64 / 1024.0;
@@ -193,14 +186,7 @@ fn main() {
             }
         }
         let (rss_cluster, _) = memory_kib();
-        let started = Instant::now();
-        let mut decided = 0;
-        for key in keys() {
-            let _ = context.decide(Reconciler::Dataset, &key, T0);
-            let _ = context.decide(Reconciler::Runtime, &key, T0);
-            decided += 2;
-        }
-        let decide_time = started.elapsed();
+        let (decided, decide_time) = decide_all(&context);
         println!("| with {:>6} pods and {:>5} nodes in the stores: |              |", pairs() * 22, pairs() * 5);
         println!("| VmRSS                                          | {:>8.1} MiB |", mib(rss_cluster));
         println!("| decisions only (observe + model, no IO)        | {:>8.0} /s   | ({decided} decisions, {:.2} s)", per_second(decided, decide_time), decide_time.as_secs_f64());
@@ -248,6 +234,18 @@ fn pod(key: &PairKey, name: &str, release: Option<&str>, node: usize) -> k8s_ope
         spec: Some(PodSpec { node_name: Some(format!("node-{node:05}")), volumes, ..Default::default() }),
         status: Some(PodStatus { phase: Some("Running".to_string()), ..Default::default() }),
     }
+}
+
+/// Decides (observe + model, no IO) both reconcilers of every pair once.
+fn decide_all(context: &Context) -> (usize, Duration) {
+    let started = Instant::now();
+    let mut decided = 0;
+    for key in keys() {
+        let _ = context.decide(Reconciler::Dataset, &key, T0);
+        let _ = context.decide(Reconciler::Runtime, &key, T0);
+        decided += 2;
+    }
+    (decided, started.elapsed())
 }
 
 /// Requests the executor sent so far, read back from the metrics text.

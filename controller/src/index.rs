@@ -100,7 +100,8 @@ impl PodIndex {
     }
 }
 
-fn unfile(index: &mut BTreeMap<(String, String), BTreeSet<String>>, key: (String, String), name: &str) {
+/// Takes `name` out of `index[key]`, dropping the entry once it is empty.
+fn unfile<K: Ord>(index: &mut BTreeMap<K, BTreeSet<String>>, key: K, name: &str) {
     if let Some(names) = index.get_mut(&key) {
         names.remove(name);
         if names.is_empty() {
@@ -171,12 +172,7 @@ impl Index<Node> for NodeIndex {
         let Some(name) = node.metadata.name.as_ref() else { return };
         let Some(keys) = self.filed.remove(name) else { return };
         for key in keys {
-            if let Some(names) = self.by_label_key.get_mut(&key) {
-                names.remove(name);
-                if names.is_empty() {
-                    self.by_label_key.remove(&key);
-                }
-            }
+            unfile(&mut self.by_label_key, key, name);
         }
     }
 }

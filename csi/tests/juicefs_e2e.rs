@@ -128,6 +128,15 @@ impl Volume {
         Self { dir, dataset, runtime, config, secrets }
     }
 
+    /// A new volume with JuiceFS mounted at its `fluid_path`.
+    fn mounted() -> (Self, PathBuf, Fuse) {
+        let volume = Self::new();
+        let fluid = volume.fluid_path();
+        let mut fuse = volume.start_fuse();
+        fuse.wait_mounted(&fluid, Duration::from_secs(60));
+        (volume, fluid, fuse)
+    }
+
     fn fuse_daemonset(&self) -> DaemonSet {
         let keys = DatasetKeys::new("default", "jfsdemo", self.dataset.metadata.uid.as_deref()).unwrap();
         let names = WorkloadNames::new("default", "jfsdemo", "juicefs");
@@ -245,6 +254,16 @@ impl Fuse {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Kills the daemon and waits until `path` (its mount, or a bind of it) answers ENOTCONN.
+    fn kill_and_wait_dead(&mut self, path: &Path) {
+        self.kill();
+        let dead_by = Instant::now() + Duration::from_secs(5);
+        while nix::sys::statvfs::statvfs(path).err() != Some(nix::errno::Errno::ENOTCONN) {
+            assert!(Instant::now() < dead_by, "{} still answers after JuiceFS was killed", path.display());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// SIGKILLs the whole process group: the FUSE mount stays behind, broken (ENOTCONN).
     fn kill(&mut self) {
         let pgid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
@@ -316,10 +335,7 @@ async fn publish_times_out_then_binds_as_soon_as_juicefs_mounts() {
 }
 
 async fn juicefs_volume_through_stage_publish_kill_and_repair() {
-    let volume = Volume::new();
-    let fluid = volume.fluid_path();
-    let mut fuse = volume.start_fuse();
-    fuse.wait_mounted(&fluid, Duration::from_secs(60));
+    let (volume, fluid, mut fuse) = Volume::mounted();
     println!("    JuiceFS mounted at {} by the engine's FUSE script:", fluid.display());
     for line in fuse.script.lines() {
         println!("      {line}");
@@ -383,12 +399,7 @@ async fn juicefs_volume_through_stage_publish_kill_and_repair() {
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
 
     // Kill JuiceFS: every mount of it is now broken ("transport endpoint is not connected").
-    fuse.kill();
-    let dead_by = Instant::now() + Duration::from_secs(5);
-    while nix::sys::statvfs::statvfs(&fluid).err() != Some(nix::errno::Errno::ENOTCONN) {
-        assert!(Instant::now() < dead_by, "the FUSE mount still answers after its daemon was killed");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    fuse.kill_and_wait_dead(&fluid);
     assert_eq!(nix::sys::statvfs::statvfs(&rw).err(), Some(nix::errno::Errno::ENOTCONN));
     let stats = h
         .node
@@ -428,10 +439,7 @@ async fn juicefs_volume_through_stage_publish_kill_and_repair() {
 }
 
 async fn recovery_binds_pod_mounts_again_after_juicefs_restarts() {
-    let volume = Volume::new();
-    let fluid = volume.fluid_path();
-    let mut fuse = volume.start_fuse();
-    fuse.wait_mounted(&fluid, Duration::from_secs(60));
+    let (volume, fluid, mut fuse) = Volume::mounted();
     std::fs::write(fluid.join("hello.txt"), "hello from juicefs").unwrap();
 
     let mut h = Harness::start(10_000).await;
@@ -446,12 +454,7 @@ async fn recovery_binds_pod_mounts_again_after_juicefs_restarts() {
     assert_eq!(report, csi::RecoveryReport::default(), "healthy mounts need nothing");
 
     // JuiceFS dies: the pods' mounts are dead ends, and stay so while the FUSE mount is down.
-    fuse.kill();
-    let dead_by = Instant::now() + Duration::from_secs(5);
-    while nix::sys::statvfs::statvfs(&rw).err() != Some(nix::errno::Errno::ENOTCONN) {
-        assert!(Instant::now() < dead_by, "the pod's mount still answers after JuiceFS was killed");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    fuse.kill_and_wait_dead(&rw);
     let report = h.plugin.recover_once().await.unwrap();
     assert_eq!(report.waiting.len(), 2, "{report:?}");
     assert!(report.rebound.is_empty() && report.errors.is_empty(), "{report:?}");

@@ -144,4 +144,7 @@ fn main() {
         sim.stats.events, sim.stats.reconciles, sim.stats.effects
     );
     println!("| peak memory (VmHWM) | {} MiB |", peak_memory_kib().map(|k| k / 1024).unwrap_or(0));
+    // A figure of a run that did not converge is no figure: fail (also the smoke run under `cargo test`).
+    assert!(converged.is_some(), "the cluster did not converge");
+    assert!(problems.is_empty(), "convergence invariants failed: {problems:?}");
 }
