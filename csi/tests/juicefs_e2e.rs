@@ -137,30 +137,25 @@ impl Volume {
         (volume, fluid, fuse)
     }
 
-    fn fuse_daemonset(&self) -> DaemonSet {
+    /// Runs `build` on the engine input of this pair, as the controller would build it.
+    fn with_input<T>(&self, build: impl FnOnce(&EngineInput<'_, JuiceFSRuntime>) -> T) -> T {
         let keys = DatasetKeys::new("default", "jfsdemo", self.dataset.metadata.uid.as_deref()).unwrap();
         let names = WorkloadNames::new("default", "jfsdemo", "juicefs");
-        let input = EngineInput {
+        build(&EngineInput {
             dataset: &self.dataset,
             runtime: &self.runtime,
             keys: &keys,
             names: &names,
             config: &self.config,
-        };
-        JuiceFsEngine.fuse(&input).expect("engine builds the FUSE DaemonSet")
+        })
+    }
+
+    fn fuse_daemonset(&self) -> DaemonSet {
+        self.with_input(|input| JuiceFsEngine.fuse(input).expect("engine builds the FUSE DaemonSet"))
     }
 
     fn fluid_path(&self) -> PathBuf {
-        let keys = DatasetKeys::new("default", "jfsdemo", None).unwrap();
-        let names = WorkloadNames::new("default", "jfsdemo", "juicefs");
-        let input = EngineInput {
-            dataset: &self.dataset,
-            runtime: &self.runtime,
-            keys: &keys,
-            names: &names,
-            config: &self.config,
-        };
-        PathBuf::from(JuiceFsEngine.fluid_path(&input))
+        self.with_input(|input| PathBuf::from(JuiceFsEngine.fluid_path(input)))
     }
 
     /// Starts the FUSE container's command as a child process: its `command`/`args`, its env
