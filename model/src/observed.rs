@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, PodSpec, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::{Dataset, JuiceFSRuntime};
 use crate::labels::DatasetKeys;
@@ -65,17 +66,22 @@ pub struct PodView {
 impl PodView {
     /// Reads a Kubernetes pod.
     pub fn from_pod(pod: &Pod) -> Self {
-        let status = pod.status.as_ref();
+        Self::from_parts(&pod.metadata, pod.spec.as_ref(), pod.status.as_ref())
+    }
+
+    /// Reads a pod from its parts (for drivers that store the spec apart, shared between
+    /// versions of the pod).
+    pub fn from_parts(metadata: &ObjectMeta, spec: Option<&PodSpec>, status: Option<&PodStatus>) -> Self {
         let ready = status
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
         Self {
-            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-            name: pod.metadata.name.clone().unwrap_or_default(),
-            node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            namespace: metadata.namespace.clone().unwrap_or_default(),
+            name: metadata.name.clone().unwrap_or_default(),
+            node_name: spec.and_then(|s| s.node_name.clone()),
             phase: PodPhase::parse(status.and_then(|s| s.phase.as_deref())),
             ready,
-            deleting: pod.metadata.deletion_timestamp.is_some(),
+            deleting: metadata.deletion_timestamp.is_some(),
         }
     }
 

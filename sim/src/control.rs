@@ -7,6 +7,9 @@
 //! failed write, and apply effects in order, stopping at the first that fails.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::hash::Hash;
+
+use rustc_hash::FxHashMap;
 
 use model::effect::{Decision, Effect, Kind, Object, ObjectRef, Requeue, Status};
 use model::engine::juicefs::JuiceFsEngine;
@@ -71,22 +74,24 @@ pub enum Due {
 }
 
 /// A delay queue that dedupes by item: each item is due once, at the earliest time asked.
+/// Hashed, not ordered: it is only ever looked up by item (the clock orders the events), and a
+/// hash lookup spares the string comparisons of a tree walk on every event.
 #[derive(Debug, Clone)]
-pub struct DelayQueue<T: Ord + Clone> {
-    due: BTreeMap<T, (u64, u64, Due)>,
+pub struct DelayQueue<T: Hash + Eq + Clone> {
+    due: FxHashMap<T, (u64, u64, Due)>,
     next_token: u64,
     urgent: usize,
     /// A later time asked (by [`Self::add_after_cache`]) for an item already due earlier.
-    followups: BTreeMap<T, u64>,
+    followups: FxHashMap<T, u64>,
 }
 
-impl<T: Ord + Clone> Default for DelayQueue<T> {
+impl<T: Hash + Eq + Clone> Default for DelayQueue<T> {
     fn default() -> Self {
-        Self { due: BTreeMap::new(), next_token: 0, urgent: 0, followups: BTreeMap::new() }
+        Self { due: FxHashMap::default(), next_token: 0, urgent: 0, followups: FxHashMap::default() }
     }
 }
 
-impl<T: Ord + Clone> DelayQueue<T> {
+impl<T: Hash + Eq + Clone> DelayQueue<T> {
     /// Asks for `item` at `at_ms`. Returns the token of a new event to schedule, or None when the
     /// item is already due no later.
     pub fn add(&mut self, item: T, at_ms: u64) -> Option<u64> {
@@ -320,7 +325,7 @@ pub fn build_observed(
             .filter_map(|key| sim_store.get(key))
             .filter_map(|o| o.as_pod())
             .filter(|pod| matches_label_selector(&selector, pod.metadata.labels.as_ref()))
-            .map(|pod| PodView::from_pod(pod))
+            .map(|pod| pod.view())
             .collect();
         pods.sort();
         observed.worker_pods = pods;

@@ -2,7 +2,7 @@
 //! their mount looks like. The kubelet starts them like any pod; once running they mount the
 //! dataset at its `fluid_path` after `fuse_mount_ms`, and a crash leaves that mount broken.
 
-use k8s_openapi::api::core::v1::Pod;
+use crate::apiserver::Pod;
 use model::effect::Kind;
 use model::engine::juicefs::{JuiceFsEngine, RUNTIME_TYPE};
 use model::engine::{Engine, EngineInput};

@@ -59,7 +59,7 @@ impl std::fmt::Display for Violation {
     }
 }
 
-fn running(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+fn running(pod: &crate::apiserver::Pod) -> bool {
     pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }
 

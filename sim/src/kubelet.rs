@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::Pod;
+use crate::apiserver::Pod;
 use model::effect::{Kind, ObjectRef};
 use model::node::{
     AccessMode, Capability, MountPlan, PathState, PublishRecord, PublishRequest, PublishStep, RecoverStep, StageRecord,

@@ -1,6 +1,6 @@
 //! The simulated cluster: its state, the event loop, and the watch fan-out to every controller.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use model::effect::{Kind, ObjectRef};
 
@@ -168,7 +168,7 @@ pub struct Sim {
     /// State of the built-in controllers.
     pub kube: KubeState,
     /// Kubelet, CSI plugin and mount table of each node.
-    pub nodes: BTreeMap<String, NodeSim>,
+    pub nodes: rustc_hash::FxHashMap<String, NodeSim>,
     /// ferrofluid's controller: informer cache and work queues.
     pub control: Control,
     /// Simulated JuiceFS cache workers and app reads.
@@ -203,7 +203,7 @@ impl Sim {
                 scheduler: crate::kube::scheduler::cache::SchedulerCache::new(seed),
                 ..KubeState::default()
             },
-            nodes: BTreeMap::new(),
+            nodes: Default::default(),
             control,
             workers: WorkerSim::default(),
             violations: Vec::new(),

@@ -12,6 +12,7 @@
 //! * every change is recorded as a [`Change`] for the watch fan-out.
 
 pub mod object;
+pub mod pod;
 pub mod selector;
 pub mod store;
 
@@ -21,6 +22,7 @@ use model::effect::ObjectRef;
 use model::time::Millis;
 
 pub use object::Obj;
+pub use pod::Pod;
 pub use store::Store;
 
 /// A refused write.

@@ -3,10 +3,12 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use model::api::{Dataset, JuiceFSRuntime};
 use model::effect::{Kind, ObjectRef};
+
+use super::pod::Pod;
 
 /// One stored object. Cloning is cheap (an `Arc`); writers copy on write with [`Obj::meta_mut`]
 /// and the typed `*_mut` accessors, so a reconcile never re-decodes JSON.
@@ -26,7 +28,7 @@ pub enum Obj {
     PersistentVolumeClaim(Arc<PersistentVolumeClaim>),
     /// `v1` Node.
     Node(Arc<Node>),
-    /// `v1` Pod.
+    /// `v1` Pod (its spec shared between versions, see [`Pod`]).
     Pod(Arc<Pod>),
 }
 
@@ -113,7 +115,7 @@ impl Obj {
 
     /// The object as JSON, with `apiVersion` and `kind`, for expectations and summaries.
     pub fn to_json(&self) -> serde_json::Value {
-        let mut value = each!(self, o => serde_json::to_value(o.as_ref()).unwrap_or(serde_json::Value::Null));
+        let mut value = self.serialized();
         if let Some(map) = value.as_object_mut() {
             let kind = self.kind().as_str();
             let api_version = KINDS.iter().find(|(_, k)| *k == kind).map(|(v, _)| *v).unwrap_or("v1");
@@ -121,6 +123,21 @@ impl Obj {
             map.insert("kind".to_string(), serde_json::Value::from(kind));
         }
         value
+    }
+
+    /// The object as its type serializes it.
+    fn serialized(&self) -> serde_json::Value {
+        let value = match self {
+            Obj::Dataset(o) => serde_json::to_value(o.as_ref()),
+            Obj::Runtime(o) => serde_json::to_value(o.as_ref()),
+            Obj::StatefulSet(o) => serde_json::to_value(o.as_ref()),
+            Obj::DaemonSet(o) => serde_json::to_value(o.as_ref()),
+            Obj::PersistentVolume(o) => serde_json::to_value(o.as_ref()),
+            Obj::PersistentVolumeClaim(o) => serde_json::to_value(o.as_ref()),
+            Obj::Node(o) => serde_json::to_value(o.as_ref()),
+            Obj::Pod(pod) => serde_json::to_value(pod.to_kube()),
+        };
+        value.unwrap_or(serde_json::Value::Null)
     }
 
     /// Decodes a manifest by its `kind` (and checks its `apiVersion`).
@@ -149,7 +166,10 @@ impl Obj {
             "PersistentVolume" => Obj::PersistentVolume(decode(kind, value)?),
             "PersistentVolumeClaim" => Obj::PersistentVolumeClaim(decode(kind, value)?),
             "Node" => Obj::Node(decode(kind, value)?),
-            _ => Obj::Pod(decode(kind, value)?),
+            _ => {
+                let pod: Arc<k8s_openapi::api::core::v1::Pod> = decode(kind, value)?;
+                Obj::Pod(Arc::new(Arc::unwrap_or_clone(pod).into()))
+            }
         };
         if obj.meta().name.as_deref().unwrap_or("").is_empty() {
             return Err(format!("{kind}: metadata.name is required"));
@@ -163,8 +183,10 @@ impl Obj {
 
     /// The spec as JSON (for change detection and server-side apply merges).
     pub fn spec_json(&self) -> serde_json::Value {
-        let value = each!(self, o => serde_json::to_value(o.as_ref()).unwrap_or(serde_json::Value::Null));
-        value.get("spec").cloned().unwrap_or(serde_json::Value::Null)
+        match self {
+            Obj::Pod(pod) => serde_json::to_value(pod.spec.as_deref()).unwrap_or_default(),
+            other => other.serialized().get("spec").cloned().unwrap_or_default(),
+        }
     }
 
     /// The pod, if this is one.

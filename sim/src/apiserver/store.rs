@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use rustc_hash::FxHashMap;
+
 use model::effect::{Kind, ObjectRef};
 use model::observed::PodView;
 
@@ -9,17 +11,21 @@ use super::object::Obj;
 
 /// Objects by reference, with the indexes the simulated controllers need to stay incremental
 /// at 20,000 pods: dependents by owner UID, pods by node and by claim, nodes by label key.
-/// Objects sit in per-kind, per-namespace maps so that a lookup by name allocates nothing.
+/// Lookups go through hash maps keyed by `&str` (no allocation, no string-comparing tree walk);
+/// the names of each kind and namespace are also kept sorted, for listing in key order.
 #[derive(Debug, Default, Clone)]
 pub struct Store {
-    objects: BTreeMap<Kind, BTreeMap<String, BTreeMap<String, Obj>>>,
-    by_uid: BTreeMap<String, ObjectRef>,
-    dependents: BTreeMap<String, BTreeSet<ObjectRef>>,
-    pods_by_node: BTreeMap<String, BTreeSet<ObjectRef>>,
-    /// Pods by the claims they name, each with its `PodView` (what reconciles read of it), kept
-    /// current on every write so that an observation copies views instead of deriving them.
-    pods_by_claim: BTreeMap<(String, String), BTreeMap<ObjectRef, PodView>>,
-    nodes_by_label_key: BTreeMap<String, BTreeSet<String>>,
+    objects: BTreeMap<Kind, FxHashMap<String, FxHashMap<String, Obj>>>,
+    /// Names by kind and namespace, in order (changed only by creates and removals).
+    names: BTreeMap<Kind, BTreeMap<String, BTreeSet<String>>>,
+    by_uid: FxHashMap<String, ObjectRef>,
+    dependents: FxHashMap<String, BTreeSet<ObjectRef>>,
+    pods_by_node: FxHashMap<String, BTreeSet<ObjectRef>>,
+    /// Pods by namespace and the claims they name, each with its `PodView` (what reconciles read
+    /// of it), kept current on every write so that an observation copies views instead of
+    /// deriving them.
+    pods_by_claim: FxHashMap<String, FxHashMap<String, BTreeMap<ObjectRef, PodView>>>,
+    nodes_by_label_key: FxHashMap<String, BTreeSet<String>>,
 }
 
 impl Store {
@@ -41,20 +47,25 @@ impl Store {
 
     /// Every object of `kind`, in key order.
     pub fn list(&self, kind: Kind) -> impl Iterator<Item = &Obj> {
-        self.objects.get(&kind).into_iter().flat_map(|namespaces| namespaces.values().flat_map(BTreeMap::values))
+        self.names.get(&kind).into_iter().flat_map(move |namespaces| {
+            namespaces.iter().flat_map(move |(namespace, names)| {
+                names.iter().filter_map(move |name| self.get_named(kind, namespace, name))
+            })
+        })
     }
 
     /// Number of objects of `kind`.
     pub fn count(&self, kind: Kind) -> usize {
-        self.objects.get(&kind).map_or(0, |namespaces| namespaces.values().map(BTreeMap::len).sum())
+        self.objects.get(&kind).map_or(0, |namespaces| namespaces.values().map(FxHashMap::len).sum())
     }
 
     /// Every object, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (ObjectRef, &Obj)> {
-        self.objects.iter().flat_map(|(kind, namespaces)| {
-            namespaces.iter().flat_map(move |(namespace, objects)| {
-                objects.iter().map(move |(name, obj)| {
-                    (ObjectRef { kind: *kind, namespace: namespace.clone(), name: name.clone() }, obj)
+        self.names.iter().flat_map(move |(kind, namespaces)| {
+            namespaces.iter().flat_map(move |(namespace, names)| {
+                names.iter().filter_map(move |name| {
+                    let obj = self.get_named(*kind, namespace, name)?;
+                    Some((ObjectRef { kind: *kind, namespace: namespace.clone(), name: name.clone() }, obj))
                 })
             })
         })
@@ -77,7 +88,7 @@ impl Store {
 
     /// Pods in `namespace` that name PVC `claim`, with their views, in key order.
     pub fn claim_users(&self, namespace: &str, claim: &str) -> impl Iterator<Item = (&ObjectRef, &PodView)> {
-        self.pods_by_claim.get(&(namespace.to_string(), claim.to_string())).into_iter().flatten()
+        self.pods_by_claim.get(namespace).and_then(|claims| claims.get(claim)).into_iter().flatten()
     }
 
     /// Names of nodes that carry label `key` (any value).
@@ -93,14 +104,16 @@ impl Store {
             Some(objects) => objects,
             None => namespaces.entry(key.namespace.clone()).or_default(),
         };
+        let current = Some(obj.clone());
         let previous = match objects.get_mut(&key.name) {
             Some(slot) => Some(std::mem::replace(slot, obj)),
             None => {
                 objects.insert(key.name.clone(), obj);
+                let names = self.names.entry(key.kind).or_default();
+                names.entry(key.namespace.clone()).or_default().insert(key.name.clone());
                 None
             }
         };
-        let current = self.get(&key).cloned();
         match (&previous, &current) {
             // Most writes are status updates: nothing indexed changed but a pod's view.
             (Some(old), Some(new)) if same_index_facts(old, new) => {
@@ -128,16 +141,23 @@ impl Store {
         if objects.is_empty() {
             namespaces.remove(&key.namespace);
         }
+        if let Some(names) = self.names.get_mut(&key.kind) {
+            names.remove_value(&key.namespace, &key.name);
+        }
         self.unindex(key, &old);
         Some(old)
     }
 
-    fn refresh_claim_views(&mut self, key: &ObjectRef, pod: &k8s_openapi::api::core::v1::Pod) {
+    fn refresh_claim_views(&mut self, key: &ObjectRef, pod: &crate::apiserver::Pod) {
         let mut view = None;
         for claim in claims_of(pod) {
-            if let Some(slot) = self.pods_by_claim.get_mut(&(key.namespace.clone(), claim)).and_then(|u| u.get_mut(key))
+            if let Some(slot) = self
+                .pods_by_claim
+                .get_mut(&key.namespace)
+                .and_then(|claims| claims.get_mut(&claim))
+                .and_then(|users| users.get_mut(key))
             {
-                let fresh = view.get_or_insert_with(|| PodView::from_pod(pod));
+                let fresh = view.get_or_insert_with(|| pod.view());
                 if slot != fresh {
                     *slot = fresh.clone();
                 }
@@ -158,12 +178,10 @@ impl Store {
                 if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
                     self.pods_by_node.entry(node).or_default().insert(key.clone());
                 }
-                let view = PodView::from_pod(pod);
+                let view = pod.view();
+                let claims = self.pods_by_claim.entry(key.namespace.clone()).or_default();
                 for claim in claims_of(pod) {
-                    self.pods_by_claim
-                        .entry((key.namespace.clone(), claim))
-                        .or_default()
-                        .insert(key.clone(), view.clone());
+                    claims.entry(claim).or_default().insert(key.clone(), view.clone());
                 }
             }
             Obj::Node(node) => {
@@ -183,26 +201,27 @@ impl Store {
             self.by_uid.remove(uid);
         }
         for owner in meta.owner_references.iter().flatten() {
-            remove_from(&mut self.dependents, &owner.uid, key);
+            self.dependents.remove_value(&owner.uid, key);
         }
         match obj {
             Obj::Pod(pod) => {
                 if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
-                    remove_from(&mut self.pods_by_node, &node, key);
+                    self.pods_by_node.remove_value(&node, key);
                 }
-                for claim in claims_of(pod) {
-                    let index_key = (key.namespace.clone(), claim);
-                    if let Some(users) = self.pods_by_claim.get_mut(&index_key) {
-                        users.remove(key);
-                        if users.is_empty() {
-                            self.pods_by_claim.remove(&index_key);
+                if let Some(claims) = self.pods_by_claim.get_mut(&key.namespace) {
+                    for claim in claims_of(pod) {
+                        if let Some(users) = claims.get_mut(&claim) {
+                            users.remove(key);
+                            if users.is_empty() {
+                                claims.remove(&claim);
+                            }
                         }
                     }
                 }
             }
             Obj::Node(node) => {
                 for label in node.metadata.labels.iter().flatten().map(|(k, _)| k) {
-                    remove_from(&mut self.nodes_by_label_key, label, &key.name);
+                    self.nodes_by_label_key.remove_value(label, &key.name);
                 }
             }
             _ => {}
@@ -228,17 +247,35 @@ fn same_index_facts(old: &Obj, new: &Obj) -> bool {
     }
 }
 
-fn remove_from<K: Ord + Clone, V: Ord>(index: &mut BTreeMap<K, BTreeSet<V>>, key: &K, value: &V) {
-    if let Some(set) = index.get_mut(key) {
-        set.remove(value);
-        if set.is_empty() {
-            index.remove(key);
+/// An index from a string key to an ordered set, pruned when a set empties.
+trait SetIndex<V> {
+    fn remove_value(&mut self, key: &str, value: &V);
+}
+
+impl<V: Ord> SetIndex<V> for BTreeMap<String, BTreeSet<V>> {
+    fn remove_value(&mut self, key: &str, value: &V) {
+        if let Some(set) = self.get_mut(key) {
+            set.remove(value);
+            if set.is_empty() {
+                self.remove(key);
+            }
+        }
+    }
+}
+
+impl<V: Ord> SetIndex<V> for FxHashMap<String, BTreeSet<V>> {
+    fn remove_value(&mut self, key: &str, value: &V) {
+        if let Some(set) = self.get_mut(key) {
+            set.remove(value);
+            if set.is_empty() {
+                self.remove(key);
+            }
         }
     }
 }
 
 /// The PVC names a pod's volumes refer to.
-pub fn claims_of(pod: &k8s_openapi::api::core::v1::Pod) -> Vec<String> {
+pub fn claims_of(pod: &crate::apiserver::Pod) -> Vec<String> {
     pod.spec
         .as_ref()
         .and_then(|s| s.volumes.as_ref())

@@ -6,9 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::apiserver::Pod;
 use k8s_openapi::api::apps::v1::DaemonSetStatus;
 use k8s_openapi::api::core::v1::{
-    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, Toleration,
+    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Toleration,
 };
 use model::effect::{Kind, ObjectRef};
 
@@ -237,7 +238,7 @@ fn pod_node_target(pod: &Pod) -> Option<String> {
 
 /// Pins a daemon pod to `node` with a `metadata.name` term, and adds the daemon tolerations.
 fn pin_to_node(pod: &mut Pod, node: &str, tolerations: &[Toleration]) {
-    let spec = pod.spec.get_or_insert_with(Default::default);
+    let spec = pod.spec_mut();
     let term = NodeSelectorTerm {
         match_expressions: None,
         match_fields: Some(vec![NodeSelectorRequirement {

@@ -21,7 +21,7 @@ use crate::apiserver::store::claims_of;
 use crate::sim::Sim;
 
 /// One unit of work of a built-in controller.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum KubeTask {
     /// Scheduler: place this pending pod.
     Schedule(ObjectRef),
@@ -61,6 +61,8 @@ pub struct KubeState {
     pub daemonsets_by_selector_key: BTreeMap<String, BTreeSet<ObjectRef>>,
     /// DaemonSets without a nodeSelector (they want every node).
     pub daemonsets_everywhere: BTreeSet<ObjectRef>,
+    /// The selector keys each DaemonSet is filed under (the reverse of the index above).
+    pub daemonset_selector_keys: BTreeMap<ObjectRef, Vec<String>>,
     /// The last reason each pending pod was given, so the trace says it once.
     pub pending_reason: BTreeMap<ObjectRef, String>,
     /// Every node name, in order (the scheduler's scan list).
@@ -79,7 +81,7 @@ fn kubelet_cares(change: &Change) -> bool {
     else {
         return true;
     };
-    let node = |p: &k8s_openapi::api::core::v1::Pod| p.spec.as_ref().and_then(|s| s.node_name.clone());
+    let node = |p: &crate::apiserver::Pod| p.spec.as_ref().and_then(|s| s.node_name.clone());
     node(old) != node(new)
         || old.metadata.uid != new.metadata.uid
         || old.metadata.deletion_timestamp != new.metadata.deletion_timestamp
@@ -284,8 +286,13 @@ impl Sim {
 
     fn index_daemonset(&mut self, change: &Change) {
         let key = change.key.clone();
-        for set in self.kube.daemonsets_by_selector_key.values_mut() {
-            set.remove(&key);
+        for label in self.kube.daemonset_selector_keys.remove(&key).unwrap_or_default() {
+            if let Some(set) = self.kube.daemonsets_by_selector_key.get_mut(&label) {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.kube.daemonsets_by_selector_key.remove(&label);
+                }
+            }
         }
         self.kube.daemonsets_everywhere.remove(&key);
         let Some(ds) = change.new.as_ref().and_then(|o| o.as_daemonset()) else { return };
@@ -295,6 +302,7 @@ impl Sim {
                 for label in selector.keys() {
                     self.kube.daemonsets_by_selector_key.entry(label.clone()).or_default().insert(key.clone());
                 }
+                self.kube.daemonset_selector_keys.insert(key, selector.keys().cloned().collect());
             }
             None => {
                 self.kube.daemonsets_everywhere.insert(key);

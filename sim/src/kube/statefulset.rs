@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::apiserver::Pod;
 use k8s_openapi::api::apps::v1::StatefulSetStatus;
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use model::effect::{Kind, ObjectRef};
 
@@ -43,7 +44,7 @@ pub fn pod_from_template(
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
-        spec: template.spec.clone(),
+        spec: template.spec.clone().map(Arc::new),
         status: None,
     }
 }
@@ -126,7 +127,8 @@ impl Sim {
                         (REVISION_LABEL.to_string(), revision.clone()),
                     ]);
                     let mut pod = pod_from_template(&spec.template, &key.namespace, &name, owner.clone(), extra);
-                    if let Some(pod_spec) = pod.spec.as_mut() {
+                    if pod.spec.is_some() {
+                        let pod_spec = pod.spec_mut();
                         pod_spec.hostname = Some(name.clone());
                         pod_spec.subdomain = spec.service_name.clone().filter(|s| !s.is_empty());
                     }

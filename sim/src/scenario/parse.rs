@@ -25,8 +25,9 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::apiserver::Pod;
 use k8s_openapi::api::core::v1::{
-    Container, PersistentVolumeClaimVolumeSource, Pod, PodSpec, ResourceRequirements, Volume, VolumeMount,
+    Container, PersistentVolumeClaimVolumeSource, PodSpec, ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use model::effect::{Kind, ObjectRef};
@@ -406,7 +407,7 @@ impl PodStep {
                 namespace: Some(self.namespace.clone()),
                 ..Default::default()
             },
-            spec: Some(PodSpec {
+            spec: Some(Arc::new(PodSpec {
                 containers: vec![Container {
                     name: "app".to_string(),
                     image: Some("nginx".to_string()),
@@ -429,7 +430,7 @@ impl PodStep {
                 node_selector: (!self.node_selector.is_empty()).then(|| self.node_selector.clone()),
                 node_name: self.node.clone(),
                 ..Default::default()
-            }),
+            })),
             status: None,
         };
         Obj::Pod(Arc::new(pod))

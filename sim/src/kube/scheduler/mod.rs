@@ -11,8 +11,9 @@ mod score;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::apiserver::Pod;
 use k8s_openapi::api::core::v1::{
-    Node, NodeSelectorTerm, Pod, PodAffinityTerm, PodCondition, PreferredSchedulingTerm, Taint, Toleration,
+    Node, NodeSelectorTerm, PodAffinityTerm, PodCondition, PreferredSchedulingTerm, Taint, Toleration,
 };
 use model::effect::{Kind, ObjectRef};
 
@@ -163,7 +164,7 @@ impl Sim {
         self.kube.pending_reason.remove(key);
         let result = self.api.modify(key, None, |obj| {
             let Some(pod) = obj.pod_mut() else { return false };
-            pod.spec.get_or_insert_with(Default::default).node_name = Some(chosen.clone());
+            pod.spec_mut().node_name = Some(chosen.clone());
             let status = pod.status.get_or_insert_with(Default::default);
             set_condition(status.conditions.get_or_insert_with(Vec::new), "PodScheduled", "True", None, None);
             true

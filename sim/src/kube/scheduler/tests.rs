@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::apiserver::Pod;
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, NodeAffinity, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodAffinityTerm,
-    PodAntiAffinity, PodSpec, PreferredSchedulingTerm, WeightedPodAffinityTerm,
+    Affinity, Container, NodeAffinity, NodeSelectorRequirement, NodeSelectorTerm, PodAffinityTerm, PodAntiAffinity,
+    PodSpec, PreferredSchedulingTerm, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use model::effect::{Kind, ObjectRef};
@@ -38,11 +39,11 @@ fn pod(name: &str, labels: &[(&str, &str)], affinity: Option<Affinity>) -> Pod {
             labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
             ..Default::default()
         },
-        spec: Some(PodSpec {
+        spec: Some(Arc::new(PodSpec {
             containers: vec![Container { name: "main".to_string(), ..Default::default() }],
             affinity,
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     }
 }
