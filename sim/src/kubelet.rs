@@ -365,8 +365,21 @@ impl Sim {
 
     /// Stages and publishes every dataset volume of a pod, as far as it can now.
     fn setup_volumes(&mut self, node: &str, key: &ObjectRef) -> Setup {
-        let volumes = self.nodes[node].pods[key].volumes.clone();
-        for (index, volume) in volumes.iter().enumerate() {
+        // Taken out for the duration (stage and publish read the node's mounts, not the run).
+        let Some(mut volumes) =
+            self.nodes.get_mut(node).and_then(|n| n.pods.get_mut(key)).map(|run| std::mem::take(&mut run.volumes))
+        else {
+            return Setup::Ready;
+        };
+        let setup = self.setup_each(node, key, &mut volumes);
+        if let Some(run) = self.nodes.get_mut(node).and_then(|n| n.pods.get_mut(key)) {
+            run.volumes = volumes;
+        }
+        setup
+    }
+
+    fn setup_each(&mut self, node: &str, key: &ObjectRef, volumes: &mut [VolumeRun]) -> Setup {
+        for volume in volumes.iter_mut() {
             if volume.published {
                 continue;
             }
@@ -383,13 +396,10 @@ impl Sim {
             }
             match self.publish(node, key, volume) {
                 Ok(bind) => {
-                    if let Some(run) = self.nodes.get_mut(node).and_then(|n| n.pods.get_mut(key)) {
-                        run.volumes[index].published = true;
-                        if let Some(bind) = bind {
-                            let fluid_path = volume.context.get(ATTR_FLUID_PATH).cloned().unwrap_or_default();
-                            let record = PublishRecord { volume_id: volume.volume_id.clone(), fluid_path, bind };
-                            run.volumes[index].record = Some(record);
-                        }
+                    volume.published = true;
+                    if let Some(bind) = bind {
+                        let fluid_path = volume.context.get(ATTR_FLUID_PATH).cloned().unwrap_or_default();
+                        volume.record = Some(PublishRecord { volume_id: volume.volume_id.clone(), fluid_path, bind });
                     }
                 }
                 Err(note) => return Setup::Wait(note),

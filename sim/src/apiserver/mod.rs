@@ -259,8 +259,12 @@ impl ApiServer {
         labels: &BTreeMap<String, Option<String>>,
     ) -> Result<bool, ApiError> {
         self.modify(key, None, |obj| {
-            let current = obj.meta().labels.clone().unwrap_or_default();
-            let mut next = current.clone();
+            let current = obj.meta().labels.as_ref();
+            let unchanged = labels.iter().all(|(label, value)| current.and_then(|l| l.get(label)) == value.as_ref());
+            if unchanged {
+                return false;
+            }
+            let next = obj.meta_mut().labels.get_or_insert_with(BTreeMap::new);
             for (label, value) in labels {
                 match value {
                     Some(value) => {
@@ -271,10 +275,6 @@ impl ApiServer {
                     }
                 }
             }
-            if next == current {
-                return false;
-            }
-            obj.meta_mut().labels = Some(next);
             true
         })
     }

@@ -42,6 +42,15 @@ impl Pod {
         Arc::make_mut(self.spec.get_or_insert_with(Default::default))
     }
 
+    /// True when both versions have the same spec; versions that share it compare in O(1).
+    pub fn same_spec(&self, other: &Pod) -> bool {
+        match (&self.spec, &other.spec) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
     /// What the model reads of this pod.
     pub fn view(&self) -> PodView {
         PodView::from_parts(&self.metadata, self.spec.as_deref(), self.status.as_ref())
@@ -61,10 +70,12 @@ mod tests {
             Some(PodStatus { phase: Some("Running".into()), ..Default::default() });
         assert!(Arc::ptr_eq(first.spec.as_ref().unwrap(), status_write.spec.as_ref().unwrap()));
         assert_eq!(first.status, None, "the old version keeps its status");
+        assert!(first.same_spec(&status_write));
         let mut spec_write = status_write.clone();
         Arc::make_mut(&mut spec_write).spec_mut().node_name = Some("node-2".into());
         assert_eq!(status_write.spec.as_ref().unwrap().node_name.as_deref(), Some("node-1"));
         assert_eq!(spec_write.view().node_name.as_deref(), Some("node-2"));
+        assert!(!spec_write.same_spec(&status_write));
         assert_eq!(spec_write.to_kube().spec.unwrap().node_name.as_deref(), Some("node-2"));
     }
 }

@@ -177,8 +177,7 @@ impl Sim {
             let scheduled = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
             // A pending pod's own status write (the scheduler's "Unschedulable") is no reason to
             // try again; a new pod or a changed spec is.
-            let new_or_respecified =
-                change.old.as_ref().and_then(|o| o.as_pod()).is_none_or(|old| old.spec != pod.spec);
+            let new_or_respecified = change.old.as_ref().and_then(|o| o.as_pod()).is_none_or(|old| !old.same_spec(pod));
             if !scheduled && pod.metadata.deletion_timestamp.is_none() && new_or_respecified {
                 self.kick(KubeTask::Schedule(key.clone()));
             }

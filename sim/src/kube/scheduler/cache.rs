@@ -176,7 +176,7 @@ impl SchedulerCache {
             && let Some(slot) = self.pods[*id as usize].as_mut()
             && counted(pod).is_some_and(|node| node == self.nodes[slot.node as usize].name)
             && slot.pod.metadata.labels == pod.metadata.labels
-            && slot.pod.spec == pod.spec
+            && slot.pod.same_spec(pod)
         {
             slot.pod = pod.clone();
             return;
