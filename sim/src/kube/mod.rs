@@ -87,6 +87,17 @@ fn kubelet_cares(change: &Change) -> bool {
         || old.metadata.deletion_timestamp != new.metadata.deletion_timestamp
 }
 
+/// True when a change of a workload touched only its status: same generation (the apiserver
+/// bumps it on every spec change), and no deletion, finalizer or owner change.
+fn status_only(change: &Change) -> bool {
+    let (Some(old), Some(new)) = (&change.old, &change.new) else { return false };
+    let (old, new) = (old.meta(), new.meta());
+    old.generation == new.generation
+        && old.deletion_timestamp == new.deletion_timestamp
+        && old.finalizers == new.finalizers
+        && old.owner_references == new.owner_references
+}
+
 fn controller_owner(
     obj: &crate::apiserver::Obj,
 ) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
@@ -128,11 +139,13 @@ impl Sim {
         match key.kind {
             Kind::Pod => self.route_pod(change),
             Kind::Node => self.route_node(change),
-            Kind::StatefulSet => self.kick(KubeTask::StatefulSet(key)),
-            Kind::DaemonSet => {
+            // A workload's own status write changes nothing its controller acts on.
+            Kind::StatefulSet if !status_only(change) => self.kick(KubeTask::StatefulSet(key)),
+            Kind::DaemonSet if !status_only(change) => {
                 self.index_daemonset(change);
                 self.kick(KubeTask::DaemonSet(key));
             }
+            Kind::StatefulSet | Kind::DaemonSet => {}
             Kind::PersistentVolume => {
                 for obj in change.old.iter().chain(change.new.iter()) {
                     let claim = obj.as_pv().and_then(|pv| pv.spec.as_ref()?.claim_ref.clone());

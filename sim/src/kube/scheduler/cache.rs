@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::apiserver::Pod;
+use rustc_hash::FxHashMap;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use model::effect::ObjectRef;
@@ -105,15 +106,15 @@ struct PodSlot {
 #[derive(Debug, Clone, Default)]
 pub struct SchedulerCache {
     nodes: Vec<NodeSlot>,
-    node_ids: BTreeMap<String, NodeId>,
+    node_ids: FxHashMap<String, NodeId>,
     /// `(load, tie-break, id)` of every existing node: the first feasible is the least loaded.
     by_load: BTreeSet<(u64, u64, NodeId)>,
     node_count: usize,
     pods: Vec<Option<PodSlot>>,
-    pod_ids: BTreeMap<ObjectRef, PodId>,
+    pod_ids: FxHashMap<ObjectRef, PodId>,
     free_pod_ids: Vec<PodId>,
-    /// Bound pods by `(label key, value)`, to find the pods a selector names without a scan.
-    pods_by_label: BTreeMap<(String, String), BTreeSet<PodId>>,
+    /// Bound pods by label key, then value, to find the pods a selector names without a scan.
+    pods_by_label: FxHashMap<String, BTreeMap<String, BTreeSet<PodId>>>,
     /// Mixed into the tie-break so that another seed spreads pods differently.
     seed: u64,
 }
@@ -204,7 +205,7 @@ impl SchedulerCache {
         }
         usage.pods.insert(id);
         for (label, value) in pod.metadata.labels.iter().flatten() {
-            self.pods_by_label.entry((label.clone(), value.clone())).or_default().insert(id);
+            self.pods_by_label.entry(label.clone()).or_default().entry(value.clone()).or_default().insert(id);
         }
         self.pods[id as usize] = Some(PodSlot { node, pod: pod.clone() });
         self.pod_ids.insert(key.clone(), id);
@@ -221,12 +222,15 @@ impl SchedulerCache {
         usage.pods.remove(&id);
         usage.repelling.remove(&id);
         for (label, value) in pod.metadata.labels.iter().flatten() {
-            let index_key = (label.clone(), value.clone());
-            if let Some(set) = self.pods_by_label.get_mut(&index_key) {
+            let Some(values) = self.pods_by_label.get_mut(label) else { continue };
+            if let Some(set) = values.get_mut(value) {
                 set.remove(&id);
                 if set.is_empty() {
-                    self.pods_by_label.remove(&index_key);
+                    values.remove(value);
                 }
+            }
+            if values.is_empty() {
+                self.pods_by_label.remove(label);
             }
         }
         self.free_pod_ids.push(id);
@@ -339,7 +343,7 @@ impl SchedulerCache {
                 best = Some((size, lists));
             }
         };
-        let posting = |key: &str, value: &str| self.pods_by_label.get(&(key.to_string(), value.to_string()));
+        let posting = |key: &str, value: &str| self.pods_by_label.get(key)?.get(value);
         for (key, value) in selector.match_labels.iter().flatten() {
             consider(posting(key, value).into_iter().collect());
         }
@@ -348,13 +352,9 @@ impl SchedulerCache {
                 "In" => {
                     consider(requirement.values.iter().flatten().filter_map(|v| posting(&requirement.key, v)).collect())
                 }
-                "Exists" => consider(
-                    self.pods_by_label
-                        .range((requirement.key.clone(), String::new())..)
-                        .take_while(|((k, _), _)| *k == requirement.key)
-                        .map(|(_, set)| set)
-                        .collect(),
-                ),
+                "Exists" => {
+                    consider(self.pods_by_label.get(&requirement.key).into_iter().flat_map(BTreeMap::values).collect())
+                }
                 _ => {}
             }
         }
