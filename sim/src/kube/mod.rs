@@ -87,6 +87,21 @@ fn kubelet_cares(change: &Change) -> bool {
         || old.metadata.deletion_timestamp != new.metadata.deletion_timestamp
 }
 
+/// True when a pod change matters to pvc-protection: the pod came or went, its claims changed,
+/// it started terminating or it completed.
+fn pvc_protection_cares(
+    old: Option<&std::sync::Arc<crate::apiserver::Pod>>,
+    new: Option<&std::sync::Arc<crate::apiserver::Pod>>,
+) -> bool {
+    let (Some(old), Some(new)) = (old, new) else { return true };
+    let completed = |pod: &crate::apiserver::Pod| {
+        matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+    };
+    !old.same_spec(new)
+        || old.metadata.deletion_timestamp != new.metadata.deletion_timestamp
+        || completed(old) != completed(new)
+}
+
 /// True when a change of a workload touched only its status: same generation (the apiserver
 /// bumps it on every spec change), and no deletion, finalizer or owner change.
 fn status_only(change: &Change) -> bool {
@@ -197,41 +212,51 @@ impl Sim {
             let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
             freed_capacity |= matches!(phase, Some("Succeeded" | "Failed"));
         }
-        let mut owners = BTreeSet::new();
-        let mut nodes = BTreeSet::new();
-        let mut claims = BTreeSet::new();
-        for obj in change.old.iter().chain(change.new.iter()) {
-            if let Some(owner) = controller_owner(obj) {
-                owners.insert((owner.kind.clone(), owner.name.clone()));
+        // Old and new name the same owner, node and claims but for a binding, a re-parenting or a
+        // replacement: kick each once.
+        let (old, new) = (change.old.as_ref(), change.new.as_ref());
+        let mut owners: Vec<(&str, &str)> = Vec::with_capacity(2);
+        for owner in old.into_iter().chain(new).filter_map(controller_owner) {
+            let owner = (owner.kind.as_str(), owner.name.as_str());
+            if !owners.contains(&owner) {
+                owners.push(owner);
             }
-            let Some(pod) = obj.as_pod() else { continue };
-            if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
-                nodes.insert(node);
-            }
-            claims.extend(claims_of(pod));
         }
-        for (kind, name) in owners {
-            match kind.as_str() {
+        let owners: Vec<KubeTask> = owners
+            .into_iter()
+            .filter_map(|(kind, name)| match kind {
                 "StatefulSet" => {
-                    self.kick(KubeTask::StatefulSet(ObjectRef::namespaced(Kind::StatefulSet, &key.namespace, &name)))
+                    Some(KubeTask::StatefulSet(ObjectRef::namespaced(Kind::StatefulSet, &key.namespace, name)))
                 }
-                "DaemonSet" => {
-                    self.kick(KubeTask::DaemonSet(ObjectRef::namespaced(Kind::DaemonSet, &key.namespace, &name)))
-                }
-                _ => {}
-            }
+                "DaemonSet" => Some(KubeTask::DaemonSet(ObjectRef::namespaced(Kind::DaemonSet, &key.namespace, name))),
+                _ => None,
+            })
+            .collect();
+        for task in owners {
+            self.kick(task);
         }
+        let (old_pod, new_pod) = (old.and_then(|o| o.as_pod()), new.and_then(|o| o.as_pod()));
         if kubelet_cares(change) {
-            for node in nodes {
-                self.kick(KubeTask::Kubelet { node, pod: key.clone() });
+            let node_of = |pod: Option<&std::sync::Arc<crate::apiserver::Pod>>| {
+                pod.and_then(|p| p.spec.as_ref()?.node_name.clone())
+            };
+            let (old_node, new_node) = (node_of(old_pod), node_of(new_pod));
+            for node in old_node.iter().chain(new_node.iter().filter(|n| Some(*n) != old_node.as_ref())) {
+                self.kick(KubeTask::Kubelet { node: node.clone(), pod: key.clone() });
             }
         }
-        for claim in claims {
-            self.kick(KubeTask::PvcProtection(ObjectRef::namespaced(
-                Kind::PersistentVolumeClaim,
-                &key.namespace,
-                &claim,
-            )));
+        // pvc-protection cares whether a pod uses a claim and may still run: not status writes.
+        if pvc_protection_cares(old_pod, new_pod) {
+            let mut claims: Vec<String> = old_pod.into_iter().chain(new_pod).flat_map(|p| claims_of(p)).collect();
+            claims.sort();
+            claims.dedup();
+            for claim in claims {
+                self.kick(KubeTask::PvcProtection(ObjectRef::namespaced(
+                    Kind::PersistentVolumeClaim,
+                    &key.namespace,
+                    &claim,
+                )));
+            }
         }
         if freed_capacity {
             self.retry_unschedulable();

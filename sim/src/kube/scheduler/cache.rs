@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::apiserver::Pod;
-use rustc_hash::FxHashMap;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use model::effect::ObjectRef;
+use rustc_hash::FxHashMap;
 
 use super::{HOSTNAME, Requests, cpu_millis, memory_bytes, node_ready, pod_requests};
 use crate::apiserver::selector::matches_label_selector;
