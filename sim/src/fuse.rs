@@ -2,12 +2,12 @@
 //! their mount looks like. The kubelet starts them like any pod; once running they mount the
 //! dataset at its `fluid_path` after `fuse_mount_ms`, and a crash leaves that mount broken.
 
-use crate::apiserver::Pod;
 use model::effect::Kind;
 use model::engine::juicefs::{JuiceFsEngine, RUNTIME_TYPE};
 use model::engine::{Engine, EngineInput};
 use model::labels::{DatasetKeys, ROLE, WorkloadNames};
 
+use crate::apiserver::Pod;
 use crate::sim::Sim;
 
 /// True for pods of a runtime's FUSE DaemonSet (role `juicefs-fuse`).

@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::apiserver::Pod;
 use model::effect::{Kind, ObjectRef};
 use model::node::{
     AccessMode, Capability, MountPlan, PathState, PublishRecord, PublishRequest, PublishStep, RecoverStep, StageRecord,
@@ -21,6 +20,7 @@ use model::node::{
 };
 use model::volume::{ATTR_FLUID_PATH, CSI_DRIVER};
 
+use crate::apiserver::Pod;
 use crate::fuse::{is_fuse_pod, is_worker_pod};
 use crate::kube::KubeTask;
 use crate::kube::scheduler::set_condition;

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::apiserver::Pod;
 use k8s_openapi::api::apps::v1::DaemonSetStatus;
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Toleration,
@@ -15,8 +14,8 @@ use model::effect::{Kind, ObjectRef};
 
 use super::scheduler::tolerates;
 use super::statefulset::{REVISION_LABEL, controller_reference, pod_from_template, pod_state};
-use crate::apiserver::Obj;
 use crate::apiserver::selector::matches_node_term;
+use crate::apiserver::{Obj, Pod};
 use crate::sim::Sim;
 use crate::trace;
 

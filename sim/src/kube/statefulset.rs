@@ -5,13 +5,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::apiserver::Pod;
 use k8s_openapi::api::apps::v1::StatefulSetStatus;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use model::effect::{Kind, ObjectRef};
 
-use crate::apiserver::Obj;
+use crate::apiserver::{Obj, Pod};
 use crate::sim::Sim;
 use crate::trace;
 

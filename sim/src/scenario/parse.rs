@@ -25,7 +25,6 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::apiserver::Pod;
 use k8s_openapi::api::core::v1::{
     Container, PersistentVolumeClaimVolumeSource, PodSpec, ResourceRequirements, Volume, VolumeMount,
 };
@@ -35,8 +34,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use super::expect::Expectation;
-use crate::apiserver::Obj;
 use crate::apiserver::object::{kind_names, parse_kind};
+use crate::apiserver::{Obj, Pod};
 use crate::error::Error;
 
 /// A parsed scenario.

@@ -7,13 +7,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::apiserver::Pod;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use model::effect::ObjectRef;
 use rustc_hash::FxHashMap;
 
 use super::{HOSTNAME, Requests, cpu_millis, memory_bytes, node_ready, pod_requests};
+use crate::apiserver::Pod;
 use crate::apiserver::selector::matches_label_selector;
 
 /// A node's id in the cache.

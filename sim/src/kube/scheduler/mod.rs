@@ -11,7 +11,6 @@ mod score;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::apiserver::Pod;
 use k8s_openapi::api::core::v1::{
     Node, NodeSelectorTerm, PodAffinityTerm, PodCondition, PreferredSchedulingTerm, Taint, Toleration,
 };
@@ -19,6 +18,7 @@ use model::effect::{Kind, ObjectRef};
 
 use self::cache::NodeId;
 use self::score::{DomainCounts, term_covers};
+use crate::apiserver::Pod;
 use crate::apiserver::store::claims_of;
 use crate::sim::Sim;
 use crate::trace;

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::apiserver::Pod;
 use k8s_openapi::api::core::v1::{
     Affinity, Container, NodeAffinity, NodeSelectorRequirement, NodeSelectorTerm, PodAffinityTerm, PodAntiAffinity,
     PodSpec, PreferredSchedulingTerm, WeightedPodAffinityTerm,
@@ -13,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use model::effect::{Kind, ObjectRef};
 
 use super::HOSTNAME;
-use crate::apiserver::Obj;
+use crate::apiserver::{Obj, Pod};
 use crate::scenario::parse::Capacity;
 use crate::scenario::steps::make_node;
 use crate::sim::{Sim, SimConfig};
