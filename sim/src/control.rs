@@ -159,6 +159,11 @@ impl<T: Hash + Eq + Clone> DelayQueue<T> {
         self.due.is_empty()
     }
 
+    /// True when `item` is queued.
+    pub fn is_queued(&self, item: &T) -> bool {
+        self.due.contains_key(item)
+    }
+
     /// Number of queued items.
     pub fn len(&self) -> usize {
         self.due.len()

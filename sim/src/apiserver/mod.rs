@@ -8,7 +8,8 @@
 //! * apply is server-side apply of a whole object: spec fields are merged in (fields others set,
 //!   like a PV's `claimRef.uid`, survive), labels, annotations and ownerReferences are merged by
 //!   key, status and finalizers are kept; an apply that changes nothing bumps nothing;
-//! * status is a subresource: a status write never changes spec or generation;
+//! * status is a subresource: a status write never changes spec or generation; a spec write
+//!   bumps the generation of workloads and custom resources, whoever makes it;
 //! * every change is recorded as a [`Change`] for the watch fan-out.
 
 pub mod object;
@@ -18,7 +19,7 @@ pub mod store;
 
 use std::collections::BTreeMap;
 
-use model::effect::ObjectRef;
+use model::effect::{Kind, ObjectRef};
 use model::time::Millis;
 
 pub use object::Obj;
@@ -207,9 +208,18 @@ impl ApiServer {
                 return Err(ApiError::Conflict { object: key.clone(), expected: expected.to_string(), actual });
             }
         }
+        let before = current.clone();
         let mut obj = current.clone();
         if !change(&mut obj) {
             return Ok(false);
+        }
+        // As the real apiserver: a spec change of a workload or custom resource bumps the
+        // generation, whoever wrote it (controllers tell status-only writes by it).
+        let tracks_generation =
+            matches!(key.kind, Kind::Dataset | Kind::JuiceFSRuntime | Kind::StatefulSet | Kind::DaemonSet);
+        if tracks_generation && !obj.same_spec(&before) {
+            let generation = before.meta().generation.unwrap_or(1) + 1;
+            obj.meta_mut().generation = Some(generation);
         }
         let finished = obj.is_deleting() && obj.finalizers().is_empty() && key.kind != model::effect::Kind::Pod;
         if finished {
@@ -347,5 +357,26 @@ mod tests {
         let (_, changed) = api.apply(pvc("a"), Millis(1)).unwrap();
         assert!(!changed);
         assert_eq!(api.resource_version(), rv);
+    }
+
+    #[test]
+    fn the_store_lists_in_key_order_whatever_the_order_of_writes() {
+        let mut api = ApiServer::default();
+        for name in ["c", "a", "d", "b"] {
+            api.create(pvc(name), Millis(0)).unwrap();
+        }
+        api.remove(&pvc("d").object_ref());
+        api.modify(&pvc("a").object_ref(), None, |o| {
+            o.meta_mut().labels = Some([("k".to_string(), "v".to_string())].into());
+            true
+        })
+        .unwrap();
+        let names: Vec<String> =
+            api.store.list(Kind::PersistentVolumeClaim).filter_map(|o| o.meta().name.clone()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(api.store.count(Kind::PersistentVolumeClaim), 3);
+        let keys: Vec<String> = api.store.iter().map(|(key, _)| key.name).collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+        assert!(api.store.get(&pvc("d").object_ref()).is_none());
     }
 }

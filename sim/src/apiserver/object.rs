@@ -189,6 +189,21 @@ impl Obj {
         }
     }
 
+    /// True when both versions have the same spec (a pod's shared spec compares in O(1)).
+    pub fn same_spec(&self, other: &Obj) -> bool {
+        match (self, other) {
+            (Obj::Dataset(a), Obj::Dataset(b)) => a.spec == b.spec,
+            (Obj::Runtime(a), Obj::Runtime(b)) => a.spec == b.spec,
+            (Obj::StatefulSet(a), Obj::StatefulSet(b)) => a.spec == b.spec,
+            (Obj::DaemonSet(a), Obj::DaemonSet(b)) => a.spec == b.spec,
+            (Obj::PersistentVolume(a), Obj::PersistentVolume(b)) => a.spec == b.spec,
+            (Obj::PersistentVolumeClaim(a), Obj::PersistentVolumeClaim(b)) => a.spec == b.spec,
+            (Obj::Node(a), Obj::Node(b)) => a.spec == b.spec,
+            (Obj::Pod(a), Obj::Pod(b)) => a.same_spec(b),
+            _ => false,
+        }
+    }
+
     /// The pod, if this is one.
     pub fn as_pod(&self) -> Option<&Arc<Pod>> {
         if let Obj::Pod(pod) = self { Some(pod) } else { None }

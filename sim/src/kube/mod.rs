@@ -380,3 +380,6 @@ impl Sim {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+//! Watch routing to the built-in controllers: which changes queue which task, and which do not.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use model::effect::{Kind, ObjectRef};
+
+use super::KubeTask;
+use crate::apiserver::Obj;
+use crate::scenario::parse::{Capacity, PodStep};
+use crate::scenario::steps::make_node;
+use crate::sim::{Sim, SimConfig};
+
+fn cluster(nodes: &[&str]) -> Sim {
+    let mut sim = Sim::new(SimConfig { trace: false, ..SimConfig::default() });
+    for name in nodes {
+        sim.add_node_sim(name);
+        let now = sim.clock.wall();
+        sim.api.create(make_node(name, &BTreeMap::new(), &Capacity::default(), Vec::new()), now).expect("node");
+    }
+    sim.settle();
+    sim
+}
+
+/// A DaemonSet with this nodeSelector.
+fn daemonset(selector: serde_json::Value, image: &str) -> Obj {
+    let manifest = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "fuse", "namespace": "default"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "fuse"}},
+            "template": {
+                "metadata": {"labels": {"app": "fuse"}},
+                "spec": {"nodeSelector": selector, "containers": [{"name": "fuse", "image": image}]}
+            }
+        }
+    });
+    Obj::from_manifest(manifest).expect("daemonset")
+}
+
+fn ds_key() -> ObjectRef {
+    ObjectRef::namespaced(Kind::DaemonSet, "default", "fuse")
+}
+
+/// Runs every queued task (and what they queue) until none is left.
+fn drain(sim: &mut Sim) {
+    while !sim.kube_queue.is_empty() {
+        let Some(at_ms) = sim.clock.next_at_ms() else { break };
+        sim.run_until(at_ms);
+    }
+}
+
+fn label_node(sim: &mut Sim, node: &str, key: &str) {
+    let labels = BTreeMap::from([(key.to_string(), Some("true".to_string()))]);
+    sim.api.patch_labels(&ObjectRef::cluster(Kind::Node, node), &labels).expect("label");
+    sim.settle();
+}
+
+#[test]
+fn a_workloads_status_write_does_not_requeue_it_but_a_spec_change_does() {
+    let mut sim = cluster(&["node-a"]);
+    let now = sim.clock.wall();
+    sim.api.apply(daemonset(serde_json::json!({"fuse-a": "true"}), "juicefs:1"), now).expect("create");
+    sim.settle();
+    assert!(sim.kube_queue.is_queued(&KubeTask::DaemonSet(ds_key())), "a new DaemonSet is synced");
+    drain(&mut sim);
+
+    let _ = sim.api.modify(&ds_key(), None, |obj| {
+        let ds = obj.daemonset_mut().expect("a DaemonSet");
+        ds.status.get_or_insert_with(Default::default).number_ready = 7;
+        true
+    });
+    sim.settle();
+    assert!(!sim.kube_queue.is_queued(&KubeTask::DaemonSet(ds_key())), "its own status write is no reason to sync");
+
+    let now = sim.clock.wall();
+    let (_, changed) =
+        sim.api.apply(daemonset(serde_json::json!({"fuse-a": "true"}), "juicefs:2"), now).expect("update");
+    sim.settle();
+    assert!(changed);
+    assert!(sim.kube_queue.is_queued(&KubeTask::DaemonSet(ds_key())), "a template change is");
+}
+
+#[test]
+fn a_daemonset_is_refiled_when_its_selector_key_changes() {
+    let mut sim = cluster(&["node-a", "node-b"]);
+    let now = sim.clock.wall();
+    sim.api.apply(daemonset(serde_json::json!({"fuse-a": "true"}), "juicefs:1"), now).expect("create");
+    sim.settle();
+    drain(&mut sim);
+    label_node(&mut sim, "node-a", "fuse-a");
+    assert!(sim.kube_queue.is_queued(&KubeTask::DaemonSet(ds_key())), "a node gained the selector's label");
+    drain(&mut sim);
+
+    // A spec write outside apply (which merges maps) replaces the selector; the apiserver bumps
+    // the generation, so the controller sees a spec change.
+    let _ = sim.api.modify(&ds_key(), None, |obj| {
+        let ds = obj.daemonset_mut().expect("a DaemonSet");
+        let template = ds.spec.as_mut().and_then(|s| s.template.spec.as_mut()).expect("a template");
+        template.node_selector = Some(BTreeMap::from([("fuse-b".to_string(), "true".to_string())]));
+        true
+    });
+    sim.settle();
+    assert_eq!(sim.get(&ds_key()).and_then(|o| o.meta().generation), Some(2));
+    drain(&mut sim);
+    label_node(&mut sim, "node-b", "fuse-a");
+    assert!(!sim.kube_queue.is_queued(&KubeTask::DaemonSet(ds_key())), "the old key no longer concerns it");
+    label_node(&mut sim, "node-b", "fuse-b");
+    assert!(sim.kube_queue.is_queued(&KubeTask::DaemonSet(ds_key())), "the new key does");
+}
+
+#[test]
+fn pvc_protection_follows_pods_coming_completing_and_going_but_not_status_writes() {
+    let mut sim = cluster(&["node-a"]);
+    let claim = ObjectRef::namespaced(Kind::PersistentVolumeClaim, "default", "data");
+    let protection = KubeTask::PvcProtection(claim);
+    let step = PodStep {
+        name: "app".to_string(),
+        namespace: "default".to_string(),
+        claim: "data".to_string(),
+        node_selector: BTreeMap::new(),
+        node: Some("node-a".to_string()),
+        read_only: false,
+    };
+    let pod_key = ObjectRef::namespaced(Kind::Pod, "default", "app");
+    let now = sim.clock.wall();
+    sim.api.create(step.to_pod(), now).expect("pod");
+    sim.settle();
+    assert!(sim.kube_queue.is_queued(&protection), "a new user of the claim");
+    sim.kube_queue.clear();
+
+    let set_phase = |sim: &mut Sim, phase: &str| {
+        let _ = sim.api.modify(&pod_key, None, |obj| {
+            let pod = Arc::make_mut(match obj {
+                Obj::Pod(pod) => pod,
+                _ => unreachable!("a pod"),
+            });
+            pod.status.get_or_insert_with(Default::default).phase = Some(phase.to_string());
+            true
+        });
+        sim.settle();
+    };
+    set_phase(&mut sim, "Running");
+    assert!(!sim.kube_queue.is_queued(&protection), "a status write of a running user");
+    set_phase(&mut sim, "Succeeded");
+    assert!(sim.kube_queue.is_queued(&protection), "the user completed");
+    sim.kube_queue.clear();
+
+    sim.api.remove(&pod_key);
+    sim.settle();
+    assert!(sim.kube_queue.is_queued(&protection), "the user is gone");
+}
