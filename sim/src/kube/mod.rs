@@ -13,11 +13,12 @@ pub mod scheduler;
 pub mod statefulset;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use model::effect::{Kind, ObjectRef};
 
-use crate::apiserver::Change;
 use crate::apiserver::store::claims_of;
+use crate::apiserver::{Change, Pod};
 use crate::sim::Sim;
 
 /// One unit of work of a built-in controller.
@@ -81,7 +82,7 @@ fn kubelet_cares(change: &Change) -> bool {
     else {
         return true;
     };
-    let node = |p: &crate::apiserver::Pod| p.spec.as_ref().and_then(|s| s.node_name.clone());
+    let node = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.clone());
     node(old) != node(new)
         || old.metadata.uid != new.metadata.uid
         || old.metadata.deletion_timestamp != new.metadata.deletion_timestamp
@@ -89,14 +90,10 @@ fn kubelet_cares(change: &Change) -> bool {
 
 /// True when a pod change matters to pvc-protection: the pod came or went, its claims changed,
 /// it started terminating or it completed.
-fn pvc_protection_cares(
-    old: Option<&std::sync::Arc<crate::apiserver::Pod>>,
-    new: Option<&std::sync::Arc<crate::apiserver::Pod>>,
-) -> bool {
+fn pvc_protection_cares(old: Option<&Arc<Pod>>, new: Option<&Arc<Pod>>) -> bool {
     let (Some(old), Some(new)) = (old, new) else { return true };
-    let completed = |pod: &crate::apiserver::Pod| {
-        matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
-    };
+    let completed =
+        |pod: &Pod| matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
     !old.same_spec(new)
         || old.metadata.deletion_timestamp != new.metadata.deletion_timestamp
         || completed(old) != completed(new)
@@ -237,9 +234,7 @@ impl Sim {
         }
         let (old_pod, new_pod) = (old.and_then(|o| o.as_pod()), new.and_then(|o| o.as_pod()));
         if kubelet_cares(change) {
-            let node_of = |pod: Option<&std::sync::Arc<crate::apiserver::Pod>>| {
-                pod.and_then(|p| p.spec.as_ref()?.node_name.clone())
-            };
+            let node_of = |pod: Option<&Arc<Pod>>| pod.and_then(|p| p.spec.as_ref()?.node_name.clone());
             let (old_node, new_node) = (node_of(old_pod), node_of(new_pod));
             for node in old_node.iter().chain(new_node.iter().filter(|n| Some(*n) != old_node.as_ref())) {
                 self.kick(KubeTask::Kubelet { node: node.clone(), pod: key.clone() });
@@ -273,7 +268,7 @@ impl Sim {
 
     fn route_node(&mut self, change: &Change) {
         self.kube.scheduler.observe_node(&change.key.name, change.new.as_ref().and_then(|o| o.as_node()));
-        let names = std::sync::Arc::make_mut(&mut self.kube.node_names);
+        let names = Arc::make_mut(&mut self.kube.node_names);
         match (change.old.is_some(), change.new.is_some()) {
             (false, true) => {
                 if let Err(at) = names.binary_search(&change.key.name) {
