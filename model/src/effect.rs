@@ -206,6 +206,11 @@ pub enum Effect {
 }
 
 impl Effect {
+    /// A Warning event about `regarding`.
+    pub fn warning(regarding: ObjectRef, reason: &str, message: String) -> Self {
+        Effect::Event { regarding, type_: EventType::Warning, reason: reason.to_string(), message }
+    }
+
     /// The object this effect touches.
     pub fn target(&self) -> ObjectRef {
         match self {

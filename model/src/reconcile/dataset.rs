@@ -6,7 +6,7 @@ use super::Config;
 use super::conditions::{self, Wanted};
 use super::node_labels::{self, CacheLabels};
 use crate::api::{Dataset, DatasetPhase, DatasetStatus};
-use crate::effect::{Decision, Effect, EventType, Kind, ObjectRef, Requeue, Status};
+use crate::effect::{Decision, Effect, Kind, ObjectRef, Requeue, Status};
 use crate::labels::{self, DatasetKeys};
 use crate::observed::{Observed, PodView};
 use crate::time::Millis;
@@ -92,12 +92,7 @@ fn deletion<R>(observed: &Observed<R>, dataset: &Dataset, target: ObjectRef, con
     push_status(&mut effects, target.clone(), dataset, &observed_status, status);
     // One event per change of the blocking set, not one per retry.
     if changed {
-        effects.push(Effect::Event {
-            regarding: target,
-            type_: EventType::Warning,
-            reason: "DatasetDeletionBlocked".to_string(),
-            message,
-        });
+        effects.push(Effect::warning(target, "DatasetDeletionBlocked", message));
     }
     Decision::new(effects, Requeue::AfterMs(config.retry_ms))
 }

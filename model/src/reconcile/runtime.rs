@@ -61,12 +61,7 @@ pub fn reconcile_runtime<E: Engine>(
         }
         let message =
             format!("no dataset {}/{} can be bound to the runtime; create it", observed.namespace, observed.name);
-        let event = Effect::Event {
-            regarding: target,
-            type_: EventType::Warning,
-            reason: "NoDatasetToBind".to_string(),
-            message,
-        };
+        let event = Effect::warning(target, "NoDatasetToBind", message);
         return Decision::new(vec![event], Requeue::AfterMs(config.retry_ms));
     };
     let dataset_uid = dataset.metadata.uid.as_deref().unwrap_or_default();
@@ -83,12 +78,7 @@ pub fn reconcile_runtime<E: Engine>(
             "the runtime belongs to an earlier dataset {}/{} (uid {}), which is gone; garbage collection deletes it: create the runtime again afterwards",
             observed.namespace, previous.name, previous.uid
         );
-        let event = Effect::Event {
-            regarding: target,
-            type_: EventType::Warning,
-            reason: "RuntimeOfDeletedDataset".to_string(),
-            message,
-        };
+        let event = Effect::warning(target, "RuntimeOfDeletedDataset", message);
         return Decision::new(vec![event], Requeue::AfterMs(config.retry_ms));
     }
     if let Some(other) = bound_elsewhere(dataset, engine.runtime_type()) {
@@ -96,12 +86,7 @@ pub fn reconcile_runtime<E: Engine>(
             "dataset {}/{} is already bound to {} runtime {}; delete that runtime first",
             observed.namespace, observed.name, other.type_, other.name
         );
-        let event = Effect::Event {
-            regarding: target,
-            type_: EventType::Warning,
-            reason: "DatasetAlreadyBound".to_string(),
-            message,
-        };
+        let event = Effect::warning(target, "DatasetAlreadyBound", message);
         return Decision::new(vec![event], Requeue::AfterMs(config.retry_ms));
     }
     let keys = match DatasetKeys::new(&observed.namespace, &observed.name, dataset.metadata.uid.as_deref()) {
@@ -294,7 +279,7 @@ fn refuse<R>(
             return Decision::new(effects, requeue);
         }
     }
-    effects.push(Effect::Event { regarding: target, type_: EventType::Warning, reason: reason.to_string(), message });
+    effects.push(Effect::warning(target, reason, message));
     Decision::new(effects, requeue)
 }
 
@@ -402,12 +387,7 @@ fn setup<E: Engine>(
         stamp_hash(&mut workers.metadata, &workers_hash);
         if observed_workers.is_none() {
             for warning in engine.spec_warnings(input) {
-                effects.push(Effect::Event {
-                    regarding: target.clone(),
-                    type_: EventType::Warning,
-                    reason: "RuntimeSpecWarning".to_string(),
-                    message: warning,
-                });
+                effects.push(Effect::warning(target.clone(), "RuntimeSpecWarning", warning));
             }
         }
         if let Some(from) = scaled_from {
@@ -645,12 +625,7 @@ fn teardown<E: Engine>(
                 observed.namespace,
                 observed.name
             );
-            effects.push(Effect::Event {
-                regarding: target,
-                type_: EventType::Warning,
-                reason: "RuntimeDeletionWaiting".to_string(),
-                message,
-            });
+            effects.push(Effect::warning(target, "RuntimeDeletionWaiting", message));
         }
         return Decision::new(effects, Requeue::AfterMs(config.retry_ms));
     }
