@@ -1,5 +1,7 @@
 //! Observing mounts: a `/proc/self/mountinfo` parser and the classification of one path.
 
+use super::request::is_within;
+
 /// One line of `/proc/<pid>/mountinfo` (see `proc(5)`), with octal escapes decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
@@ -120,7 +122,7 @@ pub fn count_volume_bind_mounts(mounts: &[MountEntry], volume_id: &str, fluid_pa
     let kubelet_target = format!("/volumes/kubernetes.io~csi/{volume_id}/mount");
     let fuse = mounts.iter().rev().find(|entry| trim_end(&entry.mount_point) == fluid_path);
     let shares_fuse = |entry: &MountEntry| {
-        fuse.is_some_and(|fuse| entry.major_minor == fuse.major_minor && entry.root.starts_with(&fuse.root))
+        fuse.is_some_and(|fuse| entry.major_minor == fuse.major_minor && is_within(&entry.root, &fuse.root))
     };
     mounts
         .iter()

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::mountinfo::PathState;
 use super::plan::MountPlan;
-use super::request::{Refusal, check_path_field, check_required};
+use super::request::{Refusal, check_path_field, check_required, is_within};
 
 /// A publish the plugin remembers until `NodeUnpublishVolume`, so that it can repair the bind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,7 +76,7 @@ pub fn check_record(record: &PublishRecord) -> Result<(), Refusal> {
     check_path_field(&record.fluid_path, "fluid_path")?;
     check_path_field(&record.bind.source, "bind.source")?;
     check_path_field(&record.bind.target, "bind.target")?;
-    if !record.bind.source.starts_with(record.fluid_path.trim_end_matches('/')) {
+    if !is_within(&record.bind.source, &record.fluid_path) {
         return Err(Refusal::invalid("bind.source", format!("{:?} is not under fluid_path", record.bind.source)));
     }
     Ok(())
@@ -151,6 +151,12 @@ mod tests {
         let mut elsewhere = record();
         elsewhere.bind.source = "/etc".into();
         assert_eq!(field_of(elsewhere), "bind.source");
+        let mut sibling = record();
+        sibling.bind.source = format!("{}-other/sub", record().fluid_path);
+        assert_eq!(field_of(sibling), "bind.source", "a sibling sharing the name's prefix is not under it");
+        let mut sub_path = record();
+        sub_path.bind.source = format!("{}/sub", record().fluid_path);
+        assert!(plan_recover(&sub_path, MOUNTED, PathState::Broken).is_ok(), "a sub path is");
         let mut anonymous = record();
         anonymous.volume_id = " ".into();
         assert_eq!(field_of(anonymous), "volume_id");

@@ -346,6 +346,15 @@ pub(crate) fn check_absolute(path: &str, field: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// True when `path` is `dir` or below it, comparing whole components ("/a/bc" is not under "/a/b").
+pub(crate) fn is_within(path: &str, dir: &str) -> bool {
+    let dir = dir.trim_end_matches('/');
+    match path.strip_prefix(dir) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || dir.is_empty(),
+        None => false,
+    }
+}
+
 /// Checks a required absolute path field.
 pub(crate) fn check_path_field(path: &str, field: &str) -> Result<(), Refusal> {
     check_required(path, field)?;

@@ -329,6 +329,34 @@ fn bind_mounts_of_a_volume_are_counted_by_device_and_kubelet_path() {
     assert_eq!(count_volume_bind_mounts(&mounts, "other", "/mnt/nothing"), 0);
 }
 
+#[test]
+fn a_path_is_within_a_directory_by_whole_components() {
+    use super::request::is_within;
+    assert!(is_within("/a/b", "/a/b") && is_within("/a/b/c", "/a/b") && is_within("/a/b/c", "/a/b/"));
+    assert!(is_within("/anything", "/") && is_within("/", "/"));
+    assert!(!is_within("/a/bc", "/a/b") && !is_within("/a", "/a/b"));
+}
+
+#[test]
+fn a_mount_of_a_sibling_directory_on_the_fuse_device_is_no_bind_of_it() {
+    let mut mounts = parse_mountinfo(MOUNTINFO);
+    let fuse = mounts.iter().position(|m| m.mount_point == FLUID).expect("the FUSE mount");
+    mounts[fuse].root = "/data".into();
+    let others: Vec<usize> =
+        (0..mounts.len()).filter(|i| *i != fuse && mounts[*i].major_minor == mounts[fuse].major_minor).collect();
+    assert!(!others.is_empty());
+    for i in &others {
+        mounts[*i].root = "/data-old".into();
+        mounts[*i].mount_point = format!("/elsewhere/{i}");
+    }
+    // Only kubelet's publish paths of the volume count now, not the sibling's mounts.
+    let kubelet_paths =
+        mounts.iter().filter(|m| m.mount_point.ends_with("/volumes/kubernetes.io~csi/default-jfsdemo/mount")).count();
+    assert_eq!(count_volume_bind_mounts(&mounts, "default-jfsdemo", FLUID), kubelet_paths);
+    mounts[others[0]].root = "/data/sub".into();
+    assert_eq!(count_volume_bind_mounts(&mounts, "default-jfsdemo", FLUID), kubelet_paths + 1);
+}
+
 fn safe_component() -> impl Strategy<Value = String> {
     "[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,8}".prop_filter("not a dot component", |c| c != "." && c != "..")
 }
