@@ -40,8 +40,7 @@ impl<L: NodeLabeler> Plugin<L> {
         report.errors.extend(problems.iter().map(ToString::to_string));
         for record in records {
             let target = record.bind.target.clone();
-            let Ok(_guard) = self.targets.try_acquire(format!("target {}", target.trim_end_matches('/')), &target)
-            else {
+            let Ok(_guard) = self.targets.try_acquire_target(&target) else {
                 report.busy.push(target);
                 continue;
             };

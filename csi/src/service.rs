@@ -128,8 +128,7 @@ impl<L: NodeLabeler> Plugin<L> {
     }
 
     async fn publish(&self, req: PublishRequest) -> Result<()> {
-        let what = format!("target {}", req.target_path);
-        let _guard = self.targets.try_acquire(format!("target {}", req.target_path.trim_end_matches('/')), &what)?;
+        let _guard = self.targets.try_acquire_target(&req.target_path)?;
         let started = Instant::now();
         let deadline = started + self.config.fuse_mount_timeout;
         // Opened before the first look, so a mount that appears in between still wakes us.
@@ -179,8 +178,7 @@ impl<L: NodeLabeler> Plugin<L> {
     }
 
     async fn unpublish(&self, req: UnpublishRequest) -> Result<()> {
-        let what = format!("target {}", req.target_path);
-        let _guard = self.targets.try_acquire(format!("target {}", req.target_path.trim_end_matches('/')), &what)?;
+        let _guard = self.targets.try_acquire_target(&req.target_path)?;
         let target = Path::new(&req.target_path);
         for _ in 0..MAX_STEPS {
             let [state] = if target.is_absolute() { mounts::observe_all([target]).await? } else { [PathState::Absent] };
