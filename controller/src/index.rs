@@ -114,12 +114,7 @@ impl Index<Pod> for PodIndex {
     fn upsert(&mut self, pod: &Pod) {
         self.remove(pod);
         let Some((namespace, name)) = namespace_and_name(pod) else { return };
-        let claims: Vec<String> = pod
-            .spec
-            .iter()
-            .flat_map(|s| s.volumes.iter().flatten())
-            .filter_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone()))
-            .collect();
+        let claims: Vec<String> = model::observed::claim_names(pod.spec.as_ref()).map(str::to_string).collect();
         let release = pod.metadata.labels.as_ref().and_then(|l| l.get(model::labels::RELEASE)).cloned();
         for claim in &claims {
             self.by_claim.entry((namespace.clone(), claim.clone())).or_default().insert(name.clone());

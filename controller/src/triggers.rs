@@ -74,12 +74,7 @@ pub fn from_volume(volume: &PersistentVolume) -> Vec<PairKey> {
 /// A pod: every dataset whose PVC it names, and the runtime owning its StatefulSet (worker pods).
 pub fn from_pod(pod: &Pod, stateful_sets: &Store<StatefulSet>) -> Vec<PairKey> {
     let Some(namespace) = pod.metadata.namespace.as_deref() else { return Vec::new() };
-    let claims = pod
-        .spec
-        .iter()
-        .flat_map(|spec| spec.volumes.iter().flatten())
-        .filter_map(|v| v.persistent_volume_claim.as_ref())
-        .map(|claim| PairKey::new(namespace, &claim.claim_name));
+    let claims = model::observed::claim_names(pod.spec.as_ref()).map(|claim| PairKey::new(namespace, claim));
     // Worker StatefulSet names may be shortened with a hash, so resolve the owner exactly.
     let owners = pod
         .metadata

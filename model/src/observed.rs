@@ -97,11 +97,18 @@ impl PodView {
     }
 }
 
+/// The names of the PVCs a pod's volumes refer to, in volume order: what makes a pod a user
+/// of a dataset (drivers index and route pods by it).
+pub fn claim_names(spec: Option<&PodSpec>) -> impl Iterator<Item = &str> {
+    spec.into_iter()
+        .flat_map(|spec| spec.volumes.iter().flatten())
+        .filter_map(|volume| volume.persistent_volume_claim.as_ref())
+        .map(|claim| claim.claim_name.as_str())
+}
+
 /// Returns true when `pod` names the PVC `claim_name` in one of its volumes.
 pub fn pod_uses_claim(pod: &Pod, claim_name: &str) -> bool {
-    pod.spec.as_ref().and_then(|spec| spec.volumes.as_ref()).is_some_and(|volumes| {
-        volumes.iter().any(|v| v.persistent_volume_claim.as_ref().is_some_and(|claim| claim.claim_name == claim_name))
-    })
+    claim_names(pod.spec.as_ref()).any(|claim| claim == claim_name)
 }
 
 /// A node as the model reads it: its name and labels, shared with the driver's cache.
@@ -222,4 +229,30 @@ pub fn relevant_nodes<'a>(
         .collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     nodes
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, PersistentVolumeClaimVolumeSource, Volume};
+
+    use super::*;
+
+    #[test]
+    fn a_pod_uses_the_claims_its_volumes_name_and_no_other() {
+        let claim = |name: &str| Volume {
+            name: format!("v-{name}"),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: name.into(),
+                read_only: None,
+            }),
+            ..Default::default()
+        };
+        let scratch =
+            Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() };
+        let spec = PodSpec { volumes: Some(vec![claim("b"), scratch, claim("a")]), ..Default::default() };
+        assert_eq!(claim_names(Some(&spec)).collect::<Vec<_>>(), ["b", "a"]);
+        assert_eq!(claim_names(None).count(), 0);
+        let pod = Pod { spec: Some(spec), ..Default::default() };
+        assert!(pod_uses_claim(&pod, "a") && !pod_uses_claim(&pod, "tmp") && !pod_uses_claim(&Pod::default(), "a"));
+    }
 }

@@ -9,13 +9,12 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::Hash;
 
-use rustc_hash::FxHashMap;
-
 use model::effect::{Decision, Effect, Kind, Object, ObjectRef, Requeue, Status};
 use model::engine::juicefs::JuiceFsEngine;
 use model::labels::{DatasetKeys, WorkloadNames};
 use model::observed::{Observed, PodView, relevant_nodes};
 use model::reconcile::{reconcile_dataset, reconcile_runtime};
+use rustc_hash::FxHashMap;
 
 use crate::apiserver::selector::matches_label_selector;
 use crate::apiserver::{ApiError, Change, Obj, Store};

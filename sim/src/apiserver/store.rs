@@ -2,12 +2,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rustc_hash::FxHashMap;
-
 use model::effect::{Kind, ObjectRef};
 use model::observed::PodView;
+use rustc_hash::FxHashMap;
 
 use super::object::Obj;
+use super::pod::Pod;
 
 /// Objects by reference, with the indexes the simulated controllers need to stay incremental
 /// at 20,000 pods: dependents by owner UID, pods by node and by claim, nodes by label key.
@@ -148,7 +148,7 @@ impl Store {
         Some(old)
     }
 
-    fn refresh_claim_views(&mut self, key: &ObjectRef, pod: &crate::apiserver::Pod) {
+    fn refresh_claim_views(&mut self, key: &ObjectRef, pod: &Pod) {
         let mut view = None;
         for claim in claims_of(pod) {
             if let Some(slot) = self
@@ -274,13 +274,7 @@ impl<V: Ord> SetIndex<V> for FxHashMap<String, BTreeSet<V>> {
     }
 }
 
-/// The PVC names a pod's volumes refer to.
-pub fn claims_of(pod: &crate::apiserver::Pod) -> Vec<String> {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.volumes.as_ref())
-        .map(|volumes| {
-            volumes.iter().filter_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone())).collect()
-        })
-        .unwrap_or_default()
+/// The PVC names a pod's volumes refer to (`model::observed::claim_names`).
+pub fn claims_of(pod: &Pod) -> Vec<String> {
+    model::observed::claim_names(pod.spec.as_deref()).map(str::to_string).collect()
 }
