@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use controller::context::{Context, Reconciler};
 use controller::execute::Executor;
+use controller::index::ApplyEvent;
 use controller::metrics::Metrics;
 use controller::observe::Stores;
 use controller::triggers::PairKey;

@@ -96,6 +96,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+    use crate::index::ApplyEvent;
 
     async fn serve_once(listener: TcpListener, answer: &'static str) {
         let (mut stream, _) = listener.accept().await.expect("accept");

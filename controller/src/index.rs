@@ -53,9 +53,11 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static, I: Index<K>> IndexedWriter
     pub fn new(writer: Writer<K>, index: Shared<I>) -> Self {
         Self { writer, index, relisting: None }
     }
+}
 
+impl<K: Resource<DynamicType = ()> + Clone + 'static, I: Index<K>> ApplyEvent<K> for IndexedWriter<K, I> {
     /// Applies one watch event to the store and the index.
-    pub fn apply_watcher_event(&mut self, event: &Event<K>) {
+    fn apply_watcher_event(&mut self, event: &Event<K>) {
         self.writer.apply_watcher_event(event);
         let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
         match event {
@@ -65,12 +67,6 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static, I: Index<K>> IndexedWriter
             Event::Apply(object) => index.upsert(object),
             Event::Delete(object) => index.remove(object),
         }
-    }
-}
-
-impl<K: Resource<DynamicType = ()> + Clone + 'static, I: Index<K>> ApplyEvent<K> for IndexedWriter<K, I> {
-    fn apply_watcher_event(&mut self, event: &Event<K>) {
-        IndexedWriter::apply_watcher_event(self, event);
     }
 }
 
