@@ -303,9 +303,7 @@ impl Sim {
                 && store
                     .pods_using_claim(&key.namespace, &claim_name)
                     .filter_map(|p| store.get(p).and_then(|o| o.as_pod()))
-                    .any(|p| {
-                        !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
-                    });
+                    .any(|p| !p.is_completed());
             if !held {
                 problems.push(format!(
                     "no-stuck-deletion: {key} is terminating with finalizers {:?} and nothing holds it",

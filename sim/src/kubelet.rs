@@ -201,7 +201,7 @@ impl Sim {
             self.terminate(node, key, &pod);
             return;
         }
-        if matches!(phase.as_str(), "Succeeded" | "Failed") {
+        if pod.is_completed() {
             return;
         }
         if !self.nodes[node].pods.contains_key(key) {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use model::observed::PodView;
+use model::observed::{PodPhase, PodView};
 
 /// A pod as the simulated apiserver stores it. Most pod writes are status writes (scheduler
 /// conditions, kubelet phases), and every write keeps the old version alive for the watch
@@ -49,6 +49,12 @@ impl Pod {
             (None, None) => true,
             _ => false,
         }
+    }
+
+    /// True once the pod succeeded or failed (`model::observed::PodPhase::is_completed`): it
+    /// runs nothing, holds no resources and uses no volume any more.
+    pub fn is_completed(&self) -> bool {
+        PodPhase::parse(self.status.as_ref().and_then(|s| s.phase.as_deref())).is_completed()
     }
 
     /// What the model reads of this pod.

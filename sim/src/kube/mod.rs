@@ -92,11 +92,9 @@ fn kubelet_cares(change: &Change) -> bool {
 /// it started terminating or it completed.
 fn pvc_protection_cares(old: Option<&Arc<Pod>>, new: Option<&Arc<Pod>>) -> bool {
     let (Some(old), Some(new)) = (old, new) else { return true };
-    let completed =
-        |pod: &Pod| matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
     !old.same_spec(new)
         || old.metadata.deletion_timestamp != new.metadata.deletion_timestamp
-        || completed(old) != completed(new)
+        || old.is_completed() != new.is_completed()
 }
 
 /// True when a change of a workload touched only its status: same generation (the apiserver
@@ -206,8 +204,7 @@ impl Sim {
             if !scheduled && pod.metadata.deletion_timestamp.is_none() && new_or_respecified {
                 self.kick(KubeTask::Schedule(key.clone()));
             }
-            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-            freed_capacity |= matches!(phase, Some("Succeeded" | "Failed"));
+            freed_capacity |= pod.is_completed();
         }
         // Old and new name the same owner, node and claims but for a binding, a re-parenting or a
         // replacement: kick each once.

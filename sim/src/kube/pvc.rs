@@ -117,7 +117,7 @@ impl Sim {
             .store
             .pods_using_claim(&key.namespace, &key.name)
             .filter_map(|p| self.api.store.get(p).and_then(|o| o.as_pod()))
-            .filter(|pod| !matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")))
+            .filter(|pod| !pod.is_completed())
             .map(|pod| pod.metadata.name.clone().unwrap_or_default())
             .collect();
         if users.is_empty() {

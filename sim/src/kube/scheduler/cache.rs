@@ -121,8 +121,7 @@ pub struct SchedulerCache {
 
 /// The node a pod holds resources on, if it does.
 fn counted(pod: &Pod) -> Option<&str> {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    if matches!(phase, Some("Succeeded" | "Failed")) {
+    if pod.is_completed() {
         return None;
     }
     pod.spec.as_ref()?.node_name.as_deref()
