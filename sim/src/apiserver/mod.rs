@@ -378,5 +378,10 @@ mod tests {
         let keys: Vec<String> = api.store.iter().map(|(key, _)| key.name).collect();
         assert_eq!(keys, ["a", "b", "c"]);
         assert!(api.store.get(&pvc("d").object_ref()).is_none());
+        for name in ["a", "b", "c"] {
+            api.remove(&pvc(name).object_ref());
+        }
+        assert_eq!(api.store.list(Kind::PersistentVolumeClaim).count(), 0);
+        assert_eq!(api.store.iter().count(), 0, "an emptied namespace leaves no name behind");
     }
 }

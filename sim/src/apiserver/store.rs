@@ -141,8 +141,13 @@ impl Store {
         if objects.is_empty() {
             namespaces.remove(&key.namespace);
         }
-        if let Some(names) = self.names.get_mut(&key.kind) {
-            names.remove_value(&key.namespace, &key.name);
+        if let Some(namespaces) = self.names.get_mut(&key.kind)
+            && let Some(names) = namespaces.get_mut(&key.namespace)
+        {
+            names.remove(&key.name);
+            if names.is_empty() {
+                namespaces.remove(&key.namespace);
+            }
         }
         self.unindex(key, &old);
         Some(old)
@@ -201,12 +206,12 @@ impl Store {
             self.by_uid.remove(uid);
         }
         for owner in meta.owner_references.iter().flatten() {
-            self.dependents.remove_value(&owner.uid, key);
+            remove_from(&mut self.dependents, &owner.uid, key);
         }
         match obj {
             Obj::Pod(pod) => {
                 if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
-                    self.pods_by_node.remove_value(&node, key);
+                    remove_from(&mut self.pods_by_node, &node, key);
                 }
                 if let Some(claims) = self.pods_by_claim.get_mut(&key.namespace) {
                     for claim in claims_of(pod) {
@@ -221,7 +226,7 @@ impl Store {
             }
             Obj::Node(node) => {
                 for label in node.metadata.labels.iter().flatten().map(|(k, _)| k) {
-                    self.nodes_by_label_key.remove_value(label, &key.name);
+                    remove_from(&mut self.nodes_by_label_key, label, &key.name);
                 }
             }
             _ => {}
@@ -247,29 +252,12 @@ fn same_index_facts(old: &Obj, new: &Obj) -> bool {
     }
 }
 
-/// An index from a string key to an ordered set, pruned when a set empties.
-trait SetIndex<V> {
-    fn remove_value(&mut self, key: &str, value: &V);
-}
-
-impl<V: Ord> SetIndex<V> for BTreeMap<String, BTreeSet<V>> {
-    fn remove_value(&mut self, key: &str, value: &V) {
-        if let Some(set) = self.get_mut(key) {
-            set.remove(value);
-            if set.is_empty() {
-                self.remove(key);
-            }
-        }
-    }
-}
-
-impl<V: Ord> SetIndex<V> for FxHashMap<String, BTreeSet<V>> {
-    fn remove_value(&mut self, key: &str, value: &V) {
-        if let Some(set) = self.get_mut(key) {
-            set.remove(value);
-            if set.is_empty() {
-                self.remove(key);
-            }
+/// Takes `value` out of `index[key]`, dropping the entry once its set is empty.
+fn remove_from<V: Ord>(index: &mut FxHashMap<String, BTreeSet<V>>, key: &str, value: &V) {
+    if let Some(set) = index.get_mut(key) {
+        set.remove(value);
+        if set.is_empty() {
+            index.remove(key);
         }
     }
 }
