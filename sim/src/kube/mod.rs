@@ -62,8 +62,6 @@ pub struct KubeState {
     pub daemonsets_by_selector_key: BTreeMap<String, BTreeSet<ObjectRef>>,
     /// DaemonSets without a nodeSelector (they want every node).
     pub daemonsets_everywhere: BTreeSet<ObjectRef>,
-    /// The selector keys each DaemonSet is filed under (the reverse of the index above).
-    pub daemonset_selector_keys: BTreeMap<ObjectRef, Vec<String>>,
     /// The last reason each pending pod was given, so the trace says it once.
     pub pending_reason: BTreeMap<ObjectRef, String>,
     /// Every node name, in order (the scheduler's scan list).
@@ -95,6 +93,12 @@ fn pvc_protection_cares(old: Option<&Arc<Pod>>, new: Option<&Arc<Pod>>) -> bool 
     !old.same_spec(new)
         || old.metadata.deletion_timestamp != new.metadata.deletion_timestamp
         || old.is_completed() != new.is_completed()
+}
+
+/// A DaemonSet version's non-empty nodeSelector; None when it has none (it wants every node).
+fn daemonset_selector(obj: Option<&crate::apiserver::Obj>) -> Option<&BTreeMap<String, String>> {
+    let ds = obj?.as_daemonset()?;
+    ds.spec.as_ref()?.template.spec.as_ref()?.node_selector.as_ref().filter(|s| !s.is_empty())
 }
 
 /// True when a change of a workload touched only its status: same generation (the apiserver
@@ -313,28 +317,35 @@ impl Sim {
         }
     }
 
+    /// Refiles a changed DaemonSet: out under the old version's selector keys, in under the new.
     fn index_daemonset(&mut self, change: &Change) {
-        let key = change.key.clone();
-        for label in self.kube.daemonset_selector_keys.remove(&key).unwrap_or_default() {
-            if let Some(set) = self.kube.daemonsets_by_selector_key.get_mut(&label) {
-                set.remove(&key);
-                if set.is_empty() {
-                    self.kube.daemonsets_by_selector_key.remove(&label);
+        let key = &change.key;
+        match daemonset_selector(change.old.as_ref()) {
+            Some(selector) => {
+                for label in selector.keys() {
+                    if let Some(set) = self.kube.daemonsets_by_selector_key.get_mut(label) {
+                        set.remove(key);
+                        if set.is_empty() {
+                            self.kube.daemonsets_by_selector_key.remove(label);
+                        }
+                    }
                 }
             }
+            None => {
+                self.kube.daemonsets_everywhere.remove(key);
+            }
         }
-        self.kube.daemonsets_everywhere.remove(&key);
-        let Some(ds) = change.new.as_ref().and_then(|o| o.as_daemonset()) else { return };
-        let selector = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref()).and_then(|s| s.node_selector.as_ref());
-        match selector.filter(|s| !s.is_empty()) {
+        if change.new.is_none() {
+            return;
+        }
+        match daemonset_selector(change.new.as_ref()) {
             Some(selector) => {
                 for label in selector.keys() {
                     self.kube.daemonsets_by_selector_key.entry(label.clone()).or_default().insert(key.clone());
                 }
-                self.kube.daemonset_selector_keys.insert(key, selector.keys().cloned().collect());
             }
             None => {
-                self.kube.daemonsets_everywhere.insert(key);
+                self.kube.daemonsets_everywhere.insert(key.clone());
             }
         }
     }
