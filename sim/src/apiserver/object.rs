@@ -257,3 +257,36 @@ typed_accessors! {
 pub fn describe(object: &ObjectRef) -> String {
     object.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(spec: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app"}, "spec": spec})
+    }
+
+    #[test]
+    fn a_pod_manifest_round_trips_with_its_spec_shared_and_defaulted_namespace() {
+        let spec = serde_json::json!({"containers": [{"name": "app", "image": "nginx"}], "nodeName": "node-1"});
+        let obj = Obj::from_manifest(pod(spec.clone())).expect("a pod");
+        assert_eq!(obj.object_ref(), ObjectRef::namespaced(Kind::Pod, "default", "app"));
+        assert_eq!(obj.spec_json(), spec);
+        let json = obj.to_json();
+        assert_eq!((json["apiVersion"].as_str(), json["kind"].as_str()), (Some("v1"), Some("Pod")));
+        assert_eq!(json["spec"], spec);
+    }
+
+    #[test]
+    fn a_bad_manifest_is_refused_naming_what_is_wrong() {
+        let refusal = |value| Obj::from_manifest(value).expect_err("refused");
+        let wrong_type = refusal(pod(serde_json::json!({"containers": "nginx"})));
+        assert!(wrong_type.starts_with("Pod: ") && wrong_type.contains("invalid type"), "{wrong_type}");
+        let nameless = refusal(serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {}}));
+        assert_eq!(nameless, "Pod: metadata.name is required");
+        let version = refusal(serde_json::json!({"apiVersion": "apps/v1", "kind": "Pod", "metadata": {"name": "a"}}));
+        assert_eq!(version, "Pod: apiVersion `apps/v1` is not served; use `v1`");
+        let unknown = refusal(serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}}));
+        assert!(unknown.starts_with("unknown kind `Service`; allowed kinds: Dataset,"), "{unknown}");
+    }
+}

@@ -43,12 +43,13 @@ fn ds_key() -> ObjectRef {
     ObjectRef::namespaced(Kind::DaemonSet, "default", "fuse")
 }
 
-/// Runs every queued task (and what they queue) until none is left.
+/// Runs every queued task (and what they queue) until none is left; fails rather than spins.
 fn drain(sim: &mut Sim) {
-    while !sim.kube_queue.is_empty() {
-        let Some(at_ms) = sim.clock.next_at_ms() else { break };
+    for _ in 0..10_000 {
+        let Some(at_ms) = sim.clock.next_at_ms().filter(|_| !sim.kube_queue.is_empty()) else { return };
         sim.run_until(at_ms);
     }
+    panic!("built-in controllers still busy after 10,000 steps: {} tasks queued", sim.kube_queue.len());
 }
 
 fn label_node(sim: &mut Sim, node: &str, key: &str) {
