@@ -1,8 +1,8 @@
 //! Scrapes the JuiceFS metrics of running worker pods into cache samples for the model.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use model::engine::juicefs::{METRICS_PORT, parse_cache_sample};
@@ -73,8 +73,9 @@ pub async fn scrape_once(stores: &Stores, port: u16, timeout: Duration) {
             Err(error) => tracing::debug!(%error, pod = %name, "cache metrics scrape failed"),
         }
     }
-    let Ok(mut samples) = stores.cache_samples.write() else { return };
-    samples.retain(|key, _| targets.iter().any(|(namespace, name, _)| key.0 == *namespace && key.1 == *name));
+    let scraped: BTreeSet<(&str, &str)> = targets.iter().map(|(ns, name, _)| (ns.as_str(), name.as_str())).collect();
+    let mut samples = stores.cache_samples.write().unwrap_or_else(PoisonError::into_inner);
+    samples.retain(|(namespace, name), _| scraped.contains(&(namespace.as_str(), name.as_str())));
     samples.extend(fresh);
 }
 
@@ -135,6 +136,24 @@ mod tests {
         let observed = crate::observe::observe(&stores, "juicefs", "default", "demo");
         assert_eq!(observed.cache_samples.len(), 1);
         assert_eq!(observed.cache_samples[0].cached_bytes, 2048);
+    }
+
+    #[tokio::test]
+    async fn a_failed_scrape_keeps_the_last_sample_and_a_gone_pod_loses_its_own() {
+        // A port nobody listens on: the worker's scrape fails.
+        let port = TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr").port();
+        let (stores, mut writers) = Stores::new();
+        writers.pods.apply_watcher_event(&Event::Apply(worker("127.0.0.1")));
+        let key = |name: &str| ("default".to_string(), name.to_string());
+        let sample = |name: &str| parse_cache_sample(name, "juicefs_blockcache_bytes 512\n");
+        stores.cache_samples.write().expect("lock").extend([
+            (key("demo-juicefs-worker-0"), sample("demo-juicefs-worker-0")),
+            (key("demo-juicefs-worker-9"), sample("demo-juicefs-worker-9")),
+        ]);
+        scrape_once(&stores, port, Duration::from_millis(500)).await;
+        let samples = stores.cache_samples.read().expect("lock").clone();
+        assert_eq!(samples.keys().cloned().collect::<Vec<_>>(), [key("demo-juicefs-worker-0")]);
+        assert_eq!(samples[&key("demo-juicefs-worker-0")].cached_bytes, 512);
     }
 
     #[tokio::test]
