@@ -430,7 +430,7 @@ pub fn describe_effect(effect: &Effect) -> String {
                 )
             }
         },
-        Effect::PatchLabels { target, labels } => {
+        Effect::PatchLabels { labels, .. } => {
             let parts: Vec<String> = labels
                 .iter()
                 .map(|(k, v)| match v {
@@ -438,7 +438,6 @@ pub fn describe_effect(effect: &Effect) -> String {
                     None => format!("-{k}"),
                 })
                 .collect();
-            let _ = target;
             format!("labels {}", parts.join(" "))
         }
         Effect::AddOwnerReference { owner, .. } => format!("add ownerReference {}/{}", owner.kind, owner.name),

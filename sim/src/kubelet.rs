@@ -21,7 +21,7 @@ use model::node::{
 use model::volume::{ATTR_FLUID_PATH, CSI_DRIVER};
 
 use crate::apiserver::Pod;
-use crate::fuse::{is_fuse_pod, is_worker_pod};
+use crate::fuse::is_fuse_pod;
 use crate::kube::KubeTask;
 use crate::kube::scheduler::set_condition;
 use crate::mounts::MountTable;
@@ -296,7 +296,6 @@ impl Sim {
                 self.workers.start_read(&pair, key, now_ms);
             }
         }
-        let _ = is_worker_pod(pod);
     }
 
     /// The FUSE daemon of `key` mounts its dataset.
@@ -390,7 +389,7 @@ impl Sim {
                 ));
             }
             if !self.nodes[node].staged.contains(&volume.volume_id)
-                && let Err(note) = self.stage(node, key, volume)
+                && let Err(note) = self.stage(node, volume)
             {
                 return Setup::Wait(note);
             }
@@ -408,7 +407,7 @@ impl Sim {
         Setup::Ready
     }
 
-    fn stage(&mut self, node: &str, key: &ObjectRef, volume: &VolumeRun) -> Result<(), String> {
+    fn stage(&mut self, node: &str, volume: &VolumeRun) -> Result<(), String> {
         let request = StageRequest {
             volume_id: volume.volume_id.clone(),
             staging_target_path: volume.staging_path.clone(),
@@ -461,7 +460,6 @@ impl Sim {
             }
             Err(error) => return Err(format!("NodeStageVolume: labelling the node failed: {error}")),
         }
-        let _ = key;
         if let Some(state) = self.nodes.get_mut(node) {
             state.staged.insert(volume.volume_id.clone());
         }

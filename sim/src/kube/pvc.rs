@@ -12,7 +12,6 @@ use crate::trace;
 impl Sim {
     /// Binds the PVC `key` to the PV that claims it; releases a PV whose claim is gone.
     pub(crate) fn bind_claim(&mut self, key: &ObjectRef) {
-        let now = self.clock.wall();
         let claimed_by = |pv: &k8s_openapi::api::core::v1::PersistentVolume| {
             pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).is_some_and(|c| {
                 c.name.as_deref() == Some(key.name.as_str())
@@ -40,7 +39,6 @@ impl Sim {
             }
             return;
         };
-        let _ = now;
         let phase = pvc.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
         if phase == "Bound" || pvc.metadata.deletion_timestamp.is_some() {
             return;
