@@ -141,12 +141,6 @@ impl Context {
     }
 }
 
-impl std::fmt::Display for PairKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
 /// The controller's requeue for the model's.
 pub fn action(requeue: Requeue) -> Action {
     match requeue {

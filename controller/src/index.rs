@@ -12,6 +12,10 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Resource;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::Event;
+use model::api::Dataset;
+use model::watch::NodeLabelOwners;
+
+use crate::observe::dataset_keys;
 
 /// Anything that takes watch events: a reflector `Writer`, or one with an index beside it.
 pub trait ApplyEvent<K> {
@@ -26,11 +30,13 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> ApplyEvent<K> for Writer<K
 }
 
 /// An index kept from objects of kind `K`.
-pub trait Index<K>: Default {
+pub trait Index<K>: Sized {
     /// The object was added or changed.
     fn upsert(&mut self, object: &K);
     /// The object was deleted.
     fn remove(&mut self, object: &K);
+    /// An empty index configured like this one (a relist builds one up).
+    fn empty_like(&self) -> Self;
 }
 
 /// A shared, read-mostly index.
@@ -61,9 +67,12 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static, I: Index<K>> ApplyEvent<K>
         self.writer.apply_watcher_event(event);
         let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
         match event {
-            Event::Init => self.relisting = Some(I::default()),
-            Event::InitApply(object) => self.relisting.get_or_insert_with(I::default).upsert(object),
-            Event::InitDone => *index = self.relisting.take().unwrap_or_default(),
+            Event::Init => self.relisting = Some(index.empty_like()),
+            Event::InitApply(object) => self.relisting.get_or_insert_with(|| index.empty_like()).upsert(object),
+            Event::InitDone => {
+                let relisted = self.relisting.take().unwrap_or_else(|| index.empty_like());
+                *index = relisted;
+            }
             Event::Apply(object) => index.upsert(object),
             Event::Delete(object) => index.remove(object),
         }
@@ -121,6 +130,10 @@ impl Index<Pod> for PodIndex {
         self.filed.insert((namespace, name), (claims, release));
     }
 
+    fn empty_like(&self) -> Self {
+        Self::default()
+    }
+
     fn remove(&mut self, pod: &Pod) {
         let Some(key) = namespace_and_name(pod) else { return };
         let Some((claims, release)) = self.filed.remove(&key) else { return };
@@ -159,12 +172,56 @@ impl Index<Node> for NodeIndex {
         self.filed.insert(name, keys);
     }
 
+    fn empty_like(&self) -> Self {
+        Self::default()
+    }
+
     fn remove(&mut self, node: &Node) {
         let Some(name) = node.metadata.name.as_ref() else { return };
         let Some(keys) = self.filed.remove(name) else { return };
         for key in keys {
             unfile(&mut self.by_label_key, key, name);
         }
+    }
+}
+
+/// Which dataset each node label key belongs to (`model::watch::NodeLabelOwners`), fed with the
+/// datasets' watch events, so that a node event maps to pairs without walking every dataset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetLabelIndex {
+    runtime_type: &'static str,
+    owners: NodeLabelOwners,
+}
+
+impl DatasetLabelIndex {
+    /// An empty index of the label keys datasets served by `runtime_type` set on nodes.
+    pub fn new(runtime_type: &'static str) -> Self {
+        Self { runtime_type, owners: NodeLabelOwners::default() }
+    }
+
+    /// The owners of node label keys.
+    pub fn owners(&self) -> &NodeLabelOwners {
+        &self.owners
+    }
+}
+
+impl Index<Dataset> for DatasetLabelIndex {
+    fn upsert(&mut self, dataset: &Dataset) {
+        let Some(pair) = model::watch::pair_of_named(&dataset.metadata) else { return };
+        match dataset_keys(Some(dataset), &pair.namespace, &pair.name) {
+            Some(keys) => self.owners.insert(&pair, &keys, self.runtime_type),
+            None => self.owners.remove(&pair),
+        }
+    }
+
+    fn remove(&mut self, dataset: &Dataset) {
+        if let Some(pair) = model::watch::pair_of_named(&dataset.metadata) {
+            self.owners.remove(&pair);
+        }
+    }
+
+    fn empty_like(&self) -> Self {
+        Self::new(self.runtime_type)
     }
 }
 

@@ -8,8 +8,8 @@
 //! One watch per kind feeds both controllers, so each object is held once in memory.
 
 use std::fmt::Debug;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
@@ -29,7 +29,7 @@ use crate::context::{Context, Reconciler};
 use crate::error::{Error, Result};
 use crate::execute::Executor;
 use crate::health::{self, Health};
-use crate::index::ApplyEvent;
+use crate::index::{ApplyEvent, DatasetLabelIndex, IndexedWriter, Shared};
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::observe::{Stores, trim_managed_fields, trim_node, trim_pod};
@@ -113,12 +113,12 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
 }
 
 async fn reconcile<K: Resource>(reconciler: Reconciler, object: &K, ctx: &Context) -> Result<Action> {
-    let Some(key) = PairKey::of(object) else { return Ok(Action::await_change()) };
+    let Some(key) = triggers::pair_of(object) else { return Ok(Action::await_change()) };
     ctx.reconcile(reconciler, &key).await
 }
 
 fn on_error<K: Resource>(reconciler: Reconciler, object: &K, error: &Error, ctx: &Context) -> Action {
-    let key = PairKey::of(object).unwrap_or_else(|| PairKey::new("", ""));
+    let key = triggers::pair_of(object).unwrap_or_else(|| PairKey::new("", ""));
     ctx.on_error(reconciler, &key, error)
 }
 
@@ -180,8 +180,8 @@ async fn route(
         .datasets
         .state()
         .iter()
-        .filter_map(|d| PairKey::of(d.as_ref()))
-        .chain(stores.runtimes.state().iter().filter_map(|r| PairKey::of(r.as_ref())))
+        .filter_map(|d| triggers::pair_of(d.as_ref()))
+        .chain(stores.runtimes.state().iter().filter_map(|r| triggers::pair_of(r.as_ref())))
         .collect::<std::collections::BTreeSet<_>>();
     for key in &everything {
         forward(key, &datasets, &runtimes);
@@ -211,12 +211,13 @@ fn spawn_watchers(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let all = watcher::Config::default();
     let sts_store = stores.stateful_sets.clone();
-    let dataset_store = stores.datasets.clone();
+    let dataset_labels: Shared<DatasetLabelIndex> = Arc::new(RwLock::new(DatasetLabelIndex::new(runtime_type)));
+    let node_dataset_labels = dataset_labels.clone();
     vec![
         spawn_watcher(
             Api::<Dataset>::all(client.clone()),
             all.clone(),
-            writers.datasets,
+            IndexedWriter::new(writers.datasets, dataset_labels),
             triggers.clone(),
             trim_managed_fields,
             triggers::from_pair_object,
@@ -268,7 +269,7 @@ fn spawn_watchers(
             writers.nodes,
             triggers.clone(),
             trim_node,
-            move |n| triggers::from_node(n, &dataset_store, runtime_type),
+            move |n| triggers::from_node(n, &node_dataset_labels),
         ),
         spawn_watcher(Api::<Pod>::all(client.clone()), all, writers.pods, triggers, trim_pod, move |p| {
             triggers::from_pod(p, &sts_store)

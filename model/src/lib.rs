@@ -18,5 +18,6 @@ pub mod quantity;
 pub mod reconcile;
 pub mod time;
 pub mod volume;
+pub mod watch;
 
 pub use error::ModelError;

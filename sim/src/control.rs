@@ -22,27 +22,8 @@ use crate::rng::Stream;
 use crate::sim::{Event, Sim};
 use crate::trace;
 
-/// The dataset/runtime pair `namespace/name`: the key of both reconcilers.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Pair {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-impl Pair {
-    /// The pair `namespace/name`.
-    pub fn new(namespace: &str, name: &str) -> Self {
-        Self { namespace: namespace.to_string(), name: name.to_string() }
-    }
-}
-
-impl std::fmt::Display for Pair {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+/// The dataset/runtime pair `namespace/name`: the key of both reconcilers (the model's).
+pub type Pair = model::watch::PairKey;
 
 /// The two reconcilers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -191,7 +172,7 @@ pub struct Control {
     feed: VecDeque<(u64, Change)>,
     queues: [DelayQueue<Pair>; 2],
     failures: BTreeMap<(Reconciler, Pair), u32>,
-    label_keys: BTreeMap<String, Pair>,
+    label_owners: model::watch::NodeLabelOwners,
     common_labels: BTreeMap<Pair, String>,
     /// `common_labels`' values, shared with every `Observed` until a dataset comes or goes.
     common_label_set: std::sync::Arc<BTreeSet<String>>,
@@ -208,7 +189,7 @@ impl Control {
             feed: VecDeque::new(),
             queues: [DelayQueue::default(), DelayQueue::default()],
             failures: BTreeMap::new(),
-            label_keys: BTreeMap::new(),
+            label_owners: Default::default(),
             common_labels: BTreeMap::new(),
             common_label_set: Default::default(),
             config,
@@ -249,6 +230,7 @@ impl Control {
             None => {
                 if change.key.kind == Kind::Dataset {
                     let pair = Pair::new(&change.key.namespace, &change.key.name);
+                    self.label_owners.remove(&pair);
                     if self.common_labels.remove(&pair).is_some() {
                         self.rebuild_common_label_set();
                     }
@@ -264,9 +246,7 @@ impl Control {
         let key = obj.object_ref();
         let pair = Pair::new(&key.namespace, &key.name);
         if let Ok(keys) = DatasetKeys::new(&key.namespace, &key.name, dataset.metadata.uid.as_deref()) {
-            for label in keys.all_node_label_keys(model::engine::juicefs::RUNTIME_TYPE) {
-                self.label_keys.insert(label, pair.clone());
-            }
+            self.label_owners.insert(&pair, &keys, model::engine::juicefs::RUNTIME_TYPE);
             let common = keys.common_label();
             if self.common_labels.get(&pair) != Some(&common) {
                 self.common_labels.insert(pair, common);
@@ -284,7 +264,7 @@ impl Control {
     fn relist(&mut self, store: &Store) {
         self.cache = store.clone();
         self.feed.clear();
-        self.label_keys.clear();
+        self.label_owners = Default::default();
         self.common_labels.clear();
         let datasets: Vec<Obj> = self.cache.list(Kind::Dataset).cloned().collect();
         for obj in &datasets {
@@ -293,9 +273,9 @@ impl Control {
         self.rebuild_common_label_set();
     }
 
-    /// The pair a node label key belongs to, if any dataset set it.
-    pub fn pair_of_label(&self, key: &str) -> Option<&Pair> {
-        self.label_keys.get(key)
+    /// Which dataset each node label key belongs to.
+    pub fn label_owners(&self) -> &model::watch::NodeLabelOwners {
+        &self.label_owners
     }
 }
 
@@ -502,77 +482,43 @@ impl Sim {
         }
     }
 
-    /// Which pairs a change concerns (the controller's watch mappings).
+    /// Which pairs a change concerns: the model's watch mappings (those of the controller),
+    /// over both versions of the object. Like kube-runtime, which drops a trigger for an object
+    /// missing from its store, pairs with neither a dataset nor a runtime are left out, but for
+    /// the change of a dataset or runtime itself (its deletion must reach the other reconciler).
     fn pairs_of_change(&self, change: &Change) -> BTreeSet<Pair> {
-        let mut pairs = BTreeSet::new();
+        use model::watch;
         let key = &change.key;
-        let objects = change.old.iter().chain(change.new.iter());
-        match key.kind {
-            Kind::Dataset | Kind::JuiceFSRuntime => {
-                pairs.insert(Pair::new(&key.namespace, &key.name));
+        let mut pairs = BTreeSet::new();
+        if matches!(key.kind, Kind::Dataset | Kind::JuiceFSRuntime) {
+            pairs.insert(Pair::new(&key.namespace, &key.name));
+            return pairs;
+        }
+        if key.kind == Kind::Node {
+            fn labels(obj: &Option<Obj>) -> Option<&BTreeMap<String, String>> {
+                obj.as_ref().and_then(|o| o.meta().labels.as_ref())
             }
-            Kind::StatefulSet | Kind::DaemonSet => {
-                for obj in objects {
-                    for owner in obj.meta().owner_references.iter().flatten().filter(|o| o.kind == "JuiceFSRuntime") {
-                        pairs.insert(Pair::new(&key.namespace, &owner.name));
-                    }
-                }
-            }
-            Kind::PersistentVolume => {
-                for obj in objects {
-                    if let Some(pv) = obj.as_pv() {
-                        let attributes =
-                            pv.spec.as_ref().and_then(|s| s.csi.as_ref()).and_then(|c| c.volume_attributes.as_ref());
-                        if let Some(attributes) = attributes
-                            && let (Some(ns), Some(name)) = (
-                                attributes.get(model::volume::ATTR_RUNTIME_NAMESPACE),
-                                attributes.get(model::volume::ATTR_RUNTIME_NAME),
-                            )
-                        {
-                            pairs.insert(Pair::new(ns, name));
-                        }
-                    }
-                }
-            }
-            Kind::PersistentVolumeClaim => {
-                if self.api.store.get_named(Kind::Dataset, &key.namespace, &key.name).is_some()
-                    || self.api.store.get_named(Kind::JuiceFSRuntime, &key.namespace, &key.name).is_some()
-                {
-                    pairs.insert(Pair::new(&key.namespace, &key.name));
-                }
-            }
-            Kind::Pod => {
-                for obj in objects {
-                    let Some(pod) = obj.as_pod() else { continue };
-                    for owner in pod.metadata.owner_references.iter().flatten().filter(|o| o.kind == "StatefulSet") {
-                        if let Some(sts) = self.api.store.by_uid(&owner.uid).and_then(|k| self.api.store.get(k)) {
-                            for runtime in
-                                sts.meta().owner_references.iter().flatten().filter(|o| o.kind == "JuiceFSRuntime")
-                            {
-                                pairs.insert(Pair::new(&key.namespace, &runtime.name));
-                            }
-                        }
-                    }
-                    for claim in crate::apiserver::store::claims_of(pod) {
-                        if self.api.store.get_named(Kind::Dataset, &key.namespace, &claim).is_some() {
-                            pairs.insert(Pair::new(&key.namespace, &claim));
-                        }
-                    }
-                }
-            }
-            Kind::Node => {
-                let empty = BTreeMap::new();
-                let old = change.old.as_ref().and_then(|o| o.meta().labels.as_ref()).unwrap_or(&empty);
-                let new = change.new.as_ref().and_then(|o| o.meta().labels.as_ref()).unwrap_or(&empty);
-                for label in old.keys().chain(new.keys()).filter(|k| k.starts_with("fluid")) {
-                    if old.get(label) != new.get(label)
-                        && let Some(pair) = self.control.pair_of_label(label)
-                    {
-                        pairs.insert(pair.clone());
-                    }
-                }
+            // A created node had no labels before (the apiserver knows both versions).
+            let none = BTreeMap::new();
+            let old = labels(&change.old).unwrap_or(&none);
+            pairs.extend(watch::pairs_of_node(Some(old), labels(&change.new), self.control.label_owners()));
+        }
+        for obj in change.old.iter().chain(change.new.iter()) {
+            match obj {
+                Obj::StatefulSet(_) | Obj::DaemonSet(_) => pairs.extend(watch::pairs_of_owned(obj.meta())),
+                Obj::PersistentVolume(pv) => pairs.extend(watch::pair_of_volume(pv)),
+                Obj::PersistentVolumeClaim(_) => pairs.extend(watch::pair_of_named(obj.meta())),
+                Obj::Pod(pod) => pairs.extend(watch::pairs_of_pod(&pod.metadata, pod.spec.as_deref(), |owner| {
+                    self.api.store.get(self.api.store.by_uid(&owner.uid)?)?.as_statefulset().cloned()
+                })),
+                _ => {}
             }
         }
+        let store = &self.api.store;
+        pairs.retain(|pair| {
+            store.get_named(Kind::Dataset, &pair.namespace, &pair.name).is_some()
+                || store.get_named(Kind::JuiceFSRuntime, &pair.namespace, &pair.name).is_some()
+        });
         pairs
     }
 
@@ -735,7 +681,7 @@ impl Sim {
             queue.clear();
         }
         self.control.failures.clear();
-        self.control.label_keys.clear();
+        self.control.label_owners = Default::default();
         self.control.common_labels.clear();
         self.control.rebuild_common_label_set();
         trace!(self, "fault", "controller", "controller restarts: work queues and cache dropped");
