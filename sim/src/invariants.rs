@@ -209,7 +209,7 @@ impl Sim {
             if !running(pod) || pod.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else { continue };
+            let Some(node) = pod.node_name().map(str::to_string) else { continue };
             let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
             if (is_worker_pod(pod) || is_fuse_pod(pod))
                 && let Some((ns, name)) = self.runtime_of_pod(pod)

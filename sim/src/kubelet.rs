@@ -185,7 +185,7 @@ impl Sim {
         }
         let now_ms = self.clock.now_ms();
         let pod = self.api.store.get(key).and_then(|o| o.as_pod()).cloned();
-        let here = pod.as_ref().is_some_and(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node));
+        let here = pod.as_ref().is_some_and(|p| p.node_name() == Some(node));
         let run_uid = self.nodes[node].pods.get(key).map(|r| r.uid.clone());
         let pod_uid = pod.as_ref().and_then(|p| p.metadata.uid.clone());
         if run_uid.is_some() && (!here || run_uid != pod_uid) {
@@ -733,7 +733,7 @@ impl Sim {
             trace!(self, "fault", key.to_string(), "pod crash: no such pod");
             return;
         };
-        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+        let Some(node) = pod.node_name().map(str::to_string) else {
             trace!(self, "fault", key.to_string(), "pod crash: the pod is not scheduled");
             return;
         };

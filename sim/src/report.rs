@@ -53,7 +53,7 @@ impl Recorder {
             Kind::Pod => {
                 let pod = change.new.as_ref().or(change.old.as_ref()).and_then(|o| o.as_pod());
                 let Some(pod) = pod else { return };
-                let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+                let node = pod.node_name().map(str::to_string).unwrap_or_default();
                 let state = match change.new.as_ref().and_then(|o| o.as_pod()) {
                     None => "Gone".to_string(),
                     Some(p) if p.metadata.deletion_timestamp.is_some() => "Terminating".to_string(),

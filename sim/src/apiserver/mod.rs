@@ -239,7 +239,7 @@ impl ApiServer {
         if current.is_deleting() {
             return Ok(Deleted::AlreadyTerminating);
         }
-        let graceful_pod = current.as_pod().is_some_and(|pod| pod.spec.as_ref().is_some_and(|s| s.node_name.is_some()));
+        let graceful_pod = current.as_pod().is_some_and(|pod| pod.node_name().is_some());
         if current.finalizers().is_empty() && !graceful_pod {
             self.remove(key);
             return Ok(Deleted::Removed);

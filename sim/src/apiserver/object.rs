@@ -181,14 +181,6 @@ impl Obj {
         Ok(obj)
     }
 
-    /// The spec as JSON (for change detection and server-side apply merges).
-    pub fn spec_json(&self) -> serde_json::Value {
-        match self {
-            Obj::Pod(pod) => serde_json::to_value(pod.spec.as_deref()).unwrap_or_default(),
-            other => other.serialized().get("spec").cloned().unwrap_or_default(),
-        }
-    }
-
     /// True when both versions have the same spec (a pod's shared spec compares in O(1)).
     pub fn same_spec(&self, other: &Obj) -> bool {
         match (self, other) {
@@ -271,7 +263,6 @@ mod tests {
         let spec = serde_json::json!({"containers": [{"name": "app", "image": "nginx"}], "nodeName": "node-1"});
         let obj = Obj::from_manifest(pod(spec.clone())).expect("a pod");
         assert_eq!(obj.object_ref(), ObjectRef::namespaced(Kind::Pod, "default", "app"));
-        assert_eq!(obj.spec_json(), spec);
         let json = obj.to_json();
         assert_eq!((json["apiVersion"].as_str(), json["kind"].as_str()), (Some("v1"), Some("Pod")));
         assert_eq!(json["spec"], spec);

@@ -10,20 +10,25 @@ use model::observed::{PodPhase, PodView};
 /// conditions, kubelet phases), and every write keeps the old version alive for the watch
 /// fan-out and the lagging controller cache; sharing the spec means such a write copies the
 /// metadata and status, not the spec (for a FUSE pod, most of the object). Field names are
-/// Kubernetes', so code reads `pod.spec`, `pod.status` as it would on a `Pod`.
+/// Kubernetes', so code reads `pod.spec`, `pod.status` as it would on a `Pod`. `spec.nodeName`
+/// alone is kept beside the shared spec ([`Pod::node_name`]), so that binding a pod does not
+/// copy its spec either; the stored spec's `node_name` is always `None`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Pod {
     /// Standard object metadata.
     pub metadata: ObjectMeta,
-    /// The spec, shared until written ([`Pod::spec_mut`]).
+    /// The spec but for `nodeName`, shared until written ([`Pod::spec_mut`]).
     pub spec: Option<Arc<PodSpec>>,
+    node_name: Option<String>,
     /// The status.
     pub status: Option<PodStatus>,
 }
 
 impl From<k8s_openapi::api::core::v1::Pod> for Pod {
     fn from(pod: k8s_openapi::api::core::v1::Pod) -> Self {
-        Self { metadata: pod.metadata, spec: pod.spec.map(Arc::new), status: pod.status }
+        let mut spec = pod.spec;
+        let node_name = spec.as_mut().and_then(|s| s.node_name.take());
+        Self { metadata: pod.metadata, spec: spec.map(Arc::new), node_name, status: pod.status }
     }
 }
 
@@ -32,18 +37,37 @@ impl Pod {
     pub fn to_kube(&self) -> k8s_openapi::api::core::v1::Pod {
         k8s_openapi::api::core::v1::Pod {
             metadata: self.metadata.clone(),
-            spec: self.spec.as_deref().cloned(),
+            spec: match (self.spec.as_deref(), &self.node_name) {
+                (None, None) => None,
+                (spec, node_name) => {
+                    Some(PodSpec { node_name: node_name.clone(), ..spec.cloned().unwrap_or_default() })
+                }
+            },
             status: self.status.clone(),
         }
     }
 
-    /// The spec, copied on write (created empty when absent).
+    /// The spec, copied on write (created empty when absent). Not for `nodeName`: see
+    /// [`Pod::bind`].
     pub fn spec_mut(&mut self) -> &mut PodSpec {
         Arc::make_mut(self.spec.get_or_insert_with(Default::default))
     }
 
+    /// The node the pod is bound to (`spec.nodeName`).
+    pub fn node_name(&self) -> Option<&str> {
+        self.node_name.as_deref()
+    }
+
+    /// Binds the pod to `node` (sets `spec.nodeName`) without copying the rest of the spec.
+    pub fn bind(&mut self, node: &str) {
+        self.node_name = Some(node.to_string());
+    }
+
     /// True when both versions have the same spec; versions that share it compare in O(1).
     pub fn same_spec(&self, other: &Pod) -> bool {
+        if self.node_name != other.node_name {
+            return false;
+        }
         match (&self.spec, &other.spec) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
             (None, None) => true,
@@ -59,7 +83,9 @@ impl Pod {
 
     /// What the model reads of this pod.
     pub fn view(&self) -> PodView {
-        PodView::from_parts(&self.metadata, self.spec.as_deref(), self.status.as_ref())
+        let mut view = PodView::from_parts(&self.metadata, self.spec.as_deref(), self.status.as_ref());
+        view.node_name.clone_from(&self.node_name);
+        view
     }
 }
 
@@ -71,17 +97,26 @@ mod tests {
     fn a_status_write_shares_the_spec_and_a_spec_write_does_not() {
         let spec = PodSpec { node_name: Some("node-1".into()), ..Default::default() };
         let first = Arc::new(Pod::from(k8s_openapi::api::core::v1::Pod { spec: Some(spec), ..Default::default() }));
+        assert_eq!(first.node_name(), Some("node-1"));
+        assert_eq!(first.spec.as_ref().unwrap().node_name, None, "kept beside the shared spec");
         let mut status_write = first.clone();
         Arc::make_mut(&mut status_write).status =
             Some(PodStatus { phase: Some("Running".into()), ..Default::default() });
         assert!(Arc::ptr_eq(first.spec.as_ref().unwrap(), status_write.spec.as_ref().unwrap()));
         assert_eq!(first.status, None, "the old version keeps its status");
         assert!(first.same_spec(&status_write));
-        let mut spec_write = status_write.clone();
-        Arc::make_mut(&mut spec_write).spec_mut().node_name = Some("node-2".into());
-        assert_eq!(status_write.spec.as_ref().unwrap().node_name.as_deref(), Some("node-1"));
-        assert_eq!(spec_write.view().node_name.as_deref(), Some("node-2"));
-        assert!(!spec_write.same_spec(&status_write));
+        let mut binding = status_write.clone();
+        Arc::make_mut(&mut binding).bind("node-2");
+        assert!(Arc::ptr_eq(first.spec.as_ref().unwrap(), binding.spec.as_ref().unwrap()), "a binding shares it too");
+        assert_eq!(status_write.node_name(), Some("node-1"));
+        assert_eq!(binding.view().node_name.as_deref(), Some("node-2"));
+        assert!(!binding.same_spec(&status_write));
+        assert_eq!(binding.to_kube().spec.unwrap().node_name.as_deref(), Some("node-2"));
+        let mut spec_write = binding.clone();
+        Arc::make_mut(&mut spec_write).spec_mut().priority = Some(7);
+        assert!(!spec_write.same_spec(&binding));
         assert_eq!(spec_write.to_kube().spec.unwrap().node_name.as_deref(), Some("node-2"));
+        // A pod with neither spec nor node has no spec in its manifest.
+        assert_eq!(Pod::default().to_kube().spec, None);
     }
 }

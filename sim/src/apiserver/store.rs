@@ -180,7 +180,7 @@ impl Store {
         }
         match obj {
             Obj::Pod(pod) => {
-                if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                if let Some(node) = pod.node_name().map(str::to_string) {
                     self.pods_by_node.entry(node).or_default().insert(key.clone());
                 }
                 let view = pod.view();
@@ -210,7 +210,7 @@ impl Store {
         }
         match obj {
             Obj::Pod(pod) => {
-                if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                if let Some(node) = pod.node_name().map(str::to_string) {
                     remove_from(&mut self.pods_by_node, &node, key);
                 }
                 if let Some(claims) = self.pods_by_claim.get_mut(&key.namespace) {
@@ -242,7 +242,7 @@ fn same_index_facts(old: &Obj, new: &Obj) -> bool {
     }
     match (old, new) {
         (Obj::Pod(a), Obj::Pod(b)) => {
-            a.spec.as_ref().map(|s| (&s.node_name, &s.volumes)) == b.spec.as_ref().map(|s| (&s.node_name, &s.volumes))
+            a.node_name() == b.node_name() && a.spec.as_ref().map(|s| &s.volumes) == b.spec.as_ref().map(|s| &s.volumes)
         }
         (Obj::Node(a), Obj::Node(b)) => {
             let (a, b) = (a.metadata.labels.iter().flatten(), b.metadata.labels.iter().flatten());

@@ -218,7 +218,7 @@ fn should_run(
 
 /// The node a daemon pod runs on or is pinned to.
 fn pod_node_target(pod: &Pod) -> Option<String> {
-    if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+    if let Some(node) = pod.node_name().map(str::to_string) {
         return Some(node);
     }
     let terms = pod

@@ -80,7 +80,7 @@ fn kubelet_cares(change: &Change) -> bool {
     else {
         return true;
     };
-    let node = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.clone());
+    let node = |p: &Pod| p.node_name().map(str::to_string);
     node(old) != node(new)
         || old.metadata.uid != new.metadata.uid
         || old.metadata.deletion_timestamp != new.metadata.deletion_timestamp
@@ -189,7 +189,7 @@ impl Sim {
     /// Queues whatever a pod needs next: scheduling or its kubelet.
     fn kick_pod(&mut self, pod: &ObjectRef) {
         let Some(obj) = self.api.store.get(pod).and_then(|o| o.as_pod()) else { return };
-        match obj.spec.as_ref().and_then(|s| s.node_name.clone()) {
+        match obj.node_name().map(str::to_string) {
             Some(node) => self.kick(KubeTask::Kubelet { node, pod: pod.clone() }),
             None if obj.metadata.deletion_timestamp.is_none() => self.kick(KubeTask::Schedule(pod.clone())),
             None => {}
@@ -201,7 +201,7 @@ impl Sim {
         self.kube.scheduler.observe_pod(key, change.new.as_ref().and_then(|o| o.as_pod()));
         let mut freed_capacity = change.new.is_none();
         if let Some(pod) = change.new.as_ref().and_then(|o| o.as_pod()) {
-            let scheduled = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
+            let scheduled = pod.node_name().is_some();
             // A pending pod's own status write (the scheduler's "Unschedulable") is no reason to
             // try again; a new pod or a changed spec is.
             let new_or_respecified = change.old.as_ref().and_then(|o| o.as_pod()).is_none_or(|old| !old.same_spec(pod));
@@ -235,7 +235,7 @@ impl Sim {
         }
         let (old_pod, new_pod) = (old.and_then(|o| o.as_pod()), new.and_then(|o| o.as_pod()));
         if kubelet_cares(change) {
-            let node_of = |pod: Option<&Arc<Pod>>| pod.and_then(|p| p.spec.as_ref()?.node_name.clone());
+            let node_of = |pod: Option<&Arc<Pod>>| pod.and_then(|p| p.node_name().map(str::to_string));
             let (old_node, new_node) = (node_of(old_pod), node_of(new_pod));
             for node in old_node.iter().chain(new_node.iter().filter(|n| Some(*n) != old_node.as_ref())) {
                 self.kick(KubeTask::Kubelet { node: node.clone(), pod: key.clone() });

@@ -34,7 +34,7 @@ pub fn pod_from_template(
     let meta = template.metadata.clone().unwrap_or_default();
     let mut labels = meta.labels.clone().unwrap_or_default();
     labels.extend(extra_labels);
-    Pod {
+    Pod::from(k8s_openapi::api::core::v1::Pod {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some(namespace.to_string()),
@@ -43,9 +43,9 @@ pub fn pod_from_template(
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
-        spec: template.spec.clone().map(Arc::new),
+        spec: template.spec.clone(),
         status: None,
-    }
+    })
 }
 
 /// An ownerReference to `obj` as its controller.

@@ -400,13 +400,13 @@ fn default_namespace() -> String {
 impl PodStep {
     /// The pod manifest.
     pub fn to_pod(&self) -> Obj {
-        let pod = Pod {
+        let pod = k8s_openapi::api::core::v1::Pod {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
                 namespace: Some(self.namespace.clone()),
                 ..Default::default()
             },
-            spec: Some(Arc::new(PodSpec {
+            spec: Some(PodSpec {
                 containers: vec![Container {
                     name: "app".to_string(),
                     image: Some("nginx".to_string()),
@@ -429,10 +429,10 @@ impl PodStep {
                 node_selector: (!self.node_selector.is_empty()).then(|| self.node_selector.clone()),
                 node_name: self.node.clone(),
                 ..Default::default()
-            })),
+            }),
             status: None,
         };
-        Obj::Pod(Arc::new(pod))
+        Obj::Pod(Arc::new(Pod::from(pod)))
     }
 }
 

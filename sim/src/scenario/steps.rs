@@ -520,7 +520,7 @@ pub fn summarize(sim: &Sim, passed: usize, outcome: &Outcome) -> String {
     let unscheduled: Vec<String> = store
         .list(Kind::Pod)
         .filter_map(|o| o.as_pod().map(|p| (o.object_ref(), p)))
-        .filter(|(_, p)| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none())
+        .filter(|(_, p)| p.node_name().is_none())
         .map(|(k, _)| format!("{}/{}", k.namespace, k.name))
         .collect();
     if !unscheduled.is_empty() {

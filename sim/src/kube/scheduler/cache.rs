@@ -124,7 +124,7 @@ fn counted(pod: &Pod) -> Option<&str> {
     if pod.is_completed() {
         return None;
     }
-    pod.spec.as_ref()?.node_name.as_deref()
+    pod.node_name()
 }
 
 /// The pod's required anti-affinity terms (it repels newcomers that match them).

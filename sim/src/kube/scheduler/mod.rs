@@ -125,7 +125,7 @@ impl Sim {
             self.kube.pending_reason.remove(key);
             return;
         };
-        if pod.metadata.deletion_timestamp.is_some() || pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+        if pod.metadata.deletion_timestamp.is_some() || pod.node_name().is_some() {
             self.kube.unschedulable.remove(key);
             self.kube.pending_reason.remove(key);
             return;
@@ -164,7 +164,7 @@ impl Sim {
         self.kube.pending_reason.remove(key);
         let result = self.api.modify(key, None, |obj| {
             let Some(pod) = obj.pod_mut() else { return false };
-            pod.spec_mut().node_name = Some(chosen.clone());
+            pod.bind(&chosen);
             let status = pod.status.get_or_insert_with(Default::default);
             set_condition(status.conditions.get_or_insert_with(Vec::new), "PodScheduled", "True", None, None);
             true

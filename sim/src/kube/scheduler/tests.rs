@@ -31,20 +31,20 @@ fn cluster(nodes: usize, max_pods: u32) -> Sim {
 }
 
 fn pod(name: &str, labels: &[(&str, &str)], affinity: Option<Affinity>) -> Pod {
-    Pod {
+    Pod::from(k8s_openapi::api::core::v1::Pod {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some("default".to_string()),
             labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
             ..Default::default()
         },
-        spec: Some(Arc::new(PodSpec {
+        spec: Some(PodSpec {
             containers: vec![Container { name: "main".to_string(), ..Default::default() }],
             affinity,
             ..Default::default()
-        })),
+        }),
         ..Default::default()
-    }
+    })
 }
 
 /// Creates and schedules the pod; returns its node, if any.
@@ -59,7 +59,7 @@ fn place(sim: &mut Sim, pod: Pod) -> Option<String> {
 }
 
 fn node_of(sim: &Sim, key: &ObjectRef) -> Option<String> {
-    sim.api.store.get(key)?.as_pod()?.spec.as_ref()?.node_name.clone()
+    sim.api.store.get(key)?.as_pod()?.node_name().map(str::to_string)
 }
 
 fn term(label: &str) -> PodAffinityTerm {
