@@ -104,7 +104,7 @@ impl Store {
             Some(objects) => objects,
             None => namespaces.entry(key.namespace.clone()).or_default(),
         };
-        let current = Some(obj.clone());
+        let current = obj.clone();
         let previous = match objects.get_mut(&key.name) {
             Some(slot) => Some(std::mem::replace(slot, obj)),
             None => {
@@ -114,21 +114,9 @@ impl Store {
                 None
             }
         };
-        match (&previous, &current) {
-            // Most writes are status updates: nothing indexed changed but a pod's view.
-            (Some(old), Some(new)) if same_index_facts(old, new) => {
-                if let Obj::Pod(pod) = new {
-                    self.refresh_claim_views(&key, pod);
-                }
-            }
-            _ => {
-                if let Some(old) = &previous {
-                    self.unindex(&key, old);
-                }
-                if let Some(new) = &current {
-                    self.index(&key, new);
-                }
-            }
+        match &previous {
+            Some(old) => self.reindex(&key, old, &current),
+            None => self.index(&key, &current),
         }
         previous
     }
@@ -151,6 +139,91 @@ impl Store {
         }
         self.unindex(key, &old);
         Some(old)
+    }
+
+    /// Moves a replaced object between index entries: only the facts that changed (most writes
+    /// are status writes, which change nothing indexed but a pod's view).
+    fn reindex(&mut self, key: &ObjectRef, old: &Obj, new: &Obj) {
+        let (old_meta, new_meta) = (old.meta(), new.meta());
+        if old_meta.uid != new_meta.uid {
+            if let Some(uid) = &old_meta.uid
+                && self.by_uid.get(uid) == Some(key)
+            {
+                self.by_uid.remove(uid);
+            }
+            if let Some(uid) = &new_meta.uid {
+                self.by_uid.insert(uid.clone(), key.clone());
+            }
+        }
+        if old_meta.owner_references != new_meta.owner_references {
+            for owner in old_meta.owner_references.iter().flatten() {
+                remove_from(&mut self.dependents, &owner.uid, key);
+            }
+            for owner in new_meta.owner_references.iter().flatten() {
+                self.dependents.entry(owner.uid.clone()).or_default().insert(key.clone());
+            }
+        }
+        match (old, new) {
+            (Obj::Pod(old), Obj::Pod(new)) => {
+                if old.node_name() != new.node_name() {
+                    if let Some(node) = old.node_name() {
+                        remove_from(&mut self.pods_by_node, node, key);
+                    }
+                    if let Some(node) = new.node_name() {
+                        self.pods_by_node.entry(node.to_string()).or_default().insert(key.clone());
+                    }
+                }
+                let same_volumes = match (&old.spec, &new.spec) {
+                    (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b) || a.volumes == b.volumes,
+                    (a, b) => a.is_none() && b.is_none(),
+                };
+                if same_volumes {
+                    self.refresh_claim_views(key, new);
+                } else {
+                    self.unindex_claims(key, old);
+                    self.index_claims(key, new);
+                }
+            }
+            (Obj::Node(old), Obj::Node(new)) => {
+                let (old_labels, new_labels) = (old.metadata.labels.as_ref(), new.metadata.labels.as_ref());
+                for label in old_labels.iter().flat_map(|l| l.keys()) {
+                    if !new_labels.is_some_and(|l| l.contains_key(label)) {
+                        remove_from(&mut self.nodes_by_label_key, label, &key.name);
+                    }
+                }
+                for label in new_labels.iter().flat_map(|l| l.keys()) {
+                    if !old_labels.is_some_and(|l| l.contains_key(label)) {
+                        self.nodes_by_label_key.entry(label.clone()).or_default().insert(key.name.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn index_claims(&mut self, key: &ObjectRef, pod: &Pod) {
+        let claims = claims_of(pod);
+        if claims.is_empty() {
+            return;
+        }
+        let view = pod.view();
+        let by_claim = self.pods_by_claim.entry(key.namespace.clone()).or_default();
+        for claim in claims {
+            by_claim.entry(claim).or_default().insert(key.clone(), view.clone());
+        }
+    }
+
+    fn unindex_claims(&mut self, key: &ObjectRef, pod: &Pod) {
+        if let Some(by_claim) = self.pods_by_claim.get_mut(&key.namespace) {
+            for claim in claims_of(pod) {
+                if let Some(users) = by_claim.get_mut(&claim) {
+                    users.remove(key);
+                    if users.is_empty() {
+                        by_claim.remove(&claim);
+                    }
+                }
+            }
+        }
     }
 
     fn refresh_claim_views(&mut self, key: &ObjectRef, pod: &Pod) {
@@ -180,14 +253,10 @@ impl Store {
         }
         match obj {
             Obj::Pod(pod) => {
-                if let Some(node) = pod.node_name().map(str::to_string) {
-                    self.pods_by_node.entry(node).or_default().insert(key.clone());
+                if let Some(node) = pod.node_name() {
+                    self.pods_by_node.entry(node.to_string()).or_default().insert(key.clone());
                 }
-                let view = pod.view();
-                let claims = self.pods_by_claim.entry(key.namespace.clone()).or_default();
-                for claim in claims_of(pod) {
-                    claims.entry(claim).or_default().insert(key.clone(), view.clone());
-                }
+                self.index_claims(key, pod);
             }
             Obj::Node(node) => {
                 for label in node.metadata.labels.iter().flatten().map(|(k, _)| k) {
@@ -210,19 +279,10 @@ impl Store {
         }
         match obj {
             Obj::Pod(pod) => {
-                if let Some(node) = pod.node_name().map(str::to_string) {
-                    remove_from(&mut self.pods_by_node, &node, key);
+                if let Some(node) = pod.node_name() {
+                    remove_from(&mut self.pods_by_node, node, key);
                 }
-                if let Some(claims) = self.pods_by_claim.get_mut(&key.namespace) {
-                    for claim in claims_of(pod) {
-                        if let Some(users) = claims.get_mut(&claim) {
-                            users.remove(key);
-                            if users.is_empty() {
-                                claims.remove(&claim);
-                            }
-                        }
-                    }
-                }
+                self.unindex_claims(key, pod);
             }
             Obj::Node(node) => {
                 for label in node.metadata.labels.iter().flatten().map(|(k, _)| k) {
@@ -231,24 +291,6 @@ impl Store {
             }
             _ => {}
         }
-    }
-}
-
-/// True when two versions of an object file under the same index entries.
-fn same_index_facts(old: &Obj, new: &Obj) -> bool {
-    let (a, b) = (old.meta(), new.meta());
-    if a.uid != b.uid || a.owner_references != b.owner_references {
-        return false;
-    }
-    match (old, new) {
-        (Obj::Pod(a), Obj::Pod(b)) => {
-            a.node_name() == b.node_name() && a.spec.as_ref().map(|s| &s.volumes) == b.spec.as_ref().map(|s| &s.volumes)
-        }
-        (Obj::Node(a), Obj::Node(b)) => {
-            let (a, b) = (a.metadata.labels.iter().flatten(), b.metadata.labels.iter().flatten());
-            a.map(|(k, _)| k).eq(b.map(|(k, _)| k))
-        }
-        _ => true,
     }
 }
 
@@ -265,4 +307,114 @@ fn remove_from<V: Ord>(index: &mut FxHashMap<String, BTreeSet<V>>, key: &str, va
 /// The PVC names a pod's volumes refer to (`model::observed::claim_names`).
 pub fn claims_of(pod: &Pod) -> Vec<String> {
     model::observed::claim_names(pod.spec.as_deref()).map(str::to_string).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaimVolumeSource, PodSpec, Volume};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One write: pod `index` (node, claims bitmask, owner, uid) or node `index` (labels bitmask).
+    #[derive(Debug, Clone)]
+    enum Write {
+        Pod { index: u8, node: Option<u8>, claims: u8, owner: u8, uid: u8 },
+        Node { index: u8, labels: u8 },
+        RemovePod { index: u8 },
+    }
+
+    fn write() -> impl Strategy<Value = Write> {
+        prop_oneof![
+            (0..4u8, proptest::option::of(0..3u8), 0..4u8, 0..3u8, 0..2u8)
+                .prop_map(|(index, node, claims, owner, uid)| Write::Pod { index, node, claims, owner, uid }),
+            (0..3u8, 0..8u8).prop_map(|(index, labels)| Write::Node { index, labels }),
+            (0..4u8).prop_map(|index| Write::RemovePod { index }),
+        ]
+    }
+
+    fn pod(index: u8, node: Option<u8>, claims: u8, owner: u8, uid: u8) -> Obj {
+        let volumes = (0..2)
+            .filter(|bit| claims & (1 << bit) != 0)
+            .map(|bit| Volume {
+                name: format!("v{bit}"),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: format!("claim-{bit}"),
+                    read_only: None,
+                }),
+                ..Volume::default()
+            })
+            .collect();
+        let metadata = ObjectMeta {
+            name: Some(format!("pod-{index}")),
+            namespace: Some("default".into()),
+            uid: Some(format!("pod-{index}-uid-{uid}")),
+            owner_references: (owner > 0)
+                .then(|| vec![OwnerReference { uid: format!("owner-{owner}"), ..OwnerReference::default() }]),
+            ..ObjectMeta::default()
+        };
+        let spec =
+            PodSpec { volumes: Some(volumes), node_name: node.map(|n| format!("node-{n}")), ..PodSpec::default() };
+        Obj::Pod(Arc::new(Pod::from(k8s_openapi::api::core::v1::Pod { metadata, spec: Some(spec), status: None })))
+    }
+
+    fn node(index: u8, labels: u8) -> Obj {
+        let labels = (0..3).filter(|bit| labels & (1 << bit) != 0).map(|bit| (format!("key-{bit}"), "v".to_string()));
+        let metadata = ObjectMeta {
+            name: Some(format!("node-{index}")),
+            uid: Some(format!("node-{index}-uid")),
+            labels: Some(labels.collect()),
+            ..ObjectMeta::default()
+        };
+        Obj::Node(Arc::new(Node { metadata, ..Node::default() }))
+    }
+
+    /// Everything the indexes answer, for the names the writes can produce.
+    fn answers(store: &Store) -> Vec<String> {
+        let mut out = Vec::new();
+        for n in 0..3 {
+            out.push(format!("node-{n}: {:?}", store.pods_on_node(&format!("node-{n}")).collect::<Vec<_>>()));
+            out.push(format!("key-{n}: {:?}", store.nodes_with_label_key(&format!("key-{n}")).collect::<Vec<_>>()));
+            out.push(format!("owner-{n}: {:?}", store.dependents(&format!("owner-{n}")).collect::<Vec<_>>()));
+            out.push(format!(
+                "claim-{n}: {:?}",
+                store.claim_users("default", &format!("claim-{n}")).collect::<Vec<_>>()
+            ));
+        }
+        for (key, obj) in store.iter() {
+            let uid = obj.meta().uid.clone().unwrap_or_default();
+            out.push(format!("{uid}: {:?} for {key:?}", store.by_uid(&uid)));
+        }
+        out
+    }
+
+    proptest! {
+        /// Writes move objects between index entries fact by fact; whatever the history, the
+        /// indexes answer as if the final objects had been written once into an empty store.
+        #[test]
+        fn incremental_indexes_match_a_fresh_build(writes in proptest::collection::vec(write(), 1..40)) {
+            let mut store = Store::default();
+            for write in writes {
+                match write {
+                    Write::Pod { index, node, claims, owner, uid } => {
+                        store.put(pod(index, node, claims, owner, uid));
+                    }
+                    Write::Node { index, labels } => {
+                        store.put(node(index, labels));
+                    }
+                    Write::RemovePod { index } => {
+                        store.remove(&ObjectRef::namespaced(Kind::Pod, "default", &format!("pod-{index}")));
+                    }
+                }
+            }
+            let mut fresh = Store::default();
+            for (_, obj) in store.iter() {
+                fresh.put(obj.clone());
+            }
+            prop_assert_eq!(answers(&store), answers(&fresh));
+        }
+    }
 }
