@@ -66,23 +66,36 @@ pub struct PodView {
 impl PodView {
     /// Reads a Kubernetes pod.
     pub fn from_pod(pod: &Pod) -> Self {
-        Self::from_parts(&pod.metadata, pod.spec.as_ref(), pod.status.as_ref())
+        let node_name = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+        Self::from_parts(&pod.metadata, node_name, pod.status.as_ref())
     }
 
     /// Reads a pod from its parts (for drivers that store the spec apart, shared between
-    /// versions of the pod).
-    pub fn from_parts(metadata: &ObjectMeta, spec: Option<&PodSpec>, status: Option<&PodStatus>) -> Self {
-        let ready = status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        Self {
+    /// versions of the pod): metadata, `spec.nodeName` and status.
+    pub fn from_parts(metadata: &ObjectMeta, node_name: Option<&str>, status: Option<&PodStatus>) -> Self {
+        let mut view = Self {
             namespace: metadata.namespace.clone().unwrap_or_default(),
             name: metadata.name.clone().unwrap_or_default(),
-            node_name: spec.and_then(|s| s.node_name.clone()),
-            phase: PodPhase::parse(status.and_then(|s| s.phase.as_deref())),
-            ready,
-            deleting: metadata.deletion_timestamp.is_some(),
+            node_name: None,
+            phase: PodPhase::Unknown,
+            ready: false,
+            deleting: false,
+        };
+        view.refresh(metadata, node_name, status);
+        view
+    }
+
+    /// Brings the view of an earlier version of the same pod up to date, allocating only for a
+    /// node that changed (drivers that keep views current on every pod write call this).
+    pub fn refresh(&mut self, metadata: &ObjectMeta, node_name: Option<&str>, status: Option<&PodStatus>) {
+        if self.node_name.as_deref() != node_name {
+            self.node_name = node_name.map(str::to_string);
         }
+        self.phase = PodPhase::parse(status.and_then(|s| s.phase.as_deref()));
+        self.ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        self.deleting = metadata.deletion_timestamp.is_some();
     }
 
     /// True if the pod may still be using a volume: not completed (deleting pods included,
@@ -254,5 +267,35 @@ mod tests {
         assert_eq!(claim_names(None).count(), 0);
         let pod = Pod { spec: Some(spec), ..Default::default() };
         assert!(pod_uses_claim(&pod, "a") && !pod_uses_claim(&pod, "tmp") && !pod_uses_claim(&Pod::default(), "a"));
+    }
+
+    #[test]
+    fn a_view_refreshed_through_a_pods_life_equals_a_fresh_one() {
+        use k8s_openapi::api::core::v1::PodCondition;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let metadata = ObjectMeta { name: Some("app".into()), namespace: Some("team".into()), ..Default::default() };
+        let mut view = PodView::from_parts(&metadata, None, None);
+        assert_eq!(
+            (view.phase, view.ready, view.deleting, view.node_name.as_deref()),
+            (PodPhase::Pending, false, false, None)
+        );
+        let ready = PodCondition { type_: "Ready".into(), status: "True".into(), ..Default::default() };
+        let running = PodStatus { phase: Some("Running".into()), conditions: Some(vec![ready]), ..Default::default() };
+        let deleting = ObjectMeta { deletion_timestamp: Some(Time(Default::default())), ..metadata.clone() };
+        let failed = PodStatus { phase: Some("Failed".into()), ..Default::default() };
+        let steps: [(&ObjectMeta, Option<&str>, Option<&PodStatus>); 5] = [
+            (&metadata, Some("node-1"), None),
+            (&metadata, Some("node-1"), Some(&running)),
+            (&deleting, Some("node-1"), Some(&running)),
+            (&deleting, Some("node-2"), Some(&failed)),
+            (&metadata, None, None),
+        ];
+        for (meta, node, status) in steps {
+            view.refresh(meta, node, status);
+            assert_eq!(view, PodView::from_parts(meta, node, status));
+        }
+        let pod = Pod { metadata: deleting, status: Some(running), ..Default::default() };
+        let seen = PodView::from_pod(&pod);
+        assert!(seen.ready && seen.deleting && seen.phase == PodPhase::Running && seen.key() == "team/app");
     }
 }

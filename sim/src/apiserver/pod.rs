@@ -83,9 +83,12 @@ impl Pod {
 
     /// What the model reads of this pod.
     pub fn view(&self) -> PodView {
-        let mut view = PodView::from_parts(&self.metadata, self.spec.as_deref(), self.status.as_ref());
-        view.node_name.clone_from(&self.node_name);
-        view
+        PodView::from_parts(&self.metadata, self.node_name(), self.status.as_ref())
+    }
+
+    /// Brings `view`, that of an earlier version of this pod, up to date in place.
+    pub fn refresh_view(&self, view: &mut PodView) {
+        view.refresh(&self.metadata, self.node_name(), self.status.as_ref());
     }
 }
 

@@ -227,18 +227,10 @@ impl Store {
     }
 
     fn refresh_claim_views(&mut self, key: &ObjectRef, pod: &Pod) {
-        let mut view = None;
-        for claim in claims_of(pod) {
-            if let Some(slot) = self
-                .pods_by_claim
-                .get_mut(&key.namespace)
-                .and_then(|claims| claims.get_mut(&claim))
-                .and_then(|users| users.get_mut(key))
-            {
-                let fresh = view.get_or_insert_with(|| pod.view());
-                if slot != fresh {
-                    *slot = fresh.clone();
-                }
+        let Some(by_claim) = self.pods_by_claim.get_mut(&key.namespace) else { return };
+        for claim in model::observed::claim_names(pod.spec.as_deref()) {
+            if let Some(view) = by_claim.get_mut(claim).and_then(|users| users.get_mut(key)) {
+                pod.refresh_view(view);
             }
         }
     }
