@@ -176,16 +176,16 @@ pub fn observe(stores: &Stores, runtime_type: &str, namespace: &str, name: &str)
     worker_pods.sort();
 
     let keys = dataset_keys(observed.dataset.as_deref(), namespace, name);
+    let label_keys = keys.map(|k| k.all_node_label_keys(runtime_type)).unwrap_or_default();
     let candidates: BTreeSet<String> = {
         let nodes = crate::index::read(&stores.node_index);
-        let labelled = keys.iter().flat_map(|k| k.all_node_label_keys(runtime_type));
         let mut names: BTreeSet<String> =
-            labelled.flat_map(|key| nodes.with_label_key(&key).cloned().collect::<Vec<_>>()).collect();
+            label_keys.iter().flat_map(|key| nodes.with_label_key(key).cloned().collect::<Vec<_>>()).collect();
         names.extend(worker_pods.iter().filter_map(|p| p.node_name.clone()));
         names
     };
     let nodes: Vec<Arc<Node>> = candidates.iter().filter_map(|n| stores.nodes.get(&StoreRef::new(n))).collect();
-    observed.nodes = relevant_nodes(keys.as_ref(), runtime_type, &worker_pods, nodes.iter());
+    observed.nodes = relevant_nodes(&label_keys, &worker_pods, nodes.iter());
     if let Ok(samples) = stores.cache_samples.read() {
         observed.cache_samples = worker_pods
             .iter()

@@ -11,7 +11,6 @@ use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::{Dataset, JuiceFSRuntime};
-use crate::labels::DatasetKeys;
 
 /// The lifecycle phase of a pod, as the model needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -221,15 +220,14 @@ impl<R> Observed<R> {
 }
 
 /// Picks the nodes a reconcile needs: those running one of `worker_pods`, and those carrying any
-/// label key that starts with one of `keys`' node label keys. Output is sorted by name.
+/// of `our_keys`, the dataset's node label keys ([`crate::labels::DatasetKeys::all_node_label_keys`], which a
+/// driver also needs to look candidates up). Output is sorted by name.
 pub fn relevant_nodes<'a>(
-    keys: Option<&DatasetKeys>,
-    runtime_type: &str,
+    our_keys: &[String],
     worker_pods: &[PodView],
     all_nodes: impl IntoIterator<Item = &'a Arc<Node>>,
 ) -> Vec<NodeView> {
     let worker_nodes: BTreeSet<&str> = worker_pods.iter().filter_map(|p| p.node_name.as_deref()).collect();
-    let our_keys: Vec<String> = keys.map(|k| k.all_node_label_keys(runtime_type)).unwrap_or_default();
     let mut nodes: Vec<NodeView> = all_nodes
         .into_iter()
         .filter(|node| {

@@ -74,44 +74,51 @@ impl<T: Hash + Eq + Clone> Default for DelayQueue<T> {
 impl<T: Hash + Eq + Clone> DelayQueue<T> {
     /// Asks for `item` at `at_ms`. Returns the token of a new event to schedule, or None when the
     /// item is already due no later.
-    pub fn add(&mut self, item: T, at_ms: u64) -> Option<u64> {
+    pub fn add(&mut self, item: &T, at_ms: u64) -> Option<u64> {
         self.add_why(item, at_ms, Due::Urgent)
     }
 
-    /// Like [`Self::add`], saying why.
-    pub fn add_why(&mut self, item: T, at_ms: u64, why: Due) -> Option<u64> {
-        if let Some((due, _, reason)) = self.due.get_mut(&item)
-            && *due <= at_ms
-        {
-            if why == Due::Urgent && *reason != Due::Urgent {
-                *reason = Due::Urgent;
-                self.urgent += 1;
-            }
-            return None;
-        }
+    /// Like [`Self::add`], saying why. The item is copied only when it is not queued yet.
+    pub fn add_why(&mut self, item: &T, at_ms: u64, why: Due) -> Option<u64> {
         self.next_token += 1;
-        let why = match self.due.get(&item) {
-            Some((_, _, Due::Urgent)) => Due::Urgent,
-            _ => why,
-        };
-        if let Some((_, _, Due::Urgent)) = self.due.insert(item, (at_ms, self.next_token, why)) {
-            self.urgent -= 1;
+        let token = self.next_token;
+        match self.due.get_mut(item) {
+            Some((due, current, reason)) => {
+                let was_urgent = *reason == Due::Urgent;
+                if why == Due::Urgent && !was_urgent {
+                    *reason = Due::Urgent;
+                    self.urgent += 1;
+                }
+                if *due <= at_ms {
+                    self.next_token -= 1;
+                    return None;
+                }
+                // Due earlier now: a new event replaces the queued one (urgent stays urgent).
+                (*due, *current) = (at_ms, token);
+            }
+            None => {
+                self.due.insert(item.clone(), (at_ms, token, why));
+                if why == Due::Urgent {
+                    self.urgent += 1;
+                }
+            }
         }
-        if why == Due::Urgent {
-            self.urgent += 1;
-        }
-        Some(self.next_token)
+        Some(token)
     }
 
     /// Like [`Self::add`] for a watch event that reaches the lagging cache only at `at_ms`: an
     /// earlier queued run of `item` reads the cache before it, so `item` is due again at `at_ms`
     /// (see [`Self::take_followup`]); a real informer enqueues only once its cache has the change.
-    pub fn add_after_cache(&mut self, item: T, at_ms: u64) -> Option<u64> {
+    pub fn add_after_cache(&mut self, item: &T, at_ms: u64) -> Option<u64> {
         if let Some((due, _, _)) = self.due.get(&item)
             && *due < at_ms
         {
-            let followup = self.followups.entry(item.clone()).or_insert(at_ms);
-            *followup = (*followup).max(at_ms);
+            match self.followups.get_mut(item) {
+                Some(followup) => *followup = (*followup).max(at_ms),
+                None => {
+                    self.followups.insert(item.clone(), at_ms);
+                }
+            }
         }
         self.add(item, at_ms)
     }
@@ -319,15 +326,14 @@ pub fn build_observed(
     observed.claim_users = sim_store.claim_users(namespace, name).map(|(_, view)| view.clone()).collect();
     let uid = observed.dataset.as_deref().and_then(|d| d.metadata.uid.clone());
     let keys = DatasetKeys::new(namespace, name, uid.as_deref()).ok();
+    let label_keys = keys.map(|k| k.all_node_label_keys(model::engine::juicefs::RUNTIME_TYPE)).unwrap_or_default();
     let mut candidates: BTreeSet<&String> = observed.worker_pods.iter().filter_map(|p| p.node_name.as_ref()).collect();
-    if let Some(keys) = &keys {
-        for label in keys.all_node_label_keys(model::engine::juicefs::RUNTIME_TYPE) {
-            candidates.extend(sim_store.nodes_with_label_key(&label));
-        }
+    for label in &label_keys {
+        candidates.extend(sim_store.nodes_with_label_key(label));
     }
     let nodes =
         candidates.into_iter().filter_map(|node| sim_store.get_named(Kind::Node, "", node)).filter_map(|o| o.as_node());
-    observed.nodes = relevant_nodes(keys.as_ref(), model::engine::juicefs::RUNTIME_TYPE, &observed.worker_pods, nodes);
+    observed.nodes = relevant_nodes(&label_keys, &observed.worker_pods, nodes);
     observed.cluster_common_labels = common_labels.clone();
     observed.cache_samples = samples(&observed.worker_pods);
     observed
@@ -446,8 +452,7 @@ impl Sim {
         let at = self.clock.now_ms() + extra_ms + self.faults.watch_latency_ms(self.config.watch_latency_ms);
         for reconciler in [Reconciler::Dataset, Reconciler::Runtime] {
             let queue = self.control.queue(reconciler);
-            let added =
-                if extra_ms > 0 { queue.add_after_cache(pair.clone(), at) } else { queue.add(pair.clone(), at) };
+            let added = if extra_ms > 0 { queue.add_after_cache(pair, at) } else { queue.add(pair, at) };
             if let Some(token) = added {
                 self.clock.schedule_at(at, Event::Reconcile { reconciler, key: pair.clone(), token });
             }
@@ -455,7 +460,7 @@ impl Sim {
     }
 
     fn requeue(&mut self, reconciler: Reconciler, pair: &Pair, at_ms: u64, why: crate::control::Due) {
-        if let Some(token) = self.control.queue(reconciler).add_why(pair.clone(), at_ms, why) {
+        if let Some(token) = self.control.queue(reconciler).add_why(pair, at_ms, why) {
             self.clock.schedule_at(at_ms, Event::Reconcile { reconciler, key: pair.clone(), token });
         }
     }
@@ -533,7 +538,7 @@ impl Sim {
         let queue = self.control.queue(reconciler);
         let Some(at_ms) = queue.take_followup(pair).filter(|at| *at > now_ms) else { return };
         // Still after the cache: a retry queued earlier by this run must not swallow it.
-        if let Some(token) = queue.add_after_cache(pair.clone(), at_ms) {
+        if let Some(token) = queue.add_after_cache(pair, at_ms) {
             self.clock.schedule_at(at_ms, Event::Reconcile { reconciler, key: pair.clone(), token });
         }
     }

@@ -224,7 +224,7 @@ impl Sim {
 
     /// Queues a built-in controller task at `at_ms` (an earlier request wins).
     pub fn kick_at(&mut self, task: KubeTask, at_ms: u64) {
-        if let Some(token) = self.kube_queue.add(task.clone(), at_ms) {
+        if let Some(token) = self.kube_queue.add(&task, at_ms) {
             self.clock.schedule_at(at_ms, Event::Kube { task, token });
         }
     }

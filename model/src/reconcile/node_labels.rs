@@ -119,7 +119,7 @@ fn patch_for(
         .count();
     let added =
         wanted.iter().filter(|(key, value)| value.is_some() && !current.contains_key(*key) && counted(key)).count();
-    let dataset_num = (kept + added > 0).then(|| (kept + added).to_string());
+    let count = kept + added;
     let mut patch: BTreeMap<String, Option<String>> = wanted
         .iter()
         .filter(|(key, value)| current.get(*key) != value.as_ref())
@@ -128,11 +128,35 @@ fn patch_for(
     if drop_exclusive {
         patch.insert(labels::EXCLUSIVE.to_string(), None);
     }
-    if current.get(labels::DATASET_NUM) != dataset_num.as_ref() {
-        patch.insert(labels::DATASET_NUM.to_string(), dataset_num);
+    // Compared as text without formatting it: most nodes already carry the right count.
+    let count_is_current = match current.get(labels::DATASET_NUM) {
+        None => count == 0,
+        Some(text) => count > 0 && is_canonical_decimal(text, count),
+    };
+    if !count_is_current {
+        patch.insert(labels::DATASET_NUM.to_string(), (count > 0).then(|| count.to_string()));
     }
     if patch.is_empty() {
         return None;
     }
     Some(Effect::PatchLabels { target: ObjectRef::cluster(Kind::Node, &node.name), labels: patch })
+}
+
+/// True when `text` is `n` written as `n.to_string()` writes it (no sign, no leading zero).
+fn is_canonical_decimal(text: &str, n: usize) -> bool {
+    let canonical = !text.starts_with('+') && !(text.len() > 1 && text.starts_with('0'));
+    canonical && text.parse::<usize>() == Ok(n)
+}
+
+#[cfg(test)]
+mod decimal_tests {
+    use super::is_canonical_decimal;
+
+    #[test]
+    fn only_the_canonical_spelling_of_a_count_matches_it() {
+        assert!(is_canonical_decimal("3", 3) && is_canonical_decimal("0", 0) && is_canonical_decimal("12", 12));
+        for (text, n) in [("03", 3), ("+3", 3), ("3 ", 3), ("", 0), ("4", 3), ("x", 3)] {
+            assert!(!is_canonical_decimal(text, n), "{text:?} is not {n}");
+        }
+    }
 }
