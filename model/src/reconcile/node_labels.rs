@@ -144,8 +144,8 @@ fn patch_for(
 
 /// True when `text` is `n` written as `n.to_string()` writes it (no sign, no leading zero).
 fn is_canonical_decimal(text: &str, n: usize) -> bool {
-    let canonical = !text.starts_with('+') && !(text.len() > 1 && text.starts_with('0'));
-    canonical && text.parse::<usize>() == Ok(n)
+    let leading_zero = text.len() > 1 && text.starts_with('0');
+    !text.starts_with('+') && !leading_zero && text.parse::<usize>() == Ok(n)
 }
 
 #[cfg(test)]
