@@ -110,7 +110,7 @@ impl<T: Hash + Eq + Clone> DelayQueue<T> {
     /// earlier queued run of `item` reads the cache before it, so `item` is due again at `at_ms`
     /// (see [`Self::take_followup`]); a real informer enqueues only once its cache has the change.
     pub fn add_after_cache(&mut self, item: &T, at_ms: u64) -> Option<u64> {
-        if let Some((due, _, _)) = self.due.get(&item)
+        if let Some((due, _, _)) = self.due.get(item)
             && *due < at_ms
         {
             match self.followups.get_mut(item) {
