@@ -606,8 +606,7 @@ impl Sim {
         let conflict_rate = self.faults.conflict_rate;
         if effect.is_write() && self.rng.chance(Stream::Faults, conflict_rate) {
             let target = effect.target();
-            let actual =
-                self.api.store.get(&target).and_then(|o| o.meta().resource_version.clone()).unwrap_or_default();
+            let actual = self.api.store.get(&target).and_then(|o| o.resource_version()).unwrap_or_default().to_string();
             return Err(ApiError::Conflict { object: target, expected: "(injected)".to_string(), actual });
         }
         match effect {

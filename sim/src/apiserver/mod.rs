@@ -104,7 +104,7 @@ impl ApiServer {
 
     fn commit(&mut self, key: ObjectRef, mut obj: Obj) -> Obj {
         let rv = self.next_rv();
-        obj.meta_mut().resource_version = Some(rv);
+        obj.set_resource_version(rv);
         let old = self.store.put(obj.clone());
         self.writes += 1;
         self.changes.push(Change { key, old, new: Some(obj.clone()) });
@@ -203,7 +203,7 @@ impl ApiServer {
             return Err(ApiError::NotFound(key.clone()));
         };
         if let Some(expected) = precondition {
-            let actual = current.meta().resource_version.clone().unwrap_or_default();
+            let actual = current.resource_version().unwrap_or_default().to_string();
             if actual != expected {
                 return Err(ApiError::Conflict { object: key.clone(), expected: expected.to_string(), actual });
             }
@@ -331,7 +331,7 @@ mod tests {
         let mut api = ApiServer::default();
         let created = api.create(pvc("a"), Millis(0)).unwrap();
         let key = created.object_ref();
-        let rv = created.meta().resource_version.clone().unwrap();
+        let rv = created.resource_version().unwrap().to_string();
         api.modify(&key, Some(&rv), |o| {
             o.meta_mut().finalizers = Some(vec!["f".into()]);
             true

@@ -99,9 +99,35 @@ impl Obj {
         each!(self, o => &o.metadata)
     }
 
-    /// The metadata, copied on write.
+    /// The metadata, copied on write. Not for `resourceVersion`: see
+    /// [`Obj::set_resource_version`].
     pub fn meta_mut(&mut self) -> &mut ObjectMeta {
-        each!(self, o => &mut Arc::make_mut(o).metadata)
+        match self {
+            Obj::Pod(o) => Arc::make_mut(o).metadata_mut(),
+            Obj::Dataset(o) => &mut Arc::make_mut(o).metadata,
+            Obj::Runtime(o) => &mut Arc::make_mut(o).metadata,
+            Obj::StatefulSet(o) => &mut Arc::make_mut(o).metadata,
+            Obj::DaemonSet(o) => &mut Arc::make_mut(o).metadata,
+            Obj::PersistentVolume(o) => &mut Arc::make_mut(o).metadata,
+            Obj::PersistentVolumeClaim(o) => &mut Arc::make_mut(o).metadata,
+            Obj::Node(o) => &mut Arc::make_mut(o).metadata,
+        }
+    }
+
+    /// `metadata.resourceVersion` (a pod keeps it beside its shared metadata).
+    pub fn resource_version(&self) -> Option<&str> {
+        match self {
+            Obj::Pod(pod) => pod.resource_version(),
+            other => other.meta().resource_version.as_deref(),
+        }
+    }
+
+    /// Sets `metadata.resourceVersion`.
+    pub fn set_resource_version(&mut self, resource_version: String) {
+        match self {
+            Obj::Pod(pod) => Arc::make_mut(pod).set_resource_version(resource_version),
+            other => other.meta_mut().resource_version = Some(resource_version),
+        }
     }
 
     /// Which object this is (the namespace is dropped for cluster-scoped kinds).
@@ -261,7 +287,11 @@ mod tests {
     #[test]
     fn a_pod_manifest_round_trips_with_its_spec_shared_and_defaulted_namespace() {
         let spec = serde_json::json!({"containers": [{"name": "app", "image": "nginx"}], "nodeName": "node-1"});
-        let obj = Obj::from_manifest(pod(spec.clone())).expect("a pod");
+        let mut manifest = pod(spec.clone());
+        manifest["metadata"]["resourceVersion"] = "42".into();
+        let obj = Obj::from_manifest(manifest).expect("a pod");
+        assert_eq!(obj.resource_version(), Some("42"));
+        assert_eq!(obj.to_json()["metadata"]["resourceVersion"], "42");
         assert_eq!(obj.object_ref(), ObjectRef::namespaced(Kind::Pod, "default", "app"));
         let json = obj.to_json();
         assert_eq!((json["apiVersion"].as_str(), json["kind"].as_str()), (Some("v1"), Some("Pod")));

@@ -1,4 +1,4 @@
-//! The stored pod: Kubernetes' `Pod` with its spec behind an `Arc`, shared between versions.
+//! The stored pod: Kubernetes' `Pod` with its metadata and spec behind `Arc`s, shared between versions.
 
 use std::sync::Arc;
 
@@ -12,11 +12,15 @@ use model::observed::{PodPhase, PodView};
 /// metadata and status, not the spec (for a FUSE pod, most of the object). Field names are
 /// Kubernetes', so code reads `pod.spec`, `pod.status` as it would on a `Pod`. `spec.nodeName`
 /// alone is kept beside the shared spec ([`Pod::node_name`]), so that binding a pod does not
-/// copy its spec either; the stored spec's `node_name` is always `None`.
+/// copy its spec either; the stored spec's `node_name` is always `None`. Likewise the metadata
+/// is shared and `metadata.resourceVersion`, which every write changes, is kept beside it
+/// ([`Pod::resource_version`]): a status write copies the status alone.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Pod {
-    /// Standard object metadata.
-    pub metadata: ObjectMeta,
+    /// Standard object metadata but for `resourceVersion`, shared until written
+    /// ([`Pod::metadata_mut`]).
+    pub metadata: Arc<ObjectMeta>,
+    resource_version: Option<String>,
     /// The spec but for `nodeName`, shared until written ([`Pod::spec_mut`]).
     pub spec: Option<Arc<PodSpec>>,
     node_name: Option<String>,
@@ -26,9 +30,10 @@ pub struct Pod {
 
 impl From<k8s_openapi::api::core::v1::Pod> for Pod {
     fn from(pod: k8s_openapi::api::core::v1::Pod) -> Self {
-        let mut spec = pod.spec;
+        let (mut metadata, mut spec) = (pod.metadata, pod.spec);
         let node_name = spec.as_mut().and_then(|s| s.node_name.take());
-        Self { metadata: pod.metadata, spec: spec.map(Arc::new), node_name, status: pod.status }
+        let resource_version = metadata.resource_version.take();
+        Self { metadata: Arc::new(metadata), resource_version, spec: spec.map(Arc::new), node_name, status: pod.status }
     }
 }
 
@@ -36,7 +41,10 @@ impl Pod {
     /// The Kubernetes pod (a copy: for JSON output, not for hot paths).
     pub fn to_kube(&self) -> k8s_openapi::api::core::v1::Pod {
         k8s_openapi::api::core::v1::Pod {
-            metadata: self.metadata.clone(),
+            metadata: ObjectMeta {
+                resource_version: self.resource_version.clone(),
+                ..ObjectMeta::clone(&self.metadata)
+            },
             spec: match (self.spec.as_deref(), &self.node_name) {
                 (None, None) => None,
                 (spec, node_name) => {
@@ -51,6 +59,22 @@ impl Pod {
     /// [`Pod::bind`].
     pub fn spec_mut(&mut self) -> &mut PodSpec {
         Arc::make_mut(self.spec.get_or_insert_with(Default::default))
+    }
+
+    /// The metadata, copied on write. Not for `resourceVersion`: see
+    /// [`Pod::set_resource_version`].
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        Arc::make_mut(&mut self.metadata)
+    }
+
+    /// `metadata.resourceVersion`.
+    pub fn resource_version(&self) -> Option<&str> {
+        self.resource_version.as_deref()
+    }
+
+    /// Sets `metadata.resourceVersion` without copying the rest of the metadata.
+    pub fn set_resource_version(&mut self, resource_version: String) {
+        self.resource_version = Some(resource_version);
     }
 
     /// The node the pod is bound to (`spec.nodeName`).
@@ -103,9 +127,13 @@ mod tests {
         assert_eq!(first.node_name(), Some("node-1"));
         assert_eq!(first.spec.as_ref().unwrap().node_name, None, "kept beside the shared spec");
         let mut status_write = first.clone();
-        Arc::make_mut(&mut status_write).status =
-            Some(PodStatus { phase: Some("Running".into()), ..Default::default() });
+        let writing = Arc::make_mut(&mut status_write);
+        writing.status = Some(PodStatus { phase: Some("Running".into()), ..Default::default() });
+        writing.set_resource_version("8".into());
         assert!(Arc::ptr_eq(first.spec.as_ref().unwrap(), status_write.spec.as_ref().unwrap()));
+        assert!(Arc::ptr_eq(&first.metadata, &status_write.metadata), "a new resourceVersion copies no metadata");
+        assert_eq!(status_write.to_kube().metadata.resource_version.as_deref(), Some("8"));
+        assert_eq!(first.resource_version(), None);
         assert_eq!(first.status, None, "the old version keeps its status");
         assert!(first.same_spec(&status_write));
         let mut binding = status_write.clone();
@@ -117,6 +145,8 @@ mod tests {
         assert_eq!(binding.to_kube().spec.unwrap().node_name.as_deref(), Some("node-2"));
         let mut spec_write = binding.clone();
         Arc::make_mut(&mut spec_write).spec_mut().priority = Some(7);
+        Arc::make_mut(&mut spec_write).metadata_mut().labels = Some([("a".to_string(), "b".to_string())].into());
+        assert!(binding.metadata.labels.is_none(), "a metadata write copies it");
         assert!(!spec_write.same_spec(&binding));
         assert_eq!(spec_write.to_kube().spec.unwrap().node_name.as_deref(), Some("node-2"));
         // A pod with neither spec nor node has no spec in its manifest.
