@@ -184,7 +184,7 @@ impl Sim {
                         continue;
                     }
                     for volume in run.volumes.iter().filter(|v| v.published) {
-                        let key = volume.context.get(ATTR_FUSE_LABEL_KEY).cloned().unwrap_or_default();
+                        let key = volume.request.volume_context.get(ATTR_FUSE_LABEL_KEY).cloned().unwrap_or_default();
                         if removed.contains(&&key) {
                             users.push(format!("{pod} ({key})"));
                         }

@@ -55,18 +55,11 @@ pub enum RunPhase {
 /// One CSI volume of a pod, as the kubelet tracks it.
 #[derive(Debug, Clone)]
 pub struct VolumeRun {
-    /// The PV name (also the CSI volume id).
-    pub volume_id: String,
-    /// The PV's volume attributes.
-    pub context: BTreeMap<String, String>,
-    /// The kubelet's staging path for the volume.
-    pub staging_path: String,
-    /// The pod's publish target.
-    pub target_path: String,
-    /// The capability derived from the access modes.
-    pub capability: Capability,
-    /// The pod mounts it read-only.
-    pub read_only: bool,
+    /// The NodePublishVolume request the kubelet sends for it, built once: the PV name as
+    /// volume id, the PV's volume attributes as context, the kubelet's staging path, the pod's
+    /// target path, the capability from the access modes, and whether the pod mounts it
+    /// read-only. NodeStageVolume reads the same fields.
+    pub request: PublishRequest,
     /// NodePublish succeeded.
     pub published: bool,
     /// What the CSI plugin remembers of the publish, for FUSE recovery.
@@ -348,16 +341,15 @@ impl Sim {
                 continue;
             }
             let access_modes = pv.spec.as_ref().and_then(|s| s.access_modes.clone()).unwrap_or_default();
-            out.push(VolumeRun {
+            let request = PublishRequest {
                 volume_id: csi.volume_handle.clone(),
-                context: csi.volume_attributes.clone().unwrap_or_default(),
-                staging_path: staging_path(&csi.volume_handle),
+                staging_target_path: staging_path(&csi.volume_handle),
                 target_path: format!("/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~csi/{pv_name}/mount"),
-                capability: capability_for(&access_modes),
-                read_only: claim.read_only.unwrap_or(false),
-                published: false,
-                record: None,
-            });
+                capability: Some(capability_for(&access_modes)),
+                readonly: claim.read_only.unwrap_or(false),
+                volume_context: csi.volume_attributes.clone().unwrap_or_default(),
+            };
+            out.push(VolumeRun { request, published: false, record: None });
         }
         Some(out)
     }
@@ -385,10 +377,10 @@ impl Sim {
             if !self.nodes[node].csi_up {
                 return Setup::Wait(format!(
                     "CSI plugin on {node} is restarting; NodeStage/NodePublish of {} will be retried",
-                    volume.volume_id
+                    volume.request.volume_id
                 ));
             }
-            if !self.nodes[node].staged.contains(&volume.volume_id)
+            if !self.nodes[node].staged.contains(&volume.request.volume_id)
                 && let Err(note) = self.stage(node, volume)
             {
                 return Setup::Wait(note);
@@ -397,8 +389,10 @@ impl Sim {
                 Ok(bind) => {
                     volume.published = true;
                     if let Some(bind) = bind {
-                        let fluid_path = volume.context.get(ATTR_FLUID_PATH).cloned().unwrap_or_default();
-                        volume.record = Some(PublishRecord { volume_id: volume.volume_id.clone(), fluid_path, bind });
+                        let fluid_path =
+                            volume.request.volume_context.get(ATTR_FLUID_PATH).cloned().unwrap_or_default();
+                        volume.record =
+                            Some(PublishRecord { volume_id: volume.request.volume_id.clone(), fluid_path, bind });
                     }
                 }
                 Err(note) => return Setup::Wait(note),
@@ -409,12 +403,12 @@ impl Sim {
 
     fn stage(&mut self, node: &str, volume: &VolumeRun) -> Result<(), String> {
         let request = StageRequest {
-            volume_id: volume.volume_id.clone(),
-            staging_target_path: volume.staging_path.clone(),
-            capability: Some(volume.capability.clone()),
-            volume_context: volume.context.clone(),
+            volume_id: volume.request.volume_id.clone(),
+            staging_target_path: volume.request.staging_target_path.clone(),
+            capability: volume.request.capability.clone(),
+            volume_context: volume.request.volume_context.clone(),
         };
-        let fluid_path = volume.context.get(ATTR_FLUID_PATH).cloned().unwrap_or_default();
+        let fluid_path = volume.request.volume_context.get(ATTR_FLUID_PATH).cloned().unwrap_or_default();
         let fluid_state = self.nodes[node].mounts.state(&fluid_path);
         let plan = plan_stage(&request, fluid_state)
             .map_err(|refusal| format!("NodeStageVolume refused ({:?}): {refusal}", refusal.kind))?;
@@ -431,7 +425,7 @@ impl Sim {
             );
         }
         if let Some(state) = self.nodes.get_mut(node) {
-            state.stage_records.insert(volume.volume_id.clone(), plan.record.clone());
+            state.stage_records.insert(volume.request.volume_id.clone(), plan.record.clone());
         }
         let labels = BTreeMap::from([(plan.label.key.clone(), Some(plan.label.value.clone()))]);
         let node_key = ObjectRef::cluster(Kind::Node, node);
@@ -443,7 +437,7 @@ impl Sim {
                         actor,
                         node_key.to_string(),
                         "NodeStageVolume {}: label {}={}",
-                        volume.volume_id,
+                        volume.request.volume_id,
                         plan.label.key,
                         plan.label.value
                     );
@@ -453,7 +447,7 @@ impl Sim {
                         actor,
                         node_key.to_string(),
                         "NodeStageVolume {}: label {} already set",
-                        volume.volume_id,
+                        volume.request.volume_id,
                         plan.label.key
                     );
                 }
@@ -461,26 +455,19 @@ impl Sim {
             Err(error) => return Err(format!("NodeStageVolume: labelling the node failed: {error}")),
         }
         if let Some(state) = self.nodes.get_mut(node) {
-            state.staged.insert(volume.volume_id.clone());
+            state.staged.insert(volume.request.volume_id.clone());
         }
         Ok(())
     }
 
     /// Runs NodePublishVolume; returns the bind it made, if it made one.
     fn publish(&mut self, node: &str, key: &ObjectRef, volume: &VolumeRun) -> Result<Option<MountPlan>, String> {
-        let request = PublishRequest {
-            volume_id: volume.volume_id.clone(),
-            staging_target_path: volume.staging_path.clone(),
-            target_path: volume.target_path.clone(),
-            capability: Some(volume.capability.clone()),
-            readonly: volume.read_only,
-            volume_context: volume.context.clone(),
-        };
-        let fluid_path = volume.context.get(ATTR_FLUID_PATH).cloned().unwrap_or_default();
+        let request = &volume.request;
+        let fluid_path = volume.request.volume_context.get(ATTR_FLUID_PATH).cloned().unwrap_or_default();
         let actor = format!("csi/{node}");
         for _ in 0..8 {
             let mounts = &self.nodes[node].mounts;
-            let step = plan_publish(&request, mounts.state(&fluid_path), mounts.state(&volume.target_path))
+            let step = plan_publish(request, mounts.state(&fluid_path), mounts.state(&volume.request.target_path))
                 .map_err(|refusal| format!("NodePublishVolume refused ({:?}): {refusal}", refusal.kind))?;
             let Some(state) = self.nodes.get_mut(node) else { return Err("node is gone".to_string()) };
             match step {
@@ -496,7 +483,7 @@ impl Sim {
                 PublishStep::WaitForFuse { fluid_path } => {
                     return Err(format!(
                         "NodePublishVolume {}: FUSE mount at {fluid_path} is not ready",
-                        volume.volume_id
+                        volume.request.volume_id
                     ));
                 }
                 PublishStep::BindMount(plan) => {
@@ -516,16 +503,19 @@ impl Sim {
                 }
             }
         }
-        Err(format!("NodePublishVolume {}: did not settle in 8 steps", volume.volume_id))
+        Err(format!("NodePublishVolume {}: did not settle in 8 steps", volume.request.volume_id))
     }
 
     /// Unpublishes one target until the model says done.
     fn unpublish(&mut self, node: &str, key: &ObjectRef, volume: &VolumeRun) {
-        let request = UnpublishRequest { volume_id: volume.volume_id.clone(), target_path: volume.target_path.clone() };
+        let request = UnpublishRequest {
+            volume_id: volume.request.volume_id.clone(),
+            target_path: volume.request.target_path.clone(),
+        };
         let mut unmounted = 0;
         for _ in 0..16 {
             let Some(state) = self.nodes.get_mut(node) else { return };
-            let step = match plan_unpublish(&request, state.mounts.state(&volume.target_path)) {
+            let step = match plan_unpublish(&request, state.mounts.state(&volume.request.target_path)) {
                 Ok(step) => step,
                 Err(refusal) => {
                     trace!(self, format!("csi/{node}"), key.to_string(), "NodeUnpublishVolume refused: {refusal}");
@@ -547,8 +537,8 @@ impl Sim {
                 format!("csi/{node}"),
                 key.to_string(),
                 "NodeUnpublishVolume {}: unmounted {}",
-                volume.volume_id,
-                short_target(&volume.target_path)
+                volume.request.volume_id,
+                short_target(&volume.request.target_path)
             );
         }
     }
@@ -608,7 +598,7 @@ impl Sim {
             return;
         }
         let in_use: BTreeSet<String> =
-            state.pods.values().flat_map(|r| r.volumes.iter().map(|v| v.volume_id.clone())).collect();
+            state.pods.values().flat_map(|r| r.volumes.iter().map(|v| v.request.volume_id.clone())).collect();
         let idle: Vec<String> = state.staged.iter().filter(|v| !in_use.contains(*v)).cloned().collect();
         for volume_id in idle {
             if !self.nodes[node].csi_up {
@@ -789,8 +779,8 @@ impl Sim {
 
 /// The dataset pair a CSI volume belongs to, from its attributes.
 pub fn volume_pair(volume: &VolumeRun) -> Option<crate::control::Pair> {
-    let namespace = volume.context.get(model::volume::ATTR_RUNTIME_NAMESPACE)?;
-    let name = volume.context.get(model::volume::ATTR_RUNTIME_NAME)?;
+    let namespace = volume.request.volume_context.get(model::volume::ATTR_RUNTIME_NAMESPACE)?;
+    let name = volume.request.volume_context.get(model::volume::ATTR_RUNTIME_NAME)?;
     Some(crate::control::Pair::new(namespace, name))
 }
 
