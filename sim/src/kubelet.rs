@@ -412,14 +412,13 @@ impl Sim {
         let fluid_state = self.nodes[node].mounts.state(&fluid_path);
         let plan = plan_stage(&request, fluid_state)
             .map_err(|refusal| format!("NodeStageVolume refused ({:?}): {refusal}", refusal.kind))?;
-        let actor = format!("csi/{node}");
         if let Some(broken) = &plan.unmount_broken_fluid_path {
             if let Some(state) = self.nodes.get_mut(node) {
                 while state.mounts.state(broken) == PathState::Broken && state.mounts.unmount(broken) {}
             }
             trace!(
                 self,
-                actor.clone(),
+                format!("csi/{node}"),
                 format!("Node/{node}"),
                 "NodeStageVolume: unmounted broken FUSE mount {broken}"
             );
@@ -434,7 +433,7 @@ impl Sim {
                 if changed {
                     trace!(
                         self,
-                        actor,
+                        format!("csi/{node}"),
                         node_key.to_string(),
                         "NodeStageVolume {}: label {}={}",
                         volume.request.volume_id,
@@ -444,7 +443,7 @@ impl Sim {
                 } else {
                     trace!(
                         self,
-                        actor,
+                        format!("csi/{node}"),
                         node_key.to_string(),
                         "NodeStageVolume {}: label {} already set",
                         volume.request.volume_id,
@@ -464,7 +463,6 @@ impl Sim {
     fn publish(&mut self, node: &str, key: &ObjectRef, volume: &VolumeRun) -> Result<Option<MountPlan>, String> {
         let request = &volume.request;
         let fluid_path = volume.request.volume_context.get(ATTR_FLUID_PATH).cloned().unwrap_or_default();
-        let actor = format!("csi/{node}");
         for _ in 0..8 {
             let mounts = &self.nodes[node].mounts;
             let step = plan_publish(request, mounts.state(&fluid_path), mounts.state(&volume.request.target_path))
@@ -474,7 +472,12 @@ impl Sim {
                 PublishStep::AlreadyPublished => return Ok(None),
                 PublishStep::UnmountBrokenTarget { target } => {
                     state.mounts.unmount(&target);
-                    trace!(self, actor.clone(), key.to_string(), "NodePublishVolume: unmounted broken target {target}");
+                    trace!(
+                        self,
+                        format!("csi/{node}"),
+                        key.to_string(),
+                        "NodePublishVolume: unmounted broken target {target}"
+                    );
                 }
                 PublishStep::RemountReadOnly { target } => {
                     state.mounts.remount_read_only(&target);
@@ -492,7 +495,7 @@ impl Sim {
                     }
                     trace!(
                         self,
-                        actor,
+                        format!("csi/{node}"),
                         key.to_string(),
                         "NodePublishVolume: bind {} -> {}{}",
                         plan.source,
