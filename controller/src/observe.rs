@@ -181,7 +181,7 @@ pub fn observe(stores: &Stores, runtime_type: &str, namespace: &str, name: &str)
         let nodes = crate::index::read(&stores.node_index);
         let mut names: BTreeSet<String> =
             label_keys.iter().flat_map(|key| nodes.with_label_key(key).cloned().collect::<Vec<_>>()).collect();
-        names.extend(worker_pods.iter().filter_map(|p| p.node_name.clone()));
+        names.extend(worker_pods.iter().filter_map(|p| p.node_name.as_deref().map(str::to_string)));
         names
     };
     let nodes: Vec<Arc<Node>> = candidates.iter().filter_map(|n| stores.nodes.get(&StoreRef::new(n))).collect();
@@ -189,7 +189,7 @@ pub fn observe(stores: &Stores, runtime_type: &str, namespace: &str, name: &str)
     if let Ok(samples) = stores.cache_samples.read() {
         observed.cache_samples = worker_pods
             .iter()
-            .filter_map(|pod| samples.get(&(pod.namespace.clone(), pod.name.clone())).cloned())
+            .filter_map(|pod| samples.get(&(pod.namespace.to_string(), pod.name.to_string())).cloned())
             .collect();
     }
     observed.worker_pods = worker_pods;
@@ -421,7 +421,7 @@ mod tests {
         apply(&mut w.pods, mk_pod("default", "demo-app", "node-c", &[], Some("jfsdemo")));
         apply(&mut w.pods, mk_pod("default", "elsewhere", "node-c", &[], Some("other-claim")));
         let observed = observe(&stores, "juicefs", "default", "jfsdemo");
-        let names: Vec<&str> = observed.worker_pods.iter().map(|p| p.name.as_str()).collect();
+        let names: Vec<&str> = observed.worker_pods.iter().map(|p| &*p.name).collect();
         assert_eq!(names, ["jfsdemo-juicefs-worker-0", "jfsdemo-juicefs-worker-1"]);
         assert_eq!(
             observed.claim_users,

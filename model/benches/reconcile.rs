@@ -73,8 +73,8 @@ fn apply(observed: &mut Observed, nodes: &mut [Arc<Node>], decision: &Decision) 
                 observed.worker_pods = (0..replicas)
                     .map(|i| PodView {
                         namespace: "default".into(),
-                        name: format!("{name}-{i}"),
-                        node_name: Some(format!("node-{i}")),
+                        name: format!("{name}-{i}").into(),
+                        node_name: Some(format!("node-{i}").into()),
                         phase: PodPhase::Running,
                         ready: true,
                         deleting: false,

@@ -48,12 +48,12 @@ impl PodPhase {
 /// The parts of a pod the model reads.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PodView {
-    /// Namespace.
-    pub namespace: String,
+    /// Namespace (shared: drivers keep views current and copy them into every observation).
+    pub namespace: Arc<str>,
     /// Name.
-    pub name: String,
+    pub name: Arc<str>,
     /// The node it is bound to, if scheduled.
-    pub node_name: Option<String>,
+    pub node_name: Option<Arc<str>>,
     /// Phase.
     pub phase: PodPhase,
     /// The `Ready` condition is true.
@@ -73,8 +73,8 @@ impl PodView {
     /// versions of the pod): metadata, `spec.nodeName` and status.
     pub fn from_parts(metadata: &ObjectMeta, node_name: Option<&str>, status: Option<&PodStatus>) -> Self {
         let mut view = Self {
-            namespace: metadata.namespace.clone().unwrap_or_default(),
-            name: metadata.name.clone().unwrap_or_default(),
+            namespace: Arc::from(metadata.namespace.as_deref().unwrap_or_default()),
+            name: Arc::from(metadata.name.as_deref().unwrap_or_default()),
             node_name: None,
             phase: PodPhase::Unknown,
             ready: false,
@@ -88,7 +88,7 @@ impl PodView {
     /// node that changed (drivers that keep views current on every pod write call this).
     pub fn refresh(&mut self, metadata: &ObjectMeta, node_name: Option<&str>, status: Option<&PodStatus>) {
         if self.node_name.as_deref() != node_name {
-            self.node_name = node_name.map(str::to_string);
+            self.node_name = node_name.map(Arc::from);
         }
         self.phase = PodPhase::parse(status.and_then(|s| s.phase.as_deref()));
         self.ready = status

@@ -327,9 +327,9 @@ pub fn build_observed(
     let uid = observed.dataset.as_deref().and_then(|d| d.metadata.uid.clone());
     let keys = DatasetKeys::new(namespace, name, uid.as_deref()).ok();
     let label_keys = keys.map(|k| k.all_node_label_keys(model::engine::juicefs::RUNTIME_TYPE)).unwrap_or_default();
-    let mut candidates: BTreeSet<&String> = observed.worker_pods.iter().filter_map(|p| p.node_name.as_ref()).collect();
+    let mut candidates: BTreeSet<&str> = observed.worker_pods.iter().filter_map(|p| p.node_name.as_deref()).collect();
     for label in &label_keys {
-        candidates.extend(sim_store.nodes_with_label_key(label));
+        candidates.extend(sim_store.nodes_with_label_key(label).map(String::as_str));
     }
     let nodes =
         candidates.into_iter().filter_map(|node| sim_store.get_named(Kind::Node, "", node)).filter_map(|o| o.as_node());

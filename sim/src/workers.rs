@@ -75,7 +75,7 @@ impl WorkerSim {
         let ready: Vec<&PodView> = pods
             .iter()
             .filter(|p| p.phase == PodPhase::Running && p.ready && !p.deleting)
-            .filter(|p| p.node_name.as_ref().is_some_and(|n| sim.nodes.get(n).is_some_and(|n| n.up)))
+            .filter(|p| p.node_name.as_deref().is_some_and(|n| sim.nodes.get(n).is_some_and(|n| n.up)))
             .collect();
         if ready.is_empty() {
             return Vec::new();
@@ -97,7 +97,7 @@ impl WorkerSim {
         ready
             .iter()
             .map(|pod| CacheSample {
-                pod_name: pod.name.clone(),
+                pod_name: pod.name.to_string(),
                 cached_bytes: (unique / n).min(quota),
                 cache_hits: (total - unique) / BLOCK_BYTES / n,
                 cache_misses: unique / BLOCK_BYTES / n,

@@ -119,7 +119,7 @@ fn orphan_label_effects<R>(observed: &Observed<R>, dataset: &Dataset) -> Vec<Eff
         .claim_users
         .iter()
         .filter(|pod| pod.may_use_volumes())
-        .filter_map(|pod| pod.node_name.clone())
+        .filter_map(|pod| pod.node_name.as_deref().map(str::to_string))
         .collect();
     node_labels::orphan_effects(&labels_of, &observed.nodes, &keep_fuse_on)
 }

@@ -192,7 +192,7 @@ fn running_worker_nodes<R>(observed: &Observed<R>) -> BTreeSet<String> {
         .worker_pods
         .iter()
         .filter(|pod| pod.phase == PodPhase::Running && !pod.deleting)
-        .filter_map(|pod| pod.node_name.clone())
+        .filter_map(|pod| pod.node_name.as_deref().map(str::to_string))
         .collect()
 }
 

@@ -170,7 +170,7 @@ fn set_conditions(status: &mut RuntimeStatus, input: &StatusInput<'_>, now: Mill
 }
 
 fn cache_states(input: &StatusInput<'_>, workers_ready: i32) -> BTreeMap<String, String> {
-    let ready_pods: Vec<&str> = input.worker_pods.iter().filter(|p| p.ready).map(|p| p.name.as_str()).collect();
+    let ready_pods: Vec<&str> = input.worker_pods.iter().filter(|p| p.ready).map(|p| &*p.name).collect();
     let samples: Vec<&CacheSample> =
         input.cache_samples.iter().filter(|s| ready_pods.contains(&s.pod_name.as_str())).collect();
     let cached_bytes: u64 = samples.iter().map(|s| s.cached_bytes).sum();
@@ -199,7 +199,7 @@ pub fn percentage(part: u64, whole: u64) -> String {
 pub fn ufs_total(worker_pods: &[PodView], cache_samples: &[CacheSample]) -> Option<String> {
     cache_samples
         .iter()
-        .filter(|s| worker_pods.iter().any(|p| p.ready && p.name == s.pod_name))
+        .filter(|s| worker_pods.iter().any(|p| p.ready && *p.name == *s.pod_name))
         .map(|s| s.used_space_bytes)
         .max()
         .map(format_bytes)

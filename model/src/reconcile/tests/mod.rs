@@ -319,9 +319,9 @@ impl World {
         let base = sts.metadata.name.clone().unwrap_or_default();
         self.observed.worker_pods = (0..ready)
             .map(|ordinal| PodView {
-                namespace: NS.to_string(),
-                name: format!("{base}-{ordinal}"),
-                node_name: Some(format!("node-{}", ["a", "b", "c"][ordinal as usize % 3])),
+                namespace: NS.into(),
+                name: format!("{base}-{ordinal}").into(),
+                node_name: Some(format!("node-{}", ["a", "b", "c"][ordinal as usize % 3]).into()),
                 phase: crate::observed::PodPhase::Running,
                 ready: true,
                 deleting: false,

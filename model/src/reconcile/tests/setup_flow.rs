@@ -205,7 +205,7 @@ fn cache_states_come_from_worker_samples() {
     let mut world = World::seed();
     world.settle(5);
     world.workers_run(1);
-    let pod = world.observed.worker_pods[0].name.clone();
+    let pod = world.observed.worker_pods[0].name.to_string();
     world.observed.cache_samples = vec![crate::observed::CacheSample {
         pod_name: pod,
         cached_bytes: 10 << 30,
