@@ -232,7 +232,7 @@ impl Control {
                 if self.index_dataset(&obj) {
                     self.rebuild_common_label_set();
                 }
-                self.cache.put(obj);
+                self.cache.put_at(&change.key, obj);
             }
             None => {
                 if change.key.kind == Kind::Dataset {

@@ -105,7 +105,7 @@ impl ApiServer {
     fn commit(&mut self, key: ObjectRef, mut obj: Obj) -> Obj {
         let rv = self.next_rv();
         obj.set_resource_version(rv);
-        let old = self.store.put(obj.clone());
+        let old = self.store.put_at(&key, obj.clone());
         self.writes += 1;
         self.changes.push(Change { key, old, new: Some(obj.clone()) });
         obj

@@ -99,6 +99,13 @@ impl Store {
     /// Inserts or replaces an object, keeping the indexes right. Returns the previous version.
     pub fn put(&mut self, obj: Obj) -> Option<Obj> {
         let key = obj.object_ref();
+        self.put_at(&key, obj)
+    }
+
+    /// [`Store::put`] for a caller that holds the object's reference already (copies no key
+    /// unless the object is new to the store).
+    pub fn put_at(&mut self, key: &ObjectRef, obj: Obj) -> Option<Obj> {
+        debug_assert_eq!(*key, obj.object_ref());
         let namespaces = self.objects.entry(key.kind).or_default();
         let objects = match namespaces.get_mut(&key.namespace) {
             Some(objects) => objects,
@@ -115,8 +122,8 @@ impl Store {
             }
         };
         match &previous {
-            Some(old) => self.reindex(&key, old, &current),
-            None => self.index(&key, &current),
+            Some(old) => self.reindex(key, old, &current),
+            None => self.index(key, &current),
         }
         previous
     }
