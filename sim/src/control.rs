@@ -130,14 +130,19 @@ impl<T: Hash + Eq + Clone> DelayQueue<T> {
 
     /// True when the event with `token` is the current one for `item` (and takes the item).
     pub fn take(&mut self, item: &T, token: u64) -> bool {
-        match self.due.get(item) {
-            Some((_, current, _)) if *current == token => {
-                if let Some((_, _, Due::Urgent)) = self.due.remove(item) {
+        // One lookup on the usual path: most events are current; a stale one goes back.
+        match self.due.remove_entry(item) {
+            Some((_, (_, current, why))) if current == token => {
+                if why == Due::Urgent {
                     self.urgent -= 1;
                 }
                 true
             }
-            _ => false,
+            Some((item, due)) => {
+                self.due.insert(item, due);
+                false
+            }
+            None => false,
         }
     }
 
@@ -309,13 +314,14 @@ pub fn build_observed(
         .and_then(|o| o.as_pvc())
         .cloned();
     if let Some(sts) = &workers {
-        let selector = sts.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
-        let uid = sts.metadata.uid.clone().unwrap_or_default();
+        let no_selector = Default::default();
+        let selector = sts.spec.as_ref().map_or(&no_selector, |s| &s.selector);
+        let uid = sts.metadata.uid.as_deref().unwrap_or_default();
         let mut pods: Vec<PodView> = sim_store
-            .dependents(&uid)
+            .dependents(uid)
             .filter_map(|key| sim_store.get(key))
             .filter_map(|o| o.as_pod())
-            .filter(|pod| matches_label_selector(&selector, pod.metadata.labels.as_ref()))
+            .filter(|pod| matches_label_selector(selector, pod.metadata.labels.as_ref()))
             .map(|pod| pod.view())
             .collect();
         pods.sort();

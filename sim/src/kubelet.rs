@@ -282,12 +282,9 @@ impl Sim {
             }
             self.kick_at(KubeTask::Kubelet { node: node.to_string(), pod: key.clone() }, at_ms);
         }
-        let volumes = self.nodes[node].pods[key].volumes.clone();
-        for volume in volumes {
-            let pair = volume_pair(&volume);
-            if let Some(pair) = pair {
-                self.workers.start_read(&pair, key, now_ms);
-            }
+        let pairs: Vec<_> = self.nodes[node].pods[key].volumes.iter().filter_map(volume_pair).collect();
+        for pair in pairs {
+            self.workers.start_read(&pair, key, now_ms);
         }
     }
 
