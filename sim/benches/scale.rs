@@ -48,7 +48,7 @@ fn prefer_cache_nodes(pod: &mut Obj, namespace: &str, dataset: &str) {
         }]),
         ..Default::default()
     };
-    Arc::make_mut(pod).spec_mut().affinity = Some(Affinity { node_affinity: Some(affinity), ..Default::default() });
+    *Arc::make_mut(pod).affinity_mut() = Affinity { node_affinity: Some(affinity), ..Default::default() };
 }
 
 fn peak_memory_kib() -> Option<u64> {

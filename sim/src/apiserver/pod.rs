@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Affinity, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use model::observed::{PodPhase, PodView};
 
@@ -11,8 +11,10 @@ use model::observed::{PodPhase, PodView};
 /// fan-out and the lagging controller cache; sharing the spec means such a write copies the
 /// metadata and status, not the spec (for a FUSE pod, most of the object). Field names are
 /// Kubernetes', so code reads `pod.spec`, `pod.status` as it would on a `Pod`. `spec.nodeName`
-/// alone is kept beside the shared spec ([`Pod::node_name`]), so that binding a pod does not
-/// copy its spec either; the stored spec's `node_name` is always `None`. Likewise the metadata
+/// and `spec.affinity` are kept beside the shared spec ([`Pod::node_name`], [`Pod::affinity`]),
+/// so that binding a pod does not copy its spec either, and the pods of a DaemonSet, which
+/// differ only in the node their affinity pins them to, share one spec; the stored spec's
+/// `node_name` and `affinity` are always `None`. Likewise the metadata
 /// is shared and `metadata.resourceVersion`, which every write changes, is kept beside it
 /// ([`Pod::resource_version`]): a status write copies the status alone.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -24,6 +26,7 @@ pub struct Pod {
     /// The spec but for `nodeName`, shared until written ([`Pod::spec_mut`]).
     pub spec: Option<Arc<PodSpec>>,
     node_name: Option<String>,
+    affinity: Option<Affinity>,
     /// The status.
     pub status: Option<PodStatus>,
 }
@@ -32,8 +35,16 @@ impl From<k8s_openapi::api::core::v1::Pod> for Pod {
     fn from(pod: k8s_openapi::api::core::v1::Pod) -> Self {
         let (mut metadata, mut spec) = (pod.metadata, pod.spec);
         let node_name = spec.as_mut().and_then(|s| s.node_name.take());
+        let affinity = spec.as_mut().and_then(|s| s.affinity.take());
         let resource_version = metadata.resource_version.take();
-        Self { metadata: Arc::new(metadata), resource_version, spec: spec.map(Arc::new), node_name, status: pod.status }
+        Self {
+            metadata: Arc::new(metadata),
+            resource_version,
+            spec: spec.map(Arc::new),
+            node_name,
+            affinity,
+            status: pod.status,
+        }
     }
 }
 
@@ -45,20 +56,38 @@ impl Pod {
                 resource_version: self.resource_version.clone(),
                 ..ObjectMeta::clone(&self.metadata)
             },
-            spec: match (self.spec.as_deref(), &self.node_name) {
-                (None, None) => None,
-                (spec, node_name) => {
-                    Some(PodSpec { node_name: node_name.clone(), ..spec.cloned().unwrap_or_default() })
-                }
+            spec: match (self.spec.as_deref(), &self.node_name, &self.affinity) {
+                (None, None, None) => None,
+                (spec, node_name, affinity) => Some(PodSpec {
+                    node_name: node_name.clone(),
+                    affinity: affinity.clone(),
+                    ..spec.cloned().unwrap_or_default()
+                }),
             },
             status: self.status.clone(),
         }
     }
 
-    /// The spec, copied on write (created empty when absent). Not for `nodeName`: see
-    /// [`Pod::bind`].
+    /// The spec, copied on write (created empty when absent). Not for `nodeName` or
+    /// `affinity`: see [`Pod::bind`] and [`Pod::affinity_mut`].
     pub fn spec_mut(&mut self) -> &mut PodSpec {
         Arc::make_mut(self.spec.get_or_insert_with(Default::default))
+    }
+
+    /// Shares `spec` (whose `nodeName` and `affinity` must be unset) as this pod's spec.
+    pub fn share_spec(&mut self, spec: Arc<PodSpec>) {
+        debug_assert!(spec.node_name.is_none() && spec.affinity.is_none(), "kept beside the shared spec");
+        self.spec = Some(spec);
+    }
+
+    /// `spec.affinity`.
+    pub fn affinity(&self) -> Option<&Affinity> {
+        self.affinity.as_ref()
+    }
+
+    /// `spec.affinity`, created empty when absent.
+    pub fn affinity_mut(&mut self) -> &mut Affinity {
+        self.affinity.get_or_insert_with(Default::default)
     }
 
     /// The metadata, copied on write. Not for `resourceVersion`: see
@@ -89,7 +118,7 @@ impl Pod {
 
     /// True when both versions have the same spec; versions that share it compare in O(1).
     pub fn same_spec(&self, other: &Pod) -> bool {
-        if self.node_name != other.node_name {
+        if self.node_name != other.node_name || self.affinity != other.affinity {
             return false;
         }
         match (&self.spec, &other.spec) {

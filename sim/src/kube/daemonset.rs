@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::DaemonSetStatus;
 use k8s_openapi::api::core::v1::{
-    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Toleration,
+    Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Toleration,
 };
 use model::effect::{Kind, ObjectRef};
 
@@ -41,6 +41,30 @@ fn daemon_tolerations() -> Vec<Toleration> {
 }
 
 impl Sim {
+    /// The spec every pod of a DaemonSet shares: its template's, with the daemon tolerations
+    /// and without affinity (each pod's own, pinned to its node). Built once per generation.
+    fn daemon_pod_spec(
+        &mut self,
+        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        template_spec: &k8s_openapi::api::core::v1::PodSpec,
+        tolerations: &[Toleration],
+    ) -> Arc<k8s_openapi::api::core::v1::PodSpec> {
+        let (uid, generation) = (meta.uid.clone().unwrap_or_default(), meta.generation.unwrap_or(0));
+        if let Some((at, spec)) = self.kube.daemon_pod_specs.get(&uid)
+            && *at == generation
+        {
+            return spec.clone();
+        }
+        let spec = Arc::new(k8s_openapi::api::core::v1::PodSpec {
+            tolerations: Some(tolerations.to_vec()),
+            affinity: None,
+            node_name: None,
+            ..template_spec.clone()
+        });
+        self.kube.daemon_pod_specs.insert(uid, (generation, spec.clone()));
+        spec
+    }
+
     /// Converges one DaemonSet.
     pub(crate) fn sync_daemonset(&mut self, key: &ObjectRef) {
         let Some(obj) = self.api.store.get(key).cloned() else { return };
@@ -91,6 +115,10 @@ impl Sim {
 
         let owner = controller_reference(&obj, "apps/v1");
         let now = self.clock.wall();
+        // Pods get the metadata of the template and share one spec per DaemonSet generation.
+        let bare_template =
+            k8s_openapi::api::core::v1::PodTemplateSpec { metadata: template.metadata.clone(), spec: None };
+        let mut daemon_spec: Option<Arc<k8s_openapi::api::core::v1::PodSpec>> = None;
         for node in &wanted {
             let pods: &[(ObjectRef, Arc<Pod>)] = by_node.get(node).map_or(&[], Vec::as_slice);
             let live: Vec<&(ObjectRef, Arc<Pod>)> = pods.iter().filter(|(_, p)| !pod_state(p).2).collect();
@@ -103,8 +131,14 @@ impl Sim {
             if pods.is_empty() {
                 let name = format!("{}-{}", key.name, self.rng.suffix(5));
                 let extra = BTreeMap::from([(REVISION_LABEL.to_string(), revision.clone())]);
-                let mut pod = pod_from_template(template, &key.namespace, &name, owner.clone(), extra);
-                pin_to_node(&mut pod, node, &tolerations);
+                let mut pod = pod_from_template(&bare_template, &key.namespace, &name, owner.clone(), extra);
+                let shared =
+                    daemon_spec.get_or_insert_with(|| self.daemon_pod_spec(&ds.metadata, pod_spec, &tolerations));
+                pod.share_spec(shared.clone());
+                if let Some(affinity) = &pod_spec.affinity {
+                    *pod.affinity_mut() = affinity.clone();
+                }
+                pin_to_node(&mut pod, node);
                 if self.api.create(Obj::Pod(Arc::new(pod)), now).is_ok() {
                     trace!(
                         self,
@@ -221,23 +255,15 @@ fn pod_node_target(pod: &Pod) -> Option<String> {
     if let Some(node) = pod.node_name().map(str::to_string) {
         return Some(node);
     }
-    let terms = pod
-        .spec
-        .as_ref()?
-        .affinity
-        .as_ref()?
-        .node_affinity
-        .as_ref()?
-        .required_during_scheduling_ignored_during_execution
-        .as_ref()?;
+    let terms = pod.affinity()?.node_affinity.as_ref()?.required_during_scheduling_ignored_during_execution.as_ref()?;
     terms.node_selector_terms.iter().find_map(|t| {
         t.match_fields.as_ref()?.iter().find(|f| f.key == "metadata.name")?.values.as_ref()?.first().cloned()
     })
 }
 
-/// Pins a daemon pod to `node` with a `metadata.name` term, and adds the daemon tolerations.
-fn pin_to_node(pod: &mut Pod, node: &str, tolerations: &[Toleration]) {
-    let spec = pod.spec_mut();
+/// Pins a daemon pod to `node` with a `metadata.name` term (replacing the template's required
+/// node affinity, as the DaemonSet controller does).
+fn pin_to_node(pod: &mut Pod, node: &str) {
     let term = NodeSelectorTerm {
         match_expressions: None,
         match_fields: Some(vec![NodeSelectorRequirement {
@@ -246,9 +272,7 @@ fn pin_to_node(pod: &mut Pod, node: &str, tolerations: &[Toleration]) {
             values: Some(vec![node.to_string()]),
         }]),
     };
-    let affinity = spec.affinity.get_or_insert_with(Affinity::default);
-    let node_affinity = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
+    let node_affinity = pod.affinity_mut().node_affinity.get_or_insert_with(NodeAffinity::default);
     node_affinity.required_during_scheduling_ignored_during_execution =
         Some(NodeSelector { node_selector_terms: vec![term] });
-    spec.tolerations = Some(tolerations.to_vec());
 }

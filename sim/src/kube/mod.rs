@@ -69,6 +69,8 @@ pub struct KubeState {
     /// The template hash of each workload by UID, for the generation it was computed at (a
     /// hash serializes the whole pod template; the template changes only with the generation).
     pub template_hashes: BTreeMap<String, (i64, String)>,
+    /// The pod spec each DaemonSet's pods share, by UID, for the generation it was built at.
+    pub daemon_pod_specs: BTreeMap<String, (i64, std::sync::Arc<k8s_openapi::api::core::v1::PodSpec>)>,
 }
 
 /// True when a pod change is one its kubelet acts on: the pod came, went, was bound, was
@@ -149,6 +151,7 @@ impl Sim {
             && let Some(uid) = change.old.as_ref().and_then(|o| o.meta().uid.as_ref())
         {
             self.kube.template_hashes.remove(uid);
+            self.kube.daemon_pod_specs.remove(uid);
         }
         match key.kind {
             Kind::Pod => self.route_pod(change),

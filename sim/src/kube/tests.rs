@@ -152,3 +152,40 @@ fn pvc_protection_follows_pods_coming_completing_and_going_but_not_status_writes
     sim.settle();
     assert!(sim.kube_queue.is_queued(&protection), "the user is gone");
 }
+
+#[test]
+fn daemon_pods_share_one_spec_and_each_is_pinned_to_its_node() {
+    let mut sim = cluster(&["node-a", "node-b"]);
+    label_node(&mut sim, "node-a", "fuse-a");
+    label_node(&mut sim, "node-b", "fuse-a");
+    let now = sim.clock.wall();
+    sim.api.apply(daemonset(serde_json::json!({"fuse-a": "true"}), "juicefs:1"), now).expect("create");
+    sim.settle();
+    drain(&mut sim);
+    let pods: Vec<Arc<crate::apiserver::Pod>> =
+        sim.api.store.list(Kind::Pod).filter_map(|o| o.as_pod()).cloned().collect();
+    assert_eq!(pods.len(), 2);
+    let (a, b) = (&pods[0], &pods[1]);
+    assert!(Arc::ptr_eq(a.spec.as_ref().expect("spec"), b.spec.as_ref().expect("spec")), "one spec for both");
+    let pinned = |pod: &crate::apiserver::Pod| {
+        let spec = pod.to_kube().spec.expect("spec");
+        let terms = spec.affinity.and_then(|a| a.node_affinity?.required_during_scheduling_ignored_during_execution);
+        let field = terms.expect("a required term").node_selector_terms[0].match_fields.clone().expect("fields");
+        let tolerated = spec
+            .tolerations
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t.key.as_deref() == Some("node.kubernetes.io/unschedulable"));
+        (field[0].key.clone(), field[0].values.clone().unwrap_or_default(), tolerated, spec.node_name)
+    };
+    let mut seen = [pinned(a), pinned(b)];
+    seen.sort();
+    assert_eq!(seen[0].0, "metadata.name");
+    assert_eq!((seen[0].1.clone(), seen[1].1.clone()), (vec!["node-a".to_string()], vec!["node-b".to_string()]));
+    assert!(seen[0].2 && seen[1].2, "the daemon tolerations are in the manifest");
+    assert_eq!(
+        (seen[0].3.as_deref(), seen[1].3.as_deref()),
+        (Some("node-a"), Some("node-b")),
+        "the scheduler bound each where it is pinned"
+    );
+}

@@ -129,9 +129,7 @@ fn counted(pod: &Pod) -> Option<&str> {
 
 /// The pod's required anti-affinity terms (it repels newcomers that match them).
 pub fn required_anti_affinity(pod: &Pod) -> &[k8s_openapi::api::core::v1::PodAffinityTerm] {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.affinity.as_ref())
+    pod.affinity()
         .and_then(|a| a.pod_anti_affinity.as_ref())
         .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_deref())
         .unwrap_or_default()

@@ -269,7 +269,7 @@ impl Sim {
 
     fn needs<'a>(&'a self, key: &'a ObjectRef, pod: &'a Pod, volume_terms: Vec<Vec<NodeSelectorTerm>>) -> PodNeeds<'a> {
         let spec = pod.spec.as_ref();
-        let affinity = spec.and_then(|s| s.affinity.as_ref());
+        let affinity = pod.affinity();
         let required_terms = affinity
             .and_then(|a| a.node_affinity.as_ref())
             .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
