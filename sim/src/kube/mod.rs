@@ -130,17 +130,13 @@ impl Sim {
         {
             self.kick(KubeTask::Collect(uid));
         }
-        if change.old.is_none() {
-            if let Some(new) = &change.new
-                && new.meta().owner_references.as_ref().is_some_and(|o| !o.is_empty())
-            {
-                self.kick(KubeTask::Orphan(key.clone()));
-            }
-        } else if let (Some(old), Some(new)) = (&change.old, &change.new) {
-            // An owner reference added after its owner was deleted dangles from the start: the
-            // garbage collector's graph sees it and collects the dependent (live owners: no task).
+        if let Some(new) = &change.new {
+            // An owner reference that names a missing owner dangles from the start: the garbage
+            // collector's graph sees it and collects the dependent. Live owners need no task: if
+            // one goes later, its removal queues the collection of its dependents.
             let owners = new.meta().owner_references.as_deref().unwrap_or_default();
-            if owners != old.meta().owner_references.as_deref().unwrap_or_default()
+            let old_owners = change.old.as_ref().and_then(|o| o.meta().owner_references.as_deref());
+            if owners != old_owners.unwrap_or_default()
                 && owners.iter().any(|o| self.api.store.by_uid(&o.uid).is_none())
             {
                 self.kick(KubeTask::Orphan(key.clone()));
