@@ -39,6 +39,11 @@ impl PodPhase {
         }
     }
 
+    /// The phase of a pod with this status (none yet: `Pending`).
+    pub fn of(status: Option<&PodStatus>) -> Self {
+        Self::parse(status.and_then(|s| s.phase.as_deref()))
+    }
+
     /// True once the pod can no longer use a volume.
     pub fn is_completed(self) -> bool {
         matches!(self, PodPhase::Succeeded | PodPhase::Failed)
@@ -90,10 +95,8 @@ impl PodView {
         if self.node_name.as_deref() != node_name {
             self.node_name = node_name.map(Arc::from);
         }
-        self.phase = PodPhase::parse(status.and_then(|s| s.phase.as_deref()));
-        self.ready = status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        self.phase = PodPhase::of(status);
+        self.ready = is_ready(status);
         self.deleting = metadata.deletion_timestamp.is_some();
     }
 
@@ -107,6 +110,13 @@ impl PodView {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
+}
+
+/// True when a pod with this status is ready: its `Ready` condition is `True`.
+pub fn is_ready(status: Option<&PodStatus>) -> bool {
+    status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// The names of the PVCs a pod's volumes refer to, in volume order: what makes a pod a user

@@ -131,7 +131,27 @@ impl Pod {
     /// True once the pod succeeded or failed (`model::observed::PodPhase::is_completed`): it
     /// runs nothing, holds no resources and uses no volume any more.
     pub fn is_completed(&self) -> bool {
-        PodPhase::parse(self.status.as_ref().and_then(|s| s.phase.as_deref())).is_completed()
+        self.phase().is_completed()
+    }
+
+    /// Its phase (`model::observed::PodPhase::of`).
+    pub fn phase(&self) -> PodPhase {
+        PodPhase::of(self.status.as_ref())
+    }
+
+    /// True when its `Ready` condition is `True` (`model::observed::is_ready`).
+    pub fn is_ready(&self) -> bool {
+        model::observed::is_ready(self.status.as_ref())
+    }
+
+    /// True once it has a deletionTimestamp.
+    pub fn is_deleting(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
+    }
+
+    /// Running, ready and not terminating: what workload controllers count as available.
+    pub fn is_available(&self) -> bool {
+        self.phase() == PodPhase::Running && self.is_ready() && !self.is_deleting()
     }
 
     /// What the model reads of this pod.

@@ -11,9 +11,10 @@ use k8s_openapi::api::core::v1::{
     Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Toleration,
 };
 use model::effect::{Kind, ObjectRef};
+use model::observed::PodPhase;
 
 use super::scheduler::tolerates;
-use super::statefulset::{REVISION_LABEL, controller_reference, pod_from_template, pod_state};
+use super::statefulset::{REVISION_LABEL, controller_reference, pod_from_template};
 use crate::apiserver::selector::matches_node_term;
 use crate::apiserver::{Obj, Pod};
 use crate::sim::Sim;
@@ -121,9 +122,9 @@ impl Sim {
         let mut daemon_spec: Option<Arc<k8s_openapi::api::core::v1::PodSpec>> = None;
         for node in &wanted {
             let pods: &[(ObjectRef, Arc<Pod>)] = by_node.get(node).map_or(&[], Vec::as_slice);
-            let live: Vec<&(ObjectRef, Arc<Pod>)> = pods.iter().filter(|(_, p)| !pod_state(p).2).collect();
+            let live: Vec<&(ObjectRef, Arc<Pod>)> = pods.iter().filter(|(_, p)| !p.is_deleting()).collect();
             for (pod_key, pod) in &live {
-                if pod_state(pod).0 == "Failed" {
+                if pod.phase() == PodPhase::Failed {
                     trace!(self, "daemonset", pod_key.to_string(), "delete failed pod for recreation");
                     let _ = self.api.delete(pod_key, now);
                 }
@@ -158,7 +159,7 @@ impl Sim {
                 continue;
             }
             for (pod_key, pod) in pods {
-                if !pod_state(pod).2 {
+                if !pod.is_deleting() {
                     trace!(
                         self,
                         "daemonset",
@@ -175,17 +176,12 @@ impl Sim {
         let strategy =
             spec.update_strategy.as_ref().and_then(|u| u.type_.clone()).unwrap_or_else(|| "RollingUpdate".to_string());
         if strategy == "RollingUpdate" {
-            let all_ready = wanted.iter().all(|n| {
-                by_node.get(n).is_some_and(|pods| {
-                    pods.iter().any(|(_, p)| {
-                        let (phase, ready, deleting) = pod_state(p);
-                        phase == "Running" && ready && !deleting
-                    })
-                })
-            });
+            let all_ready =
+                wanted.iter().all(|n| by_node.get(n).is_some_and(|pods| pods.iter().any(|(_, p)| p.is_available())));
             if all_ready {
                 let stale = wanted.iter().flat_map(|n| by_node.get(n).into_iter().flatten()).find(|(_, p)| {
-                    p.metadata.labels.as_ref().and_then(|l| l.get(REVISION_LABEL)) != Some(&revision) && !pod_state(p).2
+                    p.metadata.labels.as_ref().and_then(|l| l.get(REVISION_LABEL)) != Some(&revision)
+                        && !p.is_deleting()
                 });
                 if let Some((pod_key, _)) = stale {
                     trace!(self, "daemonset", pod_key.to_string(), "delete (template changed, rolling update)");
@@ -201,10 +197,9 @@ impl Sim {
         for pod_key in self.api.store.dependents(&uid) {
             let Some(pod) = self.api.store.get(pod_key).and_then(|o| o.as_pod()) else { continue };
             let node = pod_node_target(pod).unwrap_or_default();
-            let (phase, is_ready, _) = pod_state(pod);
             if wanted.contains(&node) {
                 current += 1;
-                if is_ready && phase == "Running" {
+                if pod.is_ready() && pod.phase() == PodPhase::Running {
                     ready += 1;
                 }
                 if pod.metadata.labels.as_ref().and_then(|l| l.get(REVISION_LABEL)) == Some(&revision) {

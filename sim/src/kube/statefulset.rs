@@ -9,6 +9,7 @@ use k8s_openapi::api::apps::v1::StatefulSetStatus;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use model::effect::{Kind, ObjectRef};
+use model::observed::PodPhase;
 
 use crate::apiserver::{Obj, Pod};
 use crate::sim::Sim;
@@ -61,17 +62,6 @@ pub fn controller_reference(obj: &Obj, api_version: &str) -> OwnerReference {
     }
 }
 
-/// Phase, readiness and deletion of a pod, as workload controllers count them.
-pub fn pod_state(pod: &Pod) -> (String, bool, bool) {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".to_string());
-    let ready = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    (phase, ready, pod.metadata.deletion_timestamp.is_some())
-}
-
 impl Sim {
     /// Converges one StatefulSet.
     pub(crate) fn sync_statefulset(&mut self, key: &ObjectRef) {
@@ -97,8 +87,7 @@ impl Sim {
 
         // Failed pods are replaced.
         for (ordinal, pod) in &pods {
-            let (phase, _, deleting) = pod_state(pod);
-            if phase == "Failed" && !deleting {
+            if pod.phase() == PodPhase::Failed && !pod.is_deleting() {
                 let pod_key = ObjectRef::namespaced(Kind::Pod, &key.namespace, &format!("{prefix}{ordinal}"));
                 trace!(self, "statefulset", pod_key.to_string(), "delete failed pod for recreation");
                 let _ = self.api.delete(&pod_key, self.clock.wall());
@@ -110,8 +99,7 @@ impl Sim {
         for ordinal in 0..replicas {
             match pods.get(&ordinal) {
                 Some(pod) => {
-                    let (phase, ready, deleting) = pod_state(pod);
-                    if !parallel && (!ready || phase != "Running" || deleting) {
+                    if !parallel && !pod.is_available() {
                         blocked = true;
                     }
                 }
@@ -151,8 +139,7 @@ impl Sim {
         let excess: Vec<usize> = pods.keys().copied().filter(|o| *o >= replicas).rev().collect();
         for ordinal in excess {
             let pod = &pods[&ordinal];
-            let (_, _, deleting) = pod_state(pod);
-            if deleting {
+            if pod.is_deleting() {
                 if !parallel {
                     break;
                 }
@@ -169,12 +156,7 @@ impl Sim {
         // Rolling update: replace the highest pod on an old revision once all are ready.
         let rolling = spec.update_strategy.as_ref().and_then(|u| u.type_.as_deref()).unwrap_or("RollingUpdate")
             == "RollingUpdate";
-        let all_ready = (0..replicas).all(|o| {
-            pods.get(&o).is_some_and(|p| {
-                let (phase, ready, deleting) = pod_state(p);
-                phase == "Running" && ready && !deleting
-            })
-        });
+        let all_ready = (0..replicas).all(|o| pods.get(&o).is_some_and(|p| p.is_available()));
         if rolling && all_ready {
             let stale = (0..replicas)
                 .rev()
@@ -191,9 +173,8 @@ impl Sim {
         let (mut ready_count, mut updated, mut count) = (0, 0, 0);
         for pod_key in self.api.store.dependents(&uid) {
             let Some(pod) = self.api.store.get(pod_key).and_then(|o| o.as_pod()) else { continue };
-            let (phase, ready, _) = pod_state(pod);
             count += 1;
-            if ready && phase == "Running" {
+            if pod.is_ready() && pod.phase() == PodPhase::Running {
                 ready_count += 1;
             }
             if pod.metadata.labels.as_ref().and_then(|l| l.get(REVISION_LABEL)) == Some(&revision) {

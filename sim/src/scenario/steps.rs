@@ -482,11 +482,10 @@ pub fn summarize(sim: &Sim, passed: usize, outcome: &Outcome) -> String {
         let mut pods: Vec<String> = Vec::new();
         for key in store.pods_on_node(&name) {
             if let Some(pod) = store.get(key).and_then(|o| o.as_pod()) {
-                let (phase, ready, deleting) = crate::kube::statefulset::pod_state(pod);
-                let mut state = phase;
-                if deleting {
+                let mut state = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into());
+                if pod.is_deleting() {
                     state.push_str(",Terminating");
-                } else if state == "Running" && !ready {
+                } else if state == "Running" && !pod.is_ready() {
                     state.push_str(",NotReady");
                 }
                 pods.push(format!("{}/{} ({state})", key.namespace, key.name));
