@@ -26,7 +26,7 @@ pub struct Pod {
     /// The spec but for `nodeName`, shared until written ([`Pod::spec_mut`]).
     pub spec: Option<Arc<PodSpec>>,
     node_name: Option<String>,
-    affinity: Option<Affinity>,
+    affinity: Option<Arc<Affinity>>,
     /// The status.
     pub status: Option<PodStatus>,
 }
@@ -35,7 +35,7 @@ impl From<k8s_openapi::api::core::v1::Pod> for Pod {
     fn from(pod: k8s_openapi::api::core::v1::Pod) -> Self {
         let (mut metadata, mut spec) = (pod.metadata, pod.spec);
         let node_name = spec.as_mut().and_then(|s| s.node_name.take());
-        let affinity = spec.as_mut().and_then(|s| s.affinity.take());
+        let affinity = spec.as_mut().and_then(|s| s.affinity.take()).map(Arc::new);
         let resource_version = metadata.resource_version.take();
         Self {
             metadata: Arc::new(metadata),
@@ -60,7 +60,7 @@ impl Pod {
                 (None, None, None) => None,
                 (spec, node_name, affinity) => Some(PodSpec {
                     node_name: node_name.clone(),
-                    affinity: affinity.clone(),
+                    affinity: affinity.as_deref().cloned(),
                     ..spec.cloned().unwrap_or_default()
                 }),
             },
@@ -82,12 +82,12 @@ impl Pod {
 
     /// `spec.affinity`.
     pub fn affinity(&self) -> Option<&Affinity> {
-        self.affinity.as_ref()
+        self.affinity.as_deref()
     }
 
-    /// `spec.affinity`, created empty when absent.
+    /// `spec.affinity`, copied on write (created empty when absent).
     pub fn affinity_mut(&mut self) -> &mut Affinity {
-        self.affinity.get_or_insert_with(Default::default)
+        Arc::make_mut(self.affinity.get_or_insert_with(Default::default))
     }
 
     /// The metadata, copied on write. Not for `resourceVersion`: see
