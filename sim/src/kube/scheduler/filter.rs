@@ -17,7 +17,7 @@ impl Sim {
         if facts.unschedulable {
             return Err("node(s) were unschedulable".to_string());
         }
-        if let Some(taint) = facts.taints.iter().find(|taint| !tolerates(&needs.tolerations, taint)) {
+        if let Some(taint) = facts.taints.iter().find(|taint| !tolerates(needs.tolerations, taint)) {
             return Err(format!(
                 "node(s) had untolerated taint {{{}: {}}}",
                 taint.key,

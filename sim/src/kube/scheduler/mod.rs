@@ -90,14 +90,14 @@ pub fn node_ready(node: &Node) -> bool {
 struct PodNeeds<'a> {
     key: &'a ObjectRef,
     pod: &'a Pod,
-    tolerations: Vec<Toleration>,
-    required_terms: Option<Vec<NodeSelectorTerm>>,
+    tolerations: &'a [Toleration],
+    required_terms: Option<&'a [NodeSelectorTerm]>,
     volume_terms: Vec<Vec<NodeSelectorTerm>>,
     requests: Requests,
     /// Per required anti-affinity term: the pods it names, per domain (any count blocks).
     blocked: Vec<DomainCounts<'a>>,
     /// Preferred node affinity terms.
-    preferred_nodes: Vec<PreferredSchedulingTerm>,
+    preferred_nodes: &'a [PreferredSchedulingTerm],
     /// Per preferred anti-affinity term: its weight and the pods it names, per domain.
     preferred_anti: Vec<(i64, DomainCounts<'a>)>,
 }
@@ -183,7 +183,7 @@ impl Sim {
     ) -> Result<String, String> {
         let cache = &self.kube.scheduler;
         let needs = self.needs(key, pod, volume_terms);
-        let (candidates, node_count) = self.candidates(pod, needs.required_terms.as_deref());
+        let (candidates, node_count) = self.candidates(pod, needs.required_terms);
         if node_count == 0 {
             return Err("0/0 nodes are available: no nodes in the cluster".to_string());
         }
@@ -273,10 +273,10 @@ impl Sim {
         let required_terms = affinity
             .and_then(|a| a.node_affinity.as_ref())
             .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
-            .map(|r| r.node_selector_terms.clone());
+            .map(|r| r.node_selector_terms.as_slice());
         let preferred_nodes = affinity
             .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.clone())
+            .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_deref())
             .unwrap_or_default();
         let anti = affinity.and_then(|a| a.pod_anti_affinity.as_ref());
         let cache = &self.kube.scheduler;
@@ -317,7 +317,7 @@ impl Sim {
         PodNeeds {
             key,
             pod,
-            tolerations: spec.and_then(|s| s.tolerations.clone()).unwrap_or_default(),
+            tolerations: spec.and_then(|s| s.tolerations.as_deref()).unwrap_or_default(),
             required_terms,
             volume_terms,
             requests: pod_requests(pod),

@@ -84,7 +84,7 @@ impl Sim {
         let cache = &self.kube.scheduler;
         let mut named: BTreeSet<NodeId> = BTreeSet::new();
         let mut any_node = false;
-        for preferred in &needs.preferred_nodes {
+        for preferred in needs.preferred_nodes {
             let term = &preferred.preference;
             let pinned = term.match_fields.iter().flatten().find(|f| f.key == "metadata.name" && f.operator == "In");
             if let Some(pin) = pinned {
