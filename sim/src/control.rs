@@ -7,17 +7,16 @@
 //! failed write, and apply effects in order, stopping at the first that fails.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::hash::Hash;
 
 use model::effect::{Decision, Effect, Kind, Object, ObjectRef, Requeue, Status};
 use model::engine::juicefs::JuiceFsEngine;
 use model::labels::{DatasetKeys, WorkloadNames};
 use model::observed::{Observed, PodView, relevant_nodes};
 use model::reconcile::{reconcile_dataset, reconcile_runtime};
-use rustc_hash::FxHashMap;
 
 use crate::apiserver::selector::matches_label_selector;
 use crate::apiserver::{ApiError, Change, Obj, Store};
+pub use crate::queue::{DelayQueue, Due};
 use crate::rng::Stream;
 use crate::sim::{Event, Sim};
 use crate::trace;
@@ -41,136 +40,6 @@ impl Reconciler {
             Reconciler::Dataset => "dataset-ctl",
             Reconciler::Runtime => "runtime-ctl",
         }
-    }
-}
-
-/// Why a key is queued: urgent entries keep a run from counting as converged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Due {
-    /// A watch notification or a backoff retry.
-    Urgent,
-    /// A `Requeue::AfterMs` timer (periodic resync or a polite retry).
-    Timer,
-}
-
-/// A delay queue that dedupes by item: each item is due once, at the earliest time asked.
-/// Hashed, not ordered: it is only ever looked up by item (the clock orders the events), and a
-/// hash lookup spares the string comparisons of a tree walk on every event.
-#[derive(Debug, Clone)]
-pub struct DelayQueue<T: Hash + Eq + Clone> {
-    due: FxHashMap<T, (u64, u64, Due)>,
-    next_token: u64,
-    urgent: usize,
-    /// A later time asked (by [`Self::add_after_cache`]) for an item already due earlier.
-    followups: FxHashMap<T, u64>,
-}
-
-impl<T: Hash + Eq + Clone> Default for DelayQueue<T> {
-    fn default() -> Self {
-        Self { due: FxHashMap::default(), next_token: 0, urgent: 0, followups: FxHashMap::default() }
-    }
-}
-
-impl<T: Hash + Eq + Clone> DelayQueue<T> {
-    /// Asks for `item` at `at_ms`. Returns the token of a new event to schedule, or None when the
-    /// item is already due no later.
-    pub fn add(&mut self, item: &T, at_ms: u64) -> Option<u64> {
-        self.add_why(item, at_ms, Due::Urgent)
-    }
-
-    /// Like [`Self::add`], saying why. The item is copied only when it is not queued yet.
-    pub fn add_why(&mut self, item: &T, at_ms: u64, why: Due) -> Option<u64> {
-        self.next_token += 1;
-        let token = self.next_token;
-        match self.due.get_mut(item) {
-            Some((due, current, reason)) => {
-                let was_urgent = *reason == Due::Urgent;
-                if why == Due::Urgent && !was_urgent {
-                    *reason = Due::Urgent;
-                    self.urgent += 1;
-                }
-                if *due <= at_ms {
-                    self.next_token -= 1;
-                    return None;
-                }
-                // Due earlier now: a new event replaces the queued one (urgent stays urgent).
-                (*due, *current) = (at_ms, token);
-            }
-            None => {
-                self.due.insert(item.clone(), (at_ms, token, why));
-                if why == Due::Urgent {
-                    self.urgent += 1;
-                }
-            }
-        }
-        Some(token)
-    }
-
-    /// Like [`Self::add`] for a watch event that reaches the lagging cache only at `at_ms`: an
-    /// earlier queued run of `item` reads the cache before it, so `item` is due again at `at_ms`
-    /// (see [`Self::take_followup`]); a real informer enqueues only once its cache has the change.
-    pub fn add_after_cache(&mut self, item: &T, at_ms: u64) -> Option<u64> {
-        if let Some((due, _, _)) = self.due.get(item)
-            && *due < at_ms
-        {
-            match self.followups.get_mut(item) {
-                Some(followup) => *followup = (*followup).max(at_ms),
-                None => {
-                    self.followups.insert(item.clone(), at_ms);
-                }
-            }
-        }
-        self.add(item, at_ms)
-    }
-
-    /// The later time `item` is due again after the run just taken, if any.
-    pub fn take_followup(&mut self, item: &T) -> Option<u64> {
-        self.followups.remove(item)
-    }
-
-    /// True when the event with `token` is the current one for `item` (and takes the item).
-    pub fn take(&mut self, item: &T, token: u64) -> bool {
-        // One lookup on the usual path: most events are current; a stale one goes back.
-        match self.due.remove_entry(item) {
-            Some((_, (_, current, why))) if current == token => {
-                if why == Due::Urgent {
-                    self.urgent -= 1;
-                }
-                true
-            }
-            Some((item, due)) => {
-                self.due.insert(item, due);
-                false
-            }
-            None => false,
-        }
-    }
-
-    /// True when nothing is queued.
-    pub fn is_empty(&self) -> bool {
-        self.due.is_empty()
-    }
-
-    /// True when `item` is queued.
-    pub fn is_queued(&self, item: &T) -> bool {
-        self.due.contains_key(item)
-    }
-
-    /// Number of queued items.
-    pub fn len(&self) -> usize {
-        self.due.len()
-    }
-
-    /// True when an urgent item is queued.
-    pub fn has_urgent(&self) -> bool {
-        self.urgent > 0
-    }
-
-    /// Forgets everything.
-    pub fn clear(&mut self) {
-        self.due.clear();
-        self.followups.clear();
-        self.urgent = 0;
     }
 }
 

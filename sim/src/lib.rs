@@ -27,6 +27,7 @@ pub mod invariants;
 pub mod kube;
 pub mod kubelet;
 pub mod mounts;
+pub mod queue;
 pub mod report;
 pub mod rng;
 pub mod scenario;

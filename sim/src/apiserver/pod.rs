@@ -8,8 +8,8 @@ use model::observed::{PodPhase, PodView};
 
 /// A pod as the simulated apiserver stores it. Most pod writes are status writes (scheduler
 /// conditions, kubelet phases), and every write keeps the old version alive for the watch
-/// fan-out and the lagging controller cache; sharing the spec means such a write copies the
-/// metadata and status, not the spec (for a FUSE pod, most of the object). Field names are
+/// fan-out and the lagging controller cache; sharing the spec means such a write does not copy
+/// it (for a FUSE pod, most of the object). Field names are
 /// Kubernetes', so code reads `pod.spec`, `pod.status` as it would on a `Pod`. `spec.nodeName`
 /// and `spec.affinity` are kept beside the shared spec ([`Pod::node_name`], [`Pod::affinity`]),
 /// so that binding a pod does not copy its spec either, and the pods of a DaemonSet, which
@@ -23,7 +23,7 @@ pub struct Pod {
     /// ([`Pod::metadata_mut`]).
     pub metadata: Arc<ObjectMeta>,
     resource_version: Option<String>,
-    /// The spec but for `nodeName`, shared until written ([`Pod::spec_mut`]).
+    /// The spec but for `nodeName` and `affinity`, shared until written ([`Pod::spec_mut`]).
     pub spec: Option<Arc<PodSpec>>,
     node_name: Option<String>,
     affinity: Option<Arc<Affinity>>,

@@ -1,0 +1,181 @@
+//! A delay queue that dedupes by item: the work queues of the controller and of the built-in controllers.
+
+use std::hash::Hash;
+
+use rustc_hash::FxHashMap;
+
+/// Why a key is queued: urgent entries keep a run from counting as converged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Due {
+    /// A watch notification or a backoff retry.
+    Urgent,
+    /// A `Requeue::AfterMs` timer (periodic resync or a polite retry).
+    Timer,
+}
+
+/// A delay queue that dedupes by item: each item is due once, at the earliest time asked.
+/// Hashed, not ordered: it is only ever looked up by item (the clock orders the events), and a
+/// hash lookup spares the string comparisons of a tree walk on every event.
+#[derive(Debug, Clone)]
+pub struct DelayQueue<T: Hash + Eq + Clone> {
+    due: FxHashMap<T, (u64, u64, Due)>,
+    next_token: u64,
+    urgent: usize,
+    /// A later time asked (by [`Self::add_after_cache`]) for an item already due earlier.
+    followups: FxHashMap<T, u64>,
+}
+
+impl<T: Hash + Eq + Clone> Default for DelayQueue<T> {
+    fn default() -> Self {
+        Self { due: FxHashMap::default(), next_token: 0, urgent: 0, followups: FxHashMap::default() }
+    }
+}
+
+impl<T: Hash + Eq + Clone> DelayQueue<T> {
+    /// Asks for `item` at `at_ms`. Returns the token of a new event to schedule, or None when the
+    /// item is already due no later.
+    pub fn add(&mut self, item: &T, at_ms: u64) -> Option<u64> {
+        self.add_why(item, at_ms, Due::Urgent)
+    }
+
+    /// Like [`Self::add`], saying why. The item is copied only when it is not queued yet.
+    pub fn add_why(&mut self, item: &T, at_ms: u64, why: Due) -> Option<u64> {
+        match self.due.get_mut(item) {
+            Some((due, current, reason)) => {
+                if why == Due::Urgent && *reason != Due::Urgent {
+                    *reason = Due::Urgent;
+                    self.urgent += 1;
+                }
+                if *due <= at_ms {
+                    return None;
+                }
+                // Due earlier now: a new event replaces the queued one (urgent stays urgent).
+                self.next_token += 1;
+                (*due, *current) = (at_ms, self.next_token);
+            }
+            None => {
+                self.next_token += 1;
+                self.due.insert(item.clone(), (at_ms, self.next_token, why));
+                if why == Due::Urgent {
+                    self.urgent += 1;
+                }
+            }
+        }
+        Some(self.next_token)
+    }
+
+    /// Like [`Self::add`] for a watch event that reaches the lagging cache only at `at_ms`: an
+    /// earlier queued run of `item` reads the cache before it, so `item` is due again at `at_ms`
+    /// (see [`Self::take_followup`]); a real informer enqueues only once its cache has the change.
+    pub fn add_after_cache(&mut self, item: &T, at_ms: u64) -> Option<u64> {
+        if let Some((due, _, _)) = self.due.get(item)
+            && *due < at_ms
+        {
+            match self.followups.get_mut(item) {
+                Some(followup) => *followup = (*followup).max(at_ms),
+                None => {
+                    self.followups.insert(item.clone(), at_ms);
+                }
+            }
+        }
+        self.add(item, at_ms)
+    }
+
+    /// The later time `item` is due again after the run just taken, if any.
+    pub fn take_followup(&mut self, item: &T) -> Option<u64> {
+        self.followups.remove(item)
+    }
+
+    /// True when the event with `token` is the current one for `item` (and takes the item).
+    pub fn take(&mut self, item: &T, token: u64) -> bool {
+        // One lookup on the usual path: most events are current; a stale one goes back.
+        match self.due.remove_entry(item) {
+            Some((_, (_, current, why))) if current == token => {
+                if why == Due::Urgent {
+                    self.urgent -= 1;
+                }
+                true
+            }
+            Some((item, due)) => {
+                self.due.insert(item, due);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.due.is_empty()
+    }
+
+    /// True when `item` is queued.
+    pub fn is_queued(&self, item: &T) -> bool {
+        self.due.contains_key(item)
+    }
+
+    /// Number of queued items.
+    pub fn len(&self) -> usize {
+        self.due.len()
+    }
+
+    /// True when an urgent item is queued.
+    pub fn has_urgent(&self) -> bool {
+        self.urgent > 0
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.due.clear();
+        self.followups.clear();
+        self.urgent = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_item_is_due_once_at_the_earliest_time_asked() {
+        let mut queue = DelayQueue::default();
+        let first = queue.add(&"a", 100).expect("new");
+        assert_eq!(queue.add(&"a", 150), None, "already due sooner");
+        let sooner = queue.add(&"a", 50).expect("due sooner: a new event");
+        assert_ne!(first, sooner);
+        assert!(!queue.take(&"a", first), "the replaced event is stale");
+        assert!(queue.is_queued(&"a"), "a stale event leaves the item queued");
+        assert!(queue.take(&"a", sooner));
+        assert!(queue.is_empty());
+        assert!(!queue.take(&"a", sooner), "taken once");
+    }
+
+    #[test]
+    fn urgency_is_counted_once_and_sticks_until_taken() {
+        let mut queue = DelayQueue::default();
+        let timer = queue.add_why(&"a", 100, Due::Timer).expect("new");
+        assert!(!queue.has_urgent(), "a timer is not urgent");
+        assert_eq!(queue.add(&"a", 200), None);
+        assert!(queue.has_urgent(), "a later watch event makes it urgent");
+        let sooner = queue.add_why(&"a", 50, Due::Timer).expect("sooner");
+        assert!(queue.has_urgent(), "an earlier timer keeps it urgent");
+        let other = queue.add(&"b", 10).expect("new");
+        assert!(!queue.take(&"a", timer));
+        assert!(queue.take(&"a", sooner));
+        assert!(queue.has_urgent(), "b is still urgent");
+        assert!(queue.take(&"b", other));
+        assert!(!queue.has_urgent() && queue.is_empty());
+    }
+
+    #[test]
+    fn a_change_the_cache_has_not_seen_yet_asks_for_a_followup() {
+        let mut queue = DelayQueue::default();
+        queue.add(&"a", 100).expect("new");
+        assert_eq!(queue.add_after_cache(&"a", 300), None, "due sooner already");
+        assert_eq!(queue.add_after_cache(&"a", 250), None);
+        assert_eq!(queue.take_followup(&"a"), Some(300), "the latest time the cache needs");
+        assert_eq!(queue.take_followup(&"a"), None);
+        queue.clear();
+        assert!(queue.is_empty() && !queue.has_urgent());
+    }
+}
