@@ -263,14 +263,10 @@ fn spawn_watchers(
             trim_managed_fields,
             triggers::from_claim,
         ),
-        spawn_watcher(
-            Api::<Node>::all(client.clone()),
-            all.clone(),
-            writers.nodes,
-            triggers.clone(),
-            trim_node,
-            move |n| triggers::from_node(n, &node_dataset_labels),
-        ),
+        spawn_watcher(Api::<Node>::all(client.clone()), all.clone(), writers.nodes, triggers.clone(), trim_node, {
+            let history = triggers::NodeLabelHistory::default();
+            move |n| history.pairs(n, &node_dataset_labels)
+        }),
         spawn_watcher(Api::<Pod>::all(client.clone()), all, writers.pods, triggers, trim_pod, move |p| {
             triggers::from_pod(p, &sts_store)
         }),

@@ -4,6 +4,9 @@
 //! Over-triggering is harmless (a reconcile at the fixpoint writes nothing, and a key without a
 //! dataset or runtime is skipped by kube-runtime, which finds no object in its store).
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError};
+
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::Resource;
@@ -47,10 +50,28 @@ pub fn from_pod(pod: &Pod, stateful_sets: &Store<StatefulSet>) -> Vec<PairKey> {
     })
 }
 
-/// A node: every dataset one of whose label keys it carries (a watch event has no old version
-/// to diff against, so every such label counts).
-pub fn from_node(node: &Node, datasets: &Shared<DatasetLabelIndex>) -> Vec<PairKey> {
-    watch::pairs_of_node(None, node.metadata.labels.as_ref(), read(datasets).owners())
+/// Maps node events as the simulator does: to the datasets whose labels changed since the node
+/// was last seen (a watch event carries only the new object, so the dataset labels of each node
+/// are remembered here), and to every dataset whose label it carries the first time it is seen.
+/// Only dataset labels are kept, a few per node; a deleted node's entry stays (touched objects
+/// do not say which event touched them) and is replaced if a namesake joins.
+#[derive(Debug, Default)]
+pub struct NodeLabelHistory {
+    dataset_labels_by_node: Mutex<HashMap<String, BTreeMap<String, String>>>,
+}
+
+impl NodeLabelHistory {
+    /// The pairs a node event concerns; remembers the node's dataset labels for the next one.
+    pub fn pairs(&self, node: &Node, datasets: &Shared<DatasetLabelIndex>) -> Vec<PairKey> {
+        let labels = node.metadata.labels.iter().flatten();
+        let ours: BTreeMap<String, String> =
+            labels.filter(|(key, _)| watch::is_dataset_label_key(key)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let name = node.metadata.name.clone().unwrap_or_default();
+        // A poisoned map only loses history: the next event counts every label, as a first one.
+        let mut seen = self.dataset_labels_by_node.lock().unwrap_or_else(PoisonError::into_inner);
+        let previous = seen.insert(name, ours.clone());
+        watch::pairs_of_node(previous.as_ref(), Some(&ours), read(datasets).owners())
+    }
 }
 
 #[cfg(test)]
@@ -113,33 +134,60 @@ mod tests {
         assert_eq!(from_pod(&pod, &sts_store), [PairKey::new("other", "jfsdemo")]);
     }
 
+    fn node_with(labels: &[(&str, &str)]) -> Node {
+        let mut metadata = meta(None, "node-a");
+        metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        Node { metadata, ..Node::default() }
+    }
+
     #[test]
-    fn nodes_map_through_the_dataset_index_which_follows_watch_events_and_relists() {
+    fn nodes_map_to_the_datasets_whose_labels_changed_since_last_seen() {
         let (_datasets, writer) = reflector::store::<Dataset>();
         let index: Shared<DatasetLabelIndex> = std::sync::Arc::new(DatasetLabelIndex::new("juicefs").into());
         let mut writer = IndexedWriter::new(writer, index.clone());
         for (namespace, name) in [("default", "jfsdemo"), ("default", "jfs"), ("team-a", "demo")] {
             writer.apply_watcher_event(&Event::Apply(dataset(namespace, name)));
         }
-        let mut node = Node { metadata: meta(None, "node-a"), ..Node::default() };
-        assert!(from_node(&node, &index).is_empty());
-        node.metadata.labels = Some(
-            [
-                ("fluid.io/f-default-jfsdemo", "true"),
-                ("fluid.io/s-h-juicefs-m-team-a-demo", "1Gi"),
-                ("kubernetes.io/os", "linux"),
-            ]
-            .map(|(k, v)| (k.into(), v.into()))
-            .into(),
+        let history = NodeLabelHistory::default();
+        assert!(history.pairs(&node_with(&[]), &index).is_empty());
+        let labelled = node_with(&[
+            ("fluid.io/f-default-jfsdemo", "true"),
+            ("fluid.io/s-h-juicefs-m-team-a-demo", "1Gi"),
+            ("kubernetes.io/os", "linux"),
+        ]);
+        assert_eq!(
+            history.pairs(&labelled, &index),
+            [PairKey::new("default", "jfsdemo"), PairKey::new("team-a", "demo")]
         );
-        assert_eq!(from_node(&node, &index), [PairKey::new("default", "jfsdemo"), PairKey::new("team-a", "demo")]);
+        assert!(history.pairs(&labelled, &index).is_empty(), "a heartbeat changes no dataset label");
+        // A removed label concerns its dataset too (the watch event shows only what is left).
+        let removed = node_with(&[("fluid.io/s-h-juicefs-m-team-a-demo", "2Gi"), ("kubernetes.io/os", "linux")]);
+        assert_eq!(
+            history.pairs(&removed, &index),
+            [PairKey::new("default", "jfsdemo"), PairKey::new("team-a", "demo")]
+        );
+        // A node seen for the first time counts every dataset label it carries.
+        assert_eq!(NodeLabelHistory::default().pairs(&removed, &index), [PairKey::new("team-a", "demo")]);
+    }
+
+    #[test]
+    fn the_dataset_label_index_follows_watch_events_and_relists() {
+        let (_datasets, writer) = reflector::store::<Dataset>();
+        let index: Shared<DatasetLabelIndex> = std::sync::Arc::new(DatasetLabelIndex::new("juicefs").into());
+        let mut writer = IndexedWriter::new(writer, index.clone());
+        for (namespace, name) in [("default", "jfsdemo"), ("team-a", "demo")] {
+            writer.apply_watcher_event(&Event::Apply(dataset(namespace, name)));
+        }
+        let owner = |key: &str| read(&index).owners().pair_of(key).cloned();
+        assert_eq!(owner("fluid.io/f-default-jfsdemo"), Some(PairKey::new("default", "jfsdemo")));
         writer.apply_watcher_event(&Event::Delete(dataset("team-a", "demo")));
-        assert_eq!(from_node(&node, &index), [PairKey::new("default", "jfsdemo")]);
+        assert_eq!(owner("fluid.io/s-team-a-demo"), None);
         // A relist without `default/jfsdemo` forgets it at its end, keeping the runtime type.
         writer.apply_watcher_event(&Event::Init);
         writer.apply_watcher_event(&Event::InitApply(dataset("team-a", "demo")));
-        assert_eq!(from_node(&node, &index), [PairKey::new("default", "jfsdemo")]);
+        assert_eq!(owner("fluid.io/f-default-jfsdemo"), Some(PairKey::new("default", "jfsdemo")));
         writer.apply_watcher_event(&Event::InitDone);
-        assert_eq!(from_node(&node, &index), [PairKey::new("team-a", "demo")]);
+        assert_eq!(owner("fluid.io/f-default-jfsdemo"), None);
+        assert_eq!(owner("fluid.io/s-juicefs-team-a-demo"), Some(PairKey::new("team-a", "demo")));
     }
 }

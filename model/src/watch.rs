@@ -127,6 +127,11 @@ impl NodeLabelOwners {
     }
 }
 
+/// True for a node label key a dataset may set (FUSE, common, runtime and capacity labels).
+pub fn is_dataset_label_key(key: &str) -> bool {
+    key.starts_with(labels::FUSE_PREFIX) || key.starts_with(labels::COMMON_PREFIX)
+}
+
 /// A node: the pairs whose labels changed on it. With the previous labels unknown (`old` None,
 /// as for a watch event, which carries only the new object) every dataset label it carries
 /// counts; otherwise only keys added, removed or changed. Sorted, without repeats.
@@ -137,7 +142,7 @@ pub fn pairs_of_node(
 ) -> Vec<PairKey> {
     let empty = BTreeMap::new();
     let new = new.unwrap_or(&empty);
-    let ours = |key: &&String| key.starts_with(labels::FUSE_PREFIX) || key.starts_with(labels::COMMON_PREFIX);
+    let ours = |key: &&String| is_dataset_label_key(key);
     let mut pairs: Vec<PairKey> = match old {
         None => new.keys().filter(ours).filter_map(|key| owners.pair_of(key)).cloned().collect(),
         Some(old) => old
