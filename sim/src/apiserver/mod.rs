@@ -19,6 +19,8 @@ pub mod store;
 
 use std::collections::BTreeMap;
 
+use rustc_hash::FxHashMap;
+
 use model::effect::{Kind, ObjectRef};
 use model::time::Millis;
 
@@ -89,6 +91,11 @@ pub struct ApiServer {
     pub changes: Vec<Change>,
     /// Number of writes served.
     pub writes: u64,
+    /// Which fields each object was last applied with (the keys of its `spec`, `metadata.labels`
+    /// and `metadata.annotations`), so that an apply that no longer names a field removes it, as
+    /// server-side apply does with a manager's own fields (one applier per object, like
+    /// kubectl's last-applied three-way merge). Fields others wrote are kept.
+    last_applied: FxHashMap<ObjectRef, serde_json::Value>,
 }
 
 impl ApiServer {
@@ -142,26 +149,34 @@ impl ApiServer {
     /// whether anything changed.
     pub fn apply(&mut self, obj: Obj, now: Millis) -> Result<(Obj, bool), ApiError> {
         let key = obj.object_ref();
+        let applied = obj.to_json();
+        let applied_fields = applied_fields(&applied);
         let Some(current) = self.store.get(&key).cloned() else {
-            return self.create(obj, now).map(|o| (o, true));
+            let created = self.create(obj, now)?;
+            self.last_applied.insert(key, applied_fields);
+            return Ok((created, true));
         };
+        let last = self.last_applied.insert(key.clone(), applied_fields).unwrap_or_default();
         let before = current.to_json();
         let mut merged_json = before.clone();
-        let applied = obj.to_json();
         if let (Some(target), Some(source)) = (merged_json.as_object_mut(), applied.as_object()) {
             if let Some(spec) = source.get("spec") {
                 let slot = target.entry("spec").or_insert(serde_json::Value::Null);
-                merge_json(slot, spec);
+                merge_json(slot, last.get("spec"), spec);
             }
             // Nodes and PVs carry no spec-only state; their `data`-like top-level fields merge too.
             let meta = target.entry("metadata").or_insert_with(|| serde_json::json!({}));
             if let Some(source_meta) = source.get("metadata") {
+                let no_keys = serde_json::json!({});
                 for field in ["labels", "annotations"] {
-                    if let Some(value) = source_meta.get(field) {
-                        let slot = meta.as_object_mut().map(|m| m.entry(field).or_insert(serde_json::json!({})));
-                        if let Some(slot) = slot {
-                            merge_json(slot, value);
-                        }
+                    let last_value = last.get("metadata").and_then(|m| m.get(field));
+                    let value = source_meta.get(field).unwrap_or(&serde_json::Value::Null);
+                    if value.is_null() && last_value.is_none() {
+                        continue;
+                    }
+                    let slot = meta.as_object_mut().map(|m| m.entry(field).or_insert(serde_json::json!({})));
+                    if let Some(slot) = slot {
+                        merge_json(slot, last_value, if value.is_null() { &no_keys } else { value });
                     }
                 }
                 if let Some(owners) = source_meta.get("ownerReferences").and_then(|o| o.as_array()) {
@@ -256,6 +271,7 @@ impl ApiServer {
     /// Removes an object outright (a force delete, or the end of a graceful pod deletion).
     pub fn remove(&mut self, key: &ObjectRef) -> Option<Obj> {
         let old = self.store.remove(key)?;
+        self.last_applied.remove(key);
         self.next_rv();
         self.writes += 1;
         self.changes.push(Change { key: key.clone(), old: Some(old.clone()), new: None });
@@ -295,16 +311,50 @@ impl ApiServer {
     }
 }
 
-/// Merges `source` into `target`: objects key by key, anything else replaced. A `null` in
-/// `source` removes the key, as in a JSON merge patch.
-pub fn merge_json(target: &mut serde_json::Value, source: &serde_json::Value) {
+/// The fields an apply owns (`spec`, `metadata.labels` and `metadata.annotations`), as a tree of
+/// keys: a three-way merge only asks which keys were applied, so values are dropped.
+fn applied_fields(applied: &serde_json::Value) -> serde_json::Value {
+    let meta = applied.get("metadata");
+    let mut owned = serde_json::json!({"metadata": {}});
+    if let Some(spec) = applied.get("spec") {
+        owned["spec"] = key_tree(spec);
+    }
+    for field in ["labels", "annotations"] {
+        if let Some(value) = meta.and_then(|m| m.get(field)) {
+            owned["metadata"][field] = key_tree(value);
+        }
+    }
+    owned
+}
+
+/// `value`'s maps with every other value (lists included, which merge whole) as `null`.
+fn key_tree(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            serde_json::Value::Object(map.iter().map(|(key, value)| (key.clone(), key_tree(value))).collect())
+        }
+        _ => serde_json::Value::Null,
+    }
+}
+
+/// Merges `source` (an applied configuration) into `target` (the live object): maps merge key
+/// by key, anything else is replaced, a `null` removes the key, and a key the `last` applied
+/// configuration had but `source` no longer has is removed (a three-way merge: keys others set
+/// stay).
+pub fn merge_json(target: &mut serde_json::Value, last: Option<&serde_json::Value>, source: &serde_json::Value) {
     match (target, source) {
         (serde_json::Value::Object(target), serde_json::Value::Object(source)) => {
+            if let Some(serde_json::Value::Object(last)) = last {
+                for key in last.keys().filter(|key| !source.contains_key(*key)) {
+                    target.remove(key);
+                }
+            }
             for (key, value) in source {
                 if value.is_null() {
                     target.remove(key);
                 } else {
-                    merge_json(target.entry(key.clone()).or_insert(serde_json::Value::Null), value);
+                    let last_value = last.and_then(|l| l.get(key));
+                    merge_json(target.entry(key.clone()).or_insert(serde_json::Value::Null), last_value, value);
                 }
             }
         }
@@ -357,6 +407,60 @@ mod tests {
         let (_, changed) = api.apply(pvc("a"), Millis(1)).unwrap();
         assert!(!changed);
         assert_eq!(api.resource_version(), rv);
+    }
+
+    fn daemonset(labels: serde_json::Value, node_selector: serde_json::Value) -> Obj {
+        Obj::from_manifest(serde_json::json!({
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "fuse", "namespace": "default", "labels": labels},
+            "spec": {
+                "selector": {"matchLabels": {"app": "fuse"}},
+                "template": {"spec": {"nodeSelector": node_selector, "containers": [{"name": "fuse"}]}}
+            }
+        }))
+        .expect("a DaemonSet")
+    }
+
+    #[test]
+    fn an_apply_removes_what_it_no_longer_names_and_keeps_what_others_wrote() {
+        let mut api = ApiServer::default();
+        let both = serde_json::json!({"a": "true", "b": "true"});
+        api.apply(daemonset(both.clone(), both), Millis(0)).unwrap();
+        let key = ObjectRef::namespaced(Kind::DaemonSet, "default", "fuse");
+        let by_someone_else = BTreeMap::from([("c".to_string(), Some("true".to_string()))]);
+        api.patch_labels(&key, &by_someone_else).unwrap();
+
+        let only_a = serde_json::json!({"a": "true"});
+        let (applied, changed) = api.apply(daemonset(only_a.clone(), only_a), Millis(1)).unwrap();
+        assert!(changed);
+        let labels: Vec<&String> = applied.meta().labels.iter().flatten().map(|(k, _)| k).collect();
+        assert_eq!(labels, ["a", "c"], "b was applied before and is not now; c is someone else's");
+        let ds = applied.as_daemonset().expect("a DaemonSet");
+        let template = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("a template");
+        let selector: Vec<&String> = template.node_selector.iter().flatten().map(|(k, _)| k).collect();
+        assert_eq!(selector, ["a"]);
+        assert_eq!(applied.meta().generation, Some(2), "the spec changed");
+
+        // An apply without labels drops the ones it applied, not the others'.
+        let unlabelled = Obj::from_manifest(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "fuse", "namespace": "default"},
+            "spec": ds.spec.clone()
+        }))
+        .expect("a DaemonSet");
+        let (applied, _) = api.apply(unlabelled, Millis(2)).unwrap();
+        let labels: Vec<&String> = applied.meta().labels.iter().flatten().map(|(k, _)| k).collect();
+        assert_eq!(labels, ["c"]);
+
+        // Gone and created again: nothing is remembered from before.
+        api.remove(&key);
+        assert!(!api.last_applied.contains_key(&key), "a removed object's applied fields are forgotten");
+        api.apply(daemonset(serde_json::json!({"x": "1"}), serde_json::json!({})), Millis(3)).unwrap();
+        let remembered = api.last_applied.get(&key).expect("applied fields");
+        assert!(
+            remembered["metadata"]["labels"].get("x").is_some() && remembered["metadata"]["labels"].get("a").is_none()
+        );
     }
 
     #[test]

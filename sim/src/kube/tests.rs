@@ -94,8 +94,8 @@ fn a_daemonset_is_refiled_when_its_selector_key_changes() {
     assert!(sim.kube_queue.is_queued(&KubeTask::DaemonSet(ds_key())), "a node gained the selector's label");
     drain(&mut sim);
 
-    // A spec write outside apply (which merges maps) replaces the selector; the apiserver bumps
-    // the generation, so the controller sees a spec change.
+    // A spec write outside apply replaces the selector; the apiserver bumps the generation, so
+    // the controller sees a spec change.
     let _ = sim.api.modify(&ds_key(), None, |obj| {
         let ds = obj.daemonset_mut().expect("a DaemonSet");
         let template = ds.spec.as_mut().and_then(|s| s.template.spec.as_mut()).expect("a template");
