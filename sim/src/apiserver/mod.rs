@@ -95,7 +95,7 @@ pub struct ApiServer {
     /// and `metadata.annotations`), so that an apply that no longer names a field removes it, as
     /// server-side apply does with a manager's own fields (one applier per object, like
     /// kubectl's last-applied three-way merge). Fields others wrote are kept.
-    last_applied: FxHashMap<ObjectRef, serde_json::Value>,
+    last_applied: FxHashMap<ObjectRef, AppliedKeys>,
 }
 
 impl ApiServer {
@@ -150,33 +150,33 @@ impl ApiServer {
     pub fn apply(&mut self, obj: Obj, now: Millis) -> Result<(Obj, bool), ApiError> {
         let key = obj.object_ref();
         let applied = obj.to_json();
-        let applied_fields = applied_fields(&applied);
+        let applied_keys = AppliedKeys::of(&applied);
         let Some(current) = self.store.get(&key).cloned() else {
             let created = self.create(obj, now)?;
-            self.last_applied.insert(key, applied_fields);
+            self.last_applied.insert(key, applied_keys);
             return Ok((created, true));
         };
-        let last = self.last_applied.insert(key.clone(), applied_fields).unwrap_or_default();
+        let last = self.last_applied.insert(key.clone(), applied_keys).unwrap_or_default();
         let before = current.to_json();
         let mut merged_json = before.clone();
         if let (Some(target), Some(source)) = (merged_json.as_object_mut(), applied.as_object()) {
             if let Some(spec) = source.get("spec") {
                 let slot = target.entry("spec").or_insert(serde_json::Value::Null);
-                merge_json(slot, last.get("spec"), spec);
+                merge_json(slot, &last, path_hash(0, "spec"), spec);
             }
             // Nodes and PVs carry no spec-only state; their `data`-like top-level fields merge too.
             let meta = target.entry("metadata").or_insert_with(|| serde_json::json!({}));
             if let Some(source_meta) = source.get("metadata") {
                 let no_keys = serde_json::json!({});
                 for field in ["labels", "annotations"] {
-                    let last_value = last.get("metadata").and_then(|m| m.get(field));
+                    let path = path_hash(path_hash(0, "metadata"), field);
                     let value = source_meta.get(field).unwrap_or(&serde_json::Value::Null);
-                    if value.is_null() && last_value.is_none() {
+                    if value.is_null() && !last.contains(path) {
                         continue;
                     }
                     let slot = meta.as_object_mut().map(|m| m.entry(field).or_insert(serde_json::json!({})));
                     if let Some(slot) = slot {
-                        merge_json(slot, last_value, if value.is_null() { &no_keys } else { value });
+                        merge_json(slot, &last, path, if value.is_null() { &no_keys } else { value });
                     }
                 }
                 if let Some(owners) = source_meta.get("ownerReferences").and_then(|o| o.as_array()) {
@@ -311,50 +311,74 @@ impl ApiServer {
     }
 }
 
-/// The fields an apply owns (`spec`, `metadata.labels` and `metadata.annotations`), as a tree of
-/// keys: a three-way merge only asks which keys were applied, so values are dropped.
-fn applied_fields(applied: &serde_json::Value) -> serde_json::Value {
-    let meta = applied.get("metadata");
-    let mut owned = serde_json::json!({"metadata": {}});
-    if let Some(spec) = applied.get("spec") {
-        owned["spec"] = key_tree(spec);
-    }
-    for field in ["labels", "annotations"] {
-        if let Some(value) = meta.and_then(|m| m.get(field)) {
-            owned["metadata"][field] = key_tree(value);
-        }
-    }
-    owned
+/// The keys an apply set (every map key under `spec`, `metadata.labels` and
+/// `metadata.annotations`), as sorted hashes of their paths: a three-way merge only asks whether a
+/// key was applied last time, and a few hundred bytes per object is all that costs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppliedKeys {
+    path_hashes: Vec<u64>,
 }
 
-/// `value`'s maps with every other value (lists included, which merge whole) as `null`.
-fn key_tree(value: &serde_json::Value) -> serde_json::Value {
-    match value {
-        serde_json::Value::Object(map) => {
-            serde_json::Value::Object(map.iter().map(|(key, value)| (key.clone(), key_tree(value))).collect())
+impl AppliedKeys {
+    /// The keys `applied` (a manifest as JSON) sets.
+    fn of(applied: &serde_json::Value) -> Self {
+        let mut path_hashes = Vec::new();
+        if let Some(spec) = applied.get("spec") {
+            collect_paths(spec, path_hash(0, "spec"), &mut path_hashes);
         }
-        _ => serde_json::Value::Null,
+        let metadata = path_hash(0, "metadata");
+        for field in ["labels", "annotations"] {
+            if let Some(value) = applied.get("metadata").and_then(|m| m.get(field)) {
+                let path = path_hash(metadata, field);
+                path_hashes.push(path);
+                collect_paths(value, path, &mut path_hashes);
+            }
+        }
+        path_hashes.sort_unstable();
+        path_hashes.dedup();
+        Self { path_hashes }
+    }
+
+    /// True when the key at `path` was applied.
+    fn contains(&self, path: u64) -> bool {
+        self.path_hashes.binary_search(&path).is_ok()
     }
 }
 
-/// Merges `source` (an applied configuration) into `target` (the live object): maps merge key
-/// by key, anything else is replaced, a `null` removes the key, and a key the `last` applied
-/// configuration had but `source` no longer has is removed (a three-way merge: keys others set
-/// stay).
-pub fn merge_json(target: &mut serde_json::Value, last: Option<&serde_json::Value>, source: &serde_json::Value) {
+/// The hash of the path `parent` + `key` (a fixed hash: the same on every run and machine).
+fn path_hash(parent: u64, key: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = rustc_hash::FxHasher::default();
+    hasher.write_u64(parent);
+    hasher.write(key.as_bytes());
+    hasher.write_u8(0xff);
+    hasher.finish()
+}
+
+fn collect_paths(value: &serde_json::Value, path: u64, out: &mut Vec<u64>) {
+    if let serde_json::Value::Object(map) = value {
+        for (key, child) in map {
+            let child_path = path_hash(path, key);
+            out.push(child_path);
+            collect_paths(child, child_path, out);
+        }
+    }
+}
+
+/// Merges `source` (an applied configuration) into `target` (the live object at `path`): maps
+/// merge key by key, anything else (lists too) is replaced, a `null` removes the key, and a key
+/// that the `last` apply set but `source` no longer names is removed (a three-way merge: keys
+/// others set stay).
+pub fn merge_json(target: &mut serde_json::Value, last: &AppliedKeys, path: u64, source: &serde_json::Value) {
     match (target, source) {
         (serde_json::Value::Object(target), serde_json::Value::Object(source)) => {
-            if let Some(serde_json::Value::Object(last)) = last {
-                for key in last.keys().filter(|key| !source.contains_key(*key)) {
-                    target.remove(key);
-                }
-            }
+            target.retain(|key, _| source.contains_key(key) || !last.contains(path_hash(path, key)));
             for (key, value) in source {
                 if value.is_null() {
                     target.remove(key);
                 } else {
-                    let last_value = last.and_then(|l| l.get(key));
-                    merge_json(target.entry(key.clone()).or_insert(serde_json::Value::Null), last_value, value);
+                    let slot = target.entry(key.clone()).or_insert(serde_json::Value::Null);
+                    merge_json(slot, last, path_hash(path, key), value);
                 }
             }
         }
@@ -457,10 +481,9 @@ mod tests {
         api.remove(&key);
         assert!(!api.last_applied.contains_key(&key), "a removed object's applied fields are forgotten");
         api.apply(daemonset(serde_json::json!({"x": "1"}), serde_json::json!({})), Millis(3)).unwrap();
-        let remembered = api.last_applied.get(&key).expect("applied fields");
-        assert!(
-            remembered["metadata"]["labels"].get("x").is_some() && remembered["metadata"]["labels"].get("a").is_none()
-        );
+        let remembered = api.last_applied.get(&key).expect("applied keys");
+        let labels = path_hash(path_hash(0, "metadata"), "labels");
+        assert!(remembered.contains(path_hash(labels, "x")) && !remembered.contains(path_hash(labels, "a")));
     }
 
     #[test]
