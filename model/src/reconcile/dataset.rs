@@ -36,7 +36,8 @@ pub fn reconcile_dataset<R>(observed: &Observed<R>, config: &Config, now: Millis
     if !has_finalizer {
         effects.push(Effect::AddFinalizer { target: target.clone(), finalizer: labels::DATASET_FINALIZER.to_string() });
     }
-    let observed_status = dataset.status.clone().unwrap_or_default();
+    let no_status = Default::default();
+    let observed_status: &DatasetStatus = dataset.status.as_ref().unwrap_or(&no_status);
     let mut status = observed_status.clone();
     match status.phase {
         DatasetPhase::None => {
@@ -59,7 +60,7 @@ pub fn reconcile_dataset<R>(observed: &Observed<R>, config: &Config, now: Millis
     }
     conditions::remove(&mut status.conditions, conditions::DATASET_DELETION_BLOCKED);
     effects.extend(orphan_label_effects(observed, dataset));
-    push_status(&mut effects, target, dataset, &observed_status, status);
+    push_status(&mut effects, target, dataset, observed_status, status);
     Decision::new(effects, Requeue::AwaitChange)
 }
 
@@ -78,7 +79,8 @@ fn deletion<R>(observed: &Observed<R>, dataset: &Dataset, target: ObjectRef, con
         plural_pods(&names),
         observed.name
     );
-    let observed_status = dataset.status.clone().unwrap_or_default();
+    let no_status = Default::default();
+    let observed_status: &DatasetStatus = dataset.status.as_ref().unwrap_or(&no_status);
     let mut status = observed_status.clone();
     let wanted = Wanted {
         type_: conditions::DATASET_DELETION_BLOCKED,
@@ -88,8 +90,8 @@ fn deletion<R>(observed: &Observed<R>, dataset: &Dataset, target: ObjectRef, con
     };
     conditions::set(&mut status.conditions, wanted, now);
     let mut effects = Vec::new();
-    let changed = status != observed_status;
-    push_status(&mut effects, target.clone(), dataset, &observed_status, status);
+    let changed = status != *observed_status;
+    push_status(&mut effects, target.clone(), dataset, observed_status, status);
     // One event per change of the blocking set, not one per retry.
     if changed {
         effects.push(Effect::warning(target, "DatasetDeletionBlocked", message));

@@ -12,7 +12,7 @@ use super::dataset::{has_finalizer, mark_no_runtime, push_status, reset_to_not_b
 use super::node_labels::{self, CacheLabels};
 use super::status::{self, StatusInput};
 use crate::api::dataset::RuntimeRef;
-use crate::api::{Dataset, DatasetPhase, Placement, RuntimeStatus};
+use crate::api::{Dataset, DatasetPhase, DatasetStatus, Placement, RuntimeStatus};
 use crate::effect::{Decision, Effect, EventType, Kind, Object, ObjectRef, Requeue, Status};
 use crate::engine::{Engine, EngineInput, RuntimeResource};
 use crate::error::ModelError;
@@ -267,13 +267,14 @@ fn refuse<R>(
 ) -> Decision {
     let mut effects = Vec::new();
     if let Some(dataset) = observed.dataset.as_deref().filter(|d| d.metadata.deletion_timestamp.is_none()) {
-        let observed_status = dataset.status.clone().unwrap_or_default();
+        let no_status = Default::default();
+        let observed_status: &DatasetStatus = dataset.status.as_ref().unwrap_or(&no_status);
         let mut status = observed_status.clone();
         let wanted = Wanted { type_: conditions::DATASET_READY, status: false, reason, message: message.clone() };
         conditions::set(&mut status.conditions, wanted, now);
-        let changed = status != observed_status;
+        let changed = status != *observed_status;
         let dataset_ref = ObjectRef::namespaced(Kind::Dataset, &observed.namespace, &observed.name);
-        push_status(&mut effects, dataset_ref, dataset, &observed_status, status);
+        push_status(&mut effects, dataset_ref, dataset, observed_status, status);
         if !changed {
             // Already reported: no event storm on every retry.
             return Decision::new(effects, requeue);
@@ -496,7 +497,8 @@ fn bind_dataset<E: Engine>(
     effects: &mut Vec<Effect>,
 ) -> bool {
     let dataset = input.dataset;
-    let observed_status = dataset.status.clone().unwrap_or_default();
+    let no_status = Default::default();
+    let observed_status: &DatasetStatus = dataset.status.as_ref().unwrap_or(&no_status);
     let mut status = observed_status.clone();
     let was_bound = matches!(status.phase, DatasetPhase::Bound | DatasetPhase::Failed | DatasetPhase::DataMigrating);
     if workers_usable {
@@ -551,7 +553,7 @@ fn bind_dataset<E: Engine>(
     }
     let dataset_ref = ObjectRef::namespaced(Kind::Dataset, &observed.namespace, &observed.name);
     let bound = matches!(status.phase, DatasetPhase::Bound | DatasetPhase::Failed | DatasetPhase::DataMigrating);
-    push_status(effects, dataset_ref, dataset, &observed_status, status);
+    push_status(effects, dataset_ref, dataset, observed_status, status);
     bound
 }
 
@@ -674,7 +676,8 @@ fn teardown<E: Engine>(
         )));
     }
     if let Some(dataset) = observed.dataset.as_deref().filter(|d| d.metadata.deletion_timestamp.is_none()) {
-        let observed_status = dataset.status.clone().unwrap_or_default();
+        let no_status = Default::default();
+        let observed_status: &DatasetStatus = dataset.status.as_ref().unwrap_or(&no_status);
         let mut status = observed_status.clone();
         reset_to_not_bound(&mut status);
         status.conditions.clear();
@@ -687,7 +690,7 @@ fn teardown<E: Engine>(
             &mut effects,
             ObjectRef::namespaced(Kind::Dataset, &observed.namespace, &observed.name),
             dataset,
-            &observed_status,
+            observed_status,
             status,
         );
     }
