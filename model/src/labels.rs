@@ -56,7 +56,7 @@ pub const HOSTNAME: &str = "kubernetes.io/hostname";
 
 /// The runtime-type segments that can follow `fluid.io/s-` and `fluid.io/s-h-`.
 /// The longest decides the fallback for every key, so keep this list complete.
-const RUNTIME_TYPES: &[&str] = &["juicefs", "alluxio", "jindo", "thin", "efc", "vineyard"];
+pub const RUNTIME_TYPES: &[&str] = &["juicefs", "alluxio", "jindo", "thin", "efc", "vineyard"];
 
 /// Longest prefix a dataset key can carry: `fluid.io/s-h-<longest type>-t-`.
 fn longest_prefix_len() -> usize {

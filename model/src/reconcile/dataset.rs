@@ -111,6 +111,7 @@ fn orphan_label_effects<R>(observed: &Observed<R>, dataset: &Dataset) -> Vec<Eff
     };
     let labels_of = CacheLabels {
         keys: &keys,
+        // Not read here: with no runtime, orphan_effects strips the labels of every type.
         runtime_type: crate::engine::juicefs::RUNTIME_TYPE,
         exclusive: false,
         exclusive_value: keys.exclusive_value(&observed.namespace, &observed.name),

@@ -57,14 +57,18 @@ impl CacheLabels<'_> {
     /// The labels a node without our workers must not carry; `with_fuse` also drops the FUSE
     /// label (teardown only: otherwise the CSI plugin owns it).
     fn unwanted(&self, with_fuse: bool) -> BTreeMap<String, Option<String>> {
-        let unwanted: BTreeMap<String, Option<String>> = self
-            .keys
-            .all_node_label_keys(self.runtime_type)
-            .into_iter()
-            .filter(|key| with_fuse || *key != self.keys.fuse_label())
+        self.unwanted_of(&[self.runtime_type], with_fuse)
+    }
+
+    /// [`Self::unwanted`] for the runtime and capacity labels of every type in `runtime_types`.
+    fn unwanted_of(&self, runtime_types: &[&str], with_fuse: bool) -> BTreeMap<String, Option<String>> {
+        let fuse = self.keys.fuse_label();
+        runtime_types
+            .iter()
+            .flat_map(|runtime_type| self.keys.all_node_label_keys(runtime_type))
+            .filter(|key| with_fuse || *key != fuse)
             .map(|key| (key, None))
-            .collect();
-        unwanted
+            .collect()
     }
 }
 
@@ -90,8 +94,11 @@ pub fn teardown_effects(labels_of: &CacheLabels<'_>, nodes: &[NodeView]) -> Vec<
 /// Label patches that strip what a dataset without a runtime left on nodes (a CSI NodeStage
 /// that raced the runtime's teardown labels a node after the teardown read it), keeping the
 /// FUSE label on `keep_fuse_on`, the nodes where a pod that uses the claim still runs.
+/// With no runtime left to say which type it was, the runtime and capacity labels of every
+/// runtime type go.
 pub fn orphan_effects(labels_of: &CacheLabels<'_>, nodes: &[NodeView], keep_fuse_on: &BTreeSet<String>) -> Vec<Effect> {
-    let (keeping_fuse, all) = (labels_of.unwanted(false), labels_of.unwanted(true));
+    let keeping_fuse = labels_of.unwanted_of(labels::RUNTIME_TYPES, false);
+    let all = labels_of.unwanted_of(labels::RUNTIME_TYPES, true);
     nodes
         .iter()
         .filter_map(|node| {

@@ -61,3 +61,18 @@ fn a_dataset_bound_to_another_runtime_type_is_not_taken_over() {
     let decision = world.reconcile_runtime();
     assert_eq!(verbs(&decision.effects), ["event JuiceFSRuntime/default/jfsdemo"]);
 }
+
+#[test]
+fn a_dataset_without_a_runtime_strips_the_labels_of_any_runtime_type() {
+    let mut world = World::new(Some(seed_dataset(NAME)), None);
+    world.settle(5);
+    let keys = DatasetKeys::new(NS, NAME, Some("uid-1")).expect("keys");
+    let alluxio_capacity = keys.capacity_label("alluxio", crate::labels::CapacityKind::Total);
+    for key in [keys.common_label(), keys.runtime_label("alluxio"), alluxio_capacity] {
+        world.label_node("node-a", &key);
+    }
+    world.label_node("node-a", "team.example.com/keep");
+    world.settle(5);
+    let left: Vec<String> = world.node_labels("node-a").into_keys().collect();
+    assert_eq!(left, ["team.example.com/keep"], "a former Alluxio runtime's labels go too; others' stay");
+}
