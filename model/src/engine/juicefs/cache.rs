@@ -73,14 +73,15 @@ fn quota_list_bytes(list: &str, field: &str) -> Result<Vec<u64>, ModelError> {
 
 /// The cache plan of level `index`, checked. Errors name the level's fields.
 pub fn level_plan(level: &Level, index: usize) -> Result<CachePlan, ModelError> {
-    let path_field = level_field(index, "path");
+    // Field names are formatted only for an error: this runs on every reconcile.
+    let field = |name: &str| level_field(index, name);
     let raw_path = level.path.as_deref().map(str::trim).unwrap_or_default();
     if raw_path.is_empty() {
-        return Err(ModelError::MissingField { field: path_field });
+        return Err(ModelError::MissingField { field: field("path") });
     }
     let paths = split_paths(raw_path);
     for path in &paths {
-        check_cache_path(path, &path_field)?;
+        check_cache_path(path).map_err(|reason| ModelError::invalid(field("path"), reason))?;
     }
     let volume_type = level.volume_type.unwrap_or_default();
     if volume_type == VolumeType::VolumeTemplate {
@@ -90,7 +91,10 @@ pub fn level_plan(level: &Level, index: usize) -> Result<CachePlan, ModelError> 
         ));
     }
     let quota_bytes = match &level.quota {
-        Some(quota) => Some(positive_bytes(quota, &level_field(index, "quota"))?),
+        Some(quota) => Some(match quota.to_bytes("") {
+            Ok(bytes) if bytes > 0 => bytes,
+            _ => positive_bytes(quota, &field("quota"))?,
+        }),
         None => None,
     };
     let per_path: Vec<Option<u64>> = match (&level.quota_list, quota_bytes) {
@@ -124,8 +128,8 @@ pub fn level_plan(level: &Level, index: usize) -> Result<CachePlan, ModelError> 
         None => quota_bytes,
     };
     let (low, high) = (
-        watermark(level.low.as_deref(), &level_field(index, "low"))?,
-        watermark(level.high.as_deref(), &level_field(index, "high"))?,
+        watermark(level.low.as_deref()).map_err(|reason| ModelError::invalid(field("low"), reason))?,
+        watermark(level.high.as_deref()).map_err(|reason| ModelError::invalid(field("high"), reason))?,
     );
     if let (Some(low), Some(high)) = (low, high)
         && high < low
@@ -222,24 +226,24 @@ fn split_evenly(total: u64, parts: usize) -> Vec<u64> {
 }
 
 /// A watermark ratio in `[0, 1]`.
-fn watermark(value: Option<&str>, field: &str) -> Result<Option<f64>, ModelError> {
+fn watermark(value: Option<&str>) -> Result<Option<f64>, String> {
     let Some(text) = value.map(str::trim) else { return Ok(None) };
     match text.parse::<f64>() {
         Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(Some(ratio)),
-        _ => Err(ModelError::invalid(field, format!("{text:?} is not a ratio between 0 and 1, e.g. \"0.9\""))),
+        _ => Err(format!("{text:?} is not a ratio between 0 and 1, e.g. \"0.9\"")),
     }
 }
 
 /// A cache directory must be absolute, normalised, and free of `..`.
-fn check_cache_path(path: &str, field: &str) -> Result<(), ModelError> {
+fn check_cache_path(path: &str) -> Result<(), String> {
     if path.is_empty() {
-        return Err(ModelError::invalid(field, "has an empty directory between separators"));
+        return Err("has an empty directory between separators".to_string());
     }
     if !path.starts_with('/') {
-        return Err(ModelError::invalid(field, format!("{path:?} must be an absolute path")));
+        return Err(format!("{path:?} must be an absolute path"));
     }
     if path.split('/').any(|part| part == "..") {
-        return Err(ModelError::invalid(field, format!("{path:?} must not contain '..'")));
+        return Err(format!("{path:?} must not contain '..'"));
     }
     Ok(())
 }
@@ -331,6 +335,14 @@ mod tests {
         assert_eq!(err.field(), Some("spec.tieredstore.levels[0].path"));
         let err = level_plan(&level("/a/../etc", None), 0).unwrap_err();
         assert_eq!(err.field(), Some("spec.tieredstore.levels[0].path"));
+        let mut ratio = level("/x", None);
+        ratio.low = Some("most".into());
+        let err = level_plan(&ratio, 3).unwrap_err();
+        assert_eq!(err.field(), Some("spec.tieredstore.levels[3].low"));
+        assert!(err.to_string().contains("\"most\" is not a ratio between 0 and 1"), "{err}");
+        ratio.low = None;
+        ratio.high = Some("1.5".into());
+        assert_eq!(level_plan(&ratio, 0).unwrap_err().field(), Some("spec.tieredstore.levels[0].high"));
         let mut no_path = level("/x", None);
         no_path.path = None;
         assert_eq!(
