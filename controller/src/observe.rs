@@ -445,7 +445,7 @@ mod tests {
         apply(&mut w.nodes, mk_node("node-b", &[("fluid.io/f-default-jfsdemo", "true")]));
         apply(&mut w.nodes, mk_node("node-c", &[("fluid.io/f-default-other", "true")]));
         let observed = observe(&stores, "juicefs", "default", "jfsdemo");
-        let names: Vec<&str> = observed.nodes.iter().map(|n| n.name.as_str()).collect();
+        let names: Vec<&str> = observed.nodes.iter().map(|n| n.name()).collect();
         assert_eq!(names, ["node-a", "node-b"]);
     }
 

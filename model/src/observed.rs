@@ -136,8 +136,6 @@ pub fn pod_uses_claim(pod: &Pod, claim_name: &str) -> bool {
 /// A node as the model reads it: its name and labels, shared with the driver's cache.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeView {
-    /// Name.
-    pub name: String,
     node: Arc<Node>,
 }
 
@@ -146,7 +144,12 @@ static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
 impl NodeView {
     /// Reads a Kubernetes node.
     pub fn from_node(node: &Arc<Node>) -> Self {
-        Self { name: node.metadata.name.clone().unwrap_or_default(), node: node.clone() }
+        Self { node: node.clone() }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        self.node.metadata.name.as_deref().unwrap_or_default()
     }
 
     /// Its labels.
@@ -248,7 +251,7 @@ pub fn relevant_nodes<'a>(
         })
         .map(NodeView::from_node)
         .collect();
-    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    nodes.sort_by(|a, b| a.name().cmp(b.name()));
     nodes
 }
 

@@ -79,7 +79,7 @@ pub fn sync_effects(labels_of: &CacheLabels<'_>, nodes: &[NodeView], worker_node
     nodes
         .iter()
         .filter_map(|node| {
-            let wanted = if worker_nodes.contains(&node.name) { &on_cache_node } else { &elsewhere };
+            let wanted = if worker_nodes.contains(node.name()) { &on_cache_node } else { &elsewhere };
             patch_for(labels_of, node, wanted)
         })
         .collect()
@@ -102,7 +102,7 @@ pub fn orphan_effects(labels_of: &CacheLabels<'_>, nodes: &[NodeView], keep_fuse
     nodes
         .iter()
         .filter_map(|node| {
-            patch_for(labels_of, node, if keep_fuse_on.contains(&node.name) { &keeping_fuse } else { &all })
+            patch_for(labels_of, node, if keep_fuse_on.contains(node.name()) { &keeping_fuse } else { &all })
         })
         .collect()
 }
@@ -146,7 +146,7 @@ fn patch_for(
     if patch.is_empty() {
         return None;
     }
-    Some(Effect::PatchLabels { target: ObjectRef::cluster(Kind::Node, &node.name), labels: patch })
+    Some(Effect::PatchLabels { target: ObjectRef::cluster(Kind::Node, node.name()), labels: patch })
 }
 
 /// True when `text` is `n` written as `n.to_string()` writes it (no sign, no leading zero).
