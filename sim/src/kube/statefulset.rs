@@ -32,15 +32,15 @@ pub fn pod_from_template(
     owner: OwnerReference,
     extra_labels: BTreeMap<String, String>,
 ) -> Pod {
-    let meta = template.metadata.clone().unwrap_or_default();
-    let mut labels = meta.labels.clone().unwrap_or_default();
+    let meta = template.metadata.as_ref();
+    let mut labels = meta.and_then(|m| m.labels.clone()).unwrap_or_default();
     labels.extend(extra_labels);
     Pod::from(k8s_openapi::api::core::v1::Pod {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some(namespace.to_string()),
             labels: Some(labels),
-            annotations: meta.annotations.clone(),
+            annotations: meta.and_then(|m| m.annotations.clone()),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
