@@ -111,8 +111,8 @@ fn orphan_label_effects<R>(observed: &Observed<R>, dataset: &Dataset) -> Vec<Eff
     };
     let labels_of = CacheLabels {
         keys: &keys,
-        // Not read here: with no runtime, orphan_effects strips the labels of every type.
-        runtime_type: crate::engine::juicefs::RUNTIME_TYPE,
+        // No runtime is left to say which type it was: the labels of every type go.
+        runtime_type: None,
         exclusive: false,
         exclusive_value: keys.exclusive_value(&observed.namespace, &observed.name),
         capacity: Default::default(),

@@ -16,8 +16,9 @@ use crate::quantity::format_binary_quantity;
 pub struct CacheLabels<'a> {
     /// The dataset's keys.
     pub keys: &'a DatasetKeys,
-    /// Runtime type segment, e.g. `juicefs`.
-    pub runtime_type: &'a str,
+    /// Runtime type segment, e.g. `juicefs`; `None` when no runtime is left to say which type
+    /// it was (then the runtime and capacity labels of every type are unwanted).
+    pub runtime_type: Option<&'a str>,
     /// Exclusive placement: cache nodes carry `fluid_exclusive`.
     pub exclusive: bool,
     /// Our value of `fluid_exclusive` (also removed after a switch to shared placement).
@@ -34,20 +35,18 @@ impl CacheLabels<'_> {
         let keys = self.keys;
         let mut wanted = BTreeMap::new();
         wanted.insert(keys.common_label(), Some("true".to_string()));
-        wanted.insert(keys.runtime_label(self.runtime_type), Some("true".to_string()));
-        let capacity_value = |bytes: u64| (bytes > 0).then(|| format_binary_quantity(bytes));
-        wanted.insert(
-            keys.capacity_label(self.runtime_type, CapacityKind::Memory),
-            capacity_value(self.capacity.memory_bytes),
-        );
-        wanted.insert(
-            keys.capacity_label(self.runtime_type, CapacityKind::Disk),
-            capacity_value(self.capacity.disk_bytes),
-        );
-        wanted.insert(
-            keys.capacity_label(self.runtime_type, CapacityKind::Total),
-            capacity_value(self.capacity.total_bytes()),
-        );
+        if let Some(runtime_type) = self.runtime_type {
+            wanted.insert(keys.runtime_label(runtime_type), Some("true".to_string()));
+            let capacity_value = |bytes: u64| (bytes > 0).then(|| format_binary_quantity(bytes));
+            let capacity = [
+                (CapacityKind::Memory, self.capacity.memory_bytes),
+                (CapacityKind::Disk, self.capacity.disk_bytes),
+                (CapacityKind::Total, self.capacity.total_bytes()),
+            ];
+            for (kind, bytes) in capacity {
+                wanted.insert(keys.capacity_label(runtime_type, kind), capacity_value(bytes));
+            }
+        }
         if self.exclusive {
             wanted.insert(labels::EXCLUSIVE.to_string(), Some(self.exclusive_value.clone()));
         }
@@ -57,11 +56,10 @@ impl CacheLabels<'_> {
     /// The labels a node without our workers must not carry; `with_fuse` also drops the FUSE
     /// label (teardown only: otherwise the CSI plugin owns it).
     fn unwanted(&self, with_fuse: bool) -> BTreeMap<String, Option<String>> {
-        self.unwanted_of(&[self.runtime_type], with_fuse)
-    }
-
-    /// [`Self::unwanted`] for the runtime and capacity labels of every type in `runtime_types`.
-    fn unwanted_of(&self, runtime_types: &[&str], with_fuse: bool) -> BTreeMap<String, Option<String>> {
+        let runtime_types = match &self.runtime_type {
+            Some(runtime_type) => std::slice::from_ref(runtime_type),
+            None => labels::RUNTIME_TYPES,
+        };
         let fuse = self.keys.fuse_label();
         runtime_types
             .iter()
@@ -94,11 +92,8 @@ pub fn teardown_effects(labels_of: &CacheLabels<'_>, nodes: &[NodeView]) -> Vec<
 /// Label patches that strip what a dataset without a runtime left on nodes (a CSI NodeStage
 /// that raced the runtime's teardown labels a node after the teardown read it), keeping the
 /// FUSE label on `keep_fuse_on`, the nodes where a pod that uses the claim still runs.
-/// With no runtime left to say which type it was, the runtime and capacity labels of every
-/// runtime type go.
 pub fn orphan_effects(labels_of: &CacheLabels<'_>, nodes: &[NodeView], keep_fuse_on: &BTreeSet<String>) -> Vec<Effect> {
-    let keeping_fuse = labels_of.unwanted_of(labels::RUNTIME_TYPES, false);
-    let all = labels_of.unwanted_of(labels::RUNTIME_TYPES, true);
+    let (keeping_fuse, all) = (labels_of.unwanted(false), labels_of.unwanted(true));
     nodes
         .iter()
         .filter_map(|node| {

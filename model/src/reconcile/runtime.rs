@@ -176,7 +176,7 @@ fn sync_while_dataset_goes<E: Engine>(
     }
     let labels_of = CacheLabels {
         keys: &keys,
-        runtime_type: engine.runtime_type(),
+        runtime_type: Some(engine.runtime_type()),
         exclusive: Placement::is_exclusive(dataset.spec.placement),
         exclusive_value: keys.exclusive_value(&observed.namespace, &observed.name),
         capacity,
@@ -440,7 +440,7 @@ fn setup<E: Engine>(
     let exclusive = Placement::is_exclusive(input.dataset.spec.placement);
     let labels_of = CacheLabels {
         keys: input.keys,
-        runtime_type: engine.runtime_type(),
+        runtime_type: Some(engine.runtime_type()),
         exclusive,
         exclusive_value: input.keys.exclusive_value(&observed.namespace, &observed.name),
         capacity,
@@ -653,7 +653,7 @@ fn teardown<E: Engine>(
     if let Ok(keys) = DatasetKeys::new(&observed.namespace, &observed.name, uid.as_deref()) {
         let labels_of = CacheLabels {
             keys: &keys,
-            runtime_type: engine.runtime_type(),
+            runtime_type: Some(engine.runtime_type()),
             exclusive: false,
             exclusive_value: keys.exclusive_value(&observed.namespace, &observed.name),
             capacity: Default::default(),
