@@ -100,7 +100,7 @@ impl DatasetKeys {
     /// The UID is only needed when the names are long; pass `None` when it is not known yet and
     /// a short name gets its keys while a long one gets [`ModelError::MissingUid`].
     pub fn new(namespace: &str, name: &str, uid: Option<&str>) -> Result<Self, ModelError> {
-        let namespaced = concat(&[namespace, "-", name]);
+        let namespaced = [namespace, "-", name].concat();
         if longest_prefix_len() + namespaced.len() < KEY_LENGTH_LIMIT {
             return Ok(Self { suffix: namespaced, uses_uid: false });
         }
@@ -117,22 +117,22 @@ impl DatasetKeys {
 
     /// `fluid.io/f-<ns>-<name>`: the node label that gates the FUSE DaemonSet.
     pub fn fuse_label(&self) -> String {
-        concat(&[FUSE_PREFIX, &self.suffix])
+        [FUSE_PREFIX, &self.suffix].concat()
     }
 
     /// `fluid.io/s-<ns>-<name>`: a cache worker of this dataset runs on the node.
     pub fn common_label(&self) -> String {
-        concat(&[COMMON_PREFIX, &self.suffix])
+        [COMMON_PREFIX, &self.suffix].concat()
     }
 
     /// `fluid.io/s-<type>-<ns>-<name>`: a worker of that runtime type runs on the node.
     pub fn runtime_label(&self, runtime_type: &str) -> String {
-        concat(&[COMMON_PREFIX, runtime_type, "-", &self.suffix])
+        [COMMON_PREFIX, runtime_type, "-", &self.suffix].concat()
     }
 
     /// `fluid.io/s-h-<type>-<m|d|t>-<ns>-<name>`: cache capacity on the node, human-readable.
     pub fn capacity_label(&self, runtime_type: &str, kind: CapacityKind) -> String {
-        concat(&[CAPACITY_PREFIX, runtime_type, "-", kind.letter(), "-", &self.suffix])
+        [CAPACITY_PREFIX, runtime_type, "-", kind.letter(), "-", &self.suffix].concat()
     }
 
     /// Value of [`DATASET_ID`] and of [`POD_DATASET`]: `<ns>-<name>` or the UID.
@@ -180,9 +180,9 @@ impl WorkloadNames {
     /// Names for runtime `namespace/name` of type `runtime_type`.
     pub fn new(namespace: &str, name: &str, runtime_type: &str) -> Self {
         Self {
-            workers: bounded(concat(&[name, "-", runtime_type, "-worker"]), WORKLOAD_NAME_LIMIT),
-            fuse: bounded(concat(&[name, "-", runtime_type, "-fuse"]), WORKLOAD_NAME_LIMIT),
-            persistent_volume: concat(&[namespace, "-", name]),
+            workers: bounded([name, "-", runtime_type, "-worker"].concat(), WORKLOAD_NAME_LIMIT),
+            fuse: bounded([name, "-", runtime_type, "-fuse"].concat(), WORKLOAD_NAME_LIMIT),
+            persistent_volume: [namespace, "-", name].concat(),
             persistent_volume_claim: name.to_string(),
         }
     }
@@ -190,18 +190,14 @@ impl WorkloadNames {
 
 /// `name` if it fits in `limit`, else a prefix plus `-` and an 8-hex-digit FNV-1a hash of `name`.
 pub fn bounded_name(name: &str, limit: usize) -> String {
-    if name.len() <= limit {
-        return name.to_string();
-    }
-    shortened(name, limit)
+    bounded(name.to_string(), limit)
 }
 
 /// [`bounded_name`] of an owned name (returned as it is when it fits).
 fn bounded(name: String, limit: usize) -> String {
-    if name.len() <= limit { name } else { shortened(&name, limit) }
-}
-
-fn shortened(name: &str, limit: usize) -> String {
+    if name.len() <= limit {
+        return name;
+    }
     let hash = format!("{:08x}", fnv1a_32(name.as_bytes()));
     let keep = limit.saturating_sub(hash.len() + 1);
     let mut prefix: String = name.chars().take(keep).collect();
@@ -209,16 +205,6 @@ fn shortened(name: &str, limit: usize) -> String {
         prefix.pop();
     }
     format!("{prefix}-{hash}")
-}
-
-/// The parts joined, in one allocation (label keys and names are built on every reconcile, and
-/// `format!` costs several times as much).
-pub(crate) fn concat(parts: &[&str]) -> String {
-    let mut joined = String::with_capacity(parts.iter().map(|part| part.len()).sum());
-    for part in parts {
-        joined.push_str(part);
-    }
-    joined
 }
 
 /// FNV-1a, 32 bits: stable across platforms and Rust versions, unlike `DefaultHasher`.
@@ -246,7 +232,7 @@ pub fn workload_labels(runtime_name: &str, runtime_type: &str, role: &str) -> BT
     BTreeMap::from([
         (APP.to_string(), runtime_type.to_string()),
         (RELEASE.to_string(), bounded_name(runtime_name, KEY_LENGTH_LIMIT)),
-        (ROLE.to_string(), concat(&[runtime_type, "-", role])),
+        (ROLE.to_string(), [runtime_type, "-", role].concat()),
     ])
 }
 
