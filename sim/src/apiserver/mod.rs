@@ -164,7 +164,6 @@ impl ApiServer {
                 let slot = target.entry("spec").or_insert(serde_json::Value::Null);
                 merge_json(slot, &last, path_hash(0, "spec"), spec);
             }
-            // Nodes and PVs carry no spec-only state; their `data`-like top-level fields merge too.
             let meta = target.entry("metadata").or_insert_with(|| serde_json::json!({}));
             if let Some(source_meta) = source.get("metadata") {
                 let no_keys = serde_json::json!({});
@@ -315,7 +314,7 @@ impl ApiServer {
 /// `metadata.annotations`), as sorted hashes of their paths: a three-way merge only asks whether a
 /// key was applied last time, and a few hundred bytes per object is all that costs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AppliedKeys {
+struct AppliedKeys {
     path_hashes: Vec<u64>,
 }
 
@@ -369,7 +368,7 @@ fn collect_paths(value: &serde_json::Value, path: u64, out: &mut Vec<u64>) {
 /// merge key by key, anything else (lists too) is replaced, a `null` removes the key, and a key
 /// that the `last` apply set but `source` no longer names is removed (a three-way merge: keys
 /// others set stay).
-pub fn merge_json(target: &mut serde_json::Value, last: &AppliedKeys, path: u64, source: &serde_json::Value) {
+fn merge_json(target: &mut serde_json::Value, last: &AppliedKeys, path: u64, source: &serde_json::Value) {
     match (target, source) {
         (serde_json::Value::Object(target), serde_json::Value::Object(source)) => {
             target.retain(|key, _| source.contains_key(key) || !last.contains(path_hash(path, key)));

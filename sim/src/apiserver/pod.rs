@@ -8,15 +8,13 @@ use model::observed::{PodPhase, PodView};
 
 /// A pod as the simulated apiserver stores it. Most pod writes are status writes (scheduler
 /// conditions, kubelet phases), and every write keeps the old version alive for the watch
-/// fan-out and the lagging controller cache; sharing the spec means such a write does not copy
-/// it (for a FUSE pod, most of the object). Field names are
-/// Kubernetes', so code reads `pod.spec`, `pod.status` as it would on a `Pod`. `spec.nodeName`
-/// and `spec.affinity` are kept beside the shared spec ([`Pod::node_name`], [`Pod::affinity`]),
-/// so that binding a pod does not copy its spec either, and the pods of a DaemonSet, which
-/// differ only in the node their affinity pins them to, share one spec; the stored spec's
-/// `node_name` and `affinity` are always `None`. Likewise the metadata
-/// is shared and `metadata.resourceVersion`, which every write changes, is kept beside it
-/// ([`Pod::resource_version`]): a status write copies the status alone.
+/// fan-out and the lagging controller cache, so the parts a write rarely changes are shared
+/// between versions: the metadata and the spec sit behind `Arc`s. What changes on every write
+/// or differs between otherwise equal pods is kept beside them: `metadata.resourceVersion`
+/// ([`Pod::resource_version`]), `spec.nodeName` ([`Pod::node_name`], set by a binding) and
+/// `spec.affinity` ([`Pod::affinity`], the node a DaemonSet pins each of its pods to, so that
+/// its pods share one spec). The shared metadata and spec never hold those three. Field names
+/// are Kubernetes', so code reads `pod.spec`, `pod.status` as it would on a `Pod`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Pod {
     /// Standard object metadata but for `resourceVersion`, shared until written
