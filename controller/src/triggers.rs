@@ -134,6 +134,19 @@ mod tests {
         assert_eq!(from_pod(&pod, &sts_store), [PairKey::new("other", "jfsdemo")]);
     }
 
+    /// A dataset label index fed, through its writer, with these datasets.
+    fn indexed_datasets(
+        datasets: &[(&str, &str)],
+    ) -> (Shared<DatasetLabelIndex>, IndexedWriter<Dataset, DatasetLabelIndex>) {
+        let (_store, writer) = reflector::store::<Dataset>();
+        let index: Shared<DatasetLabelIndex> = std::sync::Arc::new(DatasetLabelIndex::new("juicefs").into());
+        let mut writer = IndexedWriter::new(writer, index.clone());
+        for (namespace, name) in datasets {
+            writer.apply_watcher_event(&Event::Apply(dataset(namespace, name)));
+        }
+        (index, writer)
+    }
+
     fn node_with(labels: &[(&str, &str)]) -> Node {
         let mut metadata = meta(None, "node-a");
         metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
@@ -142,12 +155,7 @@ mod tests {
 
     #[test]
     fn nodes_map_to_the_datasets_whose_labels_changed_since_last_seen() {
-        let (_datasets, writer) = reflector::store::<Dataset>();
-        let index: Shared<DatasetLabelIndex> = std::sync::Arc::new(DatasetLabelIndex::new("juicefs").into());
-        let mut writer = IndexedWriter::new(writer, index.clone());
-        for (namespace, name) in [("default", "jfsdemo"), ("default", "jfs"), ("team-a", "demo")] {
-            writer.apply_watcher_event(&Event::Apply(dataset(namespace, name)));
-        }
+        let (index, _writer) = indexed_datasets(&[("default", "jfsdemo"), ("default", "jfs"), ("team-a", "demo")]);
         let history = NodeLabelHistory::default();
         assert!(history.pairs(&node_with(&[]), &index).is_empty());
         let labelled = node_with(&[
@@ -172,12 +180,7 @@ mod tests {
 
     #[test]
     fn the_dataset_label_index_follows_watch_events_and_relists() {
-        let (_datasets, writer) = reflector::store::<Dataset>();
-        let index: Shared<DatasetLabelIndex> = std::sync::Arc::new(DatasetLabelIndex::new("juicefs").into());
-        let mut writer = IndexedWriter::new(writer, index.clone());
-        for (namespace, name) in [("default", "jfsdemo"), ("team-a", "demo")] {
-            writer.apply_watcher_event(&Event::Apply(dataset(namespace, name)));
-        }
+        let (index, mut writer) = indexed_datasets(&[("default", "jfsdemo"), ("team-a", "demo")]);
         let owner = |key: &str| read(&index).owners().pair_of(key).cloned();
         assert_eq!(owner("fluid.io/f-default-jfsdemo"), Some(PairKey::new("default", "jfsdemo")));
         writer.apply_watcher_event(&Event::Delete(dataset("team-a", "demo")));

@@ -142,23 +142,20 @@ fn the_cache_follows_status_writes_and_completion() {
     let id = sim.kube.scheduler.node_id(&node).expect("node known");
     assert_eq!(sim.kube.scheduler.usage(id).pod_count(), 1);
     let key = ObjectRef::namespaced(Kind::Pod, "default", "a");
+    let set_phase = |sim: &mut Sim, phase: &str| {
+        sim.api
+            .modify(&key, None, |obj| {
+                obj.pod_mut().expect("pod").status.get_or_insert_with(Default::default).phase = Some(phase.into());
+                true
+            })
+            .expect("status write");
+        sim.settle();
+    };
     // A status write keeps the pod counted once, where it is.
-    sim.api
-        .modify(&key, None, |obj| {
-            obj.pod_mut().expect("pod").status.get_or_insert_with(Default::default).phase = Some("Running".into());
-            true
-        })
-        .expect("status write");
-    sim.settle();
+    set_phase(&mut sim, "Running");
     assert_eq!(sim.kube.scheduler.usage(id).pod_count(), 1);
     // Completed pods free their place.
-    sim.api
-        .modify(&key, None, |obj| {
-            obj.pod_mut().expect("pod").status.get_or_insert_with(Default::default).phase = Some("Succeeded".into());
-            true
-        })
-        .expect("status write");
-    sim.settle();
+    set_phase(&mut sim, "Succeeded");
     assert_eq!(sim.kube.scheduler.usage(id).pod_count(), 0);
     let selector = LabelSelector {
         match_labels: Some(BTreeMap::from([("worker".to_string(), "yes".to_string())])),
