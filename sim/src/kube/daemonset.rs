@@ -117,9 +117,6 @@ impl Sim {
         let owner = controller_reference(&obj, "apps/v1");
         let now = self.clock.wall();
         // Pods get the metadata of the template and share one spec per DaemonSet generation.
-        let bare_template =
-            k8s_openapi::api::core::v1::PodTemplateSpec { metadata: template.metadata.clone(), spec: None };
-        let mut daemon_spec: Option<Arc<k8s_openapi::api::core::v1::PodSpec>> = None;
         for node in &wanted {
             let pods: &[(ObjectRef, Arc<Pod>)] = by_node.get(node).map_or(&[], Vec::as_slice);
             let live: Vec<&(ObjectRef, Arc<Pod>)> = pods.iter().filter(|(_, p)| !p.is_deleting()).collect();
@@ -132,10 +129,9 @@ impl Sim {
             if pods.is_empty() {
                 let name = format!("{}-{}", key.name, self.rng.suffix(5));
                 let extra = BTreeMap::from([(REVISION_LABEL.to_string(), revision.clone())]);
-                let mut pod = pod_from_template(&bare_template, &key.namespace, &name, owner.clone(), extra);
-                let shared =
-                    daemon_spec.get_or_insert_with(|| self.daemon_pod_spec(&ds.metadata, pod_spec, &tolerations));
-                pod.share_spec(shared.clone());
+                let metadata = template.metadata.as_ref();
+                let mut pod = pod_from_template(metadata, None, &key.namespace, &name, owner.clone(), extra);
+                pod.share_spec(self.daemon_pod_spec(&ds.metadata, pod_spec, &tolerations));
                 if let Some(affinity) = &pod_spec.affinity {
                     *pod.affinity_mut() = affinity.clone();
                 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSetStatus;
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use model::effect::{Kind, ObjectRef};
 use model::observed::PodPhase;
@@ -24,15 +24,17 @@ pub fn template_hash(template: &PodTemplateSpec) -> String {
     format!("{:010x}", u64::from(model::labels::fnv1a_32(&bytes)) * 0x9e37_79b9 % 0xff_ffff_ffff)
 }
 
-/// A pod made from `template`, owned by the workload `owner`.
+/// A pod made from a pod template's metadata and `spec`, owned by the workload `owner` (the
+/// DaemonSet controller passes no spec: its pods share one, [`crate::apiserver::Pod::share_spec`]).
 pub fn pod_from_template(
-    template: &PodTemplateSpec,
+    template_metadata: Option<&ObjectMeta>,
+    spec: Option<PodSpec>,
     namespace: &str,
     name: &str,
     owner: OwnerReference,
     extra_labels: BTreeMap<String, String>,
 ) -> Pod {
-    let meta = template.metadata.as_ref();
+    let meta = template_metadata;
     let mut labels = meta.and_then(|m| m.labels.clone()).unwrap_or_default();
     labels.extend(extra_labels);
     Pod::from(k8s_openapi::api::core::v1::Pod {
@@ -44,7 +46,7 @@ pub fn pod_from_template(
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
-        spec: template.spec.clone(),
+        spec,
         status: None,
     })
 }
@@ -113,7 +115,14 @@ impl Sim {
                         ("apps.kubernetes.io/pod-index".to_string(), ordinal.to_string()),
                         (REVISION_LABEL.to_string(), revision.clone()),
                     ]);
-                    let mut pod = pod_from_template(&spec.template, &key.namespace, &name, owner.clone(), extra);
+                    let mut pod = pod_from_template(
+                        spec.template.metadata.as_ref(),
+                        spec.template.spec.clone(),
+                        &key.namespace,
+                        &name,
+                        owner.clone(),
+                        extra,
+                    );
                     if pod.spec.is_some() {
                         let pod_spec = pod.spec_mut();
                         pod_spec.hostname = Some(name.clone());
