@@ -211,6 +211,7 @@ fn spawn_watchers(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let all = watcher::Config::default();
     let sts_store = stores.stateful_sets.clone();
+    let live_nodes = stores.nodes.clone();
     let dataset_labels: Shared<DatasetLabelIndex> = Arc::new(RwLock::new(DatasetLabelIndex::new(runtime_type)));
     let node_dataset_labels = dataset_labels.clone();
     vec![
@@ -265,7 +266,7 @@ fn spawn_watchers(
         ),
         spawn_watcher(Api::<Node>::all(client.clone()), all.clone(), writers.nodes, triggers.clone(), trim_node, {
             let history = triggers::NodeLabelHistory::default();
-            move |n| history.pairs(n, &node_dataset_labels)
+            move |n| history.pairs(n, &node_dataset_labels, &live_nodes)
         }),
         spawn_watcher(Api::<Pod>::all(client.clone()), all, writers.pods, triggers, trim_pod, move |p| {
             triggers::from_pod(p, &sts_store)

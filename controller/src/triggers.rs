@@ -52,25 +52,48 @@ pub fn from_pod(pod: &Pod, stateful_sets: &Store<StatefulSet>) -> Vec<PairKey> {
 
 /// Maps node events as the simulator does: to the datasets whose labels changed since the node
 /// was last seen (a watch event carries only the new object, so the dataset labels of each node
-/// are remembered here), and to every dataset whose label it carries the first time it is seen.
-/// Only dataset labels are kept, a few per node; a deleted node's entry stays (touched objects
-/// do not say which event touched them) and is replaced if a namesake joins.
+/// are remembered here), to every dataset whose label it carries the first time it is seen, and
+/// to every dataset whose label it carried when it is deleted. Only dataset labels are kept, a
+/// few per node, and only for live nodes: a deleted node's entry goes with its delete event, and
+/// nodes a relist dropped silently are forgotten once the history outgrows the live nodes.
 #[derive(Debug, Default)]
 pub struct NodeLabelHistory {
     dataset_labels_by_node: Mutex<HashMap<String, BTreeMap<String, String>>>,
 }
 
+/// The history is pruned of nodes missing from the store when it holds more than this many
+/// entries per live node (amortized: one walk per doubling).
+const HISTORY_ENTRIES_PER_LIVE_NODE: usize = 2;
+/// ... and never below this many entries.
+const HISTORY_PRUNE_FLOOR: usize = 64;
+
 impl NodeLabelHistory {
     /// The pairs a node event concerns; remembers the node's dataset labels for the next one.
-    pub fn pairs(&self, node: &Node, datasets: &Shared<DatasetLabelIndex>) -> Vec<PairKey> {
+    /// `live_nodes` is the node store, which the watcher updates before it maps an event: a node
+    /// missing from it was deleted. (During a relist the store still shows the old list, so a
+    /// node that joined meanwhile counts as deleted once: it over-triggers, which is harmless.)
+    pub fn pairs(&self, node: &Node, datasets: &Shared<DatasetLabelIndex>, live_nodes: &Store<Node>) -> Vec<PairKey> {
         let labels = node.metadata.labels.iter().flatten();
         let ours: BTreeMap<String, String> =
             labels.filter(|(key, _)| watch::is_dataset_label_key(key)).map(|(k, v)| (k.clone(), v.clone())).collect();
         let name = node.metadata.name.clone().unwrap_or_default();
         // A poisoned map only loses history: the next event counts every label, as a first one.
         let mut seen = self.dataset_labels_by_node.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = read(datasets);
+        if live_nodes.get(&StoreRef::new(&name)).is_none() {
+            let carried = seen.remove(&name).unwrap_or(ours);
+            return watch::pairs_of_node(Some(&carried), None, index.owners());
+        }
         let previous = seen.insert(name, ours.clone());
-        watch::pairs_of_node(previous.as_ref(), Some(&ours), read(datasets).owners())
+        if seen.len() > (HISTORY_ENTRIES_PER_LIVE_NODE * live_nodes.len()).max(HISTORY_PRUNE_FLOOR) {
+            seen.retain(|name, _| live_nodes.get(&StoreRef::new(name)).is_some());
+        }
+        watch::pairs_of_node(previous.as_ref(), Some(&ours), index.owners())
+    }
+
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
+        self.dataset_labels_by_node.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 }
 
@@ -147,35 +170,85 @@ mod tests {
         (index, writer)
     }
 
-    fn node_with(labels: &[(&str, &str)]) -> Node {
-        let mut metadata = meta(None, "node-a");
+    fn node_named(name: &str, labels: &[(&str, &str)]) -> Node {
+        let mut metadata = meta(None, name);
         metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
         Node { metadata, ..Node::default() }
+    }
+
+    fn node_with(labels: &[(&str, &str)]) -> Node {
+        node_named("node-a", labels)
+    }
+
+    /// A node store that holds `nodes`, and its writer.
+    fn live(nodes: &[Node]) -> (Store<Node>, reflector::store::Writer<Node>) {
+        let (store, mut writer) = reflector::store::<Node>();
+        for node in nodes {
+            writer.apply_watcher_event(&Event::Apply(node.clone()));
+        }
+        (store, writer)
     }
 
     #[test]
     fn nodes_map_to_the_datasets_whose_labels_changed_since_last_seen() {
         let (index, _writer) = indexed_datasets(&[("default", "jfsdemo"), ("default", "jfs"), ("team-a", "demo")]);
         let history = NodeLabelHistory::default();
-        assert!(history.pairs(&node_with(&[]), &index).is_empty());
+        let (nodes, _node_writer) = live(&[node_with(&[])]);
+        assert!(history.pairs(&node_with(&[]), &index, &nodes).is_empty());
         let labelled = node_with(&[
             ("fluid.io/f-default-jfsdemo", "true"),
             ("fluid.io/s-h-juicefs-m-team-a-demo", "1Gi"),
             ("kubernetes.io/os", "linux"),
         ]);
         assert_eq!(
-            history.pairs(&labelled, &index),
+            history.pairs(&labelled, &index, &nodes),
             [PairKey::new("default", "jfsdemo"), PairKey::new("team-a", "demo")]
         );
-        assert!(history.pairs(&labelled, &index).is_empty(), "a heartbeat changes no dataset label");
+        assert!(history.pairs(&labelled, &index, &nodes).is_empty(), "a heartbeat changes no dataset label");
         // A removed label concerns its dataset too (the watch event shows only what is left).
         let removed = node_with(&[("fluid.io/s-h-juicefs-m-team-a-demo", "2Gi"), ("kubernetes.io/os", "linux")]);
         assert_eq!(
-            history.pairs(&removed, &index),
+            history.pairs(&removed, &index, &nodes),
             [PairKey::new("default", "jfsdemo"), PairKey::new("team-a", "demo")]
         );
         // A node seen for the first time counts every dataset label it carries.
-        assert_eq!(NodeLabelHistory::default().pairs(&removed, &index), [PairKey::new("team-a", "demo")]);
+        assert_eq!(NodeLabelHistory::default().pairs(&removed, &index, &nodes), [PairKey::new("team-a", "demo")]);
+    }
+
+    #[test]
+    fn a_deleted_node_concerns_the_datasets_it_carried_and_is_forgotten() {
+        let (index, _writer) = indexed_datasets(&[("default", "jfsdemo"), ("team-a", "demo")]);
+        let history = NodeLabelHistory::default();
+        let labelled = node_with(&[("fluid.io/f-default-jfsdemo", "true"), ("fluid.io/s-team-a-demo", "true")]);
+        let (nodes, mut node_writer) = live(&[labelled.clone()]);
+        assert_eq!(history.pairs(&labelled, &index, &nodes).len(), 2);
+        assert_eq!(history.remembered(), 1);
+        // The watcher applies the delete to the store before it maps the event.
+        node_writer.apply_watcher_event(&Event::Delete(labelled.clone()));
+        assert_eq!(
+            history.pairs(&labelled, &index, &nodes),
+            [PairKey::new("default", "jfsdemo"), PairKey::new("team-a", "demo")]
+        );
+        assert_eq!(history.remembered(), 0);
+    }
+
+    #[test]
+    fn nodes_a_relist_dropped_are_forgotten_once_the_history_outgrows_the_live_nodes() {
+        let (index, _writer) = indexed_datasets(&[("default", "jfsdemo")]);
+        let history = NodeLabelHistory::default();
+        let names: Vec<String> = (0..HISTORY_PRUNE_FLOOR + 1).map(|i| format!("node-{i:03}")).collect();
+        let all: Vec<Node> = names.iter().map(|name| node_named(name, &[])).collect();
+        let (nodes, mut node_writer) = live(&all);
+        for node in &all[..HISTORY_PRUNE_FLOOR] {
+            history.pairs(node, &index, &nodes);
+        }
+        assert_eq!(history.remembered(), HISTORY_PRUNE_FLOOR);
+        // A relist that misses every node but the last one: no delete events for the rest.
+        node_writer.apply_watcher_event(&Event::Init);
+        node_writer.apply_watcher_event(&Event::InitApply(all[HISTORY_PRUNE_FLOOR].clone()));
+        node_writer.apply_watcher_event(&Event::InitDone);
+        history.pairs(&all[HISTORY_PRUNE_FLOOR], &index, &nodes);
+        assert_eq!(history.remembered(), 1, "only the live node is remembered");
     }
 
     #[test]
