@@ -220,7 +220,7 @@ mod tests {
         let (index, _writer) = indexed_datasets(&[("default", "jfsdemo"), ("team-a", "demo")]);
         let history = NodeLabelHistory::default();
         let labelled = node_with(&[("fluid.io/f-default-jfsdemo", "true"), ("fluid.io/s-team-a-demo", "true")]);
-        let (nodes, mut node_writer) = live(&[labelled.clone()]);
+        let (nodes, mut node_writer) = live(std::slice::from_ref(&labelled));
         assert_eq!(history.pairs(&labelled, &index, &nodes).len(), 2);
         assert_eq!(history.remembered(), 1);
         // The watcher applies the delete to the store before it maps the event.
