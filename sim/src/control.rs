@@ -48,8 +48,10 @@ impl Reconciler {
 pub struct Control {
     /// False while the controller is restarting.
     pub up: bool,
-    /// The informer cache (lags the apiserver by the stale-reads setting).
-    pub cache: Store,
+    /// The informer cache while it lags the apiserver (stale reads injected, or watch events
+    /// still on their way); None while it is in step, when reads go to the apiserver's store:
+    /// the same objects, without a second copy of every index to keep.
+    cache: Option<Store>,
     feed: VecDeque<(u64, Change)>,
     queues: [DelayQueue<Pair>; 2],
     failures: BTreeMap<(Reconciler, Pair), u32>,
@@ -66,7 +68,7 @@ impl Control {
     pub fn new(config: model::reconcile::Config) -> Self {
         Self {
             up: true,
-            cache: Store::default(),
+            cache: None,
             feed: VecDeque::new(),
             queues: [DelayQueue::default(), DelayQueue::default()],
             failures: BTreeMap::new(),
@@ -92,12 +94,38 @@ impl Control {
         self.queues.iter().any(DelayQueue::has_urgent)
     }
 
-    /// Applies the watch events that have arrived by `now_ms` to the cache.
-    fn sync_cache(&mut self, now_ms: u64) {
+    /// What the controller reads: its lagging cache, else (in step) the apiserver's `store`.
+    pub fn view<'a>(&'a self, store: &'a Store) -> &'a Store {
+        self.cache.as_ref().unwrap_or(store)
+    }
+
+    /// Applies the watch events that have arrived by `now_ms` to the cache; once every one has
+    /// and no lag is set (`lag_ms` 0), the cache is in step and reads go to the apiserver again.
+    fn sync_cache(&mut self, now_ms: u64, lag_ms: u64) {
         while self.feed.front().is_some_and(|(at, _)| *at <= now_ms) {
             let Some((_, change)) = self.feed.pop_front() else { break };
             self.apply_to_cache(change);
         }
+        if self.feed.is_empty() && lag_ms == 0 {
+            self.cache = None;
+        }
+    }
+
+    /// Starts a lagging cache: the apiserver's `store` as it was before `unrouted`, the changes
+    /// (in order) that watchers have not been told of yet.
+    fn start_lagging(&mut self, store: &Store, unrouted: &[Change]) {
+        let mut cache = store.clone();
+        for change in unrouted.iter().rev() {
+            match &change.old {
+                Some(obj) => {
+                    cache.put_at(&change.key, obj.clone());
+                }
+                None => {
+                    cache.remove(&change.key);
+                }
+            }
+        }
+        self.cache = Some(cache);
     }
 
     fn apply_to_cache(&mut self, change: Change) {
@@ -106,7 +134,9 @@ impl Control {
                 if self.index_dataset(&obj) {
                     self.rebuild_common_label_set();
                 }
-                self.cache.put_at(&change.key, obj);
+                if let Some(cache) = &mut self.cache {
+                    cache.put_at(&change.key, obj);
+                }
             }
             None => {
                 if change.key.kind == Kind::Dataset {
@@ -116,7 +146,9 @@ impl Control {
                         self.rebuild_common_label_set();
                     }
                 }
-                self.cache.remove(&change.key);
+                if let Some(cache) = &mut self.cache {
+                    cache.remove(&change.key);
+                }
             }
         }
     }
@@ -143,12 +175,11 @@ impl Control {
 
     /// Re-lists everything from the apiserver (a start or restart).
     fn relist(&mut self, store: &Store) {
-        self.cache = store.clone();
+        self.cache = None;
         self.feed.clear();
         self.label_owners = Default::default();
         self.common_labels.clear();
-        let datasets: Vec<Obj> = self.cache.list(Kind::Dataset).cloned().collect();
-        for obj in &datasets {
+        for obj in store.list(Kind::Dataset) {
             self.index_dataset(obj);
         }
         self.rebuild_common_label_set();
@@ -340,21 +371,35 @@ impl Sim {
         }
     }
 
+    /// How far the controller's reads lag the apiserver: the configured or injected stale reads.
+    fn stale_reads_ms(&self) -> u64 {
+        self.faults.stale_reads_ms.max(self.config.stale_reads_ms)
+    }
+
+    /// Before watchers hear of `batch`: a controller that will read late needs a cache of its own,
+    /// as the apiserver's store was before the batch.
+    pub(crate) fn prepare_control_cache(&mut self, batch: &[Change]) {
+        if self.control.up && self.control.cache.is_none() && self.stale_reads_ms() > 0 {
+            self.control.start_lagging(&self.api.store, batch);
+        }
+    }
+
     /// Feeds an apiserver change to the controller: into the cache after the stale-read lag,
     /// and as a notification for the pairs it concerns.
     pub(crate) fn route_control(&mut self, change: &Change) {
         if !self.control.up {
             return;
         }
-        let lag = self.faults.stale_reads_ms.max(self.config.stale_reads_ms);
+        let lag = self.stale_reads_ms();
         let now = self.clock.now_ms();
         // An informer delivers in order: a change never overtakes one still queued behind a
         // longer lag (else the older change would land later and leave the cache stale).
         let due = (now + lag).max(self.control.feed.back().map_or(0, |(at, _)| *at));
         if due <= now {
-            self.control.sync_cache(now);
+            self.control.sync_cache(now, lag);
             self.control.apply_to_cache(change.clone());
         } else {
+            debug_assert!(self.control.cache.is_some(), "a late change needs a lagging cache");
             self.control.feed.push_back((due, change.clone()));
         }
         for pair in self.pairs_of_change(change) {
@@ -424,9 +469,10 @@ impl Sim {
             return;
         }
         let now_ms = self.clock.now_ms();
-        self.control.sync_cache(now_ms);
+        self.control.sync_cache(now_ms, self.stale_reads_ms());
         let common = self.control.common_label_set.clone();
-        let observed = build_observed(&self.control.cache, pair, &common, &|pods| self.samples_for(pair, pods));
+        let observed =
+            build_observed(self.control.view(&self.api.store), pair, &common, &|pods| self.samples_for(pair, pods));
         let decision = decide(reconciler, &observed, &self.control.config, self.clock.wall());
         self.stats.reconciles += 1;
         let actor = reconciler.actor();
@@ -554,7 +600,7 @@ impl Sim {
     /// A controller restart: drop the cache, the work queues and backoffs; come back later.
     pub fn controller_restart(&mut self) {
         self.control.up = false;
-        self.control.cache = Store::default();
+        self.control.cache = None;
         self.control.feed.clear();
         for queue in &mut self.control.queues {
             queue.clear();
@@ -577,8 +623,8 @@ impl Sim {
             "controller",
             "controller",
             "started: listed {} datasets, {} runtimes",
-            self.control.cache.count(Kind::Dataset),
-            self.control.cache.count(Kind::JuiceFSRuntime)
+            self.api.store.count(Kind::Dataset),
+            self.api.store.count(Kind::JuiceFSRuntime)
         );
         for pair in self.pairs() {
             self.notify(&pair);

@@ -281,6 +281,7 @@ impl Sim {
             if changes.is_empty() {
                 break;
             }
+            self.prepare_control_cache(&changes);
             for change in &changes {
                 self.route(change);
             }
