@@ -253,8 +253,8 @@ impl Known<'_> {
         ObjectReference {
             api_version: Some(resource.api_version),
             kind: Some(resource.kind),
-            name: Some(target.name.clone()),
-            namespace: (!target.namespace.is_empty()).then(|| target.namespace.clone()),
+            name: Some(target.name.to_string()),
+            namespace: (!target.namespace.is_empty()).then(|| target.namespace.to_string()),
             uid,
             ..Default::default()
         }

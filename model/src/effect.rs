@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub use compact_str::CompactString;
+
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -56,25 +58,28 @@ impl Kind {
 }
 
 /// A reference to one object: kind, namespace (empty when cluster-scoped) and name.
+///
+/// The names are compact strings: a name of up to 24 bytes (most are) lives inline, so a copy
+/// allocates nothing and a comparison reads no other memory. Drivers key maps and queues by it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectRef {
     /// The kind.
     pub kind: Kind,
     /// The namespace, empty for cluster-scoped kinds.
-    pub namespace: String,
+    pub namespace: CompactString,
     /// The name.
-    pub name: String,
+    pub name: CompactString,
 }
 
 impl ObjectRef {
     /// A namespaced object.
     pub fn namespaced(kind: Kind, namespace: &str, name: &str) -> Self {
-        Self { kind, namespace: namespace.to_string(), name: name.to_string() }
+        Self { kind, namespace: namespace.into(), name: name.into() }
     }
 
     /// A cluster-scoped object.
     pub fn cluster(kind: Kind, name: &str) -> Self {
-        Self { kind, namespace: String::new(), name: name.to_string() }
+        Self { kind, namespace: CompactString::default(), name: name.into() }
     }
 }
 
@@ -112,8 +117,8 @@ impl Object {
         };
         ObjectRef {
             kind,
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            name: meta.name.clone().unwrap_or_default(),
+            namespace: meta.namespace.as_deref().unwrap_or_default().into(),
+            name: meta.name.as_deref().unwrap_or_default().into(),
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use model::effect::{Decision, Effect, Kind, Object, ObjectRef, Requeue, Status};
+use model::effect::{CompactString, Decision, Effect, Kind, Object, ObjectRef, Requeue, Status};
 use model::engine::juicefs::JuiceFsEngine;
 use model::labels::{DatasetKeys, WorkloadNames};
 use model::observed::{Observed, PodView, relevant_nodes};
@@ -235,7 +235,7 @@ pub fn build_observed(
     let label_keys = keys.map(|k| k.all_node_label_keys(model::engine::juicefs::RUNTIME_TYPE)).unwrap_or_default();
     let mut candidates: BTreeSet<&str> = observed.worker_pods.iter().filter_map(|p| p.node_name.as_deref()).collect();
     for label in &label_keys {
-        candidates.extend(sim_store.nodes_with_label_key(label).map(String::as_str));
+        candidates.extend(sim_store.nodes_with_label_key(label).map(CompactString::as_str));
     }
     let nodes =
         candidates.into_iter().filter_map(|node| sim_store.get_named(Kind::Node, "", node)).filter_map(|o| o.as_node());

@@ -128,7 +128,7 @@ impl Sim {
         trace!(self, "csi", format!("Node/{node}"), "CSI plugin is back");
         let pods: Vec<ObjectRef> = self.api.store.pods_on_node(node).cloned().collect();
         for pod in pods {
-            self.kick(crate::kube::KubeTask::Kubelet { node: node.to_string(), pod });
+            self.kick(crate::kube::KubeTask::Kubelet { node: node.into(), pod });
         }
     }
 

@@ -175,7 +175,7 @@ impl Sim {
                     return;
                 }
                 let node = change.key.name.clone();
-                let Some(state) = self.nodes.get(&node) else { return };
+                let Some(state) = self.nodes.get(node.as_str()) else { return };
                 let mut users = Vec::new();
                 for (pod, run) in &state.pods {
                     // A pod the apiserver no longer has (evicted from a down node) is not the
@@ -248,7 +248,7 @@ impl Sim {
                             .map(String::as_str)
                             == Some("true")
                     })
-                    .cloned()
+                    .map(|name| name.to_string())
                     .collect()
             };
             let bound = dataset
@@ -273,7 +273,7 @@ impl Sim {
                 }
                 None => {
                     for key in keys.all_node_label_keys(model::engine::juicefs::RUNTIME_TYPE) {
-                        let left: Vec<&String> = store.nodes_with_label_key(&key).collect();
+                        let left: Vec<&model::effect::CompactString> = store.nodes_with_label_key(&key).collect();
                         if !left.is_empty() {
                             problems.push(format!(
                                 "labels-match-reality: {pair} has no runtime but label {key} is still on {left:?}"
@@ -297,7 +297,7 @@ impl Sim {
             }
             let claim_name = match key.kind {
                 Kind::Dataset | Kind::JuiceFSRuntime | Kind::PersistentVolumeClaim => key.name.clone(),
-                _ => String::new(),
+                _ => Default::default(),
             };
             let held = !claim_name.is_empty()
                 && store

@@ -224,7 +224,7 @@ impl Sim {
                     if let Some(run) = self.nodes.get_mut(node).and_then(|n| n.pods.get_mut(key)) {
                         run.phase = RunPhase::Starting { at_ms };
                     }
-                    self.kick_at(KubeTask::Kubelet { node: node.to_string(), pod: key.clone() }, at_ms);
+                    self.kick_at(KubeTask::Kubelet { node: node.into(), pod: key.clone() }, at_ms);
                 }
                 Setup::Wait(note) => {
                     let changed = self.nodes.get_mut(node).and_then(|n| n.pods.get_mut(key)).is_some_and(|run| {
@@ -236,12 +236,12 @@ impl Sim {
                         trace!(self, format!("kubelet/{node}"), key.to_string(), "waits: {note}");
                     }
                     let at_ms = now_ms + self.config.publish_retry_ms;
-                    self.kick_at(KubeTask::Kubelet { node: node.to_string(), pod: key.clone() }, at_ms);
+                    self.kick_at(KubeTask::Kubelet { node: node.into(), pod: key.clone() }, at_ms);
                 }
             },
             RunPhase::Starting { at_ms } | RunPhase::Crashed { restart_at_ms: at_ms } => {
                 if now_ms < at_ms {
-                    self.kick_at(KubeTask::Kubelet { node: node.to_string(), pod: key.clone() }, at_ms);
+                    self.kick_at(KubeTask::Kubelet { node: node.into(), pod: key.clone() }, at_ms);
                     return;
                 }
                 let restarted = matches!(run_phase, RunPhase::Crashed { .. });
@@ -264,7 +264,7 @@ impl Sim {
                     if now_ms >= at_ms {
                         self.fuse_mount(node, key, &pod);
                     } else {
-                        self.kick_at(KubeTask::Kubelet { node: node.to_string(), pod: key.clone() }, at_ms);
+                        self.kick_at(KubeTask::Kubelet { node: node.into(), pod: key.clone() }, at_ms);
                     }
                 }
             }
@@ -280,7 +280,7 @@ impl Sim {
             if let Some(run) = self.nodes.get_mut(node).and_then(|n| n.pods.get_mut(key)) {
                 run.fuse_mount_at_ms = Some(at_ms);
             }
-            self.kick_at(KubeTask::Kubelet { node: node.to_string(), pod: key.clone() }, at_ms);
+            self.kick_at(KubeTask::Kubelet { node: node.into(), pod: key.clone() }, at_ms);
         }
         let pairs: Vec<_> = self.nodes[node].pods[key].volumes.iter().filter_map(volume_pair).collect();
         for pair in pairs {
@@ -313,10 +313,10 @@ impl Sim {
             .map(|(k, _)| k.clone())
             .collect();
         for pod in waiting {
-            self.kick(KubeTask::Kubelet { node: node.to_string(), pod });
+            self.kick(KubeTask::Kubelet { node: node.into(), pod });
         }
         if !self.nodes[node].mounts.broken_mount_points().is_empty() {
-            self.kick(KubeTask::Recover(node.to_string()));
+            self.kick(KubeTask::Recover(node.into()));
         }
     }
 
@@ -549,7 +549,7 @@ impl Sim {
         let phase = self.nodes[node].pods.get(key).map(|r| r.phase.clone());
         match phase {
             Some(RunPhase::Stopping { at_ms }) if now_ms < at_ms => {
-                self.kick_at(KubeTask::Kubelet { node: node.to_string(), pod: key.clone() }, at_ms);
+                self.kick_at(KubeTask::Kubelet { node: node.into(), pod: key.clone() }, at_ms);
             }
             Some(RunPhase::Stopping { .. }) | None => {
                 // Containers are down: tear the volumes down, then release the pod object.
@@ -572,7 +572,7 @@ impl Sim {
                         trace!(self, format!("fuse/{node}"), key.to_string(), "preStop: unmounted {path}");
                     }
                 }
-                self.kick_at(KubeTask::Kubelet { node: node.to_string(), pod: key.clone() }, at_ms);
+                self.kick_at(KubeTask::Kubelet { node: node.into(), pod: key.clone() }, at_ms);
             }
         }
     }
@@ -603,7 +603,7 @@ impl Sim {
         for volume_id in idle {
             if !self.nodes[node].csi_up {
                 let at_ms = self.clock.now_ms() + self.config.publish_retry_ms;
-                self.kick_at(KubeTask::Recover(node.to_string()), at_ms);
+                self.kick_at(KubeTask::Recover(node.into()), at_ms);
                 return;
             }
             let request =
@@ -647,7 +647,7 @@ impl Sim {
                 Err(refusal) => {
                     trace!(self, actor, format!("Node/{node}"), "NodeUnstageVolume {volume_id} refused: {refusal}");
                     let at_ms = self.clock.now_ms() + self.config.publish_retry_ms;
-                    self.kick_at(KubeTask::Recover(node.to_string()), at_ms);
+                    self.kick_at(KubeTask::Recover(node.into()), at_ms);
                 }
             }
         }
@@ -713,7 +713,7 @@ impl Sim {
         }
         if still_broken {
             let at_ms = self.clock.now_ms() + self.config.recover_period_ms;
-            self.kick_at(KubeTask::Recover(node.to_string()), at_ms);
+            self.kick_at(KubeTask::Recover(node.into()), at_ms);
         }
     }
 
@@ -723,7 +723,7 @@ impl Sim {
             trace!(self, "fault", key.to_string(), "pod crash: no such pod");
             return;
         };
-        let Some(node) = pod.node_name().map(str::to_string) else {
+        let Some(node) = pod.node_name().map(model::effect::CompactString::from) else {
             trace!(self, "fault", key.to_string(), "pod crash: the pod is not scheduled");
             return;
         };
@@ -773,7 +773,7 @@ impl Sim {
 
     /// Registers the nodes of the cluster with their kubelets.
     pub fn add_node_sim(&mut self, name: &str) {
-        self.nodes.entry(name.to_string()).or_default();
+        self.nodes.entry(name.into()).or_default();
     }
 }
 

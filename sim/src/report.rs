@@ -95,7 +95,7 @@ impl Recorder {
                 if last.is_some_and(|(_, _, l)| *l == labels) {
                     return;
                 }
-                self.node_labels.push((at_ms, key.name.clone(), labels));
+                self.node_labels.push((at_ms, key.name.to_string(), labels));
             }
             Kind::Dataset | Kind::JuiceFSRuntime => {
                 let phase = match change.new.as_ref() {

@@ -168,7 +168,7 @@ pub struct Sim {
     /// State of the built-in controllers.
     pub kube: KubeState,
     /// Kubelet, CSI plugin and mount table of each node.
-    pub nodes: rustc_hash::FxHashMap<String, NodeSim>,
+    pub nodes: rustc_hash::FxHashMap<model::effect::CompactString, NodeSim>,
     /// ferrofluid's controller: informer cache and work queues.
     pub control: Control,
     /// Simulated JuiceFS cache workers and app reads.

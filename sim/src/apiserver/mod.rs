@@ -501,7 +501,7 @@ mod tests {
             api.store.list(Kind::PersistentVolumeClaim).filter_map(|o| o.meta().name.clone()).collect();
         assert_eq!(names, ["a", "b", "c"]);
         assert_eq!(api.store.count(Kind::PersistentVolumeClaim), 3);
-        let keys: Vec<String> = api.store.iter().map(|(key, _)| key.name).collect();
+        let keys: Vec<String> = api.store.iter().map(|(key, _)| key.name.to_string()).collect();
         assert_eq!(keys, ["a", "b", "c"]);
         assert!(api.store.get(&pvc("d").object_ref()).is_none());
         for name in ["a", "b", "c"] {

@@ -134,9 +134,8 @@ impl Obj {
     pub fn object_ref(&self) -> ObjectRef {
         let kind = self.kind();
         let meta = self.meta();
-        let namespace =
-            if kind.is_cluster_scoped() { String::new() } else { meta.namespace.clone().unwrap_or_default() };
-        ObjectRef { kind, namespace, name: meta.name.clone().unwrap_or_default() }
+        let namespace = if kind.is_cluster_scoped() { "" } else { meta.namespace.as_deref().unwrap_or_default() };
+        ObjectRef { kind, namespace: namespace.into(), name: meta.name.as_deref().unwrap_or_default().into() }
     }
 
     /// The object as JSON, with `apiVersion` and `kind`, for expectations and summaries.

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use model::effect::{Kind, ObjectRef};
+use model::effect::{CompactString, Kind, ObjectRef};
 use model::observed::PodView;
 use rustc_hash::FxHashMap;
 
@@ -15,17 +15,17 @@ use super::pod::Pod;
 /// the names of each kind and namespace are also kept sorted, for listing in key order.
 #[derive(Debug, Default, Clone)]
 pub struct Store {
-    objects: BTreeMap<Kind, FxHashMap<String, FxHashMap<String, Obj>>>,
+    objects: BTreeMap<Kind, FxHashMap<CompactString, FxHashMap<CompactString, Obj>>>,
     /// Names by kind and namespace, in order (changed only by creates and removals).
-    names: BTreeMap<Kind, BTreeMap<String, BTreeSet<String>>>,
+    names: BTreeMap<Kind, BTreeMap<CompactString, BTreeSet<CompactString>>>,
     by_uid: FxHashMap<String, ObjectRef>,
     dependents: FxHashMap<String, BTreeSet<ObjectRef>>,
-    pods_by_node: FxHashMap<String, BTreeSet<ObjectRef>>,
+    pods_by_node: FxHashMap<CompactString, BTreeSet<ObjectRef>>,
     /// Pods by namespace and the claims they name, each with its `PodView` (what reconciles read
     /// of it), kept current on every write so that an observation copies views instead of
     /// deriving them.
-    pods_by_claim: FxHashMap<String, FxHashMap<String, BTreeMap<ObjectRef, PodView>>>,
-    nodes_by_label_key: FxHashMap<String, BTreeSet<String>>,
+    pods_by_claim: FxHashMap<CompactString, FxHashMap<CompactString, BTreeMap<ObjectRef, PodView>>>,
+    nodes_by_label_key: FxHashMap<String, BTreeSet<CompactString>>,
 }
 
 impl Store {
@@ -92,7 +92,7 @@ impl Store {
     }
 
     /// Names of nodes that carry label `key` (any value).
-    pub fn nodes_with_label_key(&self, key: &str) -> impl Iterator<Item = &String> {
+    pub fn nodes_with_label_key(&self, key: &str) -> impl Iterator<Item = &CompactString> {
         self.nodes_by_label_key.get(key).into_iter().flatten()
     }
 
@@ -177,7 +177,7 @@ impl Store {
                         remove_from(&mut self.pods_by_node, node, key);
                     }
                     if let Some(node) = new.node_name() {
-                        self.pods_by_node.entry(node.to_string()).or_default().insert(key.clone());
+                        self.pods_by_node.entry(node.into()).or_default().insert(key.clone());
                     }
                 }
                 let same_volumes = match (&old.spec, &new.spec) {
@@ -216,17 +216,17 @@ impl Store {
         let view = pod.view();
         let by_claim = self.pods_by_claim.entry(key.namespace.clone()).or_default();
         for claim in claims {
-            by_claim.entry(claim).or_default().insert(key.clone(), view.clone());
+            by_claim.entry(claim.into()).or_default().insert(key.clone(), view.clone());
         }
     }
 
     fn unindex_claims(&mut self, key: &ObjectRef, pod: &Pod) {
         if let Some(by_claim) = self.pods_by_claim.get_mut(&key.namespace) {
             for claim in claims_of(pod) {
-                if let Some(users) = by_claim.get_mut(&claim) {
+                if let Some(users) = by_claim.get_mut(claim.as_str()) {
                     users.remove(key);
                     if users.is_empty() {
-                        by_claim.remove(&claim);
+                        by_claim.remove(claim.as_str());
                     }
                 }
             }
@@ -253,7 +253,7 @@ impl Store {
         match obj {
             Obj::Pod(pod) => {
                 if let Some(node) = pod.node_name() {
-                    self.pods_by_node.entry(node.to_string()).or_default().insert(key.clone());
+                    self.pods_by_node.entry(node.into()).or_default().insert(key.clone());
                 }
                 self.index_claims(key, pod);
             }
@@ -294,7 +294,11 @@ impl Store {
 }
 
 /// Takes `value` out of `index[key]`, dropping the entry once its set is empty.
-fn remove_from<V: Ord>(index: &mut FxHashMap<String, BTreeSet<V>>, key: &str, value: &V) {
+fn remove_from<K, V>(index: &mut FxHashMap<K, BTreeSet<V>>, key: &str, value: &V)
+where
+    K: std::borrow::Borrow<str> + std::hash::Hash + Eq,
+    V: Ord,
+{
     if let Some(set) = index.get_mut(key) {
         set.remove(value);
         if set.is_empty() {

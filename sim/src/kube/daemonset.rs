@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::DaemonSetStatus;
 use k8s_openapi::api::core::v1::{
     Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Toleration,
 };
-use model::effect::{Kind, ObjectRef};
+use model::effect::{CompactString, Kind, ObjectRef};
 use model::observed::PodPhase;
 
 use super::scheduler::tolerates;
@@ -91,11 +91,11 @@ impl Sim {
         let revision = format!("{}-{}", key.name, self.template_hash_of(&ds.metadata, template));
 
         // Nodes that should run a pod.
-        let candidates: Vec<String> = match selector.keys().next() {
+        let candidates: Vec<CompactString> = match selector.keys().next() {
             Some(first) => self.api.store.nodes_with_label_key(first).cloned().collect(),
             None => self.kube.node_names.iter().cloned().collect(),
         };
-        let mut wanted: BTreeSet<String> = BTreeSet::new();
+        let mut wanted: BTreeSet<CompactString> = BTreeSet::new();
         for name in candidates {
             let Some(node) = self.api.store.get_named(Kind::Node, "", &name).and_then(|o| o.as_node()) else {
                 continue;
@@ -107,7 +107,7 @@ impl Sim {
 
         // Pods by node.
         let uid = ds.metadata.uid.clone().unwrap_or_default();
-        let mut by_node: BTreeMap<String, Vec<(ObjectRef, Arc<Pod>)>> = BTreeMap::new();
+        let mut by_node: BTreeMap<CompactString, Vec<(ObjectRef, Arc<Pod>)>> = BTreeMap::new();
         for pod_key in self.api.store.dependents(&uid) {
             let Some(pod) = self.api.store.get(pod_key).and_then(|o| o.as_pod()) else { continue };
             let node = pod_node_target(pod).unwrap_or_default();
@@ -242,13 +242,20 @@ fn should_run(
 }
 
 /// The node a daemon pod runs on or is pinned to.
-fn pod_node_target(pod: &Pod) -> Option<String> {
-    if let Some(node) = pod.node_name().map(str::to_string) {
-        return Some(node);
+fn pod_node_target(pod: &Pod) -> Option<CompactString> {
+    if let Some(node) = pod.node_name() {
+        return Some(node.into());
     }
     let terms = pod.affinity()?.node_affinity.as_ref()?.required_during_scheduling_ignored_during_execution.as_ref()?;
     terms.node_selector_terms.iter().find_map(|t| {
-        t.match_fields.as_ref()?.iter().find(|f| f.key == "metadata.name")?.values.as_ref()?.first().cloned()
+        t.match_fields
+            .as_ref()?
+            .iter()
+            .find(|f| f.key == "metadata.name")?
+            .values
+            .as_ref()?
+            .first()
+            .map(|name| name.as_str().into())
     })
 }
 

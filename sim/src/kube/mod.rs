@@ -15,7 +15,7 @@ pub mod statefulset;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use model::effect::{Kind, ObjectRef};
+use model::effect::{CompactString, Kind, ObjectRef};
 
 use crate::apiserver::store::claims_of;
 use crate::apiserver::{Change, Pod};
@@ -39,16 +39,16 @@ pub enum KubeTask {
     /// Garbage collector: an object whose owners may not exist.
     Orphan(ObjectRef),
     /// Node-lifecycle controller: this node's readiness and evictions.
-    NodeLifecycle(String),
+    NodeLifecycle(CompactString),
     /// Kubelet of `node`: sync this pod.
     Kubelet {
         /// The node.
-        node: String,
+        node: CompactString,
         /// The pod.
         pod: ObjectRef,
     },
     /// CSI plugin of this node: repair broken bind mounts (FUSE recovery).
-    Recover(String),
+    Recover(CompactString),
 }
 
 /// State of the built-in controllers that is not in the apiserver.
@@ -65,7 +65,7 @@ pub struct KubeState {
     /// The last reason each pending pod was given, so the trace says it once.
     pub pending_reason: BTreeMap<ObjectRef, String>,
     /// Every node name, in order (the scheduler's scan list).
-    pub node_names: std::sync::Arc<Vec<String>>,
+    pub node_names: std::sync::Arc<Vec<model::effect::CompactString>>,
     /// The template hash of each workload by UID, for the generation it was computed at (a
     /// hash serializes the whole pod template; the template changes only with the generation).
     pub template_hashes: BTreeMap<String, (i64, String)>,
@@ -188,7 +188,7 @@ impl Sim {
     /// Queues whatever a pod needs next: scheduling or its kubelet.
     fn kick_pod(&mut self, pod: &ObjectRef) {
         let Some(obj) = self.api.store.get(pod).and_then(|o| o.as_pod()) else { return };
-        match obj.node_name().map(str::to_string) {
+        match obj.node_name().map(CompactString::from) {
             Some(node) => self.kick(KubeTask::Kubelet { node, pod: pod.clone() }),
             None if obj.metadata.deletion_timestamp.is_none() => self.kick(KubeTask::Schedule(pod.clone())),
             None => {}
@@ -234,7 +234,7 @@ impl Sim {
         }
         let (old_pod, new_pod) = (old.and_then(|o| o.as_pod()), new.and_then(|o| o.as_pod()));
         if kubelet_cares(change) {
-            let node_of = |pod: Option<&Arc<Pod>>| pod.and_then(|p| p.node_name().map(str::to_string));
+            let node_of = |pod: Option<&Arc<Pod>>| pod.and_then(|p| p.node_name().map(CompactString::from));
             let (old_node, new_node) = (node_of(old_pod), node_of(new_pod));
             for node in old_node.iter().chain(new_node.iter().filter(|n| Some(*n) != old_node.as_ref())) {
                 self.kick(KubeTask::Kubelet { node: node.clone(), pod: key.clone() });

@@ -27,7 +27,7 @@ impl Sim {
         state.down_since_ms = Some(now_ms);
         trace!(self, "fault", format!("Node/{node}"), "node goes down: kubelet, CSI plugin and FUSE daemons stop");
         let at = now_ms + self.config.node_monitor_grace_ms;
-        self.kick_at(KubeTask::NodeLifecycle(node.to_string()), at);
+        self.kick_at(KubeTask::NodeLifecycle(node.into()), at);
     }
 
     /// Brings a node back (a reboot: empty mount table); the kubelet starts its pods again.
@@ -64,7 +64,7 @@ impl Sim {
                 );
                 true
             });
-            self.kick(KubeTask::Kubelet { node: node.to_string(), pod: pod.clone() });
+            self.kick(KubeTask::Kubelet { node: node.into(), pod: pod.clone() });
         }
         self.retry_unschedulable();
     }
@@ -136,7 +136,7 @@ impl Sim {
             }
         } else {
             let next = if now_ms >= not_ready_at { evict_at } else { not_ready_at };
-            self.kick_at(KubeTask::NodeLifecycle(node.to_string()), next);
+            self.kick_at(KubeTask::NodeLifecycle(node.into()), next);
         }
     }
 }

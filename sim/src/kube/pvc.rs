@@ -68,7 +68,7 @@ impl Sim {
         let pv_name = pv_key.name.clone();
         let capacity = pv.spec.as_ref().and_then(|s| s.capacity.clone());
         let access_modes = pv.spec.as_ref().and_then(|s| s.access_modes.clone());
-        let (claim_ns, claim_name) = (key.namespace.clone(), key.name.clone());
+        let (claim_ns, claim_name) = (key.namespace.to_string(), key.name.to_string());
         let _ = self.api.modify(&pv_key, None, |obj| {
             let Some(pv) = obj.pv_mut() else { return false };
             let spec = pv.spec.get_or_insert_with(Default::default);
@@ -82,7 +82,7 @@ impl Sim {
         });
         let _ = self.api.modify(key, None, |obj| {
             let Some(pvc) = obj.pvc_mut() else { return false };
-            pvc.spec.get_or_insert_with(Default::default).volume_name = Some(pv_name.clone());
+            pvc.spec.get_or_insert_with(Default::default).volume_name = Some(pv_name.to_string());
             pvc.status = Some(PersistentVolumeClaimStatus {
                 phase: Some("Bound".to_string()),
                 capacity,

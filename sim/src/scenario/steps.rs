@@ -474,7 +474,7 @@ pub fn summarize(sim: &Sim, passed: usize, outcome: &Outcome) -> String {
             .filter(|(k, _)| k.starts_with("fluid"))
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        let state = sim.nodes.get(&name).map(|n| if n.up { "up" } else { "down" }).unwrap_or("?");
+        let state = sim.nodes.get(name.as_str()).map(|n| if n.up { "up" } else { "down" }).unwrap_or("?");
         let _ = writeln!(out, "  {name} ({state})");
         if !labels.is_empty() {
             let _ = writeln!(out, "    labels: {}", labels.join(", "));
@@ -494,7 +494,7 @@ pub fn summarize(sim: &Sim, passed: usize, outcome: &Outcome) -> String {
         if !pods.is_empty() {
             let _ = writeln!(out, "    pods: {}", pods.join(", "));
         }
-        if let Some(node) = sim.nodes.get(&name) {
+        if let Some(node) = sim.nodes.get(name.as_str()) {
             let mounts: Vec<String> = node
                 .mounts
                 .entries()

@@ -330,7 +330,7 @@ impl Sim {
     /// Where to look, and how many nodes the decision is over (for the "0/N" message).
     fn candidates(&self, pod: &Pod, required_terms: Option<&[NodeSelectorTerm]>) -> (Candidates, usize) {
         let cache = &self.kube.scheduler;
-        let rank_sorted = |names: &mut dyn Iterator<Item = &String>| {
+        let rank_sorted = |names: &mut dyn Iterator<Item = &str>| {
             let mut ids: Vec<NodeId> = names.filter_map(|n| cache.node_id(n)).collect();
             ids.sort_by_cached_key(|id| cache.rank(*id));
             ids.dedup();
@@ -347,7 +347,7 @@ impl Sim {
             Some(names)
         });
         if let Some(names) = pinned {
-            let ids = rank_sorted(&mut names.iter());
+            let ids = rank_sorted(&mut names.iter().map(String::as_str));
             let count = ids.len();
             return (Candidates::Listed(ids), count);
         }
@@ -360,7 +360,8 @@ impl Sim {
             .min_by_key(|(_, count)| *count);
         match narrowest {
             Some((label, count)) if count * 4 <= node_count => {
-                (Candidates::Listed(rank_sorted(&mut self.api.store.nodes_with_label_key(label))), node_count)
+                let mut labelled = self.api.store.nodes_with_label_key(label).map(|name| name.as_str());
+                (Candidates::Listed(rank_sorted(&mut labelled)), node_count)
             }
             _ => (Candidates::ByLoad, node_count),
         }
