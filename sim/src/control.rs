@@ -59,6 +59,12 @@ pub struct Control {
     common_labels: BTreeMap<Pair, String>,
     /// `common_labels`' values, shared with every `Observed` until a dataset comes or goes.
     common_label_set: std::sync::Arc<BTreeSet<String>>,
+    /// Changes applied to the lagging cache so far (what a reused observation must not have missed).
+    cache_changes: u64,
+    /// The last observation and when it was made: both reconcilers of a pair are notified
+    /// together and run as adjacent events, and the second reads what the first read unless
+    /// something was written or fed in between.
+    last_observed: Option<(ObservedAt, Observed)>,
     /// The model's configuration.
     pub config: model::reconcile::Config,
 }
@@ -75,6 +81,8 @@ impl Control {
             label_owners: Default::default(),
             common_labels: BTreeMap::new(),
             common_label_set: Default::default(),
+            cache_changes: 0,
+            last_observed: None,
             config,
         }
     }
@@ -129,6 +137,7 @@ impl Control {
     }
 
     fn apply_to_cache(&mut self, change: Change) {
+        self.cache_changes += 1;
         match change.new {
             Some(obj) => {
                 if self.index_dataset(&obj) {
@@ -189,6 +198,18 @@ impl Control {
     pub fn label_owners(&self) -> &model::watch::NodeLabelOwners {
         &self.label_owners
     }
+}
+
+/// When an observation was made: the pair, the event that made it, the time, and the writes, cache changes
+/// and faults up to then. An equal stamp at the next event means the same observation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ObservedAt {
+    pair: Pair,
+    event: u64,
+    now_ms: u64,
+    writes: u64,
+    cache_changes: u64,
+    faults: u64,
 }
 
 /// Builds the `Observed` of `pair` from `store` (the cache, or the apiserver at a fixpoint check).
@@ -470,10 +491,24 @@ impl Sim {
         }
         let now_ms = self.clock.now_ms();
         self.control.sync_cache(now_ms, self.stale_reads_ms());
-        let common = self.control.common_label_set.clone();
-        let observed =
-            build_observed(self.control.view(&self.api.store), pair, &common, &|pods| self.samples_for(pair, pods));
+        let stamp = |sim: &Self, event| ObservedAt {
+            pair: pair.clone(),
+            event,
+            now_ms: sim.clock.now_ms(),
+            writes: sim.api.writes,
+            cache_changes: sim.control.cache_changes,
+            faults: sim.stats.faults,
+        };
+        let fresh = stamp(self, self.stats.events);
+        let observed = match self.control.last_observed.take() {
+            Some((at, observed)) if at == stamp(self, self.stats.events - 1) => observed,
+            _ => {
+                let common = self.control.common_label_set.clone();
+                build_observed(self.control.view(&self.api.store), pair, &common, &|pods| self.samples_for(pair, pods))
+            }
+        };
         let decision = decide(reconciler, &observed, &self.control.config, self.clock.wall());
+        self.control.last_observed = Some((fresh, observed));
         self.stats.reconciles += 1;
         let actor = reconciler.actor();
         let mut failed = None;
