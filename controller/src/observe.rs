@@ -14,7 +14,7 @@ use kube::runtime::reflector::{self, ObjectRef as StoreRef, Store, store::Writer
 use crate::index::{IndexedWriter, NodeIndex, PodIndex, Shared};
 use model::api::{Dataset, JuiceFSRuntime};
 use model::labels::{DatasetKeys, WorkloadNames};
-use model::observed::{Observed, PodView, pod_uses_claim, relevant_nodes};
+use model::observed::{CommonLabels, Observed, PodView, pod_uses_claim, relevant_nodes};
 
 /// Read handles of every reflector the controllers share.
 #[derive(Clone)]
@@ -46,7 +46,7 @@ pub struct Stores {
 }
 
 /// A common-label set and the fingerprint of the datasets it was built from.
-type FingerprintedLabels = (u64, Arc<BTreeSet<String>>);
+type FingerprintedLabels = (u64, Arc<CommonLabels>);
 
 /// Write handles matching [`Stores`]; the watchers (or tests) feed them.
 pub struct Writers {
@@ -202,7 +202,7 @@ impl Stores {
     /// The common label key of every dataset, shared between observations until a dataset
     /// comes, goes or gets a new UID: a fingerprint of who the datasets are (cheap hashing, no
     /// formatting) decides whether the set is rebuilt. Status updates do not rebuild it.
-    pub fn common_labels(&self) -> Arc<BTreeSet<String>> {
+    pub fn common_labels(&self) -> Arc<CommonLabels> {
         let datasets = self.datasets.state();
         // Order-independent: the store lists in no fixed order.
         let fingerprint = datasets.iter().fold(datasets.len() as u64, |sum, d| {
@@ -228,7 +228,7 @@ impl Stores {
 }
 
 /// The common label key of every dataset in the store.
-pub fn cluster_common_labels(datasets: &Store<Dataset>) -> BTreeSet<String> {
+pub fn cluster_common_labels(datasets: &Store<Dataset>) -> CommonLabels {
     datasets
         .state()
         .iter()
@@ -406,8 +406,8 @@ mod tests {
         assert_eq!(observed.workers.unwrap().metadata.name.as_deref(), Some("jfsdemo-juicefs-worker"));
         assert_eq!(observed.fuse.unwrap().metadata.name.as_deref(), Some("jfsdemo-juicefs-fuse"));
         assert!(observed.persistent_volume.is_some() && observed.persistent_volume_claim.is_some());
-        let expected: BTreeSet<String> =
-            ["fluid.io/s-default-jfsdemo", "fluid.io/s-other-jfsdemo"].map(String::from).into();
+        let expected: CommonLabels =
+            ["fluid.io/s-default-jfsdemo", "fluid.io/s-other-jfsdemo"].map(String::from).into_iter().collect();
         assert_eq!(*observed.cluster_common_labels, expected);
     }
 
@@ -464,11 +464,12 @@ mod tests {
         let other = mk_dataset("other", "data");
         apply(&mut w.datasets, other.clone());
         let third = observe(&stores, "juicefs", "default", "jfsdemo").cluster_common_labels;
-        let both: BTreeSet<String> = ["fluid.io/s-default-jfsdemo", "fluid.io/s-other-data"].map(String::from).into();
+        let both: CommonLabels =
+            ["fluid.io/s-default-jfsdemo", "fluid.io/s-other-data"].map(String::from).into_iter().collect();
         assert_eq!(*third, both);
         w.datasets.apply_watcher_event(&Event::Delete(other));
         let fourth = observe(&stores, "juicefs", "default", "jfsdemo").cluster_common_labels;
-        assert_eq!(*fourth, ["fluid.io/s-default-jfsdemo".to_string()].into());
+        assert_eq!(*fourth, ["fluid.io/s-default-jfsdemo".to_string()].into_iter().collect());
     }
 
     #[test]

@@ -205,7 +205,7 @@ pub struct Observed<R = JuiceFSRuntime> {
     /// The common label key (`fluid.io/s-…`) of every dataset in the cluster, this one included,
     /// so that `fluid.io/dataset-num` is computed rather than counted up and down. Shared: a
     /// driver rebuilds it only when a dataset comes or goes, not per reconcile.
-    pub cluster_common_labels: Arc<BTreeSet<String>>,
+    pub cluster_common_labels: Arc<CommonLabels>,
     /// Cache samples of the worker pods, by pod name.
     pub cache_samples: Vec<CacheSample>,
 }
@@ -231,6 +231,10 @@ impl<R> Observed<R> {
         }
     }
 }
+
+/// The common label keys of every dataset in a cluster. Hashed: a reconcile asks it about each
+/// dataset label on each node it looks at, and only ever asks whether a key is in it.
+pub type CommonLabels = rustc_hash::FxHashSet<String>;
 
 /// Picks the nodes a reconcile needs: those running one of `worker_pods`, and those carrying any
 /// of `our_keys`, the dataset's node label keys ([`crate::labels::DatasetKeys::all_node_label_keys`], which a

@@ -58,7 +58,7 @@ pub struct Control {
     label_owners: model::watch::NodeLabelOwners,
     common_labels: BTreeMap<Pair, String>,
     /// `common_labels`' values, shared with every `Observed` until a dataset comes or goes.
-    common_label_set: std::sync::Arc<BTreeSet<String>>,
+    common_label_set: std::sync::Arc<model::observed::CommonLabels>,
     /// Changes applied to the lagging cache so far (what a reused observation must not have missed).
     cache_changes: u64,
     /// The last observation and when it was made: both reconcilers of a pair are notified
@@ -216,7 +216,7 @@ struct ObservedAt {
 pub fn build_observed(
     sim_store: &Store,
     pair: &Pair,
-    common_labels: &std::sync::Arc<BTreeSet<String>>,
+    common_labels: &std::sync::Arc<model::observed::CommonLabels>,
     samples: &dyn Fn(&[PodView]) -> Vec<model::observed::CacheSample>,
 ) -> Observed {
     let (namespace, name) = (pair.namespace.as_str(), pair.name.as_str());
@@ -669,7 +669,7 @@ impl Sim {
     /// Reconciles every pair against the apiserver's current state (no lag) and returns the
     /// write effects any reconciler would still make: empty at a fixpoint.
     pub fn fixpoint_writes(&self) -> Vec<(Reconciler, Pair, Effect)> {
-        let mut common = BTreeSet::new();
+        let mut common = model::observed::CommonLabels::default();
         for obj in self.api.store.list(Kind::Dataset) {
             let key = obj.object_ref();
             if let Ok(keys) = DatasetKeys::new(&key.namespace, &key.name, obj.meta().uid.as_deref()) {

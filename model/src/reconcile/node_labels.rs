@@ -26,7 +26,7 @@ pub struct CacheLabels<'a> {
     /// Capacity one worker brings.
     pub capacity: NodeCapacity,
     /// Common labels of every dataset in the cluster.
-    pub cluster_common_labels: &'a BTreeSet<String>,
+    pub cluster_common_labels: &'a crate::observed::CommonLabels,
 }
 
 impl CacheLabels<'_> {
