@@ -220,10 +220,10 @@ impl Sim {
         let rest: Box<dyn Iterator<Item = NodeId>> = match (&special, &candidates) {
             (None, _) => Box::new(std::iter::empty()),
             (Some(special), Candidates::ByLoad) => {
-                Box::new(cache.nodes_by_load().filter(move |id| !special.contains_key(id)))
+                Box::new(cache.nodes_by_load().filter(move |id| !special.contains(*id)))
             }
             (Some(special), Candidates::Listed(ids)) => {
-                Box::new(ids.iter().copied().filter(move |id| !special.contains_key(id)))
+                Box::new(ids.iter().copied().filter(move |id| !special.contains(*id)))
             }
         };
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();

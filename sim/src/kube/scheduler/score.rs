@@ -2,7 +2,7 @@
 //! plus the least-allocated score; and the nodes a preferred term names, which alone can score
 //! above the rest.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::PodAffinityTerm;
 
@@ -57,8 +57,25 @@ pub(super) fn term_selects(term: &PodAffinityTerm, labels: Option<&BTreeMap<Stri
     term.label_selector.as_ref().is_none_or(|selector| matches_label_selector(selector, labels))
 }
 
-/// Nodes a preferred term names, with their raw (affinity, penalty).
-pub(super) type NamedNodes = BTreeMap<NodeId, (i64, i64)>;
+/// Nodes a preferred term names, with their raw (affinity, penalty), in id order. Dense: a
+/// Shared worker's spread term names every node that runs a dataset worker, thousands of them.
+pub(super) struct NamedNodes {
+    scored: Vec<(NodeId, (i64, i64))>,
+    /// Membership by node id.
+    named: Vec<bool>,
+}
+
+impl NamedNodes {
+    /// True when a preferred term names node `id`.
+    pub(super) fn contains(&self, id: NodeId) -> bool {
+        self.named.get(id as usize).copied().unwrap_or(false)
+    }
+
+    /// The named nodes with their raw (affinity, penalty), in id order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &(NodeId, (i64, i64))> {
+        self.scored.iter()
+    }
+}
 
 /// Score parts that are the same for every node a preferred term does not name.
 pub(super) struct Scoring {
@@ -82,39 +99,70 @@ impl Sim {
     /// node needs its own score.
     pub(super) fn special_nodes(&self, needs: &PodNeeds<'_>) -> (Option<NamedNodes>, Scoring) {
         let cache = &self.kube.scheduler;
-        let mut named: BTreeSet<NodeId> = BTreeSet::new();
+        let mut named: Vec<NodeId> = Vec::new();
         let mut any_node = false;
+        // Preferred node affinity by node, over the nodes each term can name (a node outside
+        // them matches no term: their affinity is 0 without reading their labels).
+        let mut affinity: Vec<(NodeId, i64)> = Vec::new();
         for preferred in needs.preferred_nodes {
             let term = &preferred.preference;
             let pinned = term.match_fields.iter().flatten().find(|f| f.key == "metadata.name" && f.operator == "In");
-            if let Some(pin) = pinned {
-                named.extend(pin.values.iter().flatten().filter_map(|n| cache.node_id(n)));
-                continue;
-            }
-            let key = term.match_expressions.iter().flatten().find(|e| e.operator == "In" || e.operator == "Exists");
-            match key {
-                Some(requirement) => {
-                    named.extend(self.api.store.nodes_with_label_key(&requirement.key).filter_map(|n| cache.node_id(n)))
+            let mut term_nodes: Vec<NodeId> = if let Some(pin) = pinned {
+                pin.values.iter().flatten().filter_map(|n| cache.node_id(n)).collect()
+            } else {
+                let key =
+                    term.match_expressions.iter().flatten().find(|e| e.operator == "In" || e.operator == "Exists");
+                match key {
+                    Some(requirement) => {
+                        self.api.store.nodes_with_label_key(&requirement.key).filter_map(|n| cache.node_id(n)).collect()
+                    }
+                    None => {
+                        any_node = true;
+                        Vec::new()
+                    }
                 }
-                None => any_node = true,
+            };
+            term_nodes.sort_unstable();
+            term_nodes.dedup();
+            for id in &term_nodes {
+                let labels = cache.facts(*id).and_then(|f| f.labels());
+                if matches_node_term(term, cache.node_name(*id), labels) {
+                    affinity.push((*id, i64::from(preferred.weight)));
+                }
             }
+            named.extend(term_nodes);
         }
+        affinity.sort_unstable();
         for (_, counts) in &needs.preferred_anti {
             match counts {
                 DomainCounts::ByNode { touched, .. } => named.extend(touched.iter().copied()),
                 DomainCounts::ByLabel { topology_key, counts } => {
                     for node in self.api.store.nodes_with_label_key(topology_key).filter_map(|n| cache.node_id(n)) {
                         if cache.domain_of(node, topology_key).is_some_and(|d| counts.contains_key(d)) {
-                            named.insert(node);
+                            named.push(node);
                         }
                     }
                 }
             }
         }
-        let scored: NamedNodes = named.into_iter().map(|id| (id, self.preferences(needs, id))).collect();
+        named.sort_unstable();
+        named.dedup();
+        let mut membership = vec![false; cache.node_slots()];
+        for id in &named {
+            membership[*id as usize] = true;
+        }
+        let affinity_of = |id: NodeId| {
+            let from = affinity.partition_point(|(node, _)| *node < id);
+            affinity[from..].iter().take_while(|(node, _)| *node == id).map(|(_, weight)| weight).sum::<i64>()
+        };
+        let penalty_of = |id: NodeId| -> i64 {
+            needs.preferred_anti.iter().map(|(weight, counts)| weight * counts.of(cache, id)).sum()
+        };
+        let scored: Vec<(NodeId, (i64, i64))> =
+            named.into_iter().map(|id| (id, (affinity_of(id), penalty_of(id)))).collect();
         let scoring = Scoring {
-            max_affinity: scored.values().map(|s| s.0).max().unwrap_or(0),
-            max_penalty: scored.values().map(|s| s.1).max().unwrap_or(0),
+            max_affinity: scored.iter().map(|(_, s)| s.0).max().unwrap_or(0),
+            max_penalty: scored.iter().map(|(_, s)| s.1).max().unwrap_or(0),
         };
         if any_node {
             // The maxima over every node: nodes outside `named` have affinity from the
@@ -123,7 +171,7 @@ impl Sim {
             let scoring = Scoring { max_affinity: all_affinity.max(scoring.max_affinity), ..scoring };
             return (None, scoring);
         }
-        (Some(scored), scoring)
+        (Some(NamedNodes { scored, named: membership }), scoring)
     }
 
     /// Raw preferred node affinity and preferred anti-affinity penalty of node `id`.

@@ -188,3 +188,78 @@ fn label_index_answers_one_requirement_exactly_and_checks_the_rest() {
     both.match_labels = Some(BTreeMap::from([("tier".to_string(), "gold".to_string())]));
     assert_eq!(count(both), 1, "only a");
 }
+
+#[test]
+fn named_nodes_get_the_preferences_a_node_by_node_score_gives_them() {
+    let mut sim = cluster(4, 110);
+    for (node, zone, disk) in [("node-0", "a", "ssd"), ("node-1", "a", "hdd"), ("node-2", "b", "ssd")] {
+        let labels = BTreeMap::from([
+            ("zone".to_string(), Some(zone.to_string())),
+            ("disk".to_string(), Some(disk.to_string())),
+        ]);
+        sim.api.patch_labels(&ObjectRef::cluster(Kind::Node, node), &labels).expect("labels");
+    }
+    sim.settle();
+    let crowd = place(&mut sim, pod("crowd", &[("worker", "yes")], None)).expect("placed");
+    let requirement = |key: &str, value: &str| NodeSelectorRequirement {
+        key: key.to_string(),
+        operator: "In".to_string(),
+        values: Some(vec![value.to_string()]),
+    };
+    // A pin that names node-3 twice and node-1 once, and a label term node-1 fails (hdd).
+    let pinned = NodeSelectorTerm {
+        match_expressions: None,
+        match_fields: Some(vec![NodeSelectorRequirement {
+            key: "metadata.name".to_string(),
+            operator: "In".to_string(),
+            values: Some(vec!["node-3".to_string(), "node-3".to_string(), "node-1".to_string()]),
+        }]),
+    };
+    let labelled = NodeSelectorTerm {
+        match_expressions: Some(vec![requirement("zone", "a"), requirement("disk", "ssd")]),
+        match_fields: None,
+    };
+    let node_affinity = NodeAffinity {
+        preferred_during_scheduling_ignored_during_execution: Some(vec![
+            PreferredSchedulingTerm { weight: 10, preference: pinned },
+            PreferredSchedulingTerm { weight: 20, preference: labelled },
+        ]),
+        ..Default::default()
+    };
+    let pod_anti_affinity = PodAntiAffinity {
+        preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
+            weight: 5,
+            pod_affinity_term: term("worker"),
+        }]),
+        ..Default::default()
+    };
+    let shy = pod(
+        "shy",
+        &[],
+        Some(Affinity {
+            node_affinity: Some(node_affinity),
+            pod_anti_affinity: Some(pod_anti_affinity),
+            ..Default::default()
+        }),
+    );
+    let key = ObjectRef::namespaced(Kind::Pod, "default", "shy");
+    let needs = sim.needs(&key, &shy, Vec::new());
+    let (named, _) = sim.special_nodes(&needs);
+    let named = named.expect("every term is indexable");
+    let cache = &sim.kube.scheduler;
+    let id = |name: &str| cache.node_id(name).expect("node known");
+    let of = |name: &str| named.iter().find(|(node, _)| *node == id(name)).map(|(_, preferences)| *preferences);
+    let affinity = |name: &str| of(name).map(|(affinity, _)| affinity);
+    assert_eq!(affinity("node-3"), Some(10), "a pin counts its term once");
+    assert_eq!(affinity("node-1"), Some(10), "pinned, but not on ssd");
+    assert_eq!(affinity("node-0"), Some(20));
+    assert_eq!(of(&crowd).map(|(_, penalty)| penalty), Some(5), "the crowded node is named by the anti-affinity");
+    for name in ["node-0", "node-1", "node-2", "node-3"] {
+        let expected = sim.preferences(&needs, id(name));
+        // Named: every node a term may name (node-2 carries `zone`), so every node that scores.
+        assert!(named.contains(id(name)) || expected == (0, 0), "{name} scores {expected:?} but is not named");
+        if named.contains(id(name)) {
+            assert_eq!(of(name), Some(expected), "{name} scores as a node-by-node score says");
+        }
+    }
+}
