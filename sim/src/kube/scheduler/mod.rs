@@ -9,7 +9,8 @@ pub mod cache;
 mod filter;
 mod score;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use k8s_openapi::api::core::v1::{
     Node, NodeSelectorTerm, PodAffinityTerm, PodCondition, PreferredSchedulingTerm, Taint, Toleration,
@@ -101,6 +102,10 @@ struct PodNeeds<'a> {
     /// Per preferred anti-affinity term: its weight and the pods it names, per domain.
     preferred_anti: Vec<(i64, DomainCounts<'a>)>,
 }
+
+/// A named node in the scan's heap: its score, then its rank and id reversed (the greatest is
+/// the best: the highest score, then the lowest rank, then the lowest id).
+type Ranked = (i64, Reverse<(u64, u64)>, Reverse<NodeId>);
 
 /// Where the scan looks.
 enum Candidates {
@@ -194,13 +199,15 @@ impl Sim {
         let in_candidates = |id: &NodeId| listed.as_ref().is_none_or(|l| l.contains(id));
         let (special, scoring) = self.special_nodes(&needs);
         let base_bonus = scoring.total(0, 0, 0);
-        // The named nodes, best first; the rest come from the load order.
-        let mut ranked: Vec<(i64, (u64, u64), NodeId)> = match &special {
+        // The named nodes, best first (the highest score, then the lowest rank, then the lowest
+        // id); the rest come from the load order. A heap: the scan usually stops after a few.
+        let mut ranked: BinaryHeap<Ranked> = match &special {
             Some(special) => special
                 .iter()
                 .filter(|(id, _)| in_candidates(id))
                 .map(|(id, (affinity, penalty))| {
-                    (scoring.total(*affinity, *penalty, cache.free_score(*id)), cache.rank(*id), *id)
+                    let score = scoring.total(*affinity, *penalty, cache.free_score(*id));
+                    (score, Reverse(cache.rank(*id)), Reverse(*id))
                 })
                 .collect(),
             None => {
@@ -211,12 +218,11 @@ impl Sim {
                 all.into_iter()
                     .map(|id| {
                         let (affinity, penalty) = self.preferences(&needs, id);
-                        (scoring.total(affinity, penalty, cache.free_score(id)), cache.rank(id), id)
+                        (scoring.total(affinity, penalty, cache.free_score(id)), Reverse(cache.rank(id)), Reverse(id))
                     })
                     .collect()
             }
         };
-        ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         let rest: Box<dyn Iterator<Item = NodeId>> = match (&special, &candidates) {
             (None, _) => Box::new(std::iter::empty()),
             (Some(special), Candidates::ByLoad) => {
@@ -238,13 +244,13 @@ impl Sim {
                 }
             }
         };
-        let mut next_ranked = ranked.into_iter().peekable();
         for id in rest {
             // Named nodes that score higher (or as high and come first) go before this one.
-            let here = (base_bonus + cache.free_score(id), std::cmp::Reverse(cache.rank(id)));
-            while let Some((_, _, named)) =
-                next_ranked.next_if(|(score, rank, _)| (*score, std::cmp::Reverse(*rank)) >= here)
+            let here = (base_bonus + cache.free_score(id), Reverse(cache.rank(id)));
+            while let Some(&(score, rank, Reverse(named))) = ranked.peek()
+                && (score, rank) >= here
             {
+                ranked.pop();
                 if try_node(named, &mut reasons) {
                     return Ok(cache.node_name(named).to_string());
                 }
@@ -253,7 +259,7 @@ impl Sim {
                 return Ok(cache.node_name(id).to_string());
             }
         }
-        for (_, _, named) in next_ranked {
+        while let Some((_, _, Reverse(named))) = ranked.pop() {
             if try_node(named, &mut reasons) {
                 return Ok(cache.node_name(named).to_string());
             }

@@ -61,14 +61,31 @@ pub(super) fn term_selects(term: &PodAffinityTerm, labels: Option<&BTreeMap<Stri
 /// Shared worker's spread term names every node that runs a dataset worker, thousands of them.
 pub(super) struct NamedNodes {
     scored: Vec<(NodeId, (i64, i64))>,
-    /// Membership by node id.
-    named: Vec<bool>,
+    /// Membership by node id, when there are enough to be worth a table over every node.
+    table: Option<Vec<bool>>,
 }
 
+/// Below this many named nodes, membership is a binary search (most pods name none).
+const MEMBERSHIP_TABLE_FROM: usize = 64;
+
 impl NamedNodes {
+    fn new(scored: Vec<(NodeId, (i64, i64))>, node_slots: usize) -> Self {
+        let table = (scored.len() >= MEMBERSHIP_TABLE_FROM).then(|| {
+            let mut table = vec![false; node_slots];
+            for (id, _) in &scored {
+                table[*id as usize] = true;
+            }
+            table
+        });
+        Self { scored, table }
+    }
+
     /// True when a preferred term names node `id`.
     pub(super) fn contains(&self, id: NodeId) -> bool {
-        self.named.get(id as usize).copied().unwrap_or(false)
+        match &self.table {
+            Some(table) => table.get(id as usize).copied().unwrap_or(false),
+            None => self.scored.binary_search_by_key(&id, |(node, _)| *node).is_ok(),
+        }
     }
 
     /// The named nodes with their raw (affinity, penalty), in id order.
@@ -147,10 +164,6 @@ impl Sim {
         }
         named.sort_unstable();
         named.dedup();
-        let mut membership = vec![false; cache.node_slots()];
-        for id in &named {
-            membership[*id as usize] = true;
-        }
         let affinity_of = |id: NodeId| {
             let from = affinity.partition_point(|(node, _)| *node < id);
             affinity[from..].iter().take_while(|(node, _)| *node == id).map(|(_, weight)| weight).sum::<i64>()
@@ -171,7 +184,7 @@ impl Sim {
             let scoring = Scoring { max_affinity: all_affinity.max(scoring.max_affinity), ..scoring };
             return (None, scoring);
         }
-        (Some(NamedNodes { scored, named: membership }), scoring)
+        (Some(NamedNodes::new(scored, cache.node_slots())), scoring)
     }
 
     /// Raw preferred node affinity and preferred anti-affinity penalty of node `id`.
