@@ -16,6 +16,9 @@ use super::{HOSTNAME, Requests, cpu_millis, memory_bytes, node_ready, pod_reques
 use crate::apiserver::Pod;
 use crate::apiserver::selector::matches_label_selector;
 
+/// The least-allocated score of an empty node.
+pub const FREE_SCORE_MAX: i64 = 100;
+
 /// A node's id in the cache.
 pub type NodeId = u32;
 type PodId = u32;
@@ -298,11 +301,12 @@ impl SchedulerCache {
         self.usage(id).repelling.iter().filter_map(|p| self.pods[*p as usize].as_ref().map(|slot| &slot.pod))
     }
 
-    /// `100 - used%` of the node's pod capacity: the least-allocated score.
+    /// `100 - used%` of the node's pod capacity: the least-allocated score, at most
+    /// [`FREE_SCORE_MAX`] (an empty node).
     pub fn free_score(&self, id: NodeId) -> i64 {
         let Some(facts) = self.facts(id) else { return 0 };
         let count = self.usage(id).pods.len() as i64;
-        100 - (count * 100 / facts.max_pods.max(1) as i64).min(100)
+        FREE_SCORE_MAX - (count * FREE_SCORE_MAX / facts.max_pods.max(1) as i64).min(FREE_SCORE_MAX)
     }
 
     /// The node of every bound pod whose labels match `selector`, in namespaces `namespaces`

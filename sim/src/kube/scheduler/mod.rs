@@ -201,13 +201,22 @@ impl Sim {
         let base_bonus = scoring.total(0, 0, 0);
         // The named nodes, best first (the highest score, then the lowest rank, then the lowest
         // id); the rest come from the load order. A heap: the scan usually stops after a few.
+        // A named node that scores below every unnamed one even when empty (a crowded node of a
+        // spread term) can only come after them all: it waits in `outranked`, unscored.
+        let ranked_entry = |id: NodeId, affinity: i64, penalty: i64| {
+            (scoring.total(affinity, penalty, cache.free_score(id)), Reverse(cache.rank(id)), Reverse(id))
+        };
+        let mut outranked: Vec<(NodeId, i64, i64)> = Vec::new();
         let mut ranked: BinaryHeap<Ranked> = match &special {
             Some(special) => special
                 .iter()
                 .filter(|(id, _)| in_candidates(id))
-                .map(|(id, (affinity, penalty))| {
-                    let score = scoring.total(*affinity, *penalty, cache.free_score(*id));
-                    (score, Reverse(cache.rank(*id)), Reverse(*id))
+                .filter_map(|(id, (affinity, penalty))| {
+                    if scoring.total(*affinity, *penalty, cache::FREE_SCORE_MAX) < base_bonus {
+                        outranked.push((*id, *affinity, *penalty));
+                        return None;
+                    }
+                    Some(ranked_entry(*id, *affinity, *penalty))
                 })
                 .collect(),
             None => {
@@ -259,6 +268,7 @@ impl Sim {
                 return Ok(cache.node_name(id).to_string());
             }
         }
+        ranked.extend(outranked.into_iter().map(|(id, affinity, penalty)| ranked_entry(id, affinity, penalty)));
         while let Some((_, _, Reverse(named))) = ranked.pop() {
             if try_node(named, &mut reasons) {
                 return Ok(cache.node_name(named).to_string());

@@ -263,3 +263,31 @@ fn named_nodes_get_the_preferences_a_node_by_node_score_gives_them() {
         }
     }
 }
+
+#[test]
+fn a_crowded_named_node_is_still_chosen_when_every_other_node_fails() {
+    let mut sim = Sim::new(SimConfig { trace: false, ..SimConfig::default() });
+    let capacity = Capacity { pods: Some(110), cpu: None, memory: None };
+    let taint = k8s_openapi::api::core::v1::Taint {
+        key: "dedicated".to_string(),
+        effect: "NoSchedule".to_string(),
+        ..Default::default()
+    };
+    for (name, taints) in [("node-0", Vec::new()), ("node-1", vec![taint])] {
+        sim.add_node_sim(name);
+        let now = sim.clock.wall();
+        sim.api.create(make_node(name, &BTreeMap::new(), &capacity, taints), now).expect("node");
+    }
+    sim.settle();
+    assert_eq!(place(&mut sim, pod("crowd", &[("worker", "yes")], None)).as_deref(), Some("node-0"));
+    let anti = PodAntiAffinity {
+        preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
+            weight: 100,
+            pod_affinity_term: term("worker"),
+        }]),
+        ..Default::default()
+    };
+    // node-0 scores below any free node (it holds the only worker); node-1 is tainted.
+    let shy = place(&mut sim, pod("shy", &[], Some(Affinity { pod_anti_affinity: Some(anti), ..Default::default() })));
+    assert_eq!(shy.as_deref(), Some("node-0"), "a preference is no requirement");
+}
