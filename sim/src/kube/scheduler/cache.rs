@@ -4,6 +4,7 @@
 //! Nodes and pods are interned to small integer ids: a selector that matches thousands of pods
 //! walks a posting list of ids instead of looking each pod up by name.
 
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -105,6 +106,47 @@ struct PodSlot {
     pod: Arc<Pod>,
 }
 
+/// Which namespaces a pod-affinity term covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceScope {
+    /// Every namespace (an empty `namespaceSelector`).
+    All,
+    /// These namespaces.
+    Only(Vec<String>),
+}
+
+impl NamespaceScope {
+    /// True when the scope covers `namespace`.
+    pub fn covers(&self, namespace: &str) -> bool {
+        match self {
+            NamespaceScope::All => true,
+            NamespaceScope::Only(namespaces) => namespaces.iter().any(|n| n == namespace),
+        }
+    }
+}
+
+/// Per node id, how many bound pods a term names, and the nodes with any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TermCounts {
+    /// Count per node id (ids past the end count 0).
+    pub counts: Arc<Vec<i64>>,
+    /// Nodes whose count is above 0, in no order.
+    pub touched: Arc<Vec<NodeId>>,
+}
+
+/// The counts of a term asked about recently, kept current as pods come and go: every worker
+/// placement asks about "any dataset worker", which names thousands of pods.
+#[derive(Debug, Clone)]
+struct KeptTerm {
+    selector: LabelSelector,
+    scope: NamespaceScope,
+    counts: TermCounts,
+    used_at: u64,
+}
+
+/// How many terms' counts are kept (the least recently asked goes first).
+const KEPT_TERMS_MAX: usize = 8;
+
 /// The cache.
 #[derive(Debug, Clone, Default)]
 pub struct SchedulerCache {
@@ -120,6 +162,10 @@ pub struct SchedulerCache {
     pods_by_label: FxHashMap<String, BTreeMap<String, BTreeSet<PodId>>>,
     /// Mixed into the tie-break so that another seed spreads pods differently.
     seed: u64,
+    /// Counts of recently asked terms (filled by a read, so behind a cell).
+    kept_terms: RefCell<Vec<KeptTerm>>,
+    /// A clock for `kept_terms`' eviction.
+    term_asks: Cell<u64>,
 }
 
 /// The node a pod holds resources on, if it does.
@@ -207,6 +253,7 @@ impl SchedulerCache {
         for (label, value) in pod.metadata.labels.iter().flatten() {
             self.pods_by_label.entry(label.clone()).or_default().entry(value.clone()).or_default().insert(id);
         }
+        self.count_in_kept_terms(pod, node, 1);
         self.pods[id as usize] = Some(PodSlot { node, pod: pod.clone() });
         self.pod_ids.insert(key.clone(), id);
         self.order(node);
@@ -214,6 +261,7 @@ impl SchedulerCache {
 
     fn forget_pod(&mut self, id: PodId) {
         let Some(PodSlot { node, pod }) = self.pods[id as usize].take() else { return };
+        self.count_in_kept_terms(&pod, node, -1);
         self.unorder(node);
         let usage = &mut self.nodes[node as usize].usage;
         let requests = pod_requests(&pod);
@@ -307,6 +355,65 @@ impl SchedulerCache {
         let Some(facts) = self.facts(id) else { return 0 };
         let count = self.usage(id).pods.len() as i64;
         FREE_SCORE_MAX - (count * FREE_SCORE_MAX / facts.max_pods.max(1) as i64).min(FREE_SCORE_MAX)
+    }
+
+    /// How many bound pods in `scope` match `selector`, per node. Kept current from then on, so
+    /// asking again costs a lookup, not a walk over the pods.
+    pub fn term_counts(&self, selector: &LabelSelector, scope: &NamespaceScope) -> TermCounts {
+        let asked_at = self.term_asks.get() + 1;
+        self.term_asks.set(asked_at);
+        let mut kept = self.kept_terms.borrow_mut();
+        if let Some(term) = kept.iter_mut().find(|term| term.selector == *selector && term.scope == *scope) {
+            term.used_at = asked_at;
+            return term.counts.clone();
+        }
+        let mut counts = vec![0i64; self.nodes.len()];
+        let mut touched = Vec::new();
+        for node in self.nodes_of_pods_matching(selector, &|namespace| scope.covers(namespace)) {
+            if counts[node as usize] == 0 {
+                touched.push(node);
+            }
+            counts[node as usize] += 1;
+        }
+        let counts = TermCounts { counts: Arc::new(counts), touched: Arc::new(touched) };
+        if kept.len() >= KEPT_TERMS_MAX
+            && let Some(oldest) = kept.iter().enumerate().min_by_key(|(_, term)| term.used_at).map(|(at, _)| at)
+        {
+            kept.swap_remove(oldest);
+        }
+        kept.push(KeptTerm {
+            selector: selector.clone(),
+            scope: scope.clone(),
+            counts: counts.clone(),
+            used_at: asked_at,
+        });
+        counts
+    }
+
+    /// Counts a pod coming to (`delta` 1) or leaving (-1) `node` in every kept term it matches.
+    fn count_in_kept_terms(&mut self, pod: &Pod, node: NodeId, delta: i64) {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+        for term in self.kept_terms.get_mut().iter_mut() {
+            if !term.scope.covers(namespace) || !matches_label_selector(&term.selector, pod.metadata.labels.as_ref()) {
+                continue;
+            }
+            let counts = Arc::make_mut(&mut term.counts.counts);
+            if counts.len() <= node as usize {
+                counts.resize(node as usize + 1, 0);
+            }
+            let before = counts[node as usize];
+            counts[node as usize] += delta;
+            let after = counts[node as usize];
+            let touched = Arc::make_mut(&mut term.counts.touched);
+            if before == 0 && after > 0 {
+                touched.push(node);
+            } else if before > 0
+                && after == 0
+                && let Some(at) = touched.iter().position(|n| *n == node)
+            {
+                touched.swap_remove(at);
+            }
+        }
     }
 
     /// The node of every bound pod whose labels match `selector`, in namespaces `namespaces`

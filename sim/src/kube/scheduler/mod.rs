@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{
 use model::effect::{Kind, ObjectRef};
 
 use self::cache::NodeId;
-use self::score::{DomainCounts, term_covers};
+use self::score::{DomainCounts, term_covers, term_scope};
 use crate::apiserver::Pod;
 use crate::apiserver::store::claims_of;
 use crate::sim::Sim;
@@ -298,18 +298,10 @@ impl Sim {
         let cache = &self.kube.scheduler;
         let matching_domains = |term: &PodAffinityTerm| -> DomainCounts<'a> {
             let selector = term.label_selector.clone().unwrap_or_default();
-            let nodes = cache.nodes_of_pods_matching(&selector, &|ns| term_covers(term, &key.namespace, ns));
             if term.topology_key == HOSTNAME || term.topology_key.is_empty() {
-                let mut counts = vec![0i64; cache.node_slots()];
-                let mut touched = Vec::new();
-                for node in nodes {
-                    if counts[node as usize] == 0 {
-                        touched.push(node);
-                    }
-                    counts[node as usize] += 1;
-                }
-                return DomainCounts::ByNode { counts, touched };
+                return DomainCounts::ByNode(cache.term_counts(&selector, &term_scope(term, &key.namespace)));
             }
+            let nodes = cache.nodes_of_pods_matching(&selector, &|ns| term_covers(term, &key.namespace, ns));
             let mut counts: BTreeMap<&'a str, i64> = BTreeMap::new();
             for node in nodes {
                 if let Some(domain) = cache.domain_of(node, &term.topology_key) {

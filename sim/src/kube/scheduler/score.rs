@@ -13,13 +13,9 @@ use crate::sim::Sim;
 
 /// How many pods a pod-affinity term names in each topology domain.
 pub(super) enum DomainCounts<'a> {
-    /// Hostname topology: per node id, dense (a term like "any dataset worker" names thousands).
-    ByNode {
-        /// Count per node id.
-        counts: Vec<i64>,
-        /// Nodes with a count.
-        touched: Vec<NodeId>,
-    },
+    /// Hostname topology: per node id, dense (a term like "any dataset worker" names thousands),
+    /// as the scheduler cache keeps them.
+    ByNode(cache::TermCounts),
     /// Another topology key: per value of that node label.
     ByLabel {
         /// The topology key.
@@ -33,7 +29,7 @@ impl DomainCounts<'_> {
     /// The count in node `id`'s domain.
     pub(super) fn of(&self, cache: &cache::SchedulerCache, id: NodeId) -> i64 {
         match self {
-            DomainCounts::ByNode { counts, .. } => counts.get(id as usize).copied().unwrap_or(0),
+            DomainCounts::ByNode(term) => term.counts.get(id as usize).copied().unwrap_or(0),
             DomainCounts::ByLabel { topology_key, counts } => {
                 cache.domain_of(id, topology_key).and_then(|d| counts.get(d).copied()).unwrap_or(0)
             }
@@ -44,11 +40,24 @@ impl DomainCounts<'_> {
 /// True when a pod-affinity term covers pods in `namespace`: its own namespace list (default:
 /// the pod's), or every namespace for an empty `namespaceSelector`.
 pub(super) fn term_covers(term: &PodAffinityTerm, own_namespace: &str, namespace: &str) -> bool {
-    let all =
-        term.namespace_selector.as_ref().is_some_and(|s| s.match_labels.is_none() && s.match_expressions.is_none());
-    all || match &term.namespaces {
-        Some(list) => list.iter().any(|n| n == namespace),
-        None => own_namespace == namespace,
+    covers_every_namespace(term)
+        || match &term.namespaces {
+            Some(list) => list.iter().any(|n| n == namespace),
+            None => own_namespace == namespace,
+        }
+}
+
+/// True for an empty `namespaceSelector`: the term covers every namespace.
+fn covers_every_namespace(term: &PodAffinityTerm) -> bool {
+    term.namespace_selector.as_ref().is_some_and(|s| s.match_labels.is_none() && s.match_expressions.is_none())
+}
+
+/// The namespaces a pod-affinity term covers (see [`term_covers`]).
+pub(super) fn term_scope(term: &PodAffinityTerm, own_namespace: &str) -> cache::NamespaceScope {
+    match (&term.namespaces, covers_every_namespace(term)) {
+        (_, true) => cache::NamespaceScope::All,
+        (Some(list), false) => cache::NamespaceScope::Only(list.clone()),
+        (None, false) => cache::NamespaceScope::Only(vec![own_namespace.to_string()]),
     }
 }
 
@@ -152,7 +161,7 @@ impl Sim {
         affinity.sort_unstable();
         for (_, counts) in &needs.preferred_anti {
             match counts {
-                DomainCounts::ByNode { touched, .. } => named.extend(touched.iter().copied()),
+                DomainCounts::ByNode(term) => named.extend(term.touched.iter().copied()),
                 DomainCounts::ByLabel { topology_key, counts } => {
                     for node in self.api.store.nodes_with_label_key(topology_key).filter_map(|n| cache.node_id(n)) {
                         if cache.domain_of(node, topology_key).is_some_and(|d| counts.contains_key(d)) {

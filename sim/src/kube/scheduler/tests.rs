@@ -291,3 +291,63 @@ fn a_crowded_named_node_is_still_chosen_when_every_other_node_fails() {
     let shy = place(&mut sim, pod("shy", &[], Some(Affinity { pod_anti_affinity: Some(anti), ..Default::default() })));
     assert_eq!(shy.as_deref(), Some("node-0"), "a preference is no requirement");
 }
+
+#[test]
+fn kept_term_counts_follow_pods_as_a_fresh_count_does() {
+    use super::cache::{NamespaceScope, SchedulerCache};
+    let mut cache = SchedulerCache::new(7);
+    for i in 0..3 {
+        let name = format!("node-{i}");
+        let capacity = Capacity { pods: Some(110), cpu: None, memory: None };
+        let node = make_node(&name, &BTreeMap::new(), &capacity, Vec::new());
+        cache.observe_node(&name, node.as_node());
+    }
+    let selector = LabelSelector {
+        match_labels: Some(BTreeMap::from([("worker".to_string(), "yes".to_string())])),
+        ..Default::default()
+    };
+    let scope = NamespaceScope::Only(vec!["default".to_string()]);
+    let fresh = |cache: &SchedulerCache| {
+        let mut counts = vec![0i64; cache.node_slots()];
+        for node in cache.nodes_of_pods_matching(&selector, &|ns| scope.covers(ns)) {
+            counts[node as usize] += 1;
+        }
+        counts
+    };
+    let check = |cache: &SchedulerCache, what: &str| {
+        let kept = cache.term_counts(&selector, &scope);
+        let mut counts = (*kept.counts).clone();
+        counts.resize(cache.node_slots(), 0);
+        assert_eq!(counts, fresh(cache), "counts after {what}");
+        let mut touched = (*kept.touched).clone();
+        touched.sort_unstable();
+        let expected: Vec<u32> = (0..counts.len() as u32).filter(|id| counts[*id as usize] > 0).collect();
+        assert_eq!(touched, expected, "touched nodes after {what}");
+    };
+    let bound = |name: &str, labels: &[(&str, &str)], node: &str| {
+        let mut pod = pod(name, labels, None);
+        pod.bind(node);
+        Arc::new(pod)
+    };
+    let key = |name: &str| ObjectRef::namespaced(Kind::Pod, "default", name);
+    check(&cache, "nothing");
+    cache.observe_pod(&key("a"), Some(&bound("a", &[("worker", "yes")], "node-0")));
+    check(&cache, "a first pod");
+    cache.observe_pod(&key("b"), Some(&bound("b", &[("worker", "yes")], "node-0")));
+    cache.observe_pod(&key("c"), Some(&bound("c", &[("worker", "no")], "node-1")));
+    check(&cache, "a second matching pod and one that does not match");
+    // Relabelled into the term, then moved (a namesake on another node), then gone.
+    cache.observe_pod(&key("c"), Some(&bound("c", &[("worker", "yes")], "node-1")));
+    check(&cache, "a relabel");
+    cache.observe_pod(&key("a"), Some(&bound("a", &[("worker", "yes")], "node-2")));
+    check(&cache, "a move");
+    cache.observe_pod(&key("b"), None);
+    cache.observe_pod(&key("a"), None);
+    check(&cache, "deletions");
+    // Another namespace is out of scope.
+    let mut elsewhere = pod("d", &[("worker", "yes")], None);
+    elsewhere.metadata_mut().namespace = Some("other".to_string());
+    elsewhere.bind("node-0");
+    cache.observe_pod(&ObjectRef::namespaced(Kind::Pod, "other", "d"), Some(&Arc::new(elsewhere)));
+    check(&cache, "a pod in another namespace");
+}
