@@ -200,8 +200,9 @@ impl Control {
     }
 }
 
-/// When an observation was made: the pair, the event that made it, the time, and the writes, cache changes
-/// and faults up to then. An equal stamp at the next event means the same observation.
+/// When an observation was made: the pair, the event that made it, the time, and the writes,
+/// cache changes and faults up to then. An equal stamp at the next event means the same
+/// observation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ObservedAt {
     pair: Pair,
@@ -501,7 +502,7 @@ impl Sim {
         };
         let fresh = stamp(self, self.stats.events);
         let observed = match self.control.last_observed.take() {
-            Some((at, observed)) if at == stamp(self, self.stats.events - 1) => observed,
+            Some((at, observed)) if at == stamp(self, self.stats.events.saturating_sub(1)) => observed,
             _ => {
                 let common = self.control.common_label_set.clone();
                 build_observed(self.control.view(&self.api.store), pair, &common, &|pods| self.samples_for(pair, pods))
@@ -636,6 +637,7 @@ impl Sim {
     pub fn controller_restart(&mut self) {
         self.control.up = false;
         self.control.cache = None;
+        self.control.last_observed = None;
         self.control.feed.clear();
         for queue in &mut self.control.queues {
             queue.clear();
