@@ -1,6 +1,6 @@
 //! Scale benchmark: 5,000 nodes, 1,000 datasets with runtimes, 20,000 app pods, run to
-//! convergence on one core. Prints a table (wall time, virtual time, their ratio, events,
-//! reconciles, peak memory from VmHWM).
+//! convergence on one core. Prints a table (each run's wall time and their median, virtual time,
+//! their ratio, events, reconciles, peak memory from VmHWM).
 //!
 //! `SCALE_WEBHOOK=1` gives each app pod the preferred node affinity that Fluid's webhook
 //! (`PreferNodesWithCache`) adds towards its dataset's cache nodes; without it (the default, and
