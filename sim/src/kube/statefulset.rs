@@ -72,7 +72,9 @@ impl Sim {
         if sts.metadata.deletion_timestamp.is_some() {
             return;
         }
-        let spec = sts.spec.clone().unwrap_or_default();
+        // Borrowed, not cloned: the spec holds the whole pod template.
+        let no_spec = Default::default();
+        let spec: &k8s_openapi::api::apps::v1::StatefulSetSpec = sts.spec.as_ref().unwrap_or(&no_spec);
         let replicas = spec.replicas.unwrap_or(1).max(0) as usize;
         let parallel = spec.pod_management_policy.as_deref() == Some("Parallel");
         let revision = format!("{}-{}", key.name, self.template_hash_of(&sts.metadata, &spec.template));
