@@ -227,7 +227,7 @@ impl Sim {
                 all.into_iter()
                     .map(|id| {
                         let (affinity, penalty) = self.preferences(&needs, id);
-                        (scoring.total(affinity, penalty, cache.free_score(id)), Reverse(cache.rank(id)), Reverse(id))
+                        ranked_entry(id, affinity, penalty)
                     })
                     .collect()
             }
