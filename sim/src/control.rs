@@ -456,7 +456,8 @@ impl Sim {
                 Obj::PersistentVolume(pv) => pairs.extend(watch::pair_of_volume(pv)),
                 Obj::PersistentVolumeClaim(_) => pairs.extend(watch::pair_of_named(obj.meta())),
                 Obj::Pod(pod) => pairs.extend(watch::pairs_of_pod(&pod.metadata, pod.spec.as_deref(), |owner| {
-                    self.api.store.get(self.api.store.by_uid(&owner.uid)?)?.as_statefulset().cloned()
+                    let cache = self.control.view(&self.api.store);
+                    cache.get(cache.by_uid(&owner.uid)?)?.as_statefulset().cloned()
                 })),
                 _ => {}
             }
@@ -478,7 +479,7 @@ impl Sim {
     pub(crate) fn reconcile_followup(&mut self, reconciler: Reconciler, pair: &Pair) {
         let now_ms = self.clock.now_ms();
         let queue = self.control.queue(reconciler);
-        let Some(at_ms) = queue.take_followup(pair).filter(|at| *at > now_ms) else { return };
+        let Some(at_ms) = queue.take_followup(pair, now_ms) else { return };
         // Still after the cache: a retry queued earlier by this run must not swallow it.
         if let Some(token) = queue.add_after_cache(pair, at_ms) {
             self.clock.schedule_at(at_ms, Event::Reconcile { reconciler, key: pair.clone(), token });

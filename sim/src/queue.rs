@@ -1,5 +1,6 @@
 //! A delay queue that dedupes by item: the work queues of the controller and of the built-in controllers.
 
+use std::collections::BTreeSet;
 use std::hash::Hash;
 
 use rustc_hash::FxHashMap;
@@ -21,8 +22,8 @@ pub struct DelayQueue<T: Hash + Eq + Clone> {
     due: FxHashMap<T, (u64, u64, Due)>,
     next_token: u64,
     urgent: usize,
-    /// A later time asked (by [`Self::add_after_cache`]) for an item already due earlier.
-    followups: FxHashMap<T, u64>,
+    /// Later times asked (by [`Self::add_after_cache`]) for an item already due earlier.
+    followups: FxHashMap<T, BTreeSet<u64>>,
 }
 
 impl<T: Hash + Eq + Clone> Default for DelayQueue<T> {
@@ -72,18 +73,37 @@ impl<T: Hash + Eq + Clone> DelayQueue<T> {
             && *due < at_ms
         {
             match self.followups.get_mut(item) {
-                Some(followup) => *followup = (*followup).max(at_ms),
+                Some(times) => {
+                    times.insert(at_ms);
+                }
                 None => {
-                    self.followups.insert(item.clone(), at_ms);
+                    self.followups.insert(item.clone(), BTreeSet::from([at_ms]));
                 }
             }
         }
         self.add(item, at_ms)
     }
 
-    /// The later time `item` is due again after the run just taken, if any.
-    pub fn take_followup(&mut self, item: &T) -> Option<u64> {
-        self.followups.remove(item)
+    /// After a run of `item` that read the cache at `ran_at_ms`: the next time it is due again
+    /// for a change the cache had not yet seen, if any. Each such time gets a run of its own, as
+    /// each change enqueues its key once the informer's cache holds it; the later ones wait for
+    /// the runs before them.
+    pub fn take_followup(&mut self, item: &T, ran_at_ms: u64) -> Option<u64> {
+        let times = self.followups.get_mut(item)?;
+        let next = times.iter().copied().find(|at| *at > ran_at_ms);
+        match next {
+            Some(next) => {
+                // Times the run saw, and the one taken now, are done.
+                *times = times.split_off(&(next + 1));
+                if times.is_empty() {
+                    self.followups.remove(item);
+                }
+            }
+            None => {
+                self.followups.remove(item);
+            }
+        }
+        next
     }
 
     /// True when the event with `token` is the current one for `item` (and takes the item).
@@ -173,8 +193,11 @@ mod tests {
         queue.add(&"a", 100).expect("new");
         assert_eq!(queue.add_after_cache(&"a", 300), None, "due sooner already");
         assert_eq!(queue.add_after_cache(&"a", 250), None);
-        assert_eq!(queue.take_followup(&"a"), Some(300), "the latest time the cache needs");
-        assert_eq!(queue.take_followup(&"a"), None);
+        assert_eq!(queue.add_after_cache(&"a", 120), None);
+        // The run at 100 did not see any of them; one at 130 would have seen the change of 120.
+        assert_eq!(queue.take_followup(&"a", 130), Some(250), "the earliest time the cache needs");
+        assert_eq!(queue.take_followup(&"a", 250), Some(300), "then the next");
+        assert_eq!(queue.take_followup(&"a", 300), None);
         queue.clear();
         assert!(queue.is_empty() && !queue.has_urgent());
     }
