@@ -16,6 +16,7 @@ use crate::execute::Executor;
 use crate::metrics::Metrics;
 use crate::observe::{Stores, observe};
 use crate::triggers::PairKey;
+use crate::unconfirmed::UnconfirmedCreates;
 
 /// Which of the pair's two reconcilers runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,6 +60,8 @@ pub struct Context {
     pub is_leader: watch::Receiver<bool>,
     /// Consecutive unexpected failures per reconcile target, for backoff.
     failures: Mutex<HashMap<(Reconciler, PairKey), u32>>,
+    /// Objects reconciles created that the stores do not show yet.
+    unconfirmed: UnconfirmedCreates,
 }
 
 impl Context {
@@ -70,12 +73,22 @@ impl Context {
         metrics: Arc<Metrics>,
         is_leader: watch::Receiver<bool>,
     ) -> Self {
-        Self { stores, executor, config, engine: JuiceFsEngine, metrics, is_leader, failures: Mutex::default() }
+        Self {
+            stores,
+            executor,
+            config,
+            engine: JuiceFsEngine,
+            metrics,
+            is_leader,
+            failures: Mutex::default(),
+            unconfirmed: UnconfirmedCreates::default(),
+        }
     }
 
     /// The model's decision for `key` at `now`, from the stores as they are.
     pub fn decide(&self, reconciler: Reconciler, key: &PairKey, now: Millis) -> (model::observed::Observed, Decision) {
-        let observed = observe(&self.stores, self.engine.runtime_type(), &key.namespace, &key.name);
+        let mut observed = observe(&self.stores, self.engine.runtime_type(), &key.namespace, &key.name);
+        observed.unconfirmed_creates = self.unconfirmed.unseen(key, |object| self.stores.holds(object));
         let decision = match reconciler {
             Reconciler::Dataset => model::reconcile::reconcile_dataset(&observed, &self.config, now),
             Reconciler::Runtime => model::reconcile::reconcile_runtime(&self.engine, &observed, &self.config, now),
@@ -96,7 +109,9 @@ impl Context {
         }
         let started = Instant::now();
         let (observed, decision) = self.decide(reconciler, key, now);
-        let result = self.executor.execute(&decision.effects, &observed).await;
+        let mut created = Vec::new();
+        let result = self.executor.execute_recording(&decision.effects, &observed, &mut created).await;
+        self.unconfirmed.record(key, created);
         let sent = match &result {
             Ok(sent) => *sent,
             Err(_) => 0,

@@ -58,12 +58,26 @@ impl Executor {
     /// Executes `effects` in order against the cluster observed as `observed`. Returns the number
     /// of requests sent; stops at the first error.
     pub async fn execute(&self, effects: &[Effect], observed: &Observed) -> Result<usize> {
+        self.execute_recording(effects, observed, &mut Vec::new()).await
+    }
+
+    /// [`Self::execute`], recording in `created` each object an apply created (one `observed`
+    /// did not hold), also when a later effect fails.
+    pub async fn execute_recording(
+        &self,
+        effects: &[Effect],
+        observed: &Observed,
+        created: &mut Vec<ObjectRef>,
+    ) -> Result<usize> {
         let mut known = Known { observed, latest: BTreeMap::new(), guarded_chain: BTreeMap::new() };
         let mut sent = 0;
         for effect in effects {
             self.ensure_leader()?;
             sent += 1;
             self.execute_one(effect, &mut known).await?;
+            if matches!(effect, Effect::Apply(_)) && observed_meta(observed, &effect.target()).is_none() {
+                created.push(effect.target());
+            }
         }
         Ok(sent)
     }

@@ -69,6 +69,22 @@ pub struct Writers {
 }
 
 impl Stores {
+    /// True when the store of `object`'s kind holds it (pods and nodes: always, they are not
+    /// objects the model creates).
+    pub fn holds(&self, object: &model::effect::ObjectRef) -> bool {
+        use model::effect::Kind;
+        let (namespace, name) = (object.namespace.as_str(), object.name.as_str());
+        match object.kind {
+            Kind::Dataset => namespaced(&self.datasets, namespace, name).is_some(),
+            Kind::JuiceFSRuntime => namespaced(&self.runtimes, namespace, name).is_some(),
+            Kind::StatefulSet => namespaced(&self.stateful_sets, namespace, name).is_some(),
+            Kind::DaemonSet => namespaced(&self.daemon_sets, namespace, name).is_some(),
+            Kind::PersistentVolumeClaim => namespaced(&self.persistent_volume_claims, namespace, name).is_some(),
+            Kind::PersistentVolume => cluster(&self.persistent_volumes, name).is_some(),
+            Kind::Node | Kind::Pod => true,
+        }
+    }
+
     /// Empty stores and their writers.
     pub fn new() -> (Stores, Writers) {
         let (datasets, datasets_w) = reflector::store();
@@ -497,5 +513,20 @@ mod tests {
         assert!(trimmed.metadata.managed_fields.is_none() && trimmed.metadata.annotations.is_none());
         let conditions = trimmed.status.unwrap().conditions.unwrap();
         assert_eq!(conditions.len(), 1);
+    }
+
+    #[test]
+    fn the_stores_say_which_created_objects_they_hold() {
+        use model::effect::{Kind, ObjectRef};
+        let (stores, mut w) = Stores::new();
+        let volume = PersistentVolume {
+            metadata: ObjectMeta { name: Some("default-jfsdemo".into()), ..ObjectMeta::default() },
+            ..PersistentVolume::default()
+        };
+        apply(&mut w.persistent_volumes, volume);
+        assert!(stores.holds(&ObjectRef::cluster(Kind::PersistentVolume, "default-jfsdemo")));
+        assert!(!stores.holds(&ObjectRef::cluster(Kind::PersistentVolume, "default-other")));
+        assert!(!stores.holds(&ObjectRef::namespaced(Kind::PersistentVolumeClaim, "default", "jfsdemo")));
+        assert!(!stores.holds(&ObjectRef::namespaced(Kind::StatefulSet, "default", "jfsdemo-juicefs-worker")));
     }
 }

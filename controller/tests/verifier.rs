@@ -272,3 +272,40 @@ async fn losing_the_lease_stops_before_the_next_request() {
     api.expect_silence(Duration::from_millis(100)).await;
     assert!(matches!(run.await.unwrap(), Err(Error::NotLeader)));
 }
+
+#[tokio::test]
+async fn applies_record_the_objects_they_created_and_not_those_already_observed() {
+    let workers = StatefulSet {
+        metadata: ObjectMeta {
+            name: Some("jfsdemo-juicefs-worker".into()),
+            namespace: Some(NS.into()),
+            resource_version: Some("3".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let volume = k8s_openapi::api::core::v1::PersistentVolume {
+        metadata: ObjectMeta { name: Some(format!("{NS}-{NAME}")), ..Default::default() },
+        ..Default::default()
+    };
+    let mut observed = observed_seed(&[]);
+    observed.workers = Some(std::sync::Arc::new(workers.clone()));
+    let effects = vec![
+        Effect::Apply(Object::StatefulSet(Box::new(workers))),
+        Effect::Apply(Object::PersistentVolume(Box::new(volume))),
+    ];
+    let (harness, handle) = Harness::new();
+    let executor = harness.context.executor.clone();
+    let run = tokio::spawn(async move {
+        let mut created = Vec::new();
+        let result = executor.execute_recording(&effects, &observed, &mut created).await;
+        (result, created)
+    });
+    let mut api = ApiServerVerifier(handle);
+    api.handle(|_| respond(200, &answer("StatefulSet", "apps/v1", "4"))).await;
+    api.handle(|_| respond(201, &answer("PersistentVolume", "v1", "5"))).await;
+    api.expect_silence(Duration::from_millis(50)).await;
+    let (result, created) = run.await.expect("executor task");
+    assert_eq!(result.unwrap(), 2);
+    assert_eq!(created, [ObjectRef::cluster(Kind::PersistentVolume, &format!("{NS}-{NAME}"))]);
+}

@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::{Dataset, JuiceFSRuntime};
+use crate::effect::ObjectRef;
 
 /// The lifecycle phase of a pod, as the model needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -208,6 +209,10 @@ pub struct Observed<R = JuiceFSRuntime> {
     pub cluster_common_labels: Arc<CommonLabels>,
     /// Cache samples of the worker pods, by pod name.
     pub cache_samples: Vec<CacheSample>,
+    /// Objects of this pair the controller created that its cache does not show yet (an
+    /// informer lags the writes it did not see come back). A driver keeps them from its own
+    /// writes and forgets each once its cache holds it.
+    pub unconfirmed_creates: Vec<ObjectRef>,
 }
 
 impl<R> Observed<R> {
@@ -228,6 +233,7 @@ impl<R> Observed<R> {
             nodes: Vec::new(),
             cluster_common_labels: Arc::default(),
             cache_samples: Vec::new(),
+            unconfirmed_creates: Vec::new(),
         }
     }
 }

@@ -61,6 +61,10 @@ pub struct Control {
     common_label_set: std::sync::Arc<model::observed::CommonLabels>,
     /// Changes applied to the lagging cache so far (what a reused observation must not have missed).
     cache_changes: u64,
+    /// Objects each pair's reconciles created that the cache did not show at the time: the
+    /// expectations a real controller keeps of its own writes (see
+    /// `Observed::unconfirmed_creates`), forgotten once the cache holds them.
+    unconfirmed_creates: BTreeMap<Pair, BTreeSet<ObjectRef>>,
     /// The last observation and when it was made: both reconcilers of a pair are notified
     /// together and run as adjacent events, and the second reads what the first read unless
     /// something was written or fed in between.
@@ -82,6 +86,7 @@ impl Control {
             common_labels: BTreeMap::new(),
             common_label_set: Default::default(),
             cache_changes: 0,
+            unconfirmed_creates: BTreeMap::new(),
             last_observed: None,
             config,
         }
@@ -505,8 +510,16 @@ impl Sim {
         let observed = match self.control.last_observed.take() {
             Some((at, observed)) if at == stamp(self, self.stats.events.saturating_sub(1)) => observed,
             _ => {
+                let mut created = self.control.unconfirmed_creates.remove(pair).unwrap_or_default();
                 let common = self.control.common_label_set.clone();
-                build_observed(self.control.view(&self.api.store), pair, &common, &|pods| self.samples_for(pair, pods))
+                let view = self.control.view(&self.api.store);
+                created.retain(|key| view.get(key).is_none());
+                let mut observed = build_observed(view, pair, &common, &|pods| self.samples_for(pair, pods));
+                observed.unconfirmed_creates = created.iter().cloned().collect();
+                if !created.is_empty() {
+                    self.control.unconfirmed_creates.insert(pair.clone(), created);
+                }
+                observed
             }
         };
         let decision = decide(reconciler, &observed, &self.control.config, self.clock.wall());
@@ -516,8 +529,13 @@ impl Sim {
         let mut failed = None;
         for effect in &decision.effects {
             let target = effect.target();
+            let unseen =
+                matches!(effect, Effect::Apply(_)) && self.control.view(&self.api.store).get(&target).is_none();
             match self.apply_effect(effect) {
                 Ok(()) => {
+                    if unseen {
+                        self.control.unconfirmed_creates.entry(pair.clone()).or_default().insert(target.clone());
+                    }
                     self.stats.effects += 1;
                     trace!(self, actor, target.to_string(), "{}", describe_effect(effect));
                 }
@@ -639,6 +657,7 @@ impl Sim {
         self.control.up = false;
         self.control.cache = None;
         self.control.last_observed = None;
+        self.control.unconfirmed_creates.clear();
         self.control.feed.clear();
         for queue in &mut self.control.queues {
             queue.clear();

@@ -694,6 +694,12 @@ fn teardown<E: Engine>(
             status,
         );
     }
+    if !observed.unconfirmed_creates.is_empty() {
+        // This controller created something its cache does not show yet (say a PV applied from a
+        // view that did not yet show the deletion): deleting only what the cache shows would
+        // leak it, so the runtime stays until the cache catches up and the next pass deletes it.
+        return Decision::new(effects, Requeue::AfterMs(config.retry_ms));
+    }
     effects.push(Effect::RemoveFinalizer { target, finalizer: engine.finalizer().to_string() });
     Decision::new(effects, Requeue::AwaitChange)
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::api::DatasetPhase;
+use crate::effect::{ObjectRef, Requeue};
 use crate::labels;
 use crate::reconcile::conditions;
 
@@ -111,4 +112,32 @@ fn teardown_leaves_other_datasets_labels_and_recounts_dataset_num() {
     let labels = world.node_labels("node-a");
     assert_eq!(labels.get(&other.common_label()).map(String::as_str), Some("true"));
     assert_eq!(labels.get(labels::DATASET_NUM).map(String::as_str), Some("1"));
+}
+
+#[test]
+fn teardown_keeps_the_runtime_while_the_cache_lags_an_object_this_controller_created() {
+    let mut world = World::seed();
+    world.settle(5);
+    world.workers_run(1);
+    world.settle(5);
+    std::sync::Arc::make_mut(world.observed.runtime.as_mut().unwrap()).metadata.deletion_timestamp =
+        Some(world.now.to_time());
+    // A run that read a view without the deletion applied the PV; the cache has not shown it.
+    let volume = world.observed.persistent_volume.take().expect("bound: a PV exists");
+    world.observed.unconfirmed_creates =
+        vec![ObjectRef::cluster(Kind::PersistentVolume, volume.metadata.name.as_deref().unwrap())];
+    let decision = world.reconcile_runtime();
+    let lagging = verbs(&decision.effects);
+    assert!(!lagging.iter().any(|v| v.starts_with("remove-finalizer JuiceFSRuntime")), "{lagging:?}");
+    assert!(
+        !lagging.iter().any(|v| v.starts_with("delete PersistentVolume/")),
+        "it cannot see the PV yet: {lagging:?}"
+    );
+    assert!(matches!(decision.requeue, Requeue::AfterMs(_)), "it looks again: {:?}", decision.requeue);
+    // The cache catches up: the PV goes, and the runtime with it.
+    world.observed.persistent_volume = Some(volume);
+    world.observed.unconfirmed_creates.clear();
+    let caught_up = verbs(&world.reconcile_runtime().effects);
+    assert!(caught_up.contains(&"delete PersistentVolume/default-jfsdemo".to_string()), "{caught_up:?}");
+    assert_eq!(caught_up.last().map(String::as_str), Some("remove-finalizer JuiceFSRuntime/default/jfsdemo"));
 }
