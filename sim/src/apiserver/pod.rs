@@ -116,7 +116,11 @@ impl Pod {
 
     /// True when both versions have the same spec; versions that share it compare in O(1).
     pub fn same_spec(&self, other: &Pod) -> bool {
-        if self.node_name != other.node_name || self.affinity != other.affinity {
+        let same_affinity = match (&self.affinity, &other.affinity) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        if self.node_name != other.node_name || !same_affinity {
             return false;
         }
         match (&self.spec, &other.spec) {

@@ -152,7 +152,10 @@ impl Store {
     /// are status writes, which change nothing indexed but a pod's view).
     fn reindex(&mut self, key: &ObjectRef, old: &Obj, new: &Obj) {
         let (old_meta, new_meta) = (old.meta(), new.meta());
-        if old_meta.uid != new_meta.uid {
+        // Pod versions share their metadata until it is written: then nothing in it moved.
+        let same_meta =
+            matches!((old, new), (Obj::Pod(a), Obj::Pod(b)) if std::sync::Arc::ptr_eq(&a.metadata, &b.metadata));
+        if !same_meta && old_meta.uid != new_meta.uid {
             if let Some(uid) = &old_meta.uid
                 && self.by_uid.get(uid) == Some(key)
             {
@@ -162,7 +165,7 @@ impl Store {
                 self.by_uid.insert(uid.clone(), key.clone());
             }
         }
-        if old_meta.owner_references != new_meta.owner_references {
+        if !same_meta && old_meta.owner_references != new_meta.owner_references {
             for owner in old_meta.owner_references.iter().flatten() {
                 remove_from(&mut self.dependents, &owner.uid, key);
             }

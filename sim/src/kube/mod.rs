@@ -82,10 +82,11 @@ fn kubelet_cares(change: &Change) -> bool {
     else {
         return true;
     };
-    let node = |p: &Pod| p.node_name().map(str::to_string);
-    node(old) != node(new)
-        || old.metadata.uid != new.metadata.uid
-        || old.metadata.deletion_timestamp != new.metadata.deletion_timestamp
+    let same_meta = Arc::ptr_eq(&old.metadata, &new.metadata);
+    old.node_name() != new.node_name()
+        || (!same_meta
+            && (old.metadata.uid != new.metadata.uid
+                || old.metadata.deletion_timestamp != new.metadata.deletion_timestamp))
 }
 
 /// True when a pod change matters to pvc-protection: the pod came or went, its claims changed,
