@@ -16,7 +16,6 @@ use crate::execute::Executor;
 use crate::metrics::Metrics;
 use crate::observe::{Stores, observe};
 use crate::triggers::PairKey;
-use crate::unconfirmed::UnconfirmedCreates;
 
 /// Which of the pair's two reconcilers runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,7 +60,7 @@ pub struct Context {
     /// Consecutive unexpected failures per reconcile target, for backoff.
     failures: Mutex<HashMap<(Reconciler, PairKey), u32>>,
     /// Objects reconciles created that the stores do not show yet.
-    unconfirmed: UnconfirmedCreates,
+    unconfirmed: Mutex<model::unconfirmed::UnconfirmedCreates>,
 }
 
 impl Context {
@@ -81,14 +80,14 @@ impl Context {
             metrics,
             is_leader,
             failures: Mutex::default(),
-            unconfirmed: UnconfirmedCreates::default(),
+            unconfirmed: Mutex::default(),
         }
     }
 
     /// The model's decision for `key` at `now`, from the stores as they are.
     pub fn decide(&self, reconciler: Reconciler, key: &PairKey, now: Millis) -> (model::observed::Observed, Decision) {
         let mut observed = observe(&self.stores, self.engine.runtime_type(), &key.namespace, &key.name);
-        observed.unconfirmed_creates = self.unconfirmed.unseen(key, |object| self.stores.holds(object));
+        observed.unconfirmed_creates = self.lock_unconfirmed().unseen(key, |object| self.stores.holds(object));
         let decision = match reconciler {
             Reconciler::Dataset => model::reconcile::reconcile_dataset(&observed, &self.config, now),
             Reconciler::Runtime => model::reconcile::reconcile_runtime(&self.engine, &observed, &self.config, now),
@@ -111,7 +110,7 @@ impl Context {
         let (observed, decision) = self.decide(reconciler, key, now);
         let mut created = Vec::new();
         let result = self.executor.execute_recording(&decision.effects, &observed, &mut created).await;
-        self.unconfirmed.record(key, created);
+        self.lock_unconfirmed().record(key, created);
         let sent = match &result {
             Ok(sent) => *sent,
             Err(_) => 0,
@@ -148,6 +147,11 @@ impl Context {
                 Action::requeue(delay)
             }
         }
+    }
+
+    fn lock_unconfirmed(&self) -> std::sync::MutexGuard<'_, model::unconfirmed::UnconfirmedCreates> {
+        // A poisoned lock only loses expectations: teardown then trusts the stores, as before.
+        self.unconfirmed.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn lock_failures(&self) -> std::sync::MutexGuard<'_, HashMap<(Reconciler, PairKey), u32>> {

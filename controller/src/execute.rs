@@ -75,9 +75,7 @@ impl Executor {
             self.ensure_leader()?;
             sent += 1;
             self.execute_one(effect, &mut known).await?;
-            if matches!(effect, Effect::Apply(_)) && observed_meta(observed, &effect.target()).is_none() {
-                created.push(effect.target());
-            }
+            created.extend(observed.created_by(effect));
         }
         Ok(sent)
     }
@@ -212,7 +210,7 @@ impl Known<'_> {
             (false, _) | (true, Some(None)) => None,
             (true, Some(Some((from, _)))) => now.map(|now| (from.clone(), now)),
             (true, None) => {
-                let from = observed_meta(self.observed, target).and_then(|m| m.resource_version.clone());
+                let from = self.observed.meta_of(target).and_then(|m| m.resource_version.clone());
                 from.zip(now)
             }
         };
@@ -233,7 +231,7 @@ impl Known<'_> {
         if let Some(latest) = self.latest.get(target) {
             return Ok(latest.metadata.clone());
         }
-        observed_meta(self.observed, target).cloned().ok_or_else(|| Error::NotCached { target: target.clone() })
+        self.observed.meta_of(target).cloned().ok_or_else(|| Error::NotCached { target: target.clone() })
     }
 
     fn status(&self, target: &ObjectRef) -> Option<Value> {
@@ -241,21 +239,11 @@ impl Known<'_> {
             return latest.data.get("status").cloned();
         }
         let observed = self.observed;
+        // Only the object the observation holds under this very name.
+        observed.meta_of(target)?;
         let status = match target.kind {
-            Kind::Dataset => observed
-                .dataset
-                .as_deref()
-                .filter(|o| is(target, &o.metadata))?
-                .status
-                .as_ref()
-                .map(serde_json::to_value),
-            Kind::JuiceFSRuntime => observed
-                .runtime
-                .as_deref()
-                .filter(|o| is(target, &o.metadata))?
-                .status
-                .as_ref()
-                .map(serde_json::to_value),
+            Kind::Dataset => observed.dataset.as_deref()?.status.as_ref().map(serde_json::to_value),
+            Kind::JuiceFSRuntime => observed.runtime.as_deref()?.status.as_ref().map(serde_json::to_value),
             _ => None,
         };
         status.and_then(|s| s.ok())
@@ -273,25 +261,6 @@ impl Known<'_> {
             ..Default::default()
         }
     }
-}
-
-fn is(target: &ObjectRef, meta: &ObjectMeta) -> bool {
-    meta.name.as_deref() == Some(target.name.as_str())
-        && meta.namespace.as_deref().unwrap_or_default() == target.namespace
-}
-
-/// The metadata of `target` as observed, if the snapshot holds it.
-fn observed_meta<'a>(observed: &'a Observed, target: &ObjectRef) -> Option<&'a ObjectMeta> {
-    let meta = match target.kind {
-        Kind::Dataset => observed.dataset.as_deref().map(|o| &o.metadata),
-        Kind::JuiceFSRuntime => observed.runtime.as_deref().map(|o| &o.metadata),
-        Kind::StatefulSet => observed.workers.as_deref().map(|o| &o.metadata),
-        Kind::DaemonSet => observed.fuse.as_deref().map(|o| &o.metadata),
-        Kind::PersistentVolume => observed.persistent_volume.as_deref().map(|o| &o.metadata),
-        Kind::PersistentVolumeClaim => observed.persistent_volume_claim.as_deref().map(|o| &o.metadata),
-        Kind::Node | Kind::Pod => None,
-    }?;
-    is(target, meta).then_some(meta)
 }
 
 /// Group, version, kind and plural of each kind the model writes.

@@ -19,7 +19,6 @@ pub mod metrics;
 pub mod observe;
 pub mod run;
 pub mod triggers;
-pub mod unconfirmed;
 
 pub use error::{Error, Result};
 

@@ -52,16 +52,32 @@ async fn execute_one(
     observed: Observed,
     answers: Vec<(u16, serde_json::Value)>,
 ) -> (Result<usize, Error>, Vec<support::Captured>) {
+    let (result, _created, seen) = execute_all(vec![effect], observed, answers).await;
+    (result, seen)
+}
+
+/// Runs `effects` against a verifier that gives `answers` in turn; returns the result, the
+/// objects the executor recorded as created, and the requests it saw.
+async fn execute_all(
+    effects: Vec<Effect>,
+    observed: Observed,
+    answers: Vec<(u16, serde_json::Value)>,
+) -> (Result<usize, Error>, Vec<ObjectRef>, Vec<support::Captured>) {
     let (harness, handle) = Harness::new();
     let executor = harness.context.executor.clone();
-    let run = tokio::spawn(async move { executor.execute(&[effect], &observed).await });
+    let run = tokio::spawn(async move {
+        let mut created = Vec::new();
+        let result = executor.execute_recording(&effects, &observed, &mut created).await;
+        (result, created)
+    });
     let mut api = ApiServerVerifier(handle);
     let mut seen = Vec::new();
     for (code, body) in answers {
         seen.push(api.handle(|_| respond(code, &body)).await);
     }
     api.expect_silence(Duration::from_millis(50)).await;
-    (run.await.expect("executor task"), seen)
+    let (result, created) = run.await.expect("executor task");
+    (result, created, seen)
 }
 
 #[tokio::test]
@@ -294,18 +310,8 @@ async fn applies_record_the_objects_they_created_and_not_those_already_observed(
         Effect::Apply(Object::StatefulSet(Box::new(workers))),
         Effect::Apply(Object::PersistentVolume(Box::new(volume))),
     ];
-    let (harness, handle) = Harness::new();
-    let executor = harness.context.executor.clone();
-    let run = tokio::spawn(async move {
-        let mut created = Vec::new();
-        let result = executor.execute_recording(&effects, &observed, &mut created).await;
-        (result, created)
-    });
-    let mut api = ApiServerVerifier(handle);
-    api.handle(|_| respond(200, &answer("StatefulSet", "apps/v1", "4"))).await;
-    api.handle(|_| respond(201, &answer("PersistentVolume", "v1", "5"))).await;
-    api.expect_silence(Duration::from_millis(50)).await;
-    let (result, created) = run.await.expect("executor task");
+    let answers = vec![(200, answer("StatefulSet", "apps/v1", "4")), (201, answer("PersistentVolume", "v1", "5"))];
+    let (result, created, _) = execute_all(effects, observed, answers).await;
     assert_eq!(result.unwrap(), 2);
     assert_eq!(created, [ObjectRef::cluster(Kind::PersistentVolume, &format!("{NS}-{NAME}"))]);
 }

@@ -17,6 +17,7 @@ pub mod observed;
 pub mod quantity;
 pub mod reconcile;
 pub mod time;
+pub mod unconfirmed;
 pub mod volume;
 pub mod watch;
 

@@ -61,10 +61,9 @@ pub struct Control {
     common_label_set: std::sync::Arc<model::observed::CommonLabels>,
     /// Changes applied to the lagging cache so far (what a reused observation must not have missed).
     cache_changes: u64,
-    /// Objects each pair's reconciles created that the cache did not show at the time: the
-    /// expectations a real controller keeps of its own writes (see
-    /// `Observed::unconfirmed_creates`), forgotten once the cache holds them.
-    unconfirmed_creates: BTreeMap<Pair, BTreeSet<ObjectRef>>,
+    /// Objects each pair's reconciles created that the cache did not show yet: the expectations
+    /// the controller keeps of its own writes, with the model's rules.
+    unconfirmed_creates: model::unconfirmed::UnconfirmedCreates,
     /// The last observation and when it was made: both reconcilers of a pair are notified
     /// together and run as adjacent events, and the second reads what the first read unless
     /// something was written or fed in between.
@@ -86,7 +85,7 @@ impl Control {
             common_labels: BTreeMap::new(),
             common_label_set: Default::default(),
             cache_changes: 0,
-            unconfirmed_creates: BTreeMap::new(),
+            unconfirmed_creates: Default::default(),
             last_observed: None,
             config,
         }
@@ -510,32 +509,28 @@ impl Sim {
         let observed = match self.control.last_observed.take() {
             Some((at, observed)) if at == stamp(self, self.stats.events.saturating_sub(1)) => observed,
             _ => {
-                let mut created = self.control.unconfirmed_creates.remove(pair).unwrap_or_default();
+                // Taken out while the view borrows the cache beside it.
+                let mut expectations = std::mem::take(&mut self.control.unconfirmed_creates);
                 let common = self.control.common_label_set.clone();
                 let view = self.control.view(&self.api.store);
-                created.retain(|key| view.get(key).is_none());
+                let unseen = expectations.unseen(pair, |key| view.get(key).is_some());
                 let mut observed = build_observed(view, pair, &common, &|pods| self.samples_for(pair, pods));
-                observed.unconfirmed_creates = created.iter().cloned().collect();
-                if !created.is_empty() {
-                    self.control.unconfirmed_creates.insert(pair.clone(), created);
-                }
+                observed.unconfirmed_creates = unseen;
+                self.control.unconfirmed_creates = expectations;
                 observed
             }
         };
         let decision = decide(reconciler, &observed, &self.control.config, self.clock.wall());
+        let creates: Vec<Option<ObjectRef>> = decision.effects.iter().map(|e| observed.created_by(e)).collect();
         self.control.last_observed = Some((fresh, observed));
         self.stats.reconciles += 1;
         let actor = reconciler.actor();
         let mut failed = None;
-        for effect in &decision.effects {
+        for (effect, created) in decision.effects.iter().zip(creates) {
             let target = effect.target();
-            let unseen =
-                matches!(effect, Effect::Apply(_)) && self.control.view(&self.api.store).get(&target).is_none();
             match self.apply_effect(effect) {
                 Ok(()) => {
-                    if unseen {
-                        self.control.unconfirmed_creates.entry(pair.clone()).or_default().insert(target.clone());
-                    }
+                    self.control.unconfirmed_creates.record(pair, created);
                     self.stats.effects += 1;
                     trace!(self, actor, target.to_string(), "{}", describe_effect(effect));
                 }
