@@ -245,15 +245,7 @@ impl Stores {
 
 /// The common label key of every dataset in the store.
 pub fn cluster_common_labels(datasets: &Store<Dataset>) -> CommonLabels {
-    datasets
-        .state()
-        .iter()
-        .filter_map(|d| {
-            let namespace = d.metadata.namespace.as_deref()?;
-            let name = d.metadata.name.as_deref()?;
-            dataset_keys(Some(d), namespace, name).map(|keys| keys.common_label())
-        })
-        .collect()
+    model::observed::common_labels_of(datasets.state().iter().map(|dataset| dataset.as_ref()))
 }
 
 /// Drops what no reconcile reads from a pod before it enters the store: the store holds every

@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::{Dataset, JuiceFSRuntime};
 use crate::effect::ObjectRef;
+use crate::labels::DatasetKeys;
 
 /// The lifecycle phase of a pod, as the model needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -242,6 +243,19 @@ impl<R> Observed<R> {
 /// dataset label on each node it looks at, and only ever asks whether a key is in it.
 pub type CommonLabels = rustc_hash::FxHashSet<String>;
 
+/// The common label of each of `datasets` (those with a namespace and a name, and keys: a long
+/// name needs the UID): what `Observed::cluster_common_labels` holds.
+pub fn common_labels_of<'a>(datasets: impl IntoIterator<Item = &'a Dataset>) -> CommonLabels {
+    datasets
+        .into_iter()
+        .filter_map(|dataset| {
+            let meta = &dataset.metadata;
+            let keys = DatasetKeys::new(meta.namespace.as_deref()?, meta.name.as_deref()?, meta.uid.as_deref());
+            keys.ok().map(|keys| keys.common_label())
+        })
+        .collect()
+}
+
 /// Picks the nodes a reconcile needs: those running one of `worker_pods`, and those carrying any
 /// of `our_keys`, the dataset's node label keys ([`crate::labels::DatasetKeys::all_node_label_keys`], which a
 /// driver also needs to look candidates up). Output is sorted by name.
@@ -318,5 +332,33 @@ mod tests {
         let pod = Pod { metadata: deleting, status: Some(running), ..Default::default() };
         let seen = PodView::from_pod(&pod);
         assert!(seen.ready && seen.deleting && seen.phase == PodPhase::Running && seen.key() == "team/app");
+    }
+
+    #[test]
+    fn the_common_labels_are_those_of_datasets_with_keys() {
+        let dataset = |namespace: Option<&str>, name: &str, uid: Option<&str>| Dataset {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: namespace.map(Into::into),
+                uid: uid.map(Into::into),
+                ..Default::default()
+            },
+            spec: Default::default(),
+            status: None,
+        };
+        let long = "d".repeat(60);
+        let datasets = [
+            dataset(Some("team"), "data", None),
+            dataset(None, "no-namespace", None),
+            dataset(Some("team"), &long, None),
+            dataset(Some("team"), &long, Some("uid-1")),
+        ];
+        let mut common: Vec<String> = common_labels_of(&datasets).into_iter().collect();
+        common.sort();
+        assert_eq!(
+            common,
+            ["fluid.io/s-team-data", "fluid.io/s-uid-1"],
+            "no keys without a namespace, or a UID for a long name"
+        );
     }
 }

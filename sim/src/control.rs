@@ -686,14 +686,8 @@ impl Sim {
     /// Reconciles every pair against the apiserver's current state (no lag) and returns the
     /// write effects any reconciler would still make: empty at a fixpoint.
     pub fn fixpoint_writes(&self) -> Vec<(Reconciler, Pair, Effect)> {
-        let mut common = model::observed::CommonLabels::default();
-        for obj in self.api.store.list(Kind::Dataset) {
-            let key = obj.object_ref();
-            if let Ok(keys) = DatasetKeys::new(&key.namespace, &key.name, obj.meta().uid.as_deref()) {
-                common.insert(keys.common_label());
-            }
-        }
-        let common = std::sync::Arc::new(common);
+        let datasets = self.api.store.list(Kind::Dataset).filter_map(|obj| obj.as_dataset());
+        let common = std::sync::Arc::new(model::observed::common_labels_of(datasets.map(|dataset| dataset.as_ref())));
         let mut writes = Vec::new();
         for pair in self.pairs() {
             let observed = build_observed(&self.api.store, &pair, &common, &|pods| self.samples_for(&pair, pods));

@@ -224,7 +224,7 @@ impl Sim {
                     if let Some(run) = self.nodes.get_mut(node).and_then(|n| n.pods.get_mut(key)) {
                         run.phase = RunPhase::Starting { at_ms };
                     }
-                    self.kick_at(KubeTask::Kubelet { node: node.into(), pod: key.clone() }, at_ms);
+                    self.kick_at(KubeTask::kubelet(node, key), at_ms);
                 }
                 Setup::Wait(note) => {
                     let changed = self.nodes.get_mut(node).and_then(|n| n.pods.get_mut(key)).is_some_and(|run| {
@@ -236,12 +236,12 @@ impl Sim {
                         trace!(self, format!("kubelet/{node}"), key.to_string(), "waits: {note}");
                     }
                     let at_ms = now_ms + self.config.publish_retry_ms;
-                    self.kick_at(KubeTask::Kubelet { node: node.into(), pod: key.clone() }, at_ms);
+                    self.kick_at(KubeTask::kubelet(node, key), at_ms);
                 }
             },
             RunPhase::Starting { at_ms } | RunPhase::Crashed { restart_at_ms: at_ms } => {
                 if now_ms < at_ms {
-                    self.kick_at(KubeTask::Kubelet { node: node.into(), pod: key.clone() }, at_ms);
+                    self.kick_at(KubeTask::kubelet(node, key), at_ms);
                     return;
                 }
                 let restarted = matches!(run_phase, RunPhase::Crashed { .. });
@@ -264,7 +264,7 @@ impl Sim {
                     if now_ms >= at_ms {
                         self.fuse_mount(node, key, &pod);
                     } else {
-                        self.kick_at(KubeTask::Kubelet { node: node.into(), pod: key.clone() }, at_ms);
+                        self.kick_at(KubeTask::kubelet(node, key), at_ms);
                     }
                 }
             }
@@ -280,7 +280,7 @@ impl Sim {
             if let Some(run) = self.nodes.get_mut(node).and_then(|n| n.pods.get_mut(key)) {
                 run.fuse_mount_at_ms = Some(at_ms);
             }
-            self.kick_at(KubeTask::Kubelet { node: node.into(), pod: key.clone() }, at_ms);
+            self.kick_at(KubeTask::kubelet(node, key), at_ms);
         }
         let pairs: Vec<_> = self.nodes[node].pods[key].volumes.iter().filter_map(volume_pair).collect();
         for pair in pairs {
@@ -549,7 +549,7 @@ impl Sim {
         let phase = self.nodes[node].pods.get(key).map(|r| r.phase.clone());
         match phase {
             Some(RunPhase::Stopping { at_ms }) if now_ms < at_ms => {
-                self.kick_at(KubeTask::Kubelet { node: node.into(), pod: key.clone() }, at_ms);
+                self.kick_at(KubeTask::kubelet(node, key), at_ms);
             }
             Some(RunPhase::Stopping { .. }) | None => {
                 // Containers are down: tear the volumes down, then release the pod object.
@@ -572,7 +572,7 @@ impl Sim {
                         trace!(self, format!("fuse/{node}"), key.to_string(), "preStop: unmounted {path}");
                     }
                 }
-                self.kick_at(KubeTask::Kubelet { node: node.into(), pod: key.clone() }, at_ms);
+                self.kick_at(KubeTask::kubelet(node, key), at_ms);
             }
         }
     }
@@ -768,7 +768,7 @@ impl Sim {
             statuses[0].restart_count += 1;
             true
         });
-        self.kick_at(KubeTask::Kubelet { node: node.clone(), pod: key.clone() }, restart_at_ms);
+        self.kick_at(KubeTask::kubelet(&node, key), restart_at_ms);
     }
 
     /// Registers the nodes of the cluster with their kubelets.

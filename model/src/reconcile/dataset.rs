@@ -36,8 +36,7 @@ pub fn reconcile_dataset<R>(observed: &Observed<R>, config: &Config, now: Millis
     if !has_finalizer {
         effects.push(Effect::AddFinalizer { target: target.clone(), finalizer: labels::DATASET_FINALIZER.to_string() });
     }
-    let no_status = Default::default();
-    let observed_status: &DatasetStatus = dataset.status.as_ref().unwrap_or(&no_status);
+    let observed_status = observed_status(dataset);
     let mut status = observed_status.clone();
     match status.phase {
         DatasetPhase::None => {
@@ -79,8 +78,7 @@ fn deletion<R>(observed: &Observed<R>, dataset: &Dataset, target: ObjectRef, con
         plural_pods(&names),
         observed.name
     );
-    let no_status = Default::default();
-    let observed_status: &DatasetStatus = dataset.status.as_ref().unwrap_or(&no_status);
+    let observed_status = observed_status(dataset);
     let mut status = observed_status.clone();
     let wanted = Wanted {
         type_: conditions::DATASET_DELETION_BLOCKED,
@@ -156,6 +154,12 @@ pub fn reset_to_not_bound(status: &mut DatasetStatus) {
     status.hcfs = None;
     status.file_num = None;
     status.mounts.clear();
+}
+
+/// The dataset's status as observed (none yet: the empty status), borrowed.
+pub fn observed_status(dataset: &Dataset) -> &DatasetStatus {
+    static NONE: std::sync::LazyLock<DatasetStatus> = std::sync::LazyLock::new(DatasetStatus::default);
+    dataset.status.as_ref().unwrap_or(&NONE)
 }
 
 /// Pushes a status patch when `status` differs from what was observed.

@@ -8,11 +8,11 @@ use kube::Resource;
 
 use super::Config;
 use super::conditions::{self, Wanted};
-use super::dataset::{has_finalizer, mark_no_runtime, push_status, reset_to_not_bound};
+use super::dataset::{has_finalizer, mark_no_runtime, observed_status, push_status, reset_to_not_bound};
 use super::node_labels::{self, CacheLabels};
 use super::status::{self, StatusInput};
 use crate::api::dataset::RuntimeRef;
-use crate::api::{Dataset, DatasetPhase, DatasetStatus, Placement, RuntimeStatus};
+use crate::api::{Dataset, DatasetPhase, Placement, RuntimeStatus};
 use crate::effect::{Decision, Effect, EventType, Kind, Object, ObjectRef, Requeue, Status};
 use crate::engine::{Engine, EngineInput, RuntimeResource};
 use crate::error::ModelError;
@@ -267,8 +267,7 @@ fn refuse<R>(
 ) -> Decision {
     let mut effects = Vec::new();
     if let Some(dataset) = observed.dataset.as_deref().filter(|d| d.metadata.deletion_timestamp.is_none()) {
-        let no_status = Default::default();
-        let observed_status: &DatasetStatus = dataset.status.as_ref().unwrap_or(&no_status);
+        let observed_status = observed_status(dataset);
         let mut status = observed_status.clone();
         let wanted = Wanted { type_: conditions::DATASET_READY, status: false, reason, message: message.clone() };
         conditions::set(&mut status.conditions, wanted, now);
@@ -497,8 +496,7 @@ fn bind_dataset<E: Engine>(
     effects: &mut Vec<Effect>,
 ) -> bool {
     let dataset = input.dataset;
-    let no_status = Default::default();
-    let observed_status: &DatasetStatus = dataset.status.as_ref().unwrap_or(&no_status);
+    let observed_status = observed_status(dataset);
     let mut status = observed_status.clone();
     let was_bound = matches!(status.phase, DatasetPhase::Bound | DatasetPhase::Failed | DatasetPhase::DataMigrating);
     if workers_usable {
@@ -676,8 +674,7 @@ fn teardown<E: Engine>(
         )));
     }
     if let Some(dataset) = observed.dataset.as_deref().filter(|d| d.metadata.deletion_timestamp.is_none()) {
-        let no_status = Default::default();
-        let observed_status: &DatasetStatus = dataset.status.as_ref().unwrap_or(&no_status);
+        let observed_status = observed_status(dataset);
         let mut status = observed_status.clone();
         reset_to_not_bound(&mut status);
         status.conditions.clear();

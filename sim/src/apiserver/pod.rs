@@ -116,18 +116,9 @@ impl Pod {
 
     /// True when both versions have the same spec; versions that share it compare in O(1).
     pub fn same_spec(&self, other: &Pod) -> bool {
-        let same_affinity = match (&self.affinity, &other.affinity) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
-            (a, b) => a.is_none() && b.is_none(),
-        };
-        if self.node_name != other.node_name || !same_affinity {
-            return false;
-        }
-        match (&self.spec, &other.spec) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
-            (None, None) => true,
-            _ => false,
-        }
+        self.node_name == other.node_name
+            && same_shared(&self.affinity, &other.affinity)
+            && same_shared(&self.spec, &other.spec)
     }
 
     /// True once the pod succeeded or failed (`model::observed::PodPhase::is_completed`): it
@@ -164,6 +155,14 @@ impl Pod {
     /// Brings `view`, that of an earlier version of this pod, up to date in place.
     pub fn refresh_view(&self, view: &mut PodView) {
         view.refresh(&self.metadata, self.node_name(), self.status.as_ref());
+    }
+}
+
+/// Equal parts shared between versions: the same `Arc` compares in O(1).
+fn same_shared<T: PartialEq>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+        (a, b) => a.is_none() && b.is_none(),
     }
 }
 

@@ -51,6 +51,13 @@ pub enum KubeTask {
     Recover(CompactString),
 }
 
+impl KubeTask {
+    /// The kubelet of `node` syncs `pod`.
+    pub fn kubelet(node: &str, pod: &ObjectRef) -> Self {
+        KubeTask::Kubelet { node: node.into(), pod: pod.clone() }
+    }
+}
+
 /// State of the built-in controllers that is not in the apiserver.
 #[derive(Debug, Default, Clone)]
 pub struct KubeState {
@@ -238,7 +245,7 @@ impl Sim {
             let node_of = |pod: Option<&Arc<Pod>>| pod.and_then(|p| p.node_name().map(CompactString::from));
             let (old_node, new_node) = (node_of(old_pod), node_of(new_pod));
             for node in old_node.iter().chain(new_node.iter().filter(|n| Some(*n) != old_node.as_ref())) {
-                self.kick(KubeTask::Kubelet { node: node.clone(), pod: key.clone() });
+                self.kick(KubeTask::kubelet(node, key));
             }
         }
         // pvc-protection cares whether a pod uses a claim and may still run: not status writes.

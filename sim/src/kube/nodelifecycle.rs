@@ -64,7 +64,7 @@ impl Sim {
                 );
                 true
             });
-            self.kick(KubeTask::Kubelet { node: node.into(), pod: pod.clone() });
+            self.kick(KubeTask::kubelet(node, pod));
         }
         self.retry_unschedulable();
     }

@@ -91,10 +91,7 @@ pub fn level_plan(level: &Level, index: usize) -> Result<CachePlan, ModelError> 
         ));
     }
     let quota_bytes = match &level.quota {
-        Some(quota) => Some(match quota.to_bytes("") {
-            Ok(bytes) if bytes > 0 => bytes,
-            _ => positive_bytes(quota, &field("quota"))?,
-        }),
+        Some(quota) => Some(positive_bytes(quota, || field("quota"))?),
         None => None,
     };
     let per_path: Vec<Option<u64>> = match (&level.quota_list, quota_bytes) {
@@ -207,15 +204,16 @@ fn small_quota_warning(field: &str, quota: &Quantity, bytes: u64) -> String {
 }
 
 /// Parses a quantity that must be a positive size.
-fn positive_bytes(quantity: &Quantity, field: &str) -> Result<u64, ModelError> {
-    let bytes = quantity.to_bytes(field)?;
-    if bytes == 0 {
-        return Err(ModelError::invalid(
-            field,
+fn positive_bytes(quantity: &Quantity, field: impl Fn() -> String) -> Result<u64, ModelError> {
+    match quantity.to_bytes("") {
+        Ok(0) => Err(ModelError::invalid(
+            field(),
             "a quota of 0 means no cache; give a size such as 2Gi, or remove the level",
-        ));
+        )),
+        Ok(bytes) => Ok(bytes),
+        // Parsed again for the error, which names the field (formatted only on this path).
+        Err(_) => quantity.to_bytes(&field()),
     }
-    Ok(bytes)
 }
 
 /// `total` split over `parts`, the remainder going to the first directories, so the sum is exact.

@@ -19,15 +19,29 @@ use crate::sim::{Sim, SimConfig};
 
 fn cluster(nodes: usize, max_pods: u32) -> Sim {
     let mut sim = Sim::new(SimConfig { trace: false, ..SimConfig::default() });
-    let capacity = Capacity { pods: Some(max_pods), cpu: None, memory: None };
     for i in 0..nodes {
-        let name = format!("node-{i}");
-        sim.add_node_sim(&name);
-        let now = sim.clock.wall();
-        sim.api.create(make_node(&name, &BTreeMap::new(), &capacity, Vec::new()), now).expect("node");
+        add_node(&mut sim, &format!("node-{i}"), max_pods, Vec::new());
     }
     sim.settle();
     sim
+}
+
+fn add_node(sim: &mut Sim, name: &str, max_pods: u32, taints: Vec<k8s_openapi::api::core::v1::Taint>) {
+    let capacity = Capacity { pods: Some(max_pods), cpu: None, memory: None };
+    sim.add_node_sim(name);
+    let now = sim.clock.wall();
+    sim.api.create(make_node(name, &BTreeMap::new(), &capacity, taints), now).expect("node");
+}
+
+/// A preferred anti-affinity (hostname topology) away from pods labelled `label=yes`.
+fn avoiding(label: &str, weight: i32) -> PodAntiAffinity {
+    PodAntiAffinity {
+        preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
+            weight,
+            pod_affinity_term: term(label),
+        }]),
+        ..Default::default()
+    }
 }
 
 fn pod(name: &str, labels: &[(&str, &str)], affinity: Option<Affinity>) -> Pod {
@@ -106,13 +120,7 @@ fn required_anti_affinity_blocks_and_the_message_counts_every_node() {
 fn preferred_anti_affinity_avoids_a_crowded_node_and_preferred_node_affinity_attracts() {
     let mut sim = cluster(3, 110);
     let crowd = place(&mut sim, pod("crowd", &[("worker", "yes")], None)).expect("placed");
-    let anti = PodAntiAffinity {
-        preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
-            weight: 100,
-            pod_affinity_term: term("worker"),
-        }]),
-        ..Default::default()
-    };
+    let anti = avoiding("worker", 100);
     let shy = place(&mut sim, pod("shy", &[], Some(Affinity { pod_anti_affinity: Some(anti), ..Default::default() })));
     assert_ne!(shy.as_ref(), Some(&crowd), "a preferred anti-affinity term steers away from the crowded node");
 
@@ -226,13 +234,7 @@ fn named_nodes_get_the_preferences_a_node_by_node_score_gives_them() {
         ]),
         ..Default::default()
     };
-    let pod_anti_affinity = PodAntiAffinity {
-        preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
-            weight: 5,
-            pod_affinity_term: term("worker"),
-        }]),
-        ..Default::default()
-    };
+    let pod_anti_affinity = avoiding("worker", 5);
     let shy = pod(
         "shy",
         &[],
@@ -267,26 +269,16 @@ fn named_nodes_get_the_preferences_a_node_by_node_score_gives_them() {
 #[test]
 fn a_crowded_named_node_is_still_chosen_when_every_other_node_fails() {
     let mut sim = Sim::new(SimConfig { trace: false, ..SimConfig::default() });
-    let capacity = Capacity { pods: Some(110), cpu: None, memory: None };
     let taint = k8s_openapi::api::core::v1::Taint {
         key: "dedicated".to_string(),
         effect: "NoSchedule".to_string(),
         ..Default::default()
     };
-    for (name, taints) in [("node-0", Vec::new()), ("node-1", vec![taint])] {
-        sim.add_node_sim(name);
-        let now = sim.clock.wall();
-        sim.api.create(make_node(name, &BTreeMap::new(), &capacity, taints), now).expect("node");
-    }
+    add_node(&mut sim, "node-0", 110, Vec::new());
+    add_node(&mut sim, "node-1", 110, vec![taint]);
     sim.settle();
     assert_eq!(place(&mut sim, pod("crowd", &[("worker", "yes")], None)).as_deref(), Some("node-0"));
-    let anti = PodAntiAffinity {
-        preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
-            weight: 100,
-            pod_affinity_term: term("worker"),
-        }]),
-        ..Default::default()
-    };
+    let anti = avoiding("worker", 100);
     // node-0 scores below any free node (it holds the only worker); node-1 is tainted.
     let shy = place(&mut sim, pod("shy", &[], Some(Affinity { pod_anti_affinity: Some(anti), ..Default::default() })));
     assert_eq!(shy.as_deref(), Some("node-0"), "a preference is no requirement");
