@@ -20,8 +20,21 @@ use sim::{Sim, SimConfig};
 /// Divides every size (`SCALE_DIVISOR=10` for a quick run). `cargo bench` passes `--bench`; without
 /// it (`cargo test --all-targets`) this is a smoke run at 1/100 of the size, so tests stay fast.
 fn divisor() -> usize {
-    let default = if std::env::args().any(|arg| arg == "--bench") { 1 } else { 100 };
-    std::env::var("SCALE_DIVISOR").ok().and_then(|d| d.parse().ok()).unwrap_or(default).max(1)
+    setting("SCALE_DIVISOR", if is_bench() { 1 } else { 100 })
+}
+
+/// `cargo bench` passes `--bench`.
+fn is_bench() -> bool {
+    std::env::args().any(|arg| arg == "--bench")
+}
+
+/// The count in environment variable `name`, else `default`; a bad value ends the run, named.
+fn setting(name: &str, default: usize) -> usize {
+    let value = std::env::var(name).ok();
+    sim::count_setting(name, value.as_deref(), default).unwrap_or_else(|error| {
+        eprintln!("scale: {error}");
+        std::process::exit(2)
+    })
 }
 
 fn manifest(text: &str) -> Obj {
@@ -114,8 +127,7 @@ fn build(size: Size, webhook: bool) -> Sim {
 
 /// How many runs: `SCALE_RUNS`, else 3 under `cargo bench` and 1 for the smoke run.
 fn runs() -> usize {
-    let default = if std::env::args().any(|arg| arg == "--bench") { 3 } else { 1 };
-    std::env::var("SCALE_RUNS").ok().and_then(|n| n.parse().ok()).unwrap_or(default).max(1)
+    setting("SCALE_RUNS", if is_bench() { 3 } else { 1 })
 }
 
 /// Seconds, as the table shows them.

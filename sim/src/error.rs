@@ -27,6 +27,14 @@ pub enum Error {
         /// What is wrong and what is allowed.
         message: String,
     },
+    /// A count setting (an environment variable of a benchmark) is not a whole number of at least 1.
+    #[error("{name}={value:?}: not a whole number of at least 1")]
+    Setting {
+        /// The setting.
+        name: String,
+        /// What it was set to.
+        value: String,
+    },
     /// An output file could not be written.
     #[error("{path}: cannot write: {source}")]
     Write {

@@ -36,4 +36,30 @@ pub mod trace;
 pub mod workers;
 
 pub use error::{Error, Result};
+
+/// The count `name` is set to (`value`, say from the environment), else `default`.
+pub fn count_setting(name: &str, value: Option<&str>, default: usize) -> Result<usize> {
+    match value {
+        None => Ok(default),
+        Some(text) => match text.trim().parse::<usize>() {
+            Ok(count) if count >= 1 => Ok(count),
+            _ => Err(Error::Setting { name: name.to_string(), value: text.to_string() }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_setting;
+
+    #[test]
+    fn a_count_setting_is_a_whole_number_of_at_least_one_or_an_error_naming_it() {
+        assert_eq!(count_setting("SCALE_RUNS", None, 3).unwrap(), 3);
+        assert_eq!(count_setting("SCALE_RUNS", Some("5"), 3).unwrap(), 5);
+        for bad in ["0", "-1", "two", "", "1.5"] {
+            let error = count_setting("SCALE_RUNS", Some(bad), 3).unwrap_err().to_string();
+            assert_eq!(error, format!("SCALE_RUNS={bad:?}: not a whole number of at least 1"));
+        }
+    }
+}
 pub use sim::{Outcome, Sim, SimConfig};
