@@ -36,6 +36,7 @@ pub mod trace;
 pub mod workers;
 
 pub use error::{Error, Result};
+pub use sim::{Outcome, Sim, SimConfig};
 
 /// The count `name` is set to (`value`, say from the environment), else `default`.
 pub fn count_setting(name: &str, value: Option<&str>, default: usize) -> Result<usize> {
@@ -62,4 +63,3 @@ mod tests {
         }
     }
 }
-pub use sim::{Outcome, Sim, SimConfig};
