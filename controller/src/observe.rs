@@ -192,7 +192,7 @@ pub fn observe(stores: &Stores, runtime_type: &str, namespace: &str, name: &str)
     worker_pods.sort();
 
     let keys = dataset_keys(observed.dataset.as_deref(), namespace, name);
-    let label_keys = keys.map(|k| k.all_node_label_keys(runtime_type)).unwrap_or_default();
+    let label_keys = keys.map(|k| observed.node_label_keys(&k, runtime_type)).unwrap_or_default();
     let candidates: BTreeSet<String> = {
         let nodes = crate::index::read(&stores.node_index);
         let mut names: BTreeSet<String> =

@@ -51,7 +51,7 @@ fn steady_state() -> Observed {
         for decision in &decisions {
             apply(&mut observed, &mut nodes, decision);
         }
-        observed.nodes = relevant_nodes(&keys.all_node_label_keys("juicefs"), &observed.worker_pods, &nodes);
+        observed.nodes = relevant_nodes(&observed.node_label_keys(&keys, "juicefs"), &observed.worker_pods, &nodes);
     }
     panic!("the seed pair did not reach a fixpoint");
 }

@@ -147,8 +147,15 @@ impl DatasetKeys {
 
     /// Every node label key this dataset can set, for a complete teardown.
     pub fn all_node_label_keys(&self, runtime_type: &str) -> Vec<String> {
+        let mut keys = vec![self.fuse_label()];
+        keys.extend(self.cache_node_label_keys(runtime_type));
+        keys
+    }
+
+    /// The node label keys of this dataset's cache nodes (all but the FUSE label, which the CSI
+    /// plugin sets where a pod uses the dataset).
+    pub fn cache_node_label_keys(&self, runtime_type: &str) -> Vec<String> {
         vec![
-            self.fuse_label(),
             self.common_label(),
             self.runtime_label(runtime_type),
             self.capacity_label(runtime_type, CapacityKind::Memory),

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::{Dataset, JuiceFSRuntime};
-use crate::effect::ObjectRef;
+use crate::effect::{CompactString, ObjectRef};
 use crate::labels::DatasetKeys;
 
 /// The lifecycle phase of a pod, as the model needs it.
@@ -55,12 +55,13 @@ impl PodPhase {
 /// The parts of a pod the model reads.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PodView {
-    /// Namespace (shared: drivers keep views current and copy them into every observation).
-    pub namespace: Arc<str>,
+    /// Namespace. Names are inline up to 24 bytes: drivers keep views current and copy them
+    /// into every observation, which then reads no pointer into scattered allocations.
+    pub namespace: CompactString,
     /// Name.
-    pub name: Arc<str>,
+    pub name: CompactString,
     /// The node it is bound to, if scheduled.
-    pub node_name: Option<Arc<str>>,
+    pub node_name: Option<CompactString>,
     /// Phase.
     pub phase: PodPhase,
     /// The `Ready` condition is true.
@@ -80,8 +81,8 @@ impl PodView {
     /// versions of the pod): metadata, `spec.nodeName` and status.
     pub fn from_parts(metadata: &ObjectMeta, node_name: Option<&str>, status: Option<&PodStatus>) -> Self {
         let mut view = Self {
-            namespace: Arc::from(metadata.namespace.as_deref().unwrap_or_default()),
-            name: Arc::from(metadata.name.as_deref().unwrap_or_default()),
+            namespace: CompactString::from(metadata.namespace.as_deref().unwrap_or_default()),
+            name: CompactString::from(metadata.name.as_deref().unwrap_or_default()),
             node_name: None,
             phase: PodPhase::Unknown,
             ready: false,
@@ -95,7 +96,7 @@ impl PodView {
     /// node that changed (drivers that keep views current on every pod write call this).
     pub fn refresh(&mut self, metadata: &ObjectMeta, node_name: Option<&str>, status: Option<&PodStatus>) {
         if self.node_name.as_deref() != node_name {
-            self.node_name = node_name.map(Arc::from);
+            self.node_name = node_name.map(CompactString::from);
         }
         self.phase = PodPhase::of(status);
         self.ready = is_ready(status);
@@ -201,8 +202,8 @@ pub struct Observed<R = JuiceFSRuntime> {
     pub worker_pods: Vec<PodView>,
     /// Pods in the namespace that name the PVC.
     pub claim_users: Vec<PodView>,
-    /// Nodes that run a worker pod of this runtime or carry one of this dataset's label keys.
-    /// Build it with [`relevant_nodes`].
+    /// Nodes that run a worker pod of this runtime or carry one of this dataset's label keys
+    /// (those [`Observed::node_label_keys`] picks). Build it with [`relevant_nodes`].
     pub nodes: Vec<NodeView>,
     /// The common label key (`fluid.io/s-…`) of every dataset in the cluster, this one included,
     /// so that `fluid.io/dataset-num` is computed rather than counted up and down. Shared: a
@@ -256,8 +257,20 @@ pub fn common_labels_of<'a>(datasets: impl IntoIterator<Item = &'a Dataset>) -> 
         .collect()
 }
 
+impl<R: kube::Resource> Observed<R> {
+    /// The label keys that make a node relevant to a reconcile of this pair ([`relevant_nodes`]),
+    /// asked once `dataset` and `runtime` are set. While the runtime lives, the FUSE label is the
+    /// CSI plugin's and label sync has nothing to do on a node that carries only it, so those
+    /// nodes (one per node that runs a pod of the dataset: far more than its cache nodes) are
+    /// not read. With the runtime absent or going, its teardown strips the FUSE label too.
+    pub fn node_label_keys(&self, keys: &DatasetKeys, runtime_type: &str) -> Vec<String> {
+        let runtime_lives = self.runtime.as_deref().is_some_and(|r| r.meta().deletion_timestamp.is_none());
+        if runtime_lives { keys.cache_node_label_keys(runtime_type) } else { keys.all_node_label_keys(runtime_type) }
+    }
+}
+
 /// Picks the nodes a reconcile needs: those running one of `worker_pods`, and those carrying any
-/// of `our_keys`, the dataset's node label keys ([`crate::labels::DatasetKeys::all_node_label_keys`], which a
+/// of `our_keys`, the dataset's node label keys that [`Observed::node_label_keys`] picks (which a
 /// driver also needs to look candidates up). Output is sorted by name.
 pub fn relevant_nodes<'a>(
     our_keys: &[String],
@@ -360,5 +373,35 @@ mod tests {
             ["fluid.io/s-team-data", "fluid.io/s-uid-1"],
             "no keys without a namespace, or a UID for a long name"
         );
+    }
+
+    #[test]
+    fn nodes_with_only_the_fuse_label_are_read_only_while_the_runtime_is_absent_or_going() {
+        let keys = DatasetKeys::new("team", "data", None).expect("short names");
+        let node = |name: &str, labels: &[&str]| {
+            let labels = labels.iter().map(|key| (key.to_string(), "true".to_string())).collect();
+            Arc::new(Node {
+                metadata: ObjectMeta { name: Some(name.into()), labels: Some(labels), ..Default::default() },
+                ..Default::default()
+            })
+        };
+        let nodes = [
+            node("cache", &["fluid.io/s-team-data", "fluid.io/f-team-data"]),
+            node("fuse-only", &["fluid.io/f-team-data"]),
+            node("other", &["fluid.io/f-team-other"]),
+        ];
+        let names = |observed: &Observed| {
+            let keys = observed.node_label_keys(&keys, "juicefs");
+            relevant_nodes(&keys, &[], &nodes).iter().map(|n| n.name().to_string()).collect::<Vec<_>>()
+        };
+        let mut observed = Observed::empty("team", "data");
+        assert_eq!(names(&observed), ["cache", "fuse-only"], "no runtime: an orphan cleanup strips the FUSE label");
+        let mut runtime = JuiceFSRuntime::new("data", Default::default());
+        observed.runtime = Some(Arc::new(runtime.clone()));
+        assert_eq!(names(&observed), ["cache"], "a live runtime leaves the FUSE label to the CSI plugin");
+        runtime.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()));
+        observed.runtime = Some(Arc::new(runtime));
+        assert_eq!(names(&observed), ["cache", "fuse-only"], "teardown strips the FUSE label too");
     }
 }

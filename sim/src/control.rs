@@ -258,7 +258,8 @@ pub fn build_observed(
     observed.claim_users = sim_store.claim_users(namespace, name).map(|(_, view)| view.clone()).collect();
     let uid = observed.dataset.as_deref().and_then(|d| d.metadata.uid.clone());
     let keys = DatasetKeys::new(namespace, name, uid.as_deref()).ok();
-    let label_keys = keys.map(|k| k.all_node_label_keys(model::engine::juicefs::RUNTIME_TYPE)).unwrap_or_default();
+    let label_keys =
+        keys.map(|k| observed.node_label_keys(&k, model::engine::juicefs::RUNTIME_TYPE)).unwrap_or_default();
     let mut candidates: BTreeSet<&str> = observed.worker_pods.iter().filter_map(|p| p.node_name.as_deref()).collect();
     for label in &label_keys {
         candidates.extend(sim_store.nodes_with_label_key(label).map(CompactString::as_str));

@@ -163,7 +163,7 @@ impl World {
         );
         let keys =
             self.observed.dataset.as_deref().and_then(|d| DatasetKeys::new(NS, &claim, d.metadata.uid.as_deref()).ok());
-        let label_keys = keys.map(|k| k.all_node_label_keys("juicefs")).unwrap_or_default();
+        let label_keys = keys.map(|k| self.observed.node_label_keys(&k, "juicefs")).unwrap_or_default();
         self.observed.nodes = relevant_nodes(&label_keys, &self.observed.worker_pods, &self.all_nodes);
     }
 
