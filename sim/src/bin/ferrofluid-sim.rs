@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand};
 use sim::Outcome;
 use sim::scenario::{RunOptions, load, run};
 
+/// jemalloc, not the system allocator: a simulation makes and drops millions of small strings
+/// and maps, and glibc's malloc leaves them scattered (the scale run is about 20% slower with it).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "ferrofluid-sim",
