@@ -1,23 +1,25 @@
 //! Virtual time and the event queue, ordered by `(time, sequence)` so that ties break by insertion.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use model::time::Millis;
 
 /// Virtual time zero is 2025-01-01T00:00:00Z, so object timestamps read like real ones.
 pub const EPOCH_MS: u64 = 1_735_689_600_000;
 
-/// A virtual clock with a queue of future events of type `E`.
+/// A virtual clock with a queue of future events of type `E`. Events due at the same
+/// millisecond share a FIFO bucket, which is the `(time, sequence)` order without a sequence
+/// number, and inserting one moves no other event (many events share a time: the fixed latencies).
 #[derive(Debug)]
 pub struct Clock<E> {
     now_ms: u64,
-    sequence: u64,
-    queue: BTreeMap<(u64, u64), E>,
+    queue: BTreeMap<u64, VecDeque<E>>,
+    len: usize,
 }
 
 impl<E> Default for Clock<E> {
     fn default() -> Self {
-        Self { now_ms: 0, sequence: 0, queue: BTreeMap::new() }
+        Self { now_ms: 0, queue: BTreeMap::new(), len: 0 }
     }
 }
 
@@ -35,8 +37,8 @@ impl<E> Clock<E> {
     /// Schedules `event` at `at_ms` (never in the past).
     pub fn schedule_at(&mut self, at_ms: u64, event: E) {
         let at_ms = at_ms.max(self.now_ms);
-        self.sequence += 1;
-        self.queue.insert((at_ms, self.sequence), event);
+        self.queue.entry(at_ms).or_default().push_back(event);
+        self.len += 1;
     }
 
     /// Schedules `event` after `delay_ms`.
@@ -46,18 +48,23 @@ impl<E> Clock<E> {
 
     /// The time of the next event, if any.
     pub fn next_at_ms(&self) -> Option<u64> {
-        self.queue.first_key_value().map(|((at, _), _)| *at)
+        self.queue.first_key_value().map(|(at, _)| *at)
     }
 
     /// Takes the next event if it is due at or before `limit_ms`, advancing the clock to it.
     pub fn pop_until(&mut self, limit_ms: u64) -> Option<E> {
-        let (&(at, _), _) = self.queue.first_key_value()?;
+        let mut first = self.queue.first_entry()?;
+        let at = *first.key();
         if at > limit_ms {
             return None;
         }
-        let ((at, _), event) = self.queue.pop_first()?;
+        let event = first.get_mut().pop_front();
+        if first.get().is_empty() {
+            first.remove();
+        }
         self.now_ms = at;
-        Some(event)
+        self.len -= usize::from(event.is_some());
+        event
     }
 
     /// Moves the clock forward to `to_ms` (when no event is due before it).
@@ -67,22 +74,26 @@ impl<E> Clock<E> {
 
     /// Number of queued events.
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.len
     }
 
     /// True when no event is queued.
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.len == 0
     }
 
     /// Iterates the queued events in order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &E)> {
-        self.queue.iter().map(|((at, _), event)| (*at, event))
+        self.queue.iter().flat_map(|(at, events)| events.iter().map(|event| (*at, event)))
     }
 
     /// Drops every queued event for which `keep` is false.
     pub fn retain(&mut self, mut keep: impl FnMut(&E) -> bool) {
-        self.queue.retain(|_, event| keep(event));
+        self.queue.retain(|_, events| {
+            events.retain(&mut keep);
+            !events.is_empty()
+        });
+        self.len = self.queue.values().map(VecDeque::len).sum();
     }
 }
 
@@ -134,6 +145,25 @@ mod tests {
         assert_eq!(clock.pop_until(4), None);
         assert_eq!(clock.pop_until(10), Some("c"));
         assert_eq!(clock.now_ms(), 5);
+    }
+
+    #[test]
+    fn an_event_for_the_past_runs_now_after_those_already_due_and_retain_keeps_the_count() {
+        let mut clock = Clock::default();
+        clock.schedule_at(3, 1);
+        clock.schedule_at(3, 2);
+        clock.schedule_at(7, 5);
+        assert_eq!(clock.pop_until(10), Some(1));
+        clock.schedule_at(0, 3);
+        clock.schedule_in(0, 4);
+        assert_eq!(clock.iter().collect::<Vec<_>>(), [(3, &2), (3, &3), (3, &4), (7, &5)]);
+        clock.retain(|event| event % 2 == 0);
+        assert_eq!((clock.len(), clock.next_at_ms()), (2, Some(3)));
+        assert_eq!(clock.pop_until(10), Some(2));
+        assert_eq!(clock.pop_until(10), Some(4));
+        assert_eq!(clock.now_ms(), 3, "the bucket at 3 ms is gone, the clock stays");
+        clock.retain(|_| false);
+        assert!(clock.is_empty() && clock.next_at_ms().is_none() && clock.pop_until(10).is_none());
     }
 
     #[test]

@@ -144,7 +144,10 @@ impl Sim {
             // one goes later, its removal queues the collection of its dependents.
             let owners = new.meta().owner_references.as_deref().unwrap_or_default();
             let old_owners = change.old.as_ref().and_then(|o| o.meta().owner_references.as_deref());
-            if owners != old_owners.unwrap_or_default()
+            let old_owners = old_owners.unwrap_or_default();
+            // Versions that share their metadata (most pod writes) share the list: no compare.
+            if !std::ptr::eq(owners, old_owners)
+                && owners != old_owners
                 && owners.iter().any(|o| self.api.store.by_uid(&o.uid).is_none())
             {
                 self.kick(KubeTask::Orphan(key.clone()));
