@@ -11,12 +11,12 @@ use k8s_openapi::api::core::v1::{
     Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Toleration,
 };
 use model::effect::{CompactString, Kind, ObjectRef};
-use model::observed::PodPhase;
 
+use super::daemon_pods::DaemonPod;
 use super::scheduler::tolerates;
 use super::statefulset::{REVISION_LABEL, controller_reference, pod_from_template};
 use crate::apiserver::selector::matches_node_term;
-use crate::apiserver::{Obj, Pod};
+use crate::apiserver::{Deleted, Obj, Pod};
 use crate::sim::Sim;
 use crate::trace;
 
@@ -105,25 +105,35 @@ impl Sim {
             }
         }
 
-        // Pods by node.
+        // Pods by node, as the watch showed them before this sync (the index is current after
+        // every event). The status counts what the writes below leave, as it did before them.
         let uid = ds.metadata.uid.clone().unwrap_or_default();
-        let mut by_node: BTreeMap<CompactString, Vec<(ObjectRef, Arc<Pod>)>> = BTreeMap::new();
-        for pod_key in self.api.store.dependents(&uid) {
-            let Some(pod) = self.api.store.get(pod_key).and_then(|o| o.as_pod()) else { continue };
-            let node = pod_node_target(pod).unwrap_or_default();
-            by_node.entry(node).or_default().push((pod_key.clone(), pod.clone()));
+        let index = self.kube.daemon_pods.take(&uid);
+        let mut by_node: BTreeMap<&str, Vec<(&ObjectRef, &DaemonPod)>> = BTreeMap::new();
+        for (pod_key, pod) in &index {
+            by_node.entry(pod.node.as_str()).or_default().push((pod_key, pod));
         }
+        let mut counts = StatusCounts::default();
+        for pod in index.values() {
+            counts.add(pod, &wanted, &revision, 1);
+        }
+        // A pod this sync removed leaves the count (one it only marked terminating stays).
+        let delete = |sim: &mut Sim, pod_key: &ObjectRef, pod: &DaemonPod, counts: &mut StatusCounts| {
+            if sim.api.delete(pod_key, sim.clock.wall()) == Ok(Deleted::Removed) {
+                counts.add(pod, &wanted, &revision, -1);
+            }
+        };
 
         let owner = controller_reference(&obj, "apps/v1");
         let now = self.clock.wall();
         // Pods get the metadata of the template and share one spec per DaemonSet generation.
         for node in &wanted {
-            let pods: &[(ObjectRef, Arc<Pod>)] = by_node.get(node).map_or(&[], Vec::as_slice);
-            let live: Vec<&(ObjectRef, Arc<Pod>)> = pods.iter().filter(|(_, p)| !p.is_deleting()).collect();
+            let pods: &[(&ObjectRef, &DaemonPod)] = by_node.get(node.as_str()).map_or(&[], Vec::as_slice);
+            let live: Vec<&(&ObjectRef, &DaemonPod)> = pods.iter().filter(|(_, p)| !p.deleting).collect();
             for (pod_key, pod) in &live {
-                if pod.phase() == PodPhase::Failed {
+                if pod.failed {
                     trace!(self, "daemonset", pod_key.to_string(), "delete failed pod for recreation");
-                    let _ = self.api.delete(pod_key, now);
+                    delete(self, pod_key, pod, &mut counts);
                 }
             }
             if pods.is_empty() {
@@ -137,6 +147,8 @@ impl Sim {
                 }
                 pin_to_node(&mut pod, node);
                 if self.api.create(Obj::Pod(Arc::new(pod)), now).is_ok() {
+                    counts.current += 1;
+                    counts.updated += 1;
                     trace!(
                         self,
                         "daemonset",
@@ -146,16 +158,16 @@ impl Sim {
                     );
                 }
             }
-            for (pod_key, _) in live.iter().skip(1) {
-                let _ = self.api.delete(pod_key, now);
+            for (pod_key, pod) in live.iter().skip(1) {
+                delete(self, pod_key, pod, &mut counts);
             }
         }
         for (node, pods) in &by_node {
-            if wanted.contains(node) {
+            if wanted.contains(*node) {
                 continue;
             }
             for (pod_key, pod) in pods {
-                if !pod.is_deleting() {
+                if !pod.deleting {
                     trace!(
                         self,
                         "daemonset",
@@ -163,7 +175,7 @@ impl Sim {
                         "delete: node {node} no longer matches {}",
                         key.name
                     );
-                    let _ = self.api.delete(pod_key, now);
+                    delete(self, pod_key, pod, &mut counts);
                 }
             }
         }
@@ -172,51 +184,66 @@ impl Sim {
         let strategy =
             spec.update_strategy.as_ref().and_then(|u| u.type_.clone()).unwrap_or_else(|| "RollingUpdate".to_string());
         if strategy == "RollingUpdate" {
-            let all_ready =
-                wanted.iter().all(|n| by_node.get(n).is_some_and(|pods| pods.iter().any(|(_, p)| p.is_available())));
+            let on = |n: &CompactString| by_node.get(n.as_str()).into_iter().flatten();
+            let all_ready = wanted.iter().all(|n| on(n).any(|(_, p)| p.available));
             if all_ready {
-                let stale = wanted.iter().flat_map(|n| by_node.get(n).into_iter().flatten()).find(|(_, p)| {
-                    p.metadata.labels.as_ref().and_then(|l| l.get(REVISION_LABEL)) != Some(&revision)
-                        && !p.is_deleting()
-                });
-                if let Some((pod_key, _)) = stale {
+                let stale = wanted
+                    .iter()
+                    .flat_map(on)
+                    .find(|(_, p)| p.revision.as_deref() != Some(revision.as_str()) && !p.deleting);
+                if let Some((pod_key, pod)) = stale {
                     trace!(self, "daemonset", pod_key.to_string(), "delete (template changed, rolling update)");
-                    let _ = self.api.delete(pod_key, now);
+                    delete(self, pod_key, pod, &mut counts);
                 }
             }
         }
+        drop(by_node);
+        self.kube.daemon_pods.put_back(uid, index);
 
-        // Status.
-        let mut status = DaemonSetStatus { observed_generation: ds.metadata.generation, ..Default::default() };
-        status.desired_number_scheduled = wanted.len() as i32;
-        let (mut current, mut ready, mut updated, mut misscheduled) = (0, 0, 0, 0);
-        for pod_key in self.api.store.dependents(&uid) {
-            let Some(pod) = self.api.store.get(pod_key).and_then(|o| o.as_pod()) else { continue };
-            let node = pod_node_target(pod).unwrap_or_default();
-            if wanted.contains(&node) {
-                current += 1;
-                if pod.is_ready() && pod.phase() == PodPhase::Running {
-                    ready += 1;
-                }
-                if pod.metadata.labels.as_ref().and_then(|l| l.get(REVISION_LABEL)) == Some(&revision) {
-                    updated += 1;
-                }
-            } else {
-                misscheduled += 1;
-            }
-        }
-        status.current_number_scheduled = current;
-        status.number_ready = ready;
-        status.number_available = Some(ready);
-        status.number_unavailable = Some((wanted.len() as i32 - ready).max(0));
-        status.number_misscheduled = misscheduled;
-        status.updated_number_scheduled = Some(updated);
+        let status = counts.status(ds.metadata.generation, wanted.len() as i32);
         if ds.status.as_ref() != Some(&status) {
             let _ = self.api.modify(key, None, |obj| {
                 let Some(ds) = obj.daemonset_mut() else { return false };
                 ds.status = Some(status);
                 true
             });
+        }
+    }
+}
+
+/// The pod counts of a DaemonSet's status.
+#[derive(Debug, Default)]
+struct StatusCounts {
+    current: i32,
+    ready: i32,
+    updated: i32,
+    misscheduled: i32,
+}
+
+impl StatusCounts {
+    /// Counts `pod` in (`sign` 1) or out (-1): on a wanted node it is current, ready if running
+    /// and ready, updated if of the current revision; elsewhere it is misscheduled.
+    fn add(&mut self, pod: &DaemonPod, wanted: &BTreeSet<CompactString>, revision: &str, sign: i32) {
+        if wanted.contains(pod.node.as_str()) {
+            self.current += sign;
+            self.ready += sign * i32::from(pod.ready_running);
+            self.updated += sign * i32::from(pod.revision.as_deref() == Some(revision));
+        } else {
+            self.misscheduled += sign;
+        }
+    }
+
+    fn status(&self, observed_generation: Option<i64>, desired: i32) -> DaemonSetStatus {
+        DaemonSetStatus {
+            observed_generation,
+            desired_number_scheduled: desired,
+            current_number_scheduled: self.current,
+            number_ready: self.ready,
+            number_available: Some(self.ready),
+            number_unavailable: Some((desired - self.ready).max(0)),
+            number_misscheduled: self.misscheduled,
+            updated_number_scheduled: Some(self.updated),
+            ..Default::default()
         }
     }
 }
@@ -242,7 +269,7 @@ fn should_run(
 }
 
 /// The node a daemon pod runs on or is pinned to.
-fn pod_node_target(pod: &Pod) -> Option<CompactString> {
+pub(crate) fn pod_node_target(pod: &Pod) -> Option<CompactString> {
     if let Some(node) = pod.node_name() {
         return Some(node.into());
     }

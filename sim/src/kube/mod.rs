@@ -5,6 +5,7 @@
 //! collect, a node's lifecycle, a pod on a kubelet). Watches queue tasks after
 //! `kube_latency_ms`; a task asked for twice before it runs runs once.
 
+pub mod daemon_pods;
 pub mod daemonset;
 pub mod gc;
 pub mod nodelifecycle;
@@ -76,6 +77,8 @@ pub struct KubeState {
     /// The template hash of each workload by UID, for the generation it was computed at (a
     /// hash serializes the whole pod template; the template changes only with the generation).
     pub template_hashes: BTreeMap<String, (i64, String)>,
+    /// What the DaemonSet controller reads of each DaemonSet's pods, by the DaemonSet's UID.
+    pub daemon_pods: daemon_pods::DaemonPods,
     /// The pod spec each DaemonSet's pods share, by UID, for the generation it was built at.
     pub daemon_pod_specs: BTreeMap<String, (i64, std::sync::Arc<k8s_openapi::api::core::v1::PodSpec>)>,
 }
@@ -209,6 +212,9 @@ impl Sim {
     fn route_pod(&mut self, change: &Change) {
         let key = &change.key;
         self.kube.scheduler.observe_pod(key, change.new.as_ref().and_then(|o| o.as_pod()));
+        let (old_pod, new_pod) =
+            (change.old.as_ref().and_then(|o| o.as_pod()), change.new.as_ref().and_then(|o| o.as_pod()));
+        self.kube.daemon_pods.observe(key, old_pod.map(|p| &**p), new_pod.map(|p| &**p));
         let mut freed_capacity = change.new.is_none();
         if let Some(pod) = change.new.as_ref().and_then(|o| o.as_pod()) {
             let scheduled = pod.node_name().is_some();

@@ -189,3 +189,62 @@ fn daemon_pods_share_one_spec_and_each_is_pinned_to_its_node() {
         "the scheduler bound each where it is pinned"
     );
 }
+
+#[test]
+fn a_daemonset_follows_its_nodes_replaces_failed_and_stale_pods_and_counts_them() {
+    let mut sim = cluster(&["node-a", "node-b"]);
+    label_node(&mut sim, "node-a", "fuse-a");
+    label_node(&mut sim, "node-b", "fuse-a");
+    let now = sim.clock.wall();
+    sim.api.apply(daemonset(serde_json::json!({"fuse-a": "true"}), "juicefs:1"), now).expect("create");
+    sim.settle();
+    drain(&mut sim);
+    let status = |sim: &Sim| {
+        let ds = sim.api.store.get(&ds_key()).and_then(|o| o.as_daemonset()).cloned().expect("the DaemonSet");
+        let s = ds.status.clone().expect("a status");
+        (s.desired_number_scheduled, s.current_number_scheduled, s.number_ready, s.updated_number_scheduled.unwrap_or(0))
+    };
+    let pods_by_node = |sim: &Sim| {
+        let mut pods: Vec<(String, String)> = sim
+            .api
+            .store
+            .list(Kind::Pod)
+            .filter_map(|o| o.as_pod())
+            .map(|p| (p.node_name().unwrap_or_default().to_string(), p.metadata.name.clone().unwrap_or_default()))
+            .collect();
+        pods.sort();
+        pods
+    };
+    assert_eq!(status(&sim), (2, 2, 2, 2), "one running, ready pod per labelled node");
+    let first = pods_by_node(&sim);
+
+    // A node that no longer matches loses its pod.
+    let unlabel = BTreeMap::from([("fuse-a".to_string(), None)]);
+    sim.api.patch_labels(&ObjectRef::cluster(Kind::Node, "node-b"), &unlabel).expect("unlabel");
+    sim.settle();
+    drain(&mut sim);
+    assert_eq!(status(&sim), (1, 1, 1, 1));
+    assert_eq!(pods_by_node(&sim), first[..1], "node-a keeps its pod");
+
+    // A failed pod is replaced.
+    let failed = ObjectRef::namespaced(Kind::Pod, "default", &first[0].1);
+    let _ = sim.api.modify(&failed, None, |obj| {
+        obj.pod_mut().expect("a pod").status.get_or_insert_with(Default::default).phase = Some("Failed".into());
+        true
+    });
+    sim.settle();
+    drain(&mut sim);
+    let replaced = pods_by_node(&sim);
+    assert_eq!(replaced.len(), 1);
+    assert!(replaced[0].0 == "node-a" && replaced[0].1 != first[0].1, "a new pod on node-a: {replaced:?}");
+    assert_eq!(status(&sim), (1, 1, 1, 1));
+
+    // A template change rolls the pod (RollingUpdate, the default).
+    let now = sim.clock.wall();
+    sim.api.apply(daemonset(serde_json::json!({"fuse-a": "true"}), "juicefs:2"), now).expect("update");
+    sim.settle();
+    drain(&mut sim);
+    let rolled = pods_by_node(&sim);
+    assert!(rolled.len() == 1 && rolled[0].1 != replaced[0].1, "rolled: {rolled:?}");
+    assert_eq!(status(&sim), (1, 1, 1, 1), "the new pod is of the current revision");
+}
