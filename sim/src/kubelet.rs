@@ -179,9 +179,9 @@ impl Sim {
         let now_ms = self.clock.now_ms();
         let pod = self.api.store.get(key).and_then(|o| o.as_pod()).cloned();
         let here = pod.as_ref().is_some_and(|p| p.node_name() == Some(node));
-        let run_uid = self.nodes[node].pods.get(key).map(|r| r.uid.clone());
-        let pod_uid = pod.as_ref().and_then(|p| p.metadata.uid.clone());
-        if run_uid.is_some() && (!here || run_uid != pod_uid) {
+        let pod_uid = pod.as_ref().and_then(|p| p.metadata.uid.as_deref());
+        let run = self.nodes[node].pods.get(key);
+        if run.is_some_and(|run| !here || pod_uid != Some(run.uid.as_str())) {
             // The pod we ran is gone (removed, or replaced by a namesake): tear its volumes down.
             self.teardown_run(node, key);
         }
@@ -189,7 +189,7 @@ impl Sim {
             self.volume_manager(node);
             return;
         };
-        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        let no_phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default().is_empty();
         if pod.metadata.deletion_timestamp.is_some() {
             self.terminate(node, key, &pod);
             return;
@@ -203,7 +203,7 @@ impl Sim {
                 return;
             };
             let run = PodRun {
-                uid: pod_uid.unwrap_or_default(),
+                uid: pod.metadata.uid.clone().unwrap_or_default(),
                 phase: RunPhase::Preparing,
                 volumes,
                 fuse_mount_at_ms: None,
@@ -212,7 +212,7 @@ impl Sim {
             if let Some(state) = self.nodes.get_mut(node) {
                 state.pods.insert(key.clone(), run);
             }
-            if phase.is_empty() {
+            if no_phase {
                 self.set_pod_status(key, "Pending", false, Some("ContainerCreating"));
             }
         }
