@@ -215,7 +215,7 @@ fn pod(key: &PairKey, name: &str, release: Option<&str>, node: usize) -> k8s_ope
         vec![Volume {
             name: "data".to_string(),
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: key.name.clone(),
+                claim_name: key.name.to_string(),
                 read_only: None,
             }),
             ..Default::default()
@@ -228,7 +228,7 @@ fn pod(key: &PairKey, name: &str, release: Option<&str>, node: usize) -> k8s_ope
                     .trim_start_matches('-')
                     .to_string(),
             ),
-            namespace: Some(key.namespace.clone()),
+            namespace: Some(key.namespace.to_string()),
             labels,
             ..Default::default()
         },

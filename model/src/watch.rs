@@ -10,6 +10,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolume, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
+use crate::effect::CompactString;
 use crate::labels::{self, DatasetKeys};
 use crate::observed::claim_names;
 use crate::volume::{ATTR_RUNTIME_NAME, ATTR_RUNTIME_NAMESPACE};
@@ -20,16 +21,16 @@ pub const RUNTIME_OWNER_KIND: &str = "JuiceFSRuntime";
 /// A dataset/runtime pair, the key of both reconcilers: they share namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PairKey {
-    /// Namespace.
-    pub namespace: String,
+    /// Namespace (inline up to 24 bytes, as the names: a driver makes keys on every watch event).
+    pub namespace: CompactString,
     /// Name.
-    pub name: String,
+    pub name: CompactString,
 }
 
 impl PairKey {
     /// The pair `namespace/name`.
     pub fn new(namespace: &str, name: &str) -> Self {
-        Self { namespace: namespace.to_string(), name: name.to_string() }
+        Self { namespace: namespace.into(), name: name.into() }
     }
 }
 

@@ -7,6 +7,7 @@
 //! failed write, and apply effects in order, stopping at the first that fails.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use model::effect::{CompactString, Decision, Effect, Kind, Object, ObjectRef, Requeue, Status};
 use model::engine::juicefs::JuiceFsEngine;
@@ -58,7 +59,7 @@ pub struct Control {
     label_owners: model::watch::NodeLabelOwners,
     common_labels: BTreeMap<Pair, String>,
     /// `common_labels`' values, shared with every `Observed` until a dataset comes or goes.
-    common_label_set: std::sync::Arc<model::observed::CommonLabels>,
+    common_label_set: Arc<model::observed::CommonLabels>,
     /// Changes applied to the lagging cache so far (what a reused observation must not have missed).
     cache_changes: u64,
     /// Objects each pair's reconciles created that the cache did not show yet: the expectations
@@ -183,7 +184,7 @@ impl Control {
     }
 
     fn rebuild_common_label_set(&mut self) {
-        self.common_label_set = std::sync::Arc::new(self.common_labels.values().cloned().collect());
+        self.common_label_set = Arc::new(self.common_labels.values().cloned().collect());
     }
 
     /// Re-lists everything from the apiserver (a start or restart).
@@ -221,7 +222,7 @@ struct ObservedAt {
 pub fn build_observed(
     sim_store: &Store,
     pair: &Pair,
-    common_labels: &std::sync::Arc<model::observed::CommonLabels>,
+    common_labels: &Arc<model::observed::CommonLabels>,
     samples: &dyn Fn(&[PodView]) -> Vec<model::observed::CacheSample>,
 ) -> Observed {
     let (namespace, name) = (pair.namespace.as_str(), pair.name.as_str());
@@ -455,7 +456,17 @@ impl Sim {
             let old = labels(&change.old).unwrap_or(&none);
             pairs.extend(watch::pairs_of_node(Some(old), labels(&change.new), self.control.label_owners()));
         }
-        for obj in change.old.iter().chain(change.new.iter()) {
+        // A pod version that shares its metadata and spec with the next (a status write or a
+        // binding) names the same pairs: map the new one only.
+        let same_pod = match (&change.old, &change.new) {
+            (Some(Obj::Pod(old)), Some(Obj::Pod(new))) => {
+                Arc::ptr_eq(&old.metadata, &new.metadata)
+                    && old.spec.as_ref().zip(new.spec.as_ref()).is_some_and(|(a, b)| Arc::ptr_eq(a, b))
+            }
+            _ => false,
+        };
+        let old = change.old.iter().filter(|_| !same_pod);
+        for obj in old.chain(change.new.iter()) {
             match obj {
                 Obj::StatefulSet(_) | Obj::DaemonSet(_) => pairs.extend(watch::pairs_of_owned(obj.meta())),
                 Obj::PersistentVolume(pv) => pairs.extend(watch::pair_of_volume(pv)),
@@ -584,10 +595,10 @@ impl Sim {
         match effect {
             Effect::Apply(object) => {
                 let obj = match object {
-                    Object::StatefulSet(o) => Obj::StatefulSet(std::sync::Arc::new((**o).clone())),
-                    Object::DaemonSet(o) => Obj::DaemonSet(std::sync::Arc::new((**o).clone())),
-                    Object::PersistentVolume(o) => Obj::PersistentVolume(std::sync::Arc::new((**o).clone())),
-                    Object::PersistentVolumeClaim(o) => Obj::PersistentVolumeClaim(std::sync::Arc::new((**o).clone())),
+                    Object::StatefulSet(o) => Obj::StatefulSet(Arc::new((**o).clone())),
+                    Object::DaemonSet(o) => Obj::DaemonSet(Arc::new((**o).clone())),
+                    Object::PersistentVolume(o) => Obj::PersistentVolume(Arc::new((**o).clone())),
+                    Object::PersistentVolumeClaim(o) => Obj::PersistentVolumeClaim(Arc::new((**o).clone())),
                 };
                 self.api.apply(obj, now).map(|_| ())
             }
@@ -596,11 +607,11 @@ impl Sim {
                 self.api
                     .modify(target, resource_version.as_deref(), |obj| match (obj, status) {
                         (Obj::Dataset(d), Status::Dataset(s)) => {
-                            std::sync::Arc::make_mut(d).status = Some(*s);
+                            Arc::make_mut(d).status = Some(*s);
                             true
                         }
                         (Obj::Runtime(r), Status::Runtime(s)) => {
-                            std::sync::Arc::make_mut(r).status = Some(*s);
+                            Arc::make_mut(r).status = Some(*s);
                             true
                         }
                         _ => false,
@@ -688,7 +699,7 @@ impl Sim {
     /// write effects any reconciler would still make: empty at a fixpoint.
     pub fn fixpoint_writes(&self) -> Vec<(Reconciler, Pair, Effect)> {
         let datasets = self.api.store.list(Kind::Dataset).filter_map(|obj| obj.as_dataset());
-        let common = std::sync::Arc::new(model::observed::common_labels_of(datasets.map(|dataset| dataset.as_ref())));
+        let common = Arc::new(model::observed::common_labels_of(datasets.map(|dataset| dataset.as_ref())));
         let mut writes = Vec::new();
         for pair in self.pairs() {
             let observed = build_observed(&self.api.store, &pair, &common, &|pods| self.samples_for(&pair, pods));

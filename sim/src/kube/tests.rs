@@ -202,7 +202,12 @@ fn a_daemonset_follows_its_nodes_replaces_failed_and_stale_pods_and_counts_them(
     let status = |sim: &Sim| {
         let ds = sim.api.store.get(&ds_key()).and_then(|o| o.as_daemonset()).cloned().expect("the DaemonSet");
         let s = ds.status.clone().expect("a status");
-        (s.desired_number_scheduled, s.current_number_scheduled, s.number_ready, s.updated_number_scheduled.unwrap_or(0))
+        (
+            s.desired_number_scheduled,
+            s.current_number_scheduled,
+            s.number_ready,
+            s.updated_number_scheduled.unwrap_or(0),
+        )
     };
     let pods_by_node = |sim: &Sim| {
         let mut pods: Vec<(String, String)> = sim
