@@ -66,10 +66,12 @@ pub struct KubeState {
     pub unschedulable: BTreeSet<ObjectRef>,
     /// The scheduler's cache of nodes and the pods bound to them.
     pub scheduler: scheduler::cache::SchedulerCache,
-    /// DaemonSets by the label keys of their nodeSelector.
-    pub daemonsets_by_selector_key: BTreeMap<String, BTreeSet<ObjectRef>>,
-    /// DaemonSets without a nodeSelector (they want every node).
+    /// DaemonSets by the node label keys they read (nodeSelector and required node affinity).
+    pub daemonsets_by_label_key: BTreeMap<String, BTreeSet<ObjectRef>>,
+    /// DaemonSets that read no node label (they want every node their pods tolerate).
     pub daemonsets_everywhere: BTreeSet<ObjectRef>,
+    /// The nodes each DaemonSet wants, kept current as nodes change.
+    pub daemon_wanted: daemonset::WantedIndex,
     /// The last reason each pending pod was given, so the trace says it once.
     pub pending_reason: BTreeMap<ObjectRef, String>,
     /// Every node name, in order (the scheduler's scan list).
@@ -108,10 +110,20 @@ fn pvc_protection_cares(old: Option<&Arc<Pod>>, new: Option<&Arc<Pod>>) -> bool 
         || old.is_completed() != new.is_completed()
 }
 
-/// A DaemonSet version's non-empty nodeSelector; None when it has none (it wants every node).
-fn daemonset_selector(obj: Option<&crate::apiserver::Obj>) -> Option<&BTreeMap<String, String>> {
-    let ds = obj?.as_daemonset()?;
-    ds.spec.as_ref()?.template.spec.as_ref()?.node_selector.as_ref().filter(|s| !s.is_empty())
+/// The node label keys a DaemonSet version reads: those of its pods' nodeSelector and of their
+/// required node affinity's expressions. None when it reads none (it wants every node).
+fn daemonset_label_keys(obj: Option<&crate::apiserver::Obj>) -> Option<BTreeSet<&str>> {
+    let spec = obj?.as_daemonset()?.spec.as_ref()?.template.spec.as_ref()?;
+    let mut keys: BTreeSet<&str> = spec.node_selector.iter().flatten().map(|(key, _)| key.as_str()).collect();
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref());
+    let expressions =
+        required.into_iter().flat_map(|r| &r.node_selector_terms).flat_map(|t| t.match_expressions.iter().flatten());
+    keys.extend(expressions.map(|e| e.key.as_str()));
+    (!keys.is_empty()).then_some(keys)
 }
 
 /// True when a change of a workload touched only its status: same generation (the apiserver
@@ -312,19 +324,21 @@ impl Sim {
         };
         let mut daemonsets: BTreeSet<ObjectRef> = BTreeSet::new();
         if spec_or_status_changed {
-            for set in self.kube.daemonsets_by_selector_key.values() {
+            for set in self.kube.daemonsets_by_label_key.values() {
                 daemonsets.extend(set.iter().cloned());
             }
             daemonsets.extend(self.kube.daemonsets_everywhere.iter().cloned());
         } else {
             for label in old_labels.keys().chain(new_labels.keys()) {
                 if old_labels.get(label) != new_labels.get(label)
-                    && let Some(set) = self.kube.daemonsets_by_selector_key.get(label)
+                    && let Some(set) = self.kube.daemonsets_by_label_key.get(label)
                 {
                     daemonsets.extend(set.iter().cloned());
                 }
             }
         }
+        let node = change.new.as_ref().and_then(|o| o.as_node());
+        self.refresh_wanted(&daemonsets, &change.key.name, node.map(|n| &**n));
         for ds in daemonsets {
             self.kick(KubeTask::DaemonSet(ds));
         }
@@ -333,16 +347,17 @@ impl Sim {
         }
     }
 
-    /// Refiles a changed DaemonSet: out under the old version's selector keys, in under the new.
+    /// Refiles a changed DaemonSet: out under the node label keys the old version read, in under
+    /// the new version's.
     fn index_daemonset(&mut self, change: &Change) {
         let key = &change.key;
-        match daemonset_selector(change.old.as_ref()) {
-            Some(selector) => {
-                for label in selector.keys() {
-                    if let Some(set) = self.kube.daemonsets_by_selector_key.get_mut(label) {
+        match daemonset_label_keys(change.old.as_ref()) {
+            Some(keys) => {
+                for label in keys {
+                    if let Some(set) = self.kube.daemonsets_by_label_key.get_mut(label) {
                         set.remove(key);
                         if set.is_empty() {
-                            self.kube.daemonsets_by_selector_key.remove(label);
+                            self.kube.daemonsets_by_label_key.remove(label);
                         }
                     }
                 }
@@ -352,12 +367,13 @@ impl Sim {
             }
         }
         if change.new.is_none() {
+            self.kube.daemon_wanted.forget(key);
             return;
         }
-        match daemonset_selector(change.new.as_ref()) {
-            Some(selector) => {
-                for label in selector.keys() {
-                    self.kube.daemonsets_by_selector_key.entry(label.clone()).or_default().insert(key.clone());
+        match daemonset_label_keys(change.new.as_ref()) {
+            Some(keys) => {
+                for label in keys {
+                    self.kube.daemonsets_by_label_key.entry(label.to_string()).or_default().insert(key.clone());
                 }
             }
             None => {

@@ -253,3 +253,71 @@ fn a_daemonset_follows_its_nodes_replaces_failed_and_stale_pods_and_counts_them(
     assert!(rolled.len() == 1 && rolled[0].1 != replaced[0].1, "rolled: {rolled:?}");
     assert_eq!(status(&sim), (1, 1, 1, 1), "the new pod is of the current revision");
 }
+
+#[test]
+fn a_daemonset_that_selects_by_node_affinity_follows_label_and_taint_changes() {
+    let mut sim = cluster(&["node-a", "node-b", "node-c"]);
+    let manifest = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "fuse", "namespace": "default"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "fuse"}},
+            "template": {
+                "metadata": {"labels": {"app": "fuse"}},
+                "spec": {
+                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["x"]}]}]
+                    }}},
+                    "containers": [{"name": "fuse", "image": "juicefs:1"}]
+                }
+            }
+        }
+    });
+    let now = sim.clock.wall();
+    sim.api.apply(Obj::from_manifest(manifest).expect("daemonset"), now).expect("create");
+    sim.settle();
+    drain(&mut sim);
+    let nodes_with_pods = |sim: &Sim| {
+        let mut nodes: Vec<String> = sim
+            .api
+            .store
+            .list(Kind::Pod)
+            .filter_map(|o| o.as_pod())
+            .filter(|p| !p.is_deleting())
+            .map(|p| p.node_name().unwrap_or_default().to_string())
+            .collect();
+        nodes.sort();
+        nodes
+    };
+    let set_zone = |sim: &mut Sim, node: &str, zone: Option<&str>| {
+        let labels = BTreeMap::from([("zone".to_string(), zone.map(str::to_string))]);
+        sim.api.patch_labels(&ObjectRef::cluster(Kind::Node, node), &labels).expect("label");
+        sim.settle();
+        drain(sim);
+    };
+    assert!(nodes_with_pods(&sim).is_empty(), "no node is in zone x yet");
+    set_zone(&mut sim, "node-a", Some("x"));
+    set_zone(&mut sim, "node-b", Some("x"));
+    set_zone(&mut sim, "node-c", Some("y"));
+    assert_eq!(nodes_with_pods(&sim), ["node-a", "node-b"], "a label the affinity reads brings a pod");
+    set_zone(&mut sim, "node-a", None);
+    assert_eq!(nodes_with_pods(&sim), ["node-b"], "and losing it takes the pod away");
+
+    // A taint its pods do not tolerate (a spec change of the node) takes the pod away too.
+    let _ = sim.api.modify(&ObjectRef::cluster(Kind::Node, "node-b"), None, |obj| {
+        let node = obj.node_mut().expect("a node");
+        let taint = k8s_openapi::api::core::v1::Taint {
+            key: "dedicated".into(),
+            effect: "NoExecute".into(),
+            ..Default::default()
+        };
+        node.spec.get_or_insert_with(Default::default).taints = Some(vec![taint]);
+        true
+    });
+    sim.settle();
+    drain(&mut sim);
+    assert!(nodes_with_pods(&sim).is_empty(), "{:?}", nodes_with_pods(&sim));
+    set_zone(&mut sim, "node-c", Some("x"));
+    assert_eq!(nodes_with_pods(&sim), ["node-c"]);
+}
