@@ -143,7 +143,8 @@ fn main() {
     let size = Size { nodes: 5_000 / divisor(), datasets: 1_000 / divisor(), pods: 20_000 / divisor() };
     let webhook = std::env::var_os("SCALE_WEBHOOK").is_some();
     // Each run builds a fresh cluster (the previous one is dropped first, so the peak memory is
-    // that of one run). The wall time of a run on a shared machine varies: report every run.
+    // about that of one run: the allocator keeps some freed pages). The wall time of a run on a
+    // shared machine varies: report every run.
     let mut run_walls = Vec::new();
     let mut build_walls = Vec::new();
     let mut last = None;
