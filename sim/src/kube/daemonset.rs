@@ -6,12 +6,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
+use k8s_openapi::api::apps::v1::DaemonSetStatus;
 use k8s_openapi::api::core::v1::{
     Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Toleration,
 };
-use model::effect::{CompactString, Kind, ObjectRef};
-use rustc_hash::FxHashMap;
+use model::effect::{CompactString, ObjectRef};
 
 use super::daemon_pods::DaemonPod;
 use super::scheduler::tolerates;
@@ -22,7 +21,7 @@ use crate::sim::Sim;
 use crate::trace;
 
 /// Tolerations the DaemonSet controller adds to every pod it makes.
-fn daemon_tolerations() -> Vec<Toleration> {
+pub(super) fn daemon_tolerations() -> Vec<Toleration> {
     let mut out = Vec::new();
     for (key, effect) in [
         ("node.kubernetes.io/not-ready", "NoExecute"),
@@ -42,111 +41,7 @@ fn daemon_tolerations() -> Vec<Toleration> {
     out
 }
 
-/// The nodes each DaemonSet wants (nodeSelector, required node affinity, taints its pods
-/// tolerate), by its key, for the UID and generation they were computed at. A sync reads them
-/// here instead of testing every candidate node; a node change re-tests that node for the
-/// DaemonSets that read its changed labels (or for all of them after a spec or status change).
-#[derive(Debug, Clone, Default)]
-pub struct WantedIndex {
-    by_daemonset: FxHashMap<ObjectRef, WantedNodes>,
-}
-
-#[derive(Debug, Clone)]
-struct WantedNodes {
-    uid: String,
-    generation: i64,
-    /// The pods' tolerations: the template's and the DaemonSet controller's own.
-    tolerations: Arc<[Toleration]>,
-    nodes: BTreeSet<CompactString>,
-}
-
-impl WantedIndex {
-    /// Forgets a DaemonSet that is gone.
-    pub fn forget(&mut self, key: &ObjectRef) {
-        self.by_daemonset.remove(key);
-    }
-
-    /// The filed entry of `key`, if it is of this UID and generation.
-    fn current(&self, key: &ObjectRef, uid: &str, generation: i64) -> Option<&WantedNodes> {
-        self.by_daemonset.get(key).filter(|w| w.uid == uid && w.generation == generation)
-    }
-}
-
-/// What a DaemonSet version asks of a node.
-struct NodeTerms<'a> {
-    selector: &'a BTreeMap<String, String>,
-    required: Option<&'a NodeSelector>,
-}
-
-fn node_terms(ds: &DaemonSet) -> NodeTerms<'_> {
-    static NO_SELECTOR: BTreeMap<String, String> = BTreeMap::new();
-    let pod_spec = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref());
-    NodeTerms {
-        selector: pod_spec.and_then(|s| s.node_selector.as_ref()).unwrap_or(&NO_SELECTOR),
-        required: pod_spec
-            .and_then(|s| s.affinity.as_ref())
-            .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()),
-    }
-}
-
 impl Sim {
-    /// The nodes `ds` wants and its pods' tolerations: filed ones while they are of its current
-    /// spec, else computed over the candidate nodes and filed.
-    fn wanted_nodes(&mut self, key: &ObjectRef, ds: &DaemonSet) -> (BTreeSet<CompactString>, Arc<[Toleration]>) {
-        let (uid, generation) = (ds.metadata.uid.as_deref().unwrap_or_default(), ds.metadata.generation.unwrap_or(0));
-        if let Some(filed) = self.kube.daemon_wanted.current(key, uid, generation) {
-            return (filed.nodes.clone(), filed.tolerations.clone());
-        }
-        let template_spec = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref());
-        let mut tolerations = template_spec.and_then(|s| s.tolerations.clone()).unwrap_or_default();
-        tolerations.extend(daemon_tolerations());
-        let tolerations: Arc<[Toleration]> = tolerations.into();
-        let terms = node_terms(ds);
-        let candidates: Vec<CompactString> = match terms.selector.keys().next() {
-            Some(first) => self.api.store.nodes_with_label_key(first).cloned().collect(),
-            None => self.kube.node_names.iter().cloned().collect(),
-        };
-        let mut nodes: BTreeSet<CompactString> = BTreeSet::new();
-        for name in candidates {
-            let Some(node) = self.api.store.get_named(Kind::Node, "", &name).and_then(|o| o.as_node()) else {
-                continue;
-            };
-            if should_run(node, &name, terms.selector, terms.required, &tolerations) {
-                nodes.insert(name);
-            }
-        }
-        let filed =
-            WantedNodes { uid: uid.to_string(), generation, tolerations: tolerations.clone(), nodes: nodes.clone() };
-        self.kube.daemon_wanted.by_daemonset.insert(key.clone(), filed);
-        (nodes, tolerations)
-    }
-
-    /// A node changed (`node` None: it is gone): re-tests it for each of `daemonsets` that has
-    /// wanted nodes filed. An entry of another spec than the DaemonSet's current one is dropped
-    /// (its next sync computes it afresh).
-    pub(crate) fn refresh_wanted(&mut self, daemonsets: &BTreeSet<ObjectRef>, name: &str, node: Option<&Node>) {
-        for key in daemonsets {
-            let Some(filed) = self.kube.daemon_wanted.by_daemonset.get_mut(key) else { continue };
-            let ds = self.api.store.get(key).and_then(|o| o.as_daemonset());
-            let Some(ds) = ds.filter(|ds| {
-                ds.metadata.uid.as_deref() == Some(filed.uid.as_str())
-                    && ds.metadata.generation.unwrap_or(0) == filed.generation
-            }) else {
-                self.kube.daemon_wanted.by_daemonset.remove(key);
-                continue;
-            };
-            let terms = node_terms(ds);
-            if node.is_some_and(|node| should_run(node, name, terms.selector, terms.required, &filed.tolerations)) {
-                if !filed.nodes.contains(name) {
-                    filed.nodes.insert(name.into());
-                }
-            } else {
-                filed.nodes.remove(name);
-            }
-        }
-    }
-
     /// The spec every pod of a DaemonSet shares: its template's, with the daemon tolerations
     /// and without affinity (each pod's own, pinned to its node). Built once per generation.
     fn daemon_pod_spec(
@@ -330,7 +225,7 @@ impl StatusCounts {
     }
 }
 
-fn should_run(
+pub(super) fn should_run(
     node: &Node,
     name: &str,
     selector: &BTreeMap<String, String>,

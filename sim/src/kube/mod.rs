@@ -5,6 +5,7 @@
 //! collect, a node's lifecycle, a pod on a kubelet). Watches queue tasks after
 //! `kube_latency_ms`; a task asked for twice before it runs runs once.
 
+pub mod daemon_nodes;
 pub mod daemon_pods;
 pub mod daemonset;
 pub mod gc;
@@ -71,7 +72,7 @@ pub struct KubeState {
     /// DaemonSets that read no node label (they want every node their pods tolerate).
     pub daemonsets_everywhere: BTreeSet<ObjectRef>,
     /// The nodes each DaemonSet wants, kept current as nodes change.
-    pub daemon_wanted: daemonset::WantedIndex,
+    pub daemon_wanted: daemon_nodes::WantedIndex,
     /// The last reason each pending pod was given, so the trace says it once.
     pub pending_reason: BTreeMap<ObjectRef, String>,
     /// Every node name, in order (the scheduler's scan list).
