@@ -35,9 +35,17 @@ impl WantedIndex {
         self.by_daemonset.remove(key);
     }
 
-    /// The filed entry of `key`, if it is of this UID and generation.
-    fn current(&self, key: &ObjectRef, uid: &str, generation: i64) -> Option<&WantedNodes> {
-        self.by_daemonset.get(key).filter(|w| w.uid == uid && w.generation == generation)
+    /// The filed entry of `key`, if it was computed for `ds`'s spec.
+    fn current(&self, key: &ObjectRef, ds: &DaemonSet) -> Option<&WantedNodes> {
+        self.by_daemonset.get(key).filter(|filed| filed.is_of(ds))
+    }
+}
+
+impl WantedNodes {
+    /// True when these were computed for this DaemonSet's spec (its UID and generation).
+    fn is_of(&self, ds: &DaemonSet) -> bool {
+        ds.metadata.uid.as_deref().unwrap_or_default() == self.uid
+            && ds.metadata.generation.unwrap_or(0) == self.generation
     }
 }
 
@@ -67,8 +75,7 @@ impl Sim {
         key: &ObjectRef,
         ds: &DaemonSet,
     ) -> (BTreeSet<CompactString>, Arc<[Toleration]>) {
-        let (uid, generation) = (ds.metadata.uid.as_deref().unwrap_or_default(), ds.metadata.generation.unwrap_or(0));
-        if let Some(filed) = self.kube.daemon_wanted.current(key, uid, generation) {
+        if let Some(filed) = self.kube.daemon_wanted.current(key, ds) {
             return (filed.nodes.clone(), filed.tolerations.clone());
         }
         let template_spec = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref());
@@ -89,8 +96,12 @@ impl Sim {
                 nodes.insert(name);
             }
         }
-        let filed =
-            WantedNodes { uid: uid.to_string(), generation, tolerations: tolerations.clone(), nodes: nodes.clone() };
+        let filed = WantedNodes {
+            uid: ds.metadata.uid.clone().unwrap_or_default(),
+            generation: ds.metadata.generation.unwrap_or(0),
+            tolerations: tolerations.clone(),
+            nodes: nodes.clone(),
+        };
         self.kube.daemon_wanted.by_daemonset.insert(key.clone(), filed);
         (nodes, tolerations)
     }
@@ -102,10 +113,7 @@ impl Sim {
         for key in daemonsets {
             let Some(filed) = self.kube.daemon_wanted.by_daemonset.get_mut(key) else { continue };
             let ds = self.api.store.get(key).and_then(|o| o.as_daemonset());
-            let Some(ds) = ds.filter(|ds| {
-                ds.metadata.uid.as_deref() == Some(filed.uid.as_str())
-                    && ds.metadata.generation.unwrap_or(0) == filed.generation
-            }) else {
+            let Some(ds) = ds.filter(|ds| filed.is_of(ds)) else {
                 self.kube.daemon_wanted.by_daemonset.remove(key);
                 continue;
             };
