@@ -224,16 +224,16 @@ impl Sim {
 
     fn route_pod(&mut self, change: &Change) {
         let key = &change.key;
-        self.kube.scheduler.observe_pod(key, change.new.as_ref().and_then(|o| o.as_pod()));
-        let (old_pod, new_pod) =
-            (change.old.as_ref().and_then(|o| o.as_pod()), change.new.as_ref().and_then(|o| o.as_pod()));
+        let (old, new) = (change.old.as_ref(), change.new.as_ref());
+        let (old_pod, new_pod) = (old.and_then(|o| o.as_pod()), new.and_then(|o| o.as_pod()));
+        self.kube.scheduler.observe_pod(key, new_pod);
         self.kube.daemon_pods.observe(key, old_pod.map(|p| &**p), new_pod.map(|p| &**p));
-        let mut freed_capacity = change.new.is_none();
-        if let Some(pod) = change.new.as_ref().and_then(|o| o.as_pod()) {
+        let mut freed_capacity = new.is_none();
+        if let Some(pod) = new_pod {
             let scheduled = pod.node_name().is_some();
             // A pending pod's own status write (the scheduler's "Unschedulable") is no reason to
             // try again; a new pod or a changed spec is.
-            let new_or_respecified = change.old.as_ref().and_then(|o| o.as_pod()).is_none_or(|old| !old.same_spec(pod));
+            let new_or_respecified = old_pod.is_none_or(|old| !old.same_spec(pod));
             if !scheduled && pod.metadata.deletion_timestamp.is_none() && new_or_respecified {
                 self.kick(KubeTask::Schedule(key.clone()));
             }
@@ -241,7 +241,6 @@ impl Sim {
         }
         // Old and new name the same owner, node and claims but for a binding, a re-parenting or a
         // replacement: kick each once.
-        let (old, new) = (change.old.as_ref(), change.new.as_ref());
         let mut owners: Vec<(&str, &str)> = Vec::with_capacity(2);
         for owner in old.into_iter().chain(new).filter_map(controller_owner) {
             let owner = (owner.kind.as_str(), owner.name.as_str());
@@ -262,7 +261,6 @@ impl Sim {
         for task in owners {
             self.kick(task);
         }
-        let (old_pod, new_pod) = (old.and_then(|o| o.as_pod()), new.and_then(|o| o.as_pod()));
         if kubelet_cares(change) {
             let node_of = |pod: Option<&Arc<Pod>>| pod.and_then(|p| p.node_name().map(CompactString::from));
             let (old_node, new_node) = (node_of(old_pod), node_of(new_pod));
