@@ -44,6 +44,13 @@ pub enum ApiError {
     NotFound(ObjectRef),
     /// 409 AlreadyExists on create.
     AlreadyExists(ObjectRef),
+    /// 422 Invalid: the object an apply would store does not decode; the message names the field.
+    Invalid {
+        /// The object.
+        object: ObjectRef,
+        /// What is wrong, and where.
+        message: String,
+    },
 }
 
 impl std::fmt::Display for ApiError {
@@ -54,6 +61,7 @@ impl std::fmt::Display for ApiError {
             }
             ApiError::NotFound(object) => write!(f, "404 NotFound: {object}"),
             ApiError::AlreadyExists(object) => write!(f, "409 AlreadyExists: {object}"),
+            ApiError::Invalid { object, message } => write!(f, "422 Invalid: {object}: {message}"),
         }
     }
 }
@@ -156,7 +164,7 @@ impl ApiServer {
             self.last_applied.insert(key, applied_keys);
             return Ok((created, true));
         };
-        let last = self.last_applied.insert(key.clone(), applied_keys).unwrap_or_default();
+        let last = self.last_applied.get(&key).cloned().unwrap_or_default();
         let before = current.to_json();
         let mut merged_json = before.clone();
         if let (Some(target), Some(source)) = (merged_json.as_object_mut(), applied.as_object()) {
@@ -192,10 +200,13 @@ impl ApiServer {
             }
         }
         if merged_json == before {
+            self.last_applied.insert(key, applied_keys);
             return Ok((current, false));
         }
         let spec_changed = merged_json.get("spec") != before.get("spec");
-        let mut merged = Obj::from_manifest(merged_json).unwrap_or(current.clone());
+        // Refused whole: the stored object and the applier's recorded fields stay as they were.
+        let mut merged = decode_merged(&key, merged_json)?;
+        self.last_applied.insert(key.clone(), applied_keys);
         if spec_changed {
             let generation = current.meta().generation.unwrap_or(1) + 1;
             merged.meta_mut().generation = Some(generation);
@@ -364,6 +375,11 @@ fn collect_paths(value: &serde_json::Value, path: u64, out: &mut Vec<u64>) {
     }
 }
 
+/// The object a merge produced, or a 422 naming the object and the field that does not decode.
+fn decode_merged(key: &ObjectRef, merged: serde_json::Value) -> Result<Obj, ApiError> {
+    Obj::from_manifest(merged).map_err(|message| ApiError::Invalid { object: key.clone(), message })
+}
+
 /// Merges `source` (an applied configuration) into `target` (the live object at `path`): maps
 /// merge key by key, anything else (lists too) is replaced, a `null` removes the key, and a key
 /// that the `last` apply set but `source` no longer names is removed (a three-way merge: keys
@@ -397,6 +413,24 @@ mod tests {
             metadata: ObjectMeta { name: Some(name.into()), namespace: Some("default".into()), ..Default::default() },
             ..Default::default()
         }))
+    }
+
+    #[test]
+    fn a_merge_that_does_not_decode_is_refused_naming_the_object_and_the_field() {
+        let key = ObjectRef::namespaced(Kind::DaemonSet, "default", "fuse");
+        let merged = serde_json::json!({
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "fuse", "namespace": "default"},
+            "spec": {"minReadySeconds": "soon"}
+        });
+        let error = decode_merged(&key, merged).unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, ApiError::Invalid { ref object, .. } if *object == key));
+        assert!(
+            text.starts_with("422 Invalid: DaemonSet/default/fuse") && text.contains("spec.minReadySeconds"),
+            "{text}"
+        );
     }
 
     #[test]

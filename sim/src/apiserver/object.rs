@@ -180,8 +180,9 @@ impl Obj {
         if api_version != *expected_version {
             return Err(format!("{kind}: apiVersion `{api_version}` is not served; use `{expected_version}`"));
         }
+        // The error names the field it is about (`spec.containers: invalid type: …`).
         fn decode<T: serde::de::DeserializeOwned>(kind: &str, value: serde_json::Value) -> Result<Arc<T>, String> {
-            serde_json::from_value(value).map(Arc::new).map_err(|error| format!("{kind}: {error}"))
+            serde_path_to_error::deserialize(value).map(Arc::new).map_err(|error| format!("{kind}: {error}"))
         }
         let obj = match kind {
             "Dataset" => Obj::Dataset(decode(kind, value)?),
@@ -301,7 +302,7 @@ mod tests {
     fn a_bad_manifest_is_refused_naming_what_is_wrong() {
         let refusal = |value| Obj::from_manifest(value).expect_err("refused");
         let wrong_type = refusal(pod(serde_json::json!({"containers": "nginx"})));
-        assert!(wrong_type.starts_with("Pod: ") && wrong_type.contains("invalid type"), "{wrong_type}");
+        assert!(wrong_type.starts_with("Pod: spec.containers: invalid type"), "{wrong_type}");
         let nameless = refusal(serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {}}));
         assert_eq!(nameless, "Pod: metadata.name is required");
         let version = refusal(serde_json::json!({"apiVersion": "apps/v1", "kind": "Pod", "metadata": {"name": "a"}}));
