@@ -178,7 +178,7 @@ pub struct CacheSample {
 
 /// Everything one reconcile of the dataset/runtime pair `namespace/name` reads. Objects are
 /// shared (`Arc`) with the driver's cache, as kube's reflector stores hand them out.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Observed<R = JuiceFSRuntime> {
     /// Namespace of the pair.
     pub namespace: String,

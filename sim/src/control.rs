@@ -17,6 +17,7 @@ use model::reconcile::{reconcile_dataset, reconcile_runtime};
 
 use crate::apiserver::selector::matches_label_selector;
 use crate::apiserver::{ApiError, Change, Obj, Store};
+use crate::invariants::Violation;
 pub use crate::queue::{DelayQueue, Due};
 use crate::rng::Stream;
 use crate::sim::{Event, Sim};
@@ -502,6 +503,20 @@ impl Sim {
         }
     }
 
+    /// What a reconcile of `pair` sees now: the controller's cache, its expectations of its own
+    /// creates, the cluster's common labels and the workers' last scraped metrics.
+    fn observe(&mut self, pair: &Pair) -> Observed {
+        // Taken out while the view borrows the cache beside it.
+        let mut expectations = std::mem::take(&mut self.control.unconfirmed_creates);
+        let common = self.control.common_label_set.clone();
+        let view = self.control.view(&self.api.store);
+        let unseen = expectations.unseen(pair, |key| view.get(key).is_some());
+        let mut observed = build_observed(view, pair, &common, &|pods| self.samples_for(pair, pods));
+        observed.unconfirmed_creates = unseen;
+        self.control.unconfirmed_creates = expectations;
+        observed
+    }
+
     /// Runs one reconcile of `pair` and applies its effects.
     pub(crate) fn reconcile(&mut self, reconciler: Reconciler, pair: &Pair) {
         if !self.control.up {
@@ -519,18 +534,20 @@ impl Sim {
         };
         let fresh = stamp(self, self.stats.events);
         let observed = match self.control.last_observed.take() {
-            Some((at, observed)) if at == stamp(self, self.stats.events.saturating_sub(1)) => observed,
-            _ => {
-                // Taken out while the view borrows the cache beside it.
-                let mut expectations = std::mem::take(&mut self.control.unconfirmed_creates);
-                let common = self.control.common_label_set.clone();
-                let view = self.control.view(&self.api.store);
-                let unseen = expectations.unseen(pair, |key| view.get(key).is_some());
-                let mut observed = build_observed(view, pair, &common, &|pods| self.samples_for(pair, pods));
-                observed.unconfirmed_creates = unseen;
-                self.control.unconfirmed_creates = expectations;
+            Some((at, observed)) if at == stamp(self, self.stats.events.saturating_sub(1)) => {
+                // Checked where safety is: a reused view must be the one a fresh build makes.
+                if self.config.check_every_event && observed != self.observe(pair) {
+                    self.violations.push(Violation {
+                        at_ms: now_ms,
+                        invariant: "reused-observation-is-current",
+                        message: format!(
+                            "the {reconciler:?} reconcile of {pair} reused an observation that is out of date"
+                        ),
+                    });
+                }
                 observed
             }
+            _ => self.observe(pair),
         };
         let decision = decide(reconciler, &observed, &self.control.config, self.clock.wall());
         let creates: Vec<Option<ObjectRef>> = decision.effects.iter().map(|e| observed.created_by(e)).collect();

@@ -18,6 +18,7 @@ use super::common::User;
     kind = "Dataset",
     namespaced,
     status = "DatasetStatus",
+    derive = "PartialEq",
     shortname = "dataset",
     category = "fluid",
     printcolumn = r#"{"name":"Ufs Total Size","type":"string","jsonPath":".status.ufsTotal"}"#,

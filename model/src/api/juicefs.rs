@@ -20,6 +20,7 @@ use super::common::{
     kind = "JuiceFSRuntime",
     namespaced,
     status = "RuntimeStatus",
+    derive = "PartialEq",
     shortname = "juicefs",
     category = "fluid",
     scale = r#"{"specReplicasPath":".spec.replicas","statusReplicasPath":".status.currentWorkerNumberScheduled","labelSelectorPath":".status.selector"}"#,
