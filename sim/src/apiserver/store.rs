@@ -319,7 +319,7 @@ pub fn claims_of(pod: &Pod) -> Vec<String> {
 mod tests {
     use std::sync::Arc;
 
-    use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaimVolumeSource, PodSpec, Volume};
+    use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaimVolumeSource, PodSpec, PodStatus, Volume};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
     use proptest::prelude::*;
 
@@ -328,9 +328,27 @@ mod tests {
     /// One write: pod `index` (node, claims bitmask, owner, uid) or node `index` (labels bitmask).
     #[derive(Debug, Clone)]
     enum Write {
-        Pod { index: u8, node: Option<u8>, claims: u8, owner: u8, uid: u8 },
-        Node { index: u8, labels: u8 },
-        RemovePod { index: u8 },
+        Pod {
+            index: u8,
+            node: Option<u8>,
+            claims: u8,
+            owner: u8,
+            uid: u8,
+        },
+        Node {
+            index: u8,
+            labels: u8,
+        },
+        RemovePod {
+            index: u8,
+        },
+        /// A status write or a binding of the stored pod: the new version shares its metadata
+        /// and spec with the old one, as most pod writes do.
+        PodStatusOrBinding {
+            index: u8,
+            node: Option<u8>,
+            phase: u8,
+        },
     }
 
     fn write() -> impl Strategy<Value = Write> {
@@ -339,6 +357,11 @@ mod tests {
                 .prop_map(|(index, node, claims, owner, uid)| Write::Pod { index, node, claims, owner, uid }),
             (0..3u8, 0..8u8).prop_map(|(index, labels)| Write::Node { index, labels }),
             (0..4u8).prop_map(|index| Write::RemovePod { index }),
+            (0..4u8, proptest::option::of(0..3u8), 0..3u8).prop_map(|(index, node, phase)| Write::PodStatusOrBinding {
+                index,
+                node,
+                phase
+            }),
         ]
     }
 
@@ -413,6 +436,19 @@ mod tests {
                     }
                     Write::RemovePod { index } => {
                         store.remove(&ObjectRef::namespaced(Kind::Pod, "default", &format!("pod-{index}")));
+                    }
+                    Write::PodStatusOrBinding { index, node, phase } => {
+                        let key = ObjectRef::namespaced(Kind::Pod, "default", &format!("pod-{index}"));
+                        let Some(mut pod) = store.get(&key).and_then(|o| o.as_pod()).cloned() else { continue };
+                        let writing = Arc::make_mut(&mut pod);
+                        match node {
+                            Some(node) => writing.bind(&format!("node-{node}")),
+                            None => {
+                                let phase = ["Running", "Succeeded", "Failed"][phase as usize];
+                                writing.status = Some(PodStatus { phase: Some(phase.into()), ..PodStatus::default() });
+                            }
+                        }
+                        store.put(Obj::Pod(pod));
                     }
                 }
             }
