@@ -1,6 +1,7 @@
 //! The DaemonSet controller's index of its pods: what a sync reads of each, kept current from the watch.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use model::effect::{CompactString, ObjectRef};
 use model::observed::PodPhase;
@@ -30,14 +31,28 @@ pub struct DaemonPod {
 impl DaemonPod {
     /// Reads a pod.
     pub fn of(pod: &Pod) -> Self {
-        Self {
-            node: super::daemonset::pod_node_target(pod).unwrap_or_default(),
+        let mut summary = Self {
+            node: CompactString::default(),
             revision: pod.metadata.labels.as_ref().and_then(|labels| labels.get(REVISION_LABEL)).cloned(),
             deleting: pod.is_deleting(),
-            failed: pod.phase() == PodPhase::Failed,
-            available: pod.is_available(),
-            ready_running: pod.is_ready() && pod.phase() == PodPhase::Running,
+            failed: false,
+            available: false,
+            ready_running: false,
+        };
+        summary.refresh(pod);
+        summary
+    }
+
+    /// Brings the summary of an earlier version that shares `pod`'s metadata up to date: its node
+    /// and status may have changed, its labels and deletion not.
+    fn refresh(&mut self, pod: &Pod) {
+        let node = super::daemonset::pod_node_target(pod).unwrap_or_default();
+        if self.node != node {
+            self.node = node;
         }
+        self.failed = pod.phase() == PodPhase::Failed;
+        self.available = pod.is_available();
+        self.ready_running = pod.is_ready() && pod.phase() == PodPhase::Running;
     }
 }
 
@@ -51,6 +66,18 @@ pub struct DaemonPods {
 impl DaemonPods {
     /// Files a pod change: out under the old version's DaemonSet owners, in under the new's.
     pub fn observe(&mut self, key: &ObjectRef, old: Option<&Pod>, new: Option<&Pod>) {
+        // A status write or a binding (most pod writes) shares the metadata: same owners, same
+        // labels; the filed summaries are refreshed in place.
+        if let (Some(old), Some(new)) = (old, new)
+            && Arc::ptr_eq(&old.metadata, &new.metadata)
+        {
+            for uid in daemonset_owner_uids(new) {
+                if let Some(summary) = self.by_owner.get_mut(uid).and_then(|pods| pods.get_mut(key)) {
+                    summary.refresh(new);
+                }
+            }
+            return;
+        }
         for uid in old.into_iter().flat_map(daemonset_owner_uids) {
             if let Some(pods) = self.by_owner.get_mut(uid) {
                 pods.remove(key);
@@ -169,6 +196,17 @@ mod tests {
                 ready_running: true,
             }
         );
+
+        // A status write and a binding share the metadata: the summary is refreshed in place.
+        let mut failed = pending.clone();
+        failed.status.as_mut().expect("a status").phase = Some("Failed".into());
+        index.observe(&key("fuse-b"), Some(&pending), Some(&failed));
+        let mut bound = failed.clone();
+        bound.bind("node-2");
+        index.observe(&key("fuse-b"), Some(&failed), Some(&bound));
+        let (_, summary) = index.of("ds-1").nth(1).expect("filed");
+        assert!(summary.failed && summary.node == "node-2" && !summary.available, "{summary:?}");
+        index.observe(&key("fuse-b"), Some(&bound), Some(&pending));
 
         // A deletion keeps it (terminating), a re-parenting moves it, a removal drops it.
         let mut terminating = running.clone();
