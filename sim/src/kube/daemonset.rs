@@ -246,7 +246,7 @@ pub(super) fn should_run(
 }
 
 /// The node a daemon pod runs on or is pinned to.
-pub(crate) fn pod_node_target(pod: &Pod) -> Option<CompactString> {
+pub(super) fn pod_node_target(pod: &Pod) -> Option<CompactString> {
     if let Some(node) = pod.node_name() {
         return Some(node.into());
     }
