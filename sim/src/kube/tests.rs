@@ -52,6 +52,20 @@ fn drain(sim: &mut Sim) {
     panic!("built-in controllers still busy after 10,000 steps: {} tasks queued", sim.kube_queue.len());
 }
 
+/// The pods that are not terminating, as (node, name), sorted.
+fn live_pods(sim: &Sim) -> Vec<(String, String)> {
+    let mut pods: Vec<(String, String)> = sim
+        .api
+        .store
+        .list(Kind::Pod)
+        .filter_map(|o| o.as_pod())
+        .filter(|p| !p.is_deleting())
+        .map(|p| (p.node_name().unwrap_or_default().to_string(), p.metadata.name.clone().unwrap_or_default()))
+        .collect();
+    pods.sort();
+    pods
+}
+
 fn label_node(sim: &mut Sim, node: &str, key: &str) {
     let labels = BTreeMap::from([(key.to_string(), Some("true".to_string()))]);
     sim.api.patch_labels(&ObjectRef::cluster(Kind::Node, node), &labels).expect("label");
@@ -209,19 +223,8 @@ fn a_daemonset_follows_its_nodes_replaces_failed_and_stale_pods_and_counts_them(
             s.updated_number_scheduled.unwrap_or(0),
         )
     };
-    let pods_by_node = |sim: &Sim| {
-        let mut pods: Vec<(String, String)> = sim
-            .api
-            .store
-            .list(Kind::Pod)
-            .filter_map(|o| o.as_pod())
-            .map(|p| (p.node_name().unwrap_or_default().to_string(), p.metadata.name.clone().unwrap_or_default()))
-            .collect();
-        pods.sort();
-        pods
-    };
     assert_eq!(status(&sim), (2, 2, 2, 2), "one running, ready pod per labelled node");
-    let first = pods_by_node(&sim);
+    let first = live_pods(&sim);
 
     // A node that no longer matches loses its pod.
     let unlabel = BTreeMap::from([("fuse-a".to_string(), None)]);
@@ -229,7 +232,7 @@ fn a_daemonset_follows_its_nodes_replaces_failed_and_stale_pods_and_counts_them(
     sim.settle();
     drain(&mut sim);
     assert_eq!(status(&sim), (1, 1, 1, 1));
-    assert_eq!(pods_by_node(&sim), first[..1], "node-a keeps its pod");
+    assert_eq!(live_pods(&sim), first[..1], "node-a keeps its pod");
 
     // A failed pod is replaced.
     let failed = ObjectRef::namespaced(Kind::Pod, "default", &first[0].1);
@@ -239,7 +242,7 @@ fn a_daemonset_follows_its_nodes_replaces_failed_and_stale_pods_and_counts_them(
     });
     sim.settle();
     drain(&mut sim);
-    let replaced = pods_by_node(&sim);
+    let replaced = live_pods(&sim);
     assert_eq!(replaced.len(), 1);
     assert!(replaced[0].0 == "node-a" && replaced[0].1 != first[0].1, "a new pod on node-a: {replaced:?}");
     assert_eq!(status(&sim), (1, 1, 1, 1));
@@ -249,7 +252,7 @@ fn a_daemonset_follows_its_nodes_replaces_failed_and_stale_pods_and_counts_them(
     sim.api.apply(daemonset(serde_json::json!({"fuse-a": "true"}), "juicefs:2"), now).expect("update");
     sim.settle();
     drain(&mut sim);
-    let rolled = pods_by_node(&sim);
+    let rolled = live_pods(&sim);
     assert!(rolled.len() == 1 && rolled[0].1 != replaced[0].1, "rolled: {rolled:?}");
     assert_eq!(status(&sim), (1, 1, 1, 1), "the new pod is of the current revision");
 }
@@ -278,18 +281,7 @@ fn a_daemonset_that_selects_by_node_affinity_follows_label_and_taint_changes() {
     sim.api.apply(Obj::from_manifest(manifest).expect("daemonset"), now).expect("create");
     sim.settle();
     drain(&mut sim);
-    let nodes_with_pods = |sim: &Sim| {
-        let mut nodes: Vec<String> = sim
-            .api
-            .store
-            .list(Kind::Pod)
-            .filter_map(|o| o.as_pod())
-            .filter(|p| !p.is_deleting())
-            .map(|p| p.node_name().unwrap_or_default().to_string())
-            .collect();
-        nodes.sort();
-        nodes
-    };
+    let nodes_with_pods = |sim: &Sim| live_pods(sim).into_iter().map(|(node, _)| node).collect::<Vec<_>>();
     let set_zone = |sim: &mut Sim, node: &str, zone: Option<&str>| {
         let labels = BTreeMap::from([("zone".to_string(), zone.map(str::to_string))]);
         sim.api.patch_labels(&ObjectRef::cluster(Kind::Node, node), &labels).expect("label");
