@@ -460,10 +460,7 @@ impl Sim {
         // A pod version that shares its metadata and spec with the next (a status write or a
         // binding) names the same pairs: map the new one only.
         let same_pod = match (&change.old, &change.new) {
-            (Some(Obj::Pod(old)), Some(Obj::Pod(new))) => {
-                Arc::ptr_eq(&old.metadata, &new.metadata)
-                    && old.spec.as_ref().zip(new.spec.as_ref()).is_some_and(|(a, b)| Arc::ptr_eq(a, b))
-            }
+            (Some(Obj::Pod(old)), Some(Obj::Pod(new))) => old.shares_metadata(new) && old.shares_spec(new),
             _ => false,
         };
         let old = change.old.iter().filter(|_| !same_pod);

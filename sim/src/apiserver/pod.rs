@@ -114,6 +114,18 @@ impl Pod {
         self.node_name = Some(node.to_string());
     }
 
+    /// True when both versions hold the very same metadata: a status write or a binding made
+    /// one from the other, so nothing in the metadata (labels, owners, deletion) changed.
+    pub fn shares_metadata(&self, other: &Pod) -> bool {
+        Arc::ptr_eq(&self.metadata, &other.metadata)
+    }
+
+    /// True when both versions hold the very same shared spec (its volumes, hence its claims,
+    /// are the same; `nodeName` and `affinity` are kept beside it and may differ).
+    pub fn shares_spec(&self, other: &Pod) -> bool {
+        self.spec.as_ref().zip(other.spec.as_ref()).is_some_and(|(a, b)| Arc::ptr_eq(a, b))
+    }
+
     /// True when both versions have the same spec; versions that share it compare in O(1).
     pub fn same_spec(&self, other: &Pod) -> bool {
         self.node_name == other.node_name
@@ -198,6 +210,9 @@ mod tests {
         Arc::make_mut(&mut spec_write).metadata_mut().labels = Some([("a".to_string(), "b".to_string())].into());
         assert!(binding.metadata.labels.is_none(), "a metadata write copies it");
         assert!(!spec_write.same_spec(&binding));
+        assert!(binding.shares_metadata(&first) && binding.shares_spec(&first), "a binding shares both");
+        assert!(!spec_write.shares_spec(&binding) && !spec_write.shares_metadata(&binding));
+        assert!(!Pod::default().shares_spec(&Pod::default()), "no spec is not a shared one");
         assert_eq!(spec_write.to_kube().spec.unwrap().node_name.as_deref(), Some("node-2"));
         // A pod with neither spec nor node has no spec in its manifest.
         assert_eq!(Pod::default().to_kube().spec, None);

@@ -153,8 +153,7 @@ impl Store {
     fn reindex(&mut self, key: &ObjectRef, old: &Obj, new: &Obj) {
         let (old_meta, new_meta) = (old.meta(), new.meta());
         // Pod versions share their metadata until it is written: then nothing in it moved.
-        let same_meta =
-            matches!((old, new), (Obj::Pod(a), Obj::Pod(b)) if std::sync::Arc::ptr_eq(&a.metadata, &b.metadata));
+        let same_meta = matches!((old, new), (Obj::Pod(a), Obj::Pod(b)) if a.shares_metadata(b));
         if !same_meta && old_meta.uid != new_meta.uid {
             if let Some(uid) = &old_meta.uid
                 && self.by_uid.get(uid) == Some(key)

@@ -1,7 +1,6 @@
 //! The DaemonSet controller's index of its pods: what a sync reads of each, kept current from the watch.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use model::effect::{CompactString, ObjectRef};
 use model::observed::PodPhase;
@@ -69,7 +68,7 @@ impl DaemonPods {
         // A status write or a binding (most pod writes) shares the metadata: same owners, same
         // labels; the filed summaries are refreshed in place.
         if let (Some(old), Some(new)) = (old, new)
-            && Arc::ptr_eq(&old.metadata, &new.metadata)
+            && old.shares_metadata(new)
         {
             for uid in daemonset_owner_uids(new) {
                 if let Some(summary) = self.by_owner.get_mut(uid).and_then(|pods| pods.get_mut(key)) {

@@ -95,7 +95,7 @@ fn kubelet_cares(change: &Change) -> bool {
     else {
         return true;
     };
-    let same_meta = Arc::ptr_eq(&old.metadata, &new.metadata);
+    let same_meta = old.shares_metadata(new);
     old.node_name() != new.node_name()
         || (!same_meta
             && (old.metadata.uid != new.metadata.uid

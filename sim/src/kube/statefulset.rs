@@ -34,15 +34,14 @@ pub fn pod_from_template(
     owner: OwnerReference,
     extra_labels: BTreeMap<String, String>,
 ) -> Pod {
-    let meta = template_metadata;
-    let mut labels = meta.and_then(|m| m.labels.clone()).unwrap_or_default();
+    let mut labels = template_metadata.and_then(|m| m.labels.clone()).unwrap_or_default();
     labels.extend(extra_labels);
     Pod::from(k8s_openapi::api::core::v1::Pod {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some(namespace.to_string()),
             labels: Some(labels),
-            annotations: meta.and_then(|m| m.annotations.clone()),
+            annotations: template_metadata.and_then(|m| m.annotations.clone()),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },

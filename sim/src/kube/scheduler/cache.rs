@@ -223,7 +223,7 @@ impl SchedulerCache {
             && let Some(slot) = self.pods[*id as usize].as_mut()
             && counted(pod).is_some_and(|node| node == self.nodes[slot.node as usize].name)
             // Versions share their metadata until it changes: most writes need no label compare.
-            && (Arc::ptr_eq(&slot.pod.metadata, &pod.metadata) || slot.pod.metadata.labels == pod.metadata.labels)
+            && (slot.pod.shares_metadata(pod) || slot.pod.metadata.labels == pod.metadata.labels)
             && slot.pod.same_spec(pod)
         {
             slot.pod = pod.clone();
