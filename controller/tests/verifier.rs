@@ -80,16 +80,16 @@ async fn execute_all(
     (result, created, seen)
 }
 
+/// The seed runtime's worker StatefulSet, as the model names it.
+fn worker_statefulset() -> StatefulSet {
+    let metadata =
+        ObjectMeta { name: Some("jfsdemo-juicefs-worker".into()), namespace: Some(NS.into()), ..Default::default() };
+    StatefulSet { metadata, ..Default::default() }
+}
+
 #[tokio::test]
 async fn apply_is_a_forced_server_side_apply_by_ferrofluid() {
-    let sts = StatefulSet {
-        metadata: ObjectMeta {
-            name: Some("jfsdemo-juicefs-worker".into()),
-            namespace: Some(NS.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let sts = worker_statefulset();
     let effect = Effect::Apply(Object::StatefulSet(Box::new(sts)));
     let (result, seen) =
         execute_one(effect, observed_seed(&[]), vec![(200, answer("StatefulSet", "apps/v1", "7"))]).await;
@@ -291,15 +291,8 @@ async fn losing_the_lease_stops_before_the_next_request() {
 
 #[tokio::test]
 async fn applies_record_the_objects_they_created_and_not_those_already_observed() {
-    let workers = StatefulSet {
-        metadata: ObjectMeta {
-            name: Some("jfsdemo-juicefs-worker".into()),
-            namespace: Some(NS.into()),
-            resource_version: Some("3".into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let mut workers = worker_statefulset();
+    workers.metadata.resource_version = Some("3".into());
     let volume = k8s_openapi::api::core::v1::PersistentVolume {
         metadata: ObjectMeta { name: Some(format!("{NS}-{NAME}")), ..Default::default() },
         ..Default::default()

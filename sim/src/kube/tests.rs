@@ -72,6 +72,18 @@ fn label_node(sim: &mut Sim, node: &str, key: &str) {
     sim.settle();
 }
 
+/// Two nodes labelled `fuse-a`, the DaemonSet selecting them applied, and every task run.
+fn fuse_daemonset_on_two_labelled_nodes() -> Sim {
+    let mut sim = cluster(&["node-a", "node-b"]);
+    label_node(&mut sim, "node-a", "fuse-a");
+    label_node(&mut sim, "node-b", "fuse-a");
+    let now = sim.clock.wall();
+    sim.api.apply(daemonset(serde_json::json!({"fuse-a": "true"}), "juicefs:1"), now).expect("create");
+    sim.settle();
+    drain(&mut sim);
+    sim
+}
+
 #[test]
 fn a_workloads_status_write_does_not_requeue_it_but_a_spec_change_does() {
     let mut sim = cluster(&["node-a"]);
@@ -169,13 +181,7 @@ fn pvc_protection_follows_pods_coming_completing_and_going_but_not_status_writes
 
 #[test]
 fn daemon_pods_share_one_spec_and_each_is_pinned_to_its_node() {
-    let mut sim = cluster(&["node-a", "node-b"]);
-    label_node(&mut sim, "node-a", "fuse-a");
-    label_node(&mut sim, "node-b", "fuse-a");
-    let now = sim.clock.wall();
-    sim.api.apply(daemonset(serde_json::json!({"fuse-a": "true"}), "juicefs:1"), now).expect("create");
-    sim.settle();
-    drain(&mut sim);
+    let sim = fuse_daemonset_on_two_labelled_nodes();
     let pods: Vec<Arc<crate::apiserver::Pod>> =
         sim.api.store.list(Kind::Pod).filter_map(|o| o.as_pod()).cloned().collect();
     assert_eq!(pods.len(), 2);
@@ -206,13 +212,7 @@ fn daemon_pods_share_one_spec_and_each_is_pinned_to_its_node() {
 
 #[test]
 fn a_daemonset_follows_its_nodes_replaces_failed_and_stale_pods_and_counts_them() {
-    let mut sim = cluster(&["node-a", "node-b"]);
-    label_node(&mut sim, "node-a", "fuse-a");
-    label_node(&mut sim, "node-b", "fuse-a");
-    let now = sim.clock.wall();
-    sim.api.apply(daemonset(serde_json::json!({"fuse-a": "true"}), "juicefs:1"), now).expect("create");
-    sim.settle();
-    drain(&mut sim);
+    let mut sim = fuse_daemonset_on_two_labelled_nodes();
     let status = |sim: &Sim| {
         let ds = sim.api.store.get(&ds_key()).and_then(|o| o.as_daemonset()).cloned().expect("the DaemonSet");
         let s = ds.status.clone().expect("a status");
