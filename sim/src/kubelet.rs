@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use model::effect::{Kind, ObjectRef};
 use model::node::{
-    AccessMode, Capability, MountPlan, PathState, PublishRecord, PublishRequest, PublishStep, RecoverStep, StageRecord,
+    MountPlan, PathState, PublishRecord, PublishRequest, PublishStep, RecoverStep, StageRecord,
     StageRequest, UnpublishRequest, UnpublishStep, UnstageRequest, count_volume_bind_mounts, plan_publish,
     plan_recover, plan_stage, plan_unpublish, plan_unstage,
 };
@@ -55,11 +55,11 @@ pub enum RunPhase {
 /// One CSI volume of a pod, as the kubelet tracks it.
 #[derive(Debug, Clone)]
 pub struct VolumeRun {
-    /// The NodePublishVolume request the kubelet sends for it, built once: the PV name as
-    /// volume id, the PV's volume attributes as context, the kubelet's staging path, the pod's
-    /// target path, the capability from the access modes, and whether the pod mounts it
-    /// read-only. NodeStageVolume reads the same fields.
+    /// The NodePublishVolume request the kubelet sends for it, built once by kubelet's rules
+    /// (`model::node::kubelet::pod_csi_volume`).
     pub request: PublishRequest,
+    /// The NodeStageVolume request, built by the same rules.
+    pub stage: StageRequest,
     /// NodePublish succeeded.
     pub published: bool,
     /// What the CSI plugin remembers of the publish, for FUSE recovery.
@@ -122,25 +122,6 @@ impl NodeSim {
         self.pods.clear();
         self.csi_up = true;
     }
-}
-
-/// CSI capability for a PV's access modes.
-fn capability_for(access_modes: &[String]) -> Capability {
-    let mode = match access_modes.first().map(String::as_str) {
-        Some("ReadWriteMany") => AccessMode::MultiNodeMultiWriter,
-        Some("ReadWriteOnce") => AccessMode::SingleNodeWriter,
-        Some("ReadWriteOncePod") => AccessMode::SingleNodeSingleWriter,
-        _ => AccessMode::MultiNodeReaderOnly,
-    };
-    Capability::mount(mode)
-}
-
-/// Kubelet's global staging path of a CSI volume.
-fn staging_path(volume_id: &str) -> String {
-    format!(
-        "/var/lib/kubelet/plugins/kubernetes.io/csi/{CSI_DRIVER}/{:08x}/globalmount",
-        model::labels::fnv1a_32(volume_id.as_bytes())
-    )
 }
 
 enum Setup {
@@ -323,7 +304,7 @@ impl Sim {
     /// Resolves a pod's PVC volumes to CSI volumes. None while a PVC or PV is missing.
     fn resolve_volumes(&mut self, key: &ObjectRef, pod: &Pod) -> Option<Vec<VolumeRun>> {
         let mut out = Vec::new();
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let identity = model::node::kubelet::PodIdentity::of(&pod.metadata, pod.spec.as_deref());
         for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
             let Some(claim) = &volume.persistent_volume_claim else { continue };
             let pvc = self
@@ -337,16 +318,13 @@ impl Sim {
             if csi.driver != CSI_DRIVER {
                 continue;
             }
-            let access_modes = pv.spec.as_ref().and_then(|s| s.access_modes.clone()).unwrap_or_default();
-            let request = PublishRequest {
-                volume_id: csi.volume_handle.clone(),
-                staging_target_path: staging_path(&csi.volume_handle),
-                target_path: format!("/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~csi/{pv_name}/mount"),
-                capability: Some(capability_for(&access_modes)),
-                readonly: claim.read_only.unwrap_or(false),
-                volume_context: csi.volume_attributes.clone().unwrap_or_default(),
-            };
-            out.push(VolumeRun { request, published: false, record: None });
+            let Some(csi_volume) = model::node::kubelet::pod_csi_volume(&identity, volume, pv, true) else { continue };
+            out.push(VolumeRun {
+                request: csi_volume.publish,
+                stage: csi_volume.stage,
+                published: false,
+                record: None,
+            });
         }
         Some(out)
     }
@@ -399,12 +377,7 @@ impl Sim {
     }
 
     fn stage(&mut self, node: &str, volume: &VolumeRun) -> Result<(), String> {
-        let request = StageRequest {
-            volume_id: volume.request.volume_id.clone(),
-            staging_target_path: volume.request.staging_target_path.clone(),
-            capability: volume.request.capability.clone(),
-            volume_context: volume.request.volume_context.clone(),
-        };
+        let request = volume.stage.clone();
         let fluid_path = volume.request.volume_context.get(ATTR_FLUID_PATH).cloned().unwrap_or_default();
         let fluid_state = self.nodes[node].mounts.state(&fluid_path);
         let plan = plan_stage(&request, fluid_state)
@@ -606,8 +579,8 @@ impl Sim {
                 self.kick_at(KubeTask::Recover(node.into()), at_ms);
                 return;
             }
-            let request =
-                UnstageRequest { volume_id: volume_id.clone(), staging_target_path: staging_path(&volume_id) };
+            let staging_target_path = model::node::kubelet::staging_path(CSI_DRIVER, &volume_id);
+            let request = UnstageRequest { volume_id: volume_id.clone(), staging_target_path };
             let state = &self.nodes[node];
             let record = state.stage_records.get(&volume_id).cloned();
             let remaining = record

@@ -33,9 +33,9 @@ pub struct JuiceFSRuntimeSpec {
     /// Image of the workers (and of the FUSE client unless `fuse.image` is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub juicefs_version: Option<VersionSpec>,
-    /// Users to create in the containers.
+    /// The image that creates users in the containers (Fluid's `InitUsersSpec`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub init_users: Option<serde_json::Value>,
+    pub init_users: Option<InitUsersSpec>,
     /// Master (JuiceFS has none; kept for compatibility).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master: Option<ComponentSpec>,
@@ -76,6 +76,28 @@ pub struct JuiceFSRuntimeSpec {
     /// Cache cleaning and metadata sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub management: Option<RuntimeManagement>,
+}
+
+/// The init container that creates users for the runtime (Fluid's `InitUsersSpec`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InitUsersSpec {
+    /// Image repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Image tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_tag: Option<String>,
+    /// `Always`, `IfNotPresent` or `Never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Always", "IfNotPresent", "Never"]))]
+    pub image_pull_policy: Option<String>,
+    /// Environment variables, name to value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Resource requests and limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
 }
 
 /// The JuiceFS FUSE client.

@@ -7,7 +7,7 @@ pub mod juicefs;
 
 pub use common::{FuseCleanPolicy, Level, MediumType, RuntimeCondition, RuntimePhase, RuntimeStatus, TieredStore};
 pub use dataset::{Dataset, DatasetCondition, DatasetPhase, DatasetSpec, DatasetStatus, Mount, Placement};
-pub use juicefs::{JuiceFSFuseSpec, JuiceFSRuntime, JuiceFSRuntimeSpec};
+pub use juicefs::{InitUsersSpec, JuiceFSFuseSpec, JuiceFSRuntime, JuiceFSRuntimeSpec};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

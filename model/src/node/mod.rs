@@ -27,6 +27,7 @@
 //! Observations come from [`parse_mountinfo`] plus a `stat` outcome ([`PathProbe`]), combined
 //! by [`classify_path`] into a [`PathState`].
 
+pub mod kubelet;
 mod mountinfo;
 mod plan;
 mod recover;
