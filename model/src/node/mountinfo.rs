@@ -1,6 +1,6 @@
 //! Observing mounts: a `/proc/self/mountinfo` parser and the classification of one path.
 
-use super::request::is_within;
+use super::request::{FuseType, is_within};
 
 /// One line of `/proc/<pid>/mountinfo` (see `proc(5)`), with octal escapes decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +110,36 @@ pub fn classify_path(mounts: &[MountEntry], path: &str, probe: PathProbe) -> Pat
         (PathProbe::Missing, None) => PathState::Absent,
         (PathProbe::Missing | PathProbe::OtherError, Some(_)) => PathState::Broken,
         (PathProbe::OtherError, None) => PathState::Unmounted,
+    }
+}
+
+/// The topmost mount at `path` (the last one mountinfo lists there), if any.
+pub fn topmost_mount<'a>(mounts: &'a [MountEntry], path: &str) -> Option<&'a MountEntry> {
+    let path = trim_end(path);
+    mounts.iter().rev().find(|entry| trim_end(&entry.mount_point) == path)
+}
+
+/// Classifies the FUSE mount point `fluid_path` for publish: as [`classify_path`] does, except
+/// that a healthy mount of a filesystem `expected` does not accept (a stale tmpfs, an empty bind
+/// of a host directory) is [`PathState::Unmounted`]: there is nothing there publish may bind.
+pub fn classify_fuse_path(mounts: &[MountEntry], path: &str, probe: PathProbe, expected: &FuseType) -> PathState {
+    match classify_path(mounts, path, probe) {
+        PathState::Mounted { .. } if !topmost_mount(mounts, path).is_some_and(|m| expected.accepts(&m.fs_type)) => {
+            PathState::Unmounted
+        }
+        state => state,
+    }
+}
+
+/// What is at the FUSE mount point `path`, for messages: the topmost mount's filesystem type and
+/// source, or that nothing is mounted there.
+pub fn describe_fuse_path(mounts: &[MountEntry], path: &str, expected: &FuseType) -> String {
+    match topmost_mount(mounts, path) {
+        Some(entry) if expected.accepts(&entry.fs_type) => format!("a {} mount of {}", entry.fs_type, entry.source),
+        Some(entry) => {
+            format!("a {} mount of {}, which is not {expected}", entry.fs_type, entry.source)
+        }
+        None => format!("no mount, waiting for {expected}"),
     }
 }
 

@@ -186,7 +186,8 @@ pub struct NodeLabel {
 pub struct VolumeContext {
     /// Absolute host path of the FUSE mount point.
     pub fluid_path: String,
-    /// The FUSE mount type, informational (e.g. `JuiceFS`).
+    /// The PV's `mount_type` (e.g. `JuiceFS`): which filesystem type the FUSE mount at
+    /// `fluid_path` must have ([`VolumeContext::fuse_type`]).
     pub mount_type: Option<String>,
     /// The normalized sub path to publish instead of the root, if any (no `.`, `..` or `/` ends).
     pub sub_path: Option<String>,
@@ -209,12 +210,82 @@ impl VolumeContext {
         })
     }
 
+    /// The filesystem type publish waits for at `fluid_path`.
+    pub fn fuse_type(&self) -> FuseType {
+        FuseType::of(self.mount_type.as_deref())
+    }
+
     /// The directory to bind-mount: `fluid_path[/sub_path]`.
     pub fn source(&self) -> String {
         match &self.sub_path {
             Some(sub) => format!("{}/{sub}", self.fluid_path),
             None => self.fluid_path.clone(),
         }
+    }
+}
+
+/// The filesystem type a FUSE mount at `fluid_path` must have before publish binds it, so that
+/// a stale tmpfs or an empty bind of a host directory there never passes as the dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FuseType {
+    /// Exactly this type, e.g. `fuse.juicefs`.
+    Exact(String),
+    /// Any FUSE filesystem: `fuse`, `fuseblk` or `fuse.<subtype>`.
+    AnyFuse,
+}
+
+impl FuseType {
+    /// The type for the PV's `mount_type`: `JuiceFS` (Fluid's JuiceFS mount type, any case) is
+    /// `fuse.juicefs`, the type JuiceFS mounts with; a `mount_type` that already names a FUSE
+    /// type (`fuse.<subtype>`) is that type; anything else, or none, accepts any FUSE type.
+    pub fn of(mount_type: Option<&str>) -> Self {
+        match mount_type.map(str::trim) {
+            Some(kind) if kind.eq_ignore_ascii_case("juicefs") => Self::Exact("fuse.juicefs".to_string()),
+            Some(kind) if kind.starts_with("fuse.") && kind.len() > "fuse.".len() => Self::Exact(kind.to_string()),
+            _ => Self::AnyFuse,
+        }
+    }
+
+    /// Whether a mount of filesystem type `fs_type` (mountinfo's field after `-`) is acceptable.
+    pub fn accepts(&self, fs_type: &str) -> bool {
+        match self {
+            Self::Exact(expected) => fs_type == expected,
+            Self::AnyFuse => fs_type == "fuse" || fs_type == "fuseblk" || fs_type.starts_with("fuse."),
+        }
+    }
+}
+
+impl fmt::Display for FuseType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exact(expected) => f.write_str(expected),
+            Self::AnyFuse => f.write_str("a FUSE filesystem (fuse, fuseblk or fuse.*)"),
+        }
+    }
+}
+
+/// The Dataset a volume serves, on which FUSE recovery records its events. Fluid names a
+/// runtime after its dataset, so the PV's `runtime_namespace` and `runtime_name` name it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DatasetRef {
+    /// The dataset's namespace.
+    pub namespace: String,
+    /// The dataset's name.
+    pub name: String,
+}
+
+impl DatasetRef {
+    /// The dataset named by a volume context, `None` when either attribute is missing.
+    pub fn from_volume_context(ctx: &BTreeMap<String, String>) -> Option<Self> {
+        let namespace = non_empty(ctx, ATTR_RUNTIME_NAMESPACE)?;
+        let name = non_empty(ctx, ATTR_RUNTIME_NAME)?;
+        Some(Self { namespace: namespace.trim().to_string(), name: name.trim().to_string() })
+    }
+}
+
+impl fmt::Display for DatasetRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
     }
 }
 

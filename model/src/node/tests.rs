@@ -398,3 +398,57 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_fuse_type_follows_the_pvs_mount_type() {
+    assert_eq!(FuseType::of(Some("JuiceFS")), FuseType::Exact("fuse.juicefs".into()));
+    assert_eq!(FuseType::of(Some("juicefs")), FuseType::Exact("fuse.juicefs".into()));
+    assert_eq!(FuseType::of(Some("fuse.alluxio-fuse")), FuseType::Exact("fuse.alluxio-fuse".into()));
+    assert_eq!(FuseType::of(Some("fuse.")), FuseType::AnyFuse);
+    assert_eq!(FuseType::of(None), FuseType::AnyFuse);
+    let juicefs = FuseType::of(Some("JuiceFS"));
+    assert!(juicefs.accepts("fuse.juicefs"));
+    assert!(!juicefs.accepts("fuse.sshfs") && !juicefs.accepts("tmpfs"));
+    for fuse in ["fuse", "fuseblk", "fuse.juicefs", "fuse.sshfs"] {
+        assert!(FuseType::AnyFuse.accepts(fuse), "{fuse}");
+    }
+    for other in ["tmpfs", "ext4", "overlay", "fusectl"] {
+        assert!(!FuseType::AnyFuse.accepts(other), "{other}");
+    }
+}
+
+#[test]
+fn a_tmpfs_or_a_plain_bind_at_fluid_path_is_no_fuse_mount_and_publish_waits() {
+    let juicefs = FuseType::of(Some("JuiceFS"));
+    let mut mounts = parse_mountinfo(MOUNTINFO);
+    assert_eq!(classify_fuse_path(&mounts, FLUID, PathProbe::Present, &juicefs), MOUNTED);
+    let fuse = mounts.iter().position(|m| m.mount_point == FLUID).unwrap();
+    for (fs_type, source) in [("tmpfs", "tmpfs"), ("ext4", "/dev/sda1")] {
+        mounts[fuse].fs_type = fs_type.into();
+        mounts[fuse].source = source.into();
+        let state = classify_fuse_path(&mounts, FLUID, PathProbe::Present, &juicefs);
+        assert_eq!(state, PathState::Unmounted, "{fs_type}");
+        assert_eq!(
+            plan_publish(&mk_publish(mk_ctx(&[])), state, PathState::Absent).unwrap(),
+            PublishStep::WaitForFuse { fluid_path: FLUID.into() }
+        );
+        let found = describe_fuse_path(&mounts, FLUID, &juicefs);
+        assert!(found.contains(fs_type) && found.contains("fuse.juicefs"), "{found}");
+    }
+    // Broken stays broken, absent stays absent: only a healthy mount of the wrong type changes.
+    assert_eq!(classify_fuse_path(&mounts, FLUID, PathProbe::NotConnected, &juicefs), PathState::Broken);
+    assert_eq!(classify_fuse_path(&mounts, "/mnt/none", PathProbe::Missing, &juicefs), PathState::Absent);
+    assert!(describe_fuse_path(&mounts, "/mnt/none", &juicefs).contains("no mount"));
+}
+
+#[test]
+fn the_dataset_of_a_volume_is_its_runtime() {
+    let ctx = mk_ctx(&[]);
+    assert_eq!(
+        DatasetRef::from_volume_context(&ctx),
+        Some(DatasetRef { namespace: "default".into(), name: "jfsdemo".into() })
+    );
+    let mut no_name = ctx.clone();
+    no_name.insert(ATTR_RUNTIME_NAME.into(), " ".into());
+    assert_eq!(DatasetRef::from_volume_context(&no_name), None);
+}
