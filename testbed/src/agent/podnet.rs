@@ -1,0 +1,148 @@
+//! The pod network: a host bridge `ffbr0` (10.244.0.1/16), one network namespace per pod with a
+//! veth on the bridge and an address from its node's /24, and the `kubernetes` Service VIP
+//! (10.0.0.1:443) forwarded to the API server on 127.0.0.1, which is how pods reach it.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::net::{TcpListener, TcpStream};
+
+use super::cmd::run;
+use crate::error::{Error, Result};
+
+/// The bridge's name.
+pub const BRIDGE: &str = "ffbr0";
+/// The bridge's address: the pods' gateway.
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
+/// The `kubernetes` Service's cluster IP (the first of the control plane's service range).
+pub const SERVICE_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+/// The port of the `kubernetes` Service.
+pub const SERVICE_PORT: u16 = 443;
+/// Prefix of the agent's network namespaces, so that a new agent can clear an old one's.
+const NETNS_PREFIX: &str = "ffpod-";
+
+/// A node's pod addresses: 10.244.<index>.0/24.
+#[derive(Debug)]
+pub struct NodeSubnet {
+    index: u8,
+    used: Mutex<BTreeSet<u8>>,
+}
+
+impl NodeSubnet {
+    /// The subnet of the node numbered `index` (1 to 250).
+    pub fn new(index: u8) -> Self {
+        Self { index, used: Mutex::new(BTreeSet::new()) }
+    }
+
+    /// The node's `spec.podCIDR`.
+    pub fn cidr(&self) -> String {
+        format!("10.244.{}.0/24", self.index)
+    }
+
+    fn take(&self) -> Option<Ipv4Addr> {
+        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        let host = (2..=254).find(|h| !used.contains(h))?;
+        used.insert(host);
+        Some(Ipv4Addr::new(10, 244, self.index, host))
+    }
+
+    fn give_back(&self, ip: Ipv4Addr) {
+        self.used.lock().unwrap_or_else(PoisonError::into_inner).remove(&ip.octets()[3]);
+    }
+}
+
+/// One pod's network namespace.
+#[derive(Debug)]
+pub struct PodNet {
+    /// The namespace's name (`ip netns`).
+    pub name: String,
+    /// The pod's IP.
+    pub ip: Ipv4Addr,
+    subnet: Arc<NodeSubnet>,
+}
+
+impl PodNet {
+    /// The namespace's file, for `nsenter --net=`.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+
+    /// Deletes the namespace (its veth goes with it) and frees the address.
+    pub async fn delete(self) {
+        if let Err(err) = run("ip", &["netns", "delete", &self.name]).await {
+            tracing::warn!(netns = %self.name, %err, "cannot delete the pod's network namespace");
+        }
+        self.subnet.give_back(self.ip);
+    }
+}
+
+/// Creates the bridge with the gateway and the Service VIP on it (idempotent), and deletes the
+/// network namespaces an earlier agent left.
+pub async fn setup_bridge() -> Result<()> {
+    for netns in run("ip", &["netns", "list"]).await.unwrap_or_default().lines() {
+        let name = netns.split_whitespace().next().unwrap_or_default();
+        if name.starts_with(NETNS_PREFIX) {
+            let _ = run("ip", &["netns", "delete", name]).await;
+        }
+    }
+    if run("ip", &["link", "show", BRIDGE]).await.is_err() {
+        run("ip", &["link", "add", BRIDGE, "type", "bridge"]).await?;
+    }
+    let addresses = run("ip", &["-4", "addr", "show", "dev", BRIDGE]).await?;
+    for address in [format!("{GATEWAY}/16"), format!("{SERVICE_VIP}/32")] {
+        if !addresses.contains(&format!("inet {address}")) {
+            run("ip", &["addr", "add", &address, "dev", BRIDGE]).await?;
+        }
+    }
+    run("ip", &["link", "set", BRIDGE, "up"]).await?;
+    Ok(())
+}
+
+/// Creates a network namespace for a pod of the node with `subnet`; `tag` names it.
+pub async fn create(subnet: &Arc<NodeSubnet>, tag: &str) -> Result<PodNet> {
+    let ip = subnet.take().ok_or_else(|| Error::NotReady {
+        reason: "FailedCreatePodSandBox",
+        message: format!("no free address in {}", subnet.cidr()),
+    })?;
+    let [_, _, node, host] = ip.octets();
+    let name = format!("{NETNS_PREFIX}{node}-{host}-{tag}");
+    let veth = format!("ffv{node}x{host}");
+    let result = async {
+        run("ip", &["netns", "add", &name]).await?;
+        run("ip", &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &name]).await?;
+        run("ip", &["link", "set", &veth, "master", BRIDGE, "up"]).await?;
+        run("ip", &["-n", &name, "addr", "add", &format!("{ip}/16"), "dev", "eth0"]).await?;
+        run("ip", &["-n", &name, "link", "set", "eth0", "up"]).await?;
+        run("ip", &["-n", &name, "link", "set", "lo", "up"]).await?;
+        run("ip", &["-n", &name, "route", "add", "default", "via", &GATEWAY.to_string()]).await?;
+        Ok::<(), Error>(())
+    }
+    .await;
+    let net = PodNet { name, ip, subnet: Arc::clone(subnet) };
+    match result {
+        Ok(()) => Ok(net),
+        Err(err) => {
+            net.delete().await;
+            Err(err)
+        }
+    }
+}
+
+/// Forwards the Service VIP to the API server at `apiserver` until the task is dropped.
+pub async fn serve_service_vip(apiserver: SocketAddr) -> Result<()> {
+    let address = SocketAddr::from((SERVICE_VIP, SERVICE_PORT));
+    let listener = TcpListener::bind(address).await.map_err(|e| Error::io("listen", address.to_string(), e))?;
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else { continue };
+        tokio::spawn(async move {
+            match TcpStream::connect(apiserver).await {
+                Ok(mut outbound) => {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+                Err(err) => tracing::warn!(%apiserver, %err, "the Service VIP cannot reach the API server"),
+            }
+        });
+    }
+}
