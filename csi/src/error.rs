@@ -16,12 +16,14 @@ pub enum CsiError {
     #[error("an operation on {0} is already in flight; retry later")]
     Aborted(String),
     /// The FUSE mount did not become ready in time.
-    #[error("timeout after {waited_ms} ms waiting for the FUSE mount point {path} to be ready")]
+    #[error("timeout after {waited_ms} ms waiting for the FUSE mount point {path} to be ready: found {found}")]
     FuseMountTimeout {
         /// The `fluid_path` waited for.
         path: String,
         /// How long the call waited.
         waited_ms: u64,
+        /// What was at `path` at the last look, e.g. a tmpfs mount where fuse.juicefs belongs.
+        found: String,
     },
     /// A system call on a path failed.
     #[error("{op} {path}: {source}")]
@@ -43,25 +45,32 @@ pub enum CsiError {
         /// The error.
         source: std::io::Error,
     },
-    /// The path does not exist (`NodeGetVolumeStats`).
-    #[error("{0} does not exist")]
+    /// The path or volume does not exist (`NodeGetVolumeStats`, `ValidateVolumeCapabilities`).
+    #[error("{0}")]
     NotFound(String),
-    /// Patching the node's labels failed.
-    #[error("patching labels of node {node}: {source}")]
+    /// A request to the API server failed.
+    #[error("{what}: {source}")]
     Kube {
-        /// The node.
-        node: String,
+        /// What was asked, naming the object.
+        what: String,
         /// The client error.
         source: Box<kube::Error>,
     },
+    /// The call needs the API server and the plugin has no client configuration (CSI:
+    /// `UNAVAILABLE`, the CO retries).
+    #[error("no Kubernetes API client: {0}")]
+    NoApiserver(String),
     /// A stored stage record could not be read.
-    #[error("stage record {path}: {reason}")]
+    #[error("record {path}: {reason}")]
     State {
         /// The record's file.
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
     },
+    /// A capacity range the controller cannot serve (CSI: `OUT_OF_RANGE`).
+    #[error("{0}")]
+    OutOfRange(String),
     /// The plugin's configuration is unusable.
     #[error("configuration: {0}")]
     Config(String),
@@ -96,7 +105,8 @@ impl CsiError {
                 _ => Code::Internal,
             },
             CsiError::NotFound(_) => Code::NotFound,
-            CsiError::Kube { .. } => Code::Unavailable,
+            CsiError::OutOfRange(_) => Code::OutOfRange,
+            CsiError::Kube { .. } | CsiError::NoApiserver(_) => Code::Unavailable,
             CsiError::Io { .. } | CsiError::State { .. } | CsiError::Config(_) | CsiError::Internal(_) => {
                 Code::Internal
             }

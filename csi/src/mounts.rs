@@ -121,12 +121,11 @@ impl MountWatch {
     }
 }
 
-/// Executes a bind-mount plan: `mkdir -p` the target (0750), check that the source resolves
-/// inside `fluid_path` (a symlink in the dataset must not publish a host directory), bind, and
-/// remount read-only when asked.
-pub async fn bind_mount(plan: &MountPlan, fluid_path: &Path) -> Result<()> {
+/// Checks that the plan's source resolves to a directory inside `fluid_path` (a symlink in the
+/// dataset must not publish a host directory); a missing one is `FAILED_PRECONDITION` naming
+/// `volume_context.fluid_sub_path`.
+async fn check_source(plan: &MountPlan, fluid_path: &Path) -> Result<()> {
     let source = PathBuf::from(&plan.source);
-    let target = PathBuf::from(&plan.target);
     let fluid = fluid_path.to_path_buf();
     let resolved = blocking("resolve", &source, PROBE_TIMEOUT, {
         let source = source.clone();
@@ -147,36 +146,101 @@ pub async fn bind_mount(plan: &MountPlan, fluid_path: &Path) -> Result<()> {
                 )
                 .into());
             }
+            Ok(())
         }
-        (Err(err), _) if err.kind() == std::io::ErrorKind::NotFound => {
-            return Err(model::node::Refusal::precondition(
-                format!("volume_context.{}", model::volume::ATTR_SUB_PATH),
-                format!("{} does not exist under the FUSE mount {}", plan.source, fluid_path.display()),
-            )
-            .into());
-        }
+        (Err(err), _) if err.kind() == std::io::ErrorKind::NotFound => Err(model::node::Refusal::precondition(
+            format!("volume_context.{}", model::volume::ATTR_SUB_PATH),
+            format!("{} does not exist under the FUSE mount {}", plan.source, fluid_path.display()),
+        )
+        .into()),
         (Err(source_err), _) | (_, Err(source_err)) => {
-            return Err(CsiError::Io { op: "resolve", path: source, source: source_err });
+            Err(CsiError::Io { op: "resolve", path: source, source: source_err })
         }
     }
+}
+
+/// `mount --bind source target`.
+async fn bind(source: &Path, target: &Path) -> Result<()> {
+    let (src, tgt) = (source.to_path_buf(), target.to_path_buf());
+    blocking("bind-mount", target, PROBE_TIMEOUT, move || {
+        nix::mount::mount(Some(&src), &tgt, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+    })
+    .await?
+    .map_err(|source| CsiError::Sys { op: "bind-mount", path: target.to_path_buf(), source })
+}
+
+/// Executes a bind-mount plan: `mkdir -p` the target (0750), check that the source resolves
+/// inside `fluid_path` (a symlink in the dataset must not publish a host directory), bind, and
+/// remount read-only when asked.
+pub async fn bind_mount(plan: &MountPlan, fluid_path: &Path) -> Result<()> {
+    check_source(plan, fluid_path).await?;
+    let target = PathBuf::from(&plan.target);
     std::fs::DirBuilder::new().recursive(true).mode(0o750).create(&target).map_err(|source| CsiError::Io {
         op: "create target directory",
         path: target.clone(),
         source,
     })?;
-    let read_only = plan.read_only;
-    let (src, tgt) = (source.clone(), target.clone());
-    blocking("bind-mount", &target, PROBE_TIMEOUT, move || {
-        nix::mount::mount(Some(&src), &tgt, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-    })
-    .await?
-    .map_err(|source| CsiError::Sys { op: "bind-mount", path: target.clone(), source })?;
-    if read_only && let Err(err) = remount_read_only(&target).await {
+    bind(Path::new(&plan.source), &target).await?;
+    if plan.read_only
+        && let Err(err) = remount_read_only(&target).await
+    {
         // Never leave a read-write mount behind a failed read-only publish.
         let _ = unmount(&target, true).await;
         return Err(err);
     }
     Ok(())
+}
+
+/// Executes a FUSE recovery bind: binds the source **on top of** whatever is mounted at the
+/// target (the dead bind stays below it, so mount propagation carries the new mount into every
+/// container that holds a copy of the target: Fluid #3399), creating the target only when it
+/// is missing. The target is never `stat`ed through, as it may be a dead FUSE mount.
+///
+/// A read-only bind must be read-only before it propagates: a bind is copied into the app
+/// container the moment it is made, and a later remount does not propagate. So the source is
+/// first bound at a private scratch directory and remounted read-only there; a bind of a
+/// read-only mount is read-only, and so are its propagated copies. The scratch mount is then
+/// detached.
+pub async fn bind_on_top(plan: &MountPlan, fluid_path: &Path) -> Result<()> {
+    check_source(plan, fluid_path).await?;
+    let target = PathBuf::from(&plan.target);
+    match std::fs::symlink_metadata(&target) {
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new().recursive(true).mode(0o750).create(&target).map_err(|source| CsiError::Io {
+                op: "create target directory",
+                path: target.clone(),
+                source,
+            })?;
+        }
+        Err(source) => return Err(CsiError::Io { op: "look at target", path: target, source }),
+    }
+    if !plan.read_only {
+        return bind(Path::new(&plan.source), &target).await;
+    }
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let scratch = std::env::temp_dir().join(format!("ferrofluid-csi-ro-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(|source| CsiError::Io {
+        op: "create scratch directory",
+        path: scratch.clone(),
+        source,
+    })?;
+    let result = async {
+        bind(Path::new(&plan.source), &scratch).await?;
+        let private = scratch.clone();
+        blocking("make private", &scratch, PROBE_TIMEOUT, move || {
+            nix::mount::mount(None::<&str>, &private, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
+        })
+        .await?
+        .map_err(|source| CsiError::Sys { op: "make private", path: scratch.clone(), source })?;
+        remount_read_only(&scratch).await?;
+        bind(&scratch, &target).await
+    }
+    .await;
+    let _ = unmount(&scratch, true).await;
+    let _ = std::fs::remove_dir(&scratch);
+    result
 }
 
 /// Remounts the bind mount at `target` read-only.

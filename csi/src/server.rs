@@ -7,12 +7,13 @@ use std::sync::Arc;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
+use crate::apiserver::{EventSink, NodeLabeler};
+use crate::controller::ControllerService;
 use crate::error::{CsiError, Result};
-use crate::labeler::NodeLabeler;
 use crate::proto::controller_server::ControllerServer;
 use crate::proto::identity_server::IdentityServer;
 use crate::proto::node_server::NodeServer;
-use crate::service::{ControllerService, IdentityService, NodeService, Plugin};
+use crate::service::{IdentityService, NodeService, Plugin};
 
 /// The socket path of a CSI endpoint: `unix:///csi/csi.sock`, `unix:/csi/csi.sock` or
 /// `/csi/csi.sock`. Anything else is a configuration error.
@@ -43,15 +44,16 @@ pub fn bind(socket: &Path) -> Result<UnixListener> {
 }
 
 /// Serves Identity, Node and Controller on `listener` until `shutdown` completes.
-pub async fn serve<L: NodeLabeler>(
+pub async fn serve<L: NodeLabeler + EventSink>(
     plugin: Arc<Plugin<L>>,
     listener: UnixListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
+    let controller = ControllerService::new(plugin.state().clone());
     tonic::transport::Server::builder()
         .add_service(IdentityServer::new(IdentityService::new(Arc::clone(&plugin))))
         .add_service(NodeServer::new(NodeService::new(plugin)))
-        .add_service(ControllerServer::new(ControllerService))
+        .add_service(ControllerServer::new(controller))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .map_err(|err| CsiError::Internal(format!("gRPC server: {err}")))

