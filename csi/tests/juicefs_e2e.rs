@@ -50,6 +50,8 @@ fn main() -> ExitCode {
             case!(publish_times_out_then_binds_as_soon_as_juicefs_mounts),
             case!(juicefs_volume_through_stage_publish_kill_and_repair),
             case!(recovery_binds_pod_mounts_again_after_juicefs_restarts),
+            case!(the_app_container_sees_its_mounts_again_after_recovery),
+            case!(duplicate_mounts_are_cut_down_and_failing_events_do_not_stop_recovery),
         ],
     )
 }
@@ -506,6 +508,162 @@ async fn recovery_binds_pod_mounts_again_after_juicefs_restarts() {
     assert!(report.errors.iter().any(|e| e.contains(&bad.display().to_string())), "{report:?}");
     assert!(report.errors.iter().any(|e| e.contains("bind.target") && e.contains("absolute")), "{report:?}");
     assert!(report.rebound.is_empty(), "{report:?}");
+    fuse.kill();
+    detach_all(&fluid);
+}
+
+/// The container's view of recovery: a child mount namespace stands in for the app container
+/// and binds the pod's target, a `volume-subpaths` bind of it (a container `subPath`) and a
+/// read-only target, with slave propagation (HostToContainer). JuiceFS is killed (every mount
+/// turns "transport endpoint is not connected") and started again; one recovery pass later the
+/// very same namespace reads the data again through all three, and the read-only one still
+/// refuses writes. Unmounting the dead bind first (the old rule) leaves the container dead.
+async fn the_app_container_sees_its_mounts_again_after_recovery() {
+    let (volume, fluid, mut fuse) = Volume::mounted();
+    std::fs::write(fluid.join("hello.txt"), "hello from juicefs").unwrap();
+    std::fs::create_dir_all(fluid.join("team/a")).unwrap();
+    std::fs::write(fluid.join("team/a/only.txt"), "sub").unwrap();
+
+    let mut h = Harness::start(10_000).await;
+    let kubelet = h.dir.join("kubelet");
+    make_shared(&kubelet);
+    let ctx = volume_context(&fluid, &[]);
+    h.node.node_stage_volume(stage_req("default-jfsdemo", &h.dir.join("staging"), ctx.clone())).await.unwrap();
+    let target = |pod: &str| kubelet.join(format!("pods/{pod}/volumes/kubernetes.io~csi/default-jfsdemo/mount"));
+    let (rw, ro) = (target("p1"), target("p2"));
+    h.node.node_publish_volume(publish_req("default-jfsdemo", &rw, RW, false, ctx.clone())).await.unwrap();
+    h.node.node_publish_volume(publish_req("default-jfsdemo", &ro, RO, false, ctx.clone())).await.unwrap();
+    // kubelet's subPath bind for container `app` of pod p1: `subPath: team/a`.
+    let sub = kubelet.join("pods/p1/volume-subpaths/data/app/0");
+    std::fs::create_dir_all(&sub).unwrap();
+    nix::mount::mount(Some(&rw.join("team/a")), &sub, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
+        .unwrap();
+
+    let inside = h.dir.join("container");
+    let (c_data, c_sub, c_ro) = (inside.join("data"), inside.join("sub"), inside.join("ro"));
+    let mut app = Container::start(&[(&rw, &c_data), (&sub, &c_sub), (&ro, &c_ro)]);
+    let pid = app.pid();
+    let cat = |p: &Path, f: &str| format!("cat {}/{f}", p.display());
+    assert_eq!(app.run(&cat(&c_data, "hello.txt")), (0, "hello from juicefs".to_string()));
+    assert_eq!(app.run(&cat(&c_sub, "only.txt")), (0, "sub".to_string()));
+    let (rc, out) = app.run(&format!("touch {}/nope", c_ro.display()));
+    assert!(rc != 0 && out.contains("Read-only"), "{rc} {out}");
+
+    // JuiceFS dies: the container's mounts are dead ends, and recovery waits while it is down.
+    fuse.kill_and_wait_dead(&rw);
+    let (rc, out) = app.run(&cat(&c_data, "hello.txt"));
+    assert!(rc != 0 && out.contains("not connected"), "{rc} {out}");
+    let report = h.plugin.recover_once().await.unwrap();
+    assert_eq!(report.waiting.len(), 2, "{report:?}");
+
+    // The FUSE pod restarts and mounts again; the container still reads a dead end.
+    detach_all(&fluid);
+    let mut fuse = volume.start_fuse();
+    let back = fuse.wait_mounted(&fluid, Duration::from_secs(60));
+    let (rc, _) = app.run(&cat(&c_sub, "only.txt"));
+    assert_ne!(rc, 0, "a bind keeps the old connection until recovery");
+
+    let started = Instant::now();
+    let report = h.plugin.recover_once().await.unwrap();
+    let pass_ms = started.elapsed().as_secs_f64() * 1e3;
+    assert!(report.errors.is_empty(), "{report:?}");
+    let mut rebound = report.rebound.clone();
+    rebound.sort();
+    let mut expected: Vec<String> = [&rw, &ro, &sub].iter().map(|p| p.display().to_string()).collect();
+    expected.sort();
+    assert_eq!(rebound, expected, "{report:?}");
+
+    // The same container, never recreated, reads through all three mounts again.
+    assert_eq!(app.pid(), pid);
+    assert_eq!(app.run(&cat(&c_data, "hello.txt")), (0, "hello from juicefs".to_string()));
+    let readable_ms = back.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(app.run(&cat(&c_sub, "only.txt")), (0, "sub".to_string()));
+    assert_eq!(app.run(&cat(&c_ro, "hello.txt")), (0, "hello from juicefs".to_string()));
+    let (rc, out) = app.run(&format!("touch {}/nope", c_ro.display()));
+    assert!(rc != 0 && out.contains("Read-only"), "read-only before it propagated: {rc} {out}");
+    assert_eq!(app.run(&format!("echo from-app > {}/written.txt", c_data.display())).0, 0);
+    assert_eq!(std::fs::read_to_string(fluid.join("written.txt")).unwrap(), "from-app\n");
+    // The dead binds stay below the new ones: one bind on top each, nothing unmounted.
+    assert_eq!((mount_count(&rw), mount_count(&sub)), (2, 2));
+    println!(
+        "    recovery pass {pass_ms:.1} ms for 3 mount points; the container read again {readable_ms:.0} ms after JuiceFS was back"
+    );
+
+    // Each repair is reported on the Dataset.
+    let events = h.plugin.labeler().events();
+    let succeeded: Vec<_> = events.iter().filter(|e| e.event.reason == "FuseRecoverSucceed").collect();
+    assert_eq!(succeeded.len(), 3, "{events:#?}");
+    assert!(succeeded.iter().all(|e| e.dataset.to_string() == "default/jfsdemo" && e.node == NODE), "{events:#?}");
+    assert!(succeeded.iter().any(|e| e.event.note.contains("subPath")), "{events:#?}");
+    assert_eq!(h.plugin.recover_once().await.unwrap(), csi::RecoveryReport::default(), "nothing left to do");
+
+    // Without bind-on-top: a detached dead bind and a fresh bind leave the container dead.
+    fuse.kill_and_wait_dead(&rw);
+    detach_all(&fluid);
+    let mut fuse = volume.start_fuse();
+    fuse.wait_mounted(&fluid, Duration::from_secs(60));
+    detach_all(&ro);
+    std::fs::create_dir_all(&ro).unwrap();
+    nix::mount::mount(Some(&fluid), &ro, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).unwrap();
+    let (rc, _) = app.run(&cat(&c_ro, "hello.txt"));
+    assert_ne!(rc, 0, "unmounting the dead bind first cuts the container off (Fluid #3399)");
+    assert!(std::fs::read_to_string(ro.join("hello.txt")).is_ok(), "while the host side looks fine");
+    drop(app);
+    detach_all(&sub);
+    for t in [&rw, &ro] {
+        h.node.node_unpublish_volume(unpublish_req("default-jfsdemo", t)).await.unwrap();
+    }
+    fuse.kill();
+    detach_all(&fluid);
+    detach_all(&kubelet);
+}
+
+/// A target with more stacked mounts than the threshold is cut down to one (warning event
+/// `UnmountDuplicateMountpoint`) before the bind on top; an event sink that fails does not stop
+/// the repair.
+async fn duplicate_mounts_are_cut_down_and_failing_events_do_not_stop_recovery() {
+    let (volume, fluid, mut fuse) = Volume::mounted();
+    std::fs::write(fluid.join("hello.txt"), "hello from juicefs").unwrap();
+    let dir = TempDir::new("dups");
+    let state = dir.join("state");
+    let mut config = csi::PluginConfig::new(NODE, state);
+    config.duplicate_threshold = 3;
+    let mut h = Harness::start_config(dir, config, csi::MemoryApi::default()).await;
+    let ctx = volume_context(&fluid, &[]);
+    let target = h.dir.join("pods/p/volumes/kubernetes.io~csi/default-jfsdemo/mount");
+    h.node.node_publish_volume(publish_req("default-jfsdemo", &target, RW, false, ctx)).await.unwrap();
+    // An older recovery loop (Fluid's before its threshold) stacked four more binds.
+    for _ in 0..4 {
+        nix::mount::mount(Some(&fluid), &target, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).unwrap();
+    }
+    assert_eq!(mount_count(&target), 5);
+    fuse.kill_and_wait_dead(&target);
+    detach_all(&fluid);
+    let mut fuse = volume.start_fuse();
+    fuse.wait_mounted(&fluid, Duration::from_secs(60));
+    h.plugin.labeler().fail_events(true);
+    let report = h.plugin.recover_once().await.unwrap();
+    assert!(report.errors.is_empty(), "a failing event sink is no failed repair: {report:?}");
+    assert_eq!(report.deduplicated, vec![(target.display().to_string(), 4)], "{report:?}");
+    assert_eq!(report.rebound, vec![target.display().to_string()], "{report:?}");
+    assert_eq!(mount_count(&target), 2, "the bottom dead bind and the new one");
+    assert_eq!(std::fs::read_to_string(target.join("hello.txt")).unwrap(), "hello from juicefs");
+    assert!(h.plugin.labeler().events().is_empty());
+    // With a working sink the warning is recorded on the Dataset.
+    h.plugin.labeler().fail_events(false);
+    for _ in 0..3 {
+        nix::mount::mount(Some(&fluid), &target, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).unwrap();
+    }
+    fuse.kill_and_wait_dead(&target);
+    detach_all(&fluid);
+    let mut fuse = volume.start_fuse();
+    fuse.wait_mounted(&fluid, Duration::from_secs(60));
+    let report = h.plugin.recover_once().await.unwrap();
+    assert_eq!(report.deduplicated, vec![(target.display().to_string(), 4)], "{report:?}");
+    let reasons: Vec<&str> = h.plugin.labeler().events().iter().map(|e| e.event.reason).collect();
+    assert_eq!(reasons, vec!["UnmountDuplicateMountpoint", "FuseRecoverSucceed"]);
+    h.node.node_unpublish_volume(unpublish_req("default-jfsdemo", &target)).await.unwrap();
+    assert_eq!(mount_count(&target), 0);
     fuse.kill();
     detach_all(&fluid);
 }

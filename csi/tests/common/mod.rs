@@ -71,9 +71,15 @@ impl Harness {
 
     /// Starts a plugin on `state_dir` with `labeler` (to simulate a restart).
     pub async fn start_with(dir: TempDir, state_dir: PathBuf, labeler: MemoryApi, timeout_ms: u64) -> Self {
-        let socket = dir.join(&format!("csi-{}.sock", rand_suffix()));
         let mut config = PluginConfig::new(NODE, state_dir);
         config.fuse_mount_timeout = Duration::from_millis(timeout_ms);
+        Self::start_config(dir, config, labeler).await
+    }
+
+    /// Starts a plugin with `config` (its node id is ignored: the tests' node is [`NODE`]).
+    pub async fn start_config(dir: TempDir, mut config: PluginConfig, labeler: MemoryApi) -> Self {
+        config.node_id = NODE.to_string();
+        let socket = dir.join(&format!("csi-{}.sock", rand_suffix()));
         let plugin = Plugin::new(config, labeler);
         let listener = server::bind(&socket).expect("bind socket");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -422,5 +428,80 @@ impl Drop for JuiceFs {
         while mount_count(&self.mount_point) > 0 {
             umount(&self.mount_point);
         }
+    }
+}
+
+/// Makes `dir` a shared mount (bound onto itself, then `MS_SHARED`), as kubelet's root is on a
+/// node: binds made below it propagate to the mount namespaces that copied it.
+pub fn make_shared(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("mkdir shared dir");
+    nix::mount::mount(Some(dir), dir, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).expect("bind dir");
+    nix::mount::mount(None::<&str>, dir, None::<&str>, nix::mount::MsFlags::MS_SHARED, None::<&str>)
+        .expect("make dir shared");
+}
+
+/// An app container's view: a child mount namespace (`unshare --mount --propagation slave`)
+/// that binds host paths at its own paths, as a container runtime does for volume mounts with
+/// HostToContainer propagation, then runs shell commands on request. It lives until dropped;
+/// it is never recreated, so what it sees after a repair is what a running container sees.
+pub struct Container {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Container {
+    /// Starts the namespace and binds each `(host path, container path)`.
+    pub fn start(binds: &[(&Path, &Path)]) -> Self {
+        use std::io::BufRead as _;
+        let mut script = String::from("set -e\n");
+        for (host, inside) in binds {
+            script.push_str(&format!(
+                "mkdir -p '{}'\nmount --bind '{}' '{}'\n",
+                inside.display(),
+                host.display(),
+                inside.display()
+            ));
+        }
+        script.push_str(
+            "set +e\necho ready\nwhile IFS= read -r line; do out=$(eval \"$line\" 2>&1); rc=$?; \
+             printf '%s\\t%s\\n' \"$rc\" \"$(printf %s \"$out\" | tr '\\n' ' ')\"; done\n",
+        );
+        let mut child = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "slave", "sh", "-c", &script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start the container namespace");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read ready");
+        assert_eq!(line.trim(), "ready", "the container namespace did not start");
+        Self { child, stdin, stdout }
+    }
+
+    /// Runs `command` in the container: its exit code and output (one line).
+    pub fn run(&mut self, command: &str) -> (i32, String) {
+        use std::io::{BufRead as _, Write as _};
+        writeln!(self.stdin, "{command}").expect("send command");
+        self.stdin.flush().expect("flush");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read reply");
+        let (rc, out) = line.trim_end_matches('\n').split_once('\t').expect("rc<TAB>output");
+        (rc.parse().expect("exit code"), out.trim().to_string())
+    }
+
+    /// The helper's process id: the same one before and after a repair shows nothing was recreated.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
