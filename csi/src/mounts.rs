@@ -170,8 +170,9 @@ async fn bind(source: &Path, target: &Path) -> Result<()> {
 }
 
 /// Executes a bind-mount plan: `mkdir -p` the target (0750), check that the source resolves
-/// inside `fluid_path` (a symlink in the dataset must not publish a host directory), bind, and
-/// remount read-only when asked.
+/// inside `fluid_path` (a symlink in the dataset must not publish a host directory), and bind,
+/// read-only when asked ([`bind_as`]: read-only before it propagates to kubelet's copy of the
+/// target, which a remount afterwards would not reach).
 pub async fn bind_mount(plan: &MountPlan, fluid_path: &Path) -> Result<()> {
     check_source(plan, fluid_path).await?;
     let target = PathBuf::from(&plan.target);
@@ -180,15 +181,7 @@ pub async fn bind_mount(plan: &MountPlan, fluid_path: &Path) -> Result<()> {
         path: target.clone(),
         source,
     })?;
-    bind(Path::new(&plan.source), &target).await?;
-    if plan.read_only
-        && let Err(err) = remount_read_only(&target).await
-    {
-        // Never leave a read-write mount behind a failed read-only publish.
-        let _ = unmount(&target, true).await;
-        return Err(err);
-    }
-    Ok(())
+    bind_as(Path::new(&plan.source), &target, plan.read_only).await
 }
 
 /// Executes a FUSE recovery bind: binds the source **on top of** whatever is mounted at the
@@ -196,11 +189,7 @@ pub async fn bind_mount(plan: &MountPlan, fluid_path: &Path) -> Result<()> {
 /// container that holds a copy of the target: Fluid #3399), creating the target only when it
 /// is missing. The target is never `stat`ed through, as it may be a dead FUSE mount.
 ///
-/// A read-only bind must be read-only before it propagates: a bind is copied into the app
-/// container the moment it is made, and a later remount does not propagate. So the source is
-/// first bound at a private scratch directory and remounted read-only there; a bind of a
-/// read-only mount is read-only, and so are its propagated copies. The scratch mount is then
-/// detached.
+/// A read-only bind is read-only before it propagates ([`bind_as`]).
 pub async fn bind_on_top(plan: &MountPlan, fluid_path: &Path) -> Result<()> {
     check_source(plan, fluid_path).await?;
     let target = PathBuf::from(&plan.target);
@@ -215,8 +204,18 @@ pub async fn bind_on_top(plan: &MountPlan, fluid_path: &Path) -> Result<()> {
         }
         Err(source) => return Err(CsiError::Io { op: "look at target", path: target, source }),
     }
-    if !plan.read_only {
-        return bind(Path::new(&plan.source), &target).await;
+    bind_as(Path::new(&plan.source), &target, plan.read_only).await
+}
+
+/// Binds `source` onto `target`, read-only when asked. A bind under a shared mount propagates
+/// the moment it is made, and a remount afterwards changes only the plugin's own copy (mount
+/// flags do not propagate): kubelet's and the app container's copies would stay writable. So a
+/// read-only bind is first made at a private scratch directory and remounted read-only there;
+/// a bind of a read-only mount is read-only, and so are its propagated copies. The scratch
+/// mount is then detached.
+async fn bind_as(source: &Path, target: &Path, read_only: bool) -> Result<()> {
+    if !read_only {
+        return bind(source, target).await;
     }
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -227,7 +226,7 @@ pub async fn bind_on_top(plan: &MountPlan, fluid_path: &Path) -> Result<()> {
         source,
     })?;
     let result = async {
-        bind(Path::new(&plan.source), &scratch).await?;
+        bind(source, &scratch).await?;
         let private = scratch.clone();
         blocking("make private", &scratch, PROBE_TIMEOUT, move || {
             nix::mount::mount(None::<&str>, &private, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
@@ -235,7 +234,7 @@ pub async fn bind_on_top(plan: &MountPlan, fluid_path: &Path) -> Result<()> {
         .await?
         .map_err(|source| CsiError::Sys { op: "make private", path: scratch.clone(), source })?;
         remount_read_only(&scratch).await?;
-        bind(&scratch, &target).await
+        bind(&scratch, target).await
     }
     .await;
     let _ = unmount(&scratch, true).await;

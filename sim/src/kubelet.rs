@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use model::effect::{Kind, ObjectRef};
 use model::node::{
-    MountPlan, PathState, PublishRecord, PublishRequest, PublishStep, RecoverStep, StageRecord,
-    StageRequest, UnpublishRequest, UnpublishStep, UnstageRequest, count_volume_bind_mounts, plan_publish,
-    plan_recover, plan_stage, plan_unpublish, plan_unstage,
+    MountPlan, PathState, PublishRecord, PublishRequest, PublishStep, RecoverStep, StageRecord, StageRequest,
+    UnpublishRequest, UnpublishStep, UnstageRequest, count_volume_bind_mounts, plan_publish, plan_recover, plan_stage,
+    plan_unpublish, plan_unstage,
 };
 use model::volume::{ATTR_FLUID_PATH, CSI_DRIVER};
 

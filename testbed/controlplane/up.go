@@ -49,7 +49,9 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 type child struct {
 	name string
 	cmd  *exec.Cmd
-	done chan error
+	// done is closed once the process has exited; err holds how.
+	done chan struct{}
+	err  error
 }
 
 func runUp(args []string) int {
@@ -177,8 +179,8 @@ leaderElection:
 	failed := make(chan error, len(children))
 	for _, c := range children {
 		go func(c *child) {
-			err := <-c.done
-			failed <- fmt.Errorf("%s exited: %v (see %s)", c.name, err, filepath.Join(logs, c.name+".log"))
+			<-c.done
+			failed <- fmt.Errorf("%s exited: %v (see %s)", c.name, c.err, filepath.Join(logs, c.name+".log"))
 		}(c)
 	}
 	select {
@@ -340,10 +342,11 @@ func spawn(dir, name string, args []string) (*child, error) {
 		logFile.Close()
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	c := &child{name: name, cmd: cmd, done: make(chan error, 1)}
+	c := &child{name: name, cmd: cmd, done: make(chan struct{})}
 	go func() {
-		c.done <- cmd.Wait()
+		c.err = cmd.Wait()
 		logFile.Close()
+		close(c.done)
 	}()
 	return c, nil
 }
@@ -354,7 +357,7 @@ func stopChildren(children []*child) {
 		_ = c.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-c.done:
-		case <-time.After(10 * time.Second):
+		case <-time.After(5 * time.Second):
 			_ = c.cmd.Process.Kill()
 			<-c.done
 		}
@@ -384,9 +387,8 @@ func waitHealthy(ctx context.Context, client *http.Client, url string, timeout t
 	for time.Now().Before(deadline) {
 		for _, c := range children {
 			select {
-			case err := <-c.done:
-				c.done <- err
-				return fmt.Errorf("%s exited: %v", c.name, err)
+			case <-c.done:
+				return fmt.Errorf("%s exited: %v", c.name, c.err)
 			default:
 			}
 		}

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod cluster;
 pub mod error;
 
 pub use error::{Error, Result};

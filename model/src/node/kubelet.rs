@@ -101,9 +101,7 @@ impl PodIdentity {
             name: metadata.name.clone().unwrap_or_default(),
             namespace: metadata.namespace.clone().unwrap_or_default(),
             uid: metadata.uid.clone().unwrap_or_default(),
-            service_account: spec
-                .and_then(|s| s.service_account_name.clone())
-                .unwrap_or_else(|| "default".to_string()),
+            service_account: spec.and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".to_string()),
         }
     }
 }
