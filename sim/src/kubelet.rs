@@ -1,6 +1,6 @@
 //! A kubelet per node, with its CSI node plugin: runs pods, sets up their volumes through the
 //! model's node decisions, tears them down on deletion, and repairs broken bind mounts
-//! (`model::node::plan_recover`, as the real plugin's recovery loop).
+//! (`model::node::plan_recover_mounts`, as the real plugin's recovery loop).
 //!
 //! For a pod that uses a dataset PVC (a PV whose CSI driver is `fuse.csi.fluid.io`):
 //! NodeStage (`model::node::plan_stage`: unmount a broken FUSE mount, record, label the node so
@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use model::effect::{Kind, ObjectRef};
 use model::node::{
-    MountPlan, PathState, PublishRecord, PublishRequest, PublishStep, RecoverStep, StageRecord, StageRequest,
-    UnpublishRequest, UnpublishStep, UnstageRequest, count_volume_bind_mounts, plan_publish, plan_recover, plan_stage,
-    plan_unpublish, plan_unstage,
+    DUPLICATE_MOUNT_THRESHOLD, FuseType, MountPlan, PathState, PublishRecord, PublishRequest, PublishStep, RecoverPlan,
+    RecoverView, StageRecord, StageRequest, UnpublishRequest, UnpublishStep, UnstageRequest, count_volume_bind_mounts,
+    plan_publish, plan_recover_mounts, plan_stage, plan_unpublish, plan_unstage,
 };
 use model::volume::{ATTR_FLUID_PATH, CSI_DRIVER};
 
@@ -646,39 +646,51 @@ impl Sim {
         for (key, volumes) in runs {
             for record in volumes.iter().filter_map(|v| v.record.as_ref()) {
                 let mounts = &self.nodes[node].mounts;
-                let step = plan_recover(record, mounts.state(&record.fluid_path), mounts.state(&record.bind.target));
+                let fuse_type = FuseType::of(Some("JuiceFS"));
+                let view = RecoverView {
+                    mounts: mounts.entries(),
+                    fluid_path: &record.fluid_path,
+                    fluid_probe: mounts.probe(&record.fluid_path),
+                    target: &record.bind.target,
+                    target_probe: mounts.probe(&record.bind.target),
+                    fuse_type: &fuse_type,
+                    duplicate_threshold: DUPLICATE_MOUNT_THRESHOLD,
+                };
+                let plan = plan_recover_mounts(record, &view);
                 let Some(state) = self.nodes.get_mut(node) else { return };
-                let step = match step {
-                    Ok(step) => step,
+                let plan = match plan {
+                    Ok(plan) => plan,
                     Err(refusal) => {
                         trace!(self, format!("csi/{node}"), key.to_string(), "FUSE recovery refused: {refusal}");
                         continue;
                     }
                 };
-                match step {
+                match plan {
                     // The kubelet's pod directories only go with NodeUnpublish here.
-                    RecoverStep::Healthy | RecoverStep::Forget => {}
-                    RecoverStep::WaitForFuse { .. } => still_broken = true,
-                    RecoverStep::Rebind { unmount_broken, bind } => {
-                        if unmount_broken {
-                            while state.mounts.state(&bind.target) == PathState::Broken
-                                && state.mounts.unmount(&bind.target)
-                            {}
-                        }
-                        if state.mounts.bind(&bind.source, &bind.target, bind.read_only) {
-                            trace!(
-                                self,
-                                format!("csi/{node}"),
-                                key.to_string(),
-                                "FUSE recovery of {}: {}bind {} -> {}{}",
-                                record.volume_id,
-                                if unmount_broken { "unmounted the dead bind, " } else { "" },
-                                bind.source,
-                                short_target(&bind.target),
-                                if bind.read_only { " (ro)" } else { "" }
-                            );
-                        } else {
-                            still_broken = true;
+                    RecoverPlan::Healthy | RecoverPlan::Forget => {}
+                    RecoverPlan::WaitForFuse { .. } => still_broken = true,
+                    RecoverPlan::Repair(repairs) => {
+                        for repair in repairs {
+                            // Duplicates over the threshold first, then a bind on top of the dead
+                            // mount, never after unmounting it (Fluid #3399).
+                            for _ in 0..repair.unmount_duplicates {
+                                state.mounts.unmount(&repair.bind.target);
+                            }
+                            let bind = &repair.bind;
+                            if state.mounts.bind(&bind.source, &bind.target, bind.read_only) {
+                                trace!(
+                                    self,
+                                    format!("csi/{node}"),
+                                    key.to_string(),
+                                    "FUSE recovery of {}: bind {} -> {}{} on top of the dead mount",
+                                    record.volume_id,
+                                    bind.source,
+                                    short_target(&bind.target),
+                                    if bind.read_only { " (ro)" } else { "" }
+                                );
+                            } else {
+                                still_broken = true;
+                            }
                         }
                     }
                 }

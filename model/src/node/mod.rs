@@ -22,8 +22,7 @@
 //!   included), then remove it. Idempotent.
 //! * [`plan_recover_mounts`]: after a FUSE daemon restart, bind each remembered publish
 //!   ([`PublishRecord`]) and its `volume-subpaths` binds again, on top of the dead mounts, once
-//!   the FUSE mount is healthy again ([`plan_recover`] is the older per-path form the simulator
-//!   still calls).
+//!   the FUSE mount is healthy again. The CSI plugin and the simulated kubelet both call it.
 //! * [`plan_unstage`]: apply the clean policy: `OnRuntimeDeleted` keeps the node label,
 //!   `OnDemand` removes it once no bind mount of the volume remains on the node.
 //!
@@ -48,8 +47,7 @@ pub use plan::{
 };
 pub use recover::{
     BindKind, DUPLICATE_MOUNT_THRESHOLD, EventType, PublishRecord, REASON_DUPLICATE_MOUNTS, REASON_RECOVER_FAILED,
-    REASON_RECOVER_SUCCEED, RecoverEvent, RecoverPlan, RecoverStep, RecoverView, Repair, check_record, plan_recover,
-    plan_recover_mounts,
+    REASON_RECOVER_SUCCEED, RecoverEvent, RecoverPlan, RecoverView, Repair, check_record, plan_recover_mounts,
 };
 pub use request::{
     AccessMode, AccessType, Capability, DatasetRef, FuseType, NodeLabel, PublishRequest, Refusal, RefusalKind,
