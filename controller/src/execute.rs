@@ -11,7 +11,9 @@
 //! | `Event`             | `events.k8s.io/v1` Event through kube's `Recorder`                   |
 //!
 //! Lists are replaced whole under a resourceVersion guard, so a concurrent change is a 409 and
-//! never a lost update. Effects run in order; the first error stops the rest.
+//! never a lost update. Effects run in order; the first failed write stops the rest. An Event is
+//! best effort: one that fails (403 in a namespace being deleted, 404 on a series whose Event is
+//! gone) is logged and the effects after it still run.
 
 use std::collections::BTreeMap;
 
@@ -74,8 +76,11 @@ impl Executor {
         for effect in effects {
             self.ensure_leader()?;
             sent += 1;
-            self.execute_one(effect, &mut known).await?;
-            created.extend(observed.created_by(effect));
+            match self.execute_one(effect, &mut known).await {
+                Ok(()) => created.extend(observed.created_by(effect)),
+                Err(error @ Error::Event { .. }) => tracing::warn!(%error, "event not recorded; the reconcile goes on"),
+                Err(error) => return Err(error),
+            }
         }
         Ok(sent)
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::Resource;
 use kube::runtime::reflector::{self, ObjectRef as StoreRef, Store, store::Writer};
 
@@ -35,6 +35,8 @@ pub struct Stores {
     pub nodes: Store<Node>,
     /// Pods, trimmed by [`trim_pod`].
     pub pods: Store<Pod>,
+    /// Namespaces: one being deleted admits no new objects.
+    pub namespaces: Store<Namespace>,
     /// The latest JuiceFS cache sample of each worker pod, filled by the scraper.
     pub cache_samples: crate::cache_metrics::CacheSamples,
     /// Pods by claim and by `release` label, fed with [`Stores::pods`].
@@ -66,6 +68,8 @@ pub struct Writers {
     pub nodes: IndexedWriter<Node, NodeIndex>,
     /// Pods, and their index.
     pub pods: IndexedWriter<Pod, PodIndex>,
+    /// Namespaces.
+    pub namespaces: Writer<Namespace>,
 }
 
 impl Stores {
@@ -95,6 +99,7 @@ impl Stores {
         let (persistent_volume_claims, persistent_volume_claims_w) = reflector::store();
         let (nodes, nodes_w) = reflector::store();
         let (pods, pods_w) = reflector::store();
+        let (namespaces, namespaces_w) = reflector::store();
         let stores = Stores {
             datasets,
             runtimes,
@@ -104,6 +109,7 @@ impl Stores {
             persistent_volume_claims,
             nodes,
             pods,
+            namespaces,
             cache_samples: Default::default(),
             pod_index: Shared::default(),
             node_index: Shared::default(),
@@ -118,6 +124,7 @@ impl Stores {
             persistent_volume_claims: persistent_volume_claims_w,
             nodes: IndexedWriter::new(nodes_w, stores.node_index.clone()),
             pods: IndexedWriter::new(pods_w, stores.pod_index.clone()),
+            namespaces: namespaces_w,
         };
         (stores, writers)
     }
@@ -135,6 +142,7 @@ impl Stores {
             self.persistent_volume_claims.wait_until_ready(),
             self.nodes.wait_until_ready(),
             self.pods.wait_until_ready(),
+            self.namespaces.wait_until_ready(),
         );
     }
 }
@@ -147,6 +155,12 @@ fn cluster<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, name: &str) 
     store.get(&StoreRef::new(name))
 }
 
+/// True for a namespace being deleted (its deletion timestamp set, or phase `Terminating`).
+pub fn is_terminating(namespace: &Namespace) -> bool {
+    namespace.metadata.deletion_timestamp.is_some()
+        || namespace.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
+}
+
 /// The pair's keys, if its dataset is known and its names fit (or it has a UID).
 pub fn dataset_keys(dataset: Option<&Dataset>, namespace: &str, name: &str) -> Option<DatasetKeys> {
     let uid = dataset.and_then(|d| d.metadata.uid.as_deref());
@@ -157,6 +171,7 @@ pub fn dataset_keys(dataset: Option<&Dataset>, namespace: &str, name: &str) -> O
 pub fn observe(stores: &Stores, runtime_type: &str, namespace: &str, name: &str) -> Observed {
     let names = WorkloadNames::new(namespace, name, runtime_type);
     let mut observed = Observed::empty(namespace, name);
+    observed.namespace_terminating = cluster(&stores.namespaces, namespace).is_some_and(|ns| is_terminating(&ns));
     observed.dataset = namespaced(&stores.datasets, namespace, name);
     observed.runtime = namespaced(&stores.runtimes, namespace, name);
     observed.workers = namespaced(&stores.stateful_sets, namespace, &names.workers);
@@ -388,6 +403,21 @@ mod tests {
         assert!(observed.dataset.is_none() && observed.runtime.is_none() && observed.workers.is_none());
         assert!(observed.nodes.is_empty() && observed.worker_pods.is_empty() && observed.claim_users.is_empty());
         assert!(observed.cluster_common_labels.is_empty());
+    }
+
+    #[test]
+    fn a_namespace_being_deleted_is_observed_as_terminating() {
+        let (stores, mut w) = Stores::new();
+        apply(&mut w.namespaces, named::<Namespace>(None, "live"));
+        let mut going = named::<Namespace>(None, "going");
+        going.status = Some(k8s_openapi::api::core::v1::NamespaceStatus {
+            phase: Some("Terminating".into()),
+            ..Default::default()
+        });
+        apply(&mut w.namespaces, going);
+        assert!(!observe(&stores, "juicefs", "live", "jfsdemo").namespace_terminating);
+        assert!(observe(&stores, "juicefs", "going", "jfsdemo").namespace_terminating);
+        assert!(!observe(&stores, "juicefs", "unlisted", "jfsdemo").namespace_terminating);
     }
 
     #[test]

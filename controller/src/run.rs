@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef as StoreRef;
@@ -268,9 +268,23 @@ fn spawn_watchers(
             let history = triggers::NodeLabelHistory::default();
             move |n| history.pairs(n, &node_dataset_labels, &live_nodes)
         }),
-        spawn_watcher(Api::<Pod>::all(client.clone()), all, writers.pods, triggers, trim_pod, move |p| {
-            triggers::from_pod(p, &sts_store)
-        }),
+        spawn_watcher(
+            Api::<Pod>::all(client.clone()),
+            all.clone(),
+            writers.pods,
+            triggers.clone(),
+            trim_pod,
+            move |p| triggers::from_pod(p, &sts_store),
+        ),
+        // Read when deciding; the namespace's deletion reaches the pairs through their objects.
+        spawn_watcher(
+            Api::<Namespace>::all(client.clone()),
+            all,
+            writers.namespaces,
+            triggers,
+            trim_managed_fields,
+            |_| Vec::new(),
+        ),
     ]
 }
 

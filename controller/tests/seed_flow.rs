@@ -150,3 +150,40 @@ async fn a_conflict_is_retried_quickly_and_the_retry_uses_fresh_state() {
     assert_eq!(dataset["metadata"]["finalizers"][0], "fluid-dataset-controller-finalizer");
     assert_eq!(phase(&flow, "datasets", "phase"), "NotBound");
 }
+
+/// An Event is best effort: one the API server refuses (403 in a namespace being deleted, as the
+/// real apiserver answered) does not stop the writes after it in the same reconcile.
+#[tokio::test]
+async fn a_refused_event_does_not_stop_the_effects_after_it() {
+    use model::effect::{EventType, Kind, ObjectRef};
+    let mut flow = Flow::new();
+    flow.server.create(&seed_dataset());
+    flow.sync();
+    let (observed, _) = flow.harness.context.decide(Reconciler::Dataset, &Flow::key(), flow.now);
+    let dataset = ObjectRef::namespaced(Kind::Dataset, NS, NAME);
+    let effects = vec![
+        Effect::Event {
+            regarding: dataset.clone(),
+            type_: EventType::Warning,
+            reason: "R".into(),
+            message: "m".into(),
+        },
+        Effect::AddFinalizer { target: dataset, finalizer: "example.com/after-the-event".into() },
+    ];
+    flow.server.take_transcript();
+    flow.server.fail_next("events", 403);
+    let sent = flow
+        .harness
+        .context
+        .executor
+        .execute(&effects, &observed)
+        .await
+        .expect("the event's failure is not the reconcile's");
+    assert_eq!(sent, 2);
+    let stored = flow.server.get(("datasets", NS, NAME)).expect("dataset");
+    let finalizers: Vec<&str> =
+        stored["metadata"]["finalizers"].as_array().into_iter().flatten().filter_map(|f| f.as_str()).collect();
+    assert!(finalizers.contains(&"example.com/after-the-event"), "{finalizers:?}");
+    let lines: Vec<String> = flow.server.take_transcript().iter().map(|c| c.line()).collect();
+    assert!(lines[0].contains("events") && lines[1].starts_with("PATCH"), "{lines:?}");
+}

@@ -215,6 +215,9 @@ pub struct Observed<R = JuiceFSRuntime> {
     /// informer lags the writes it did not see come back). A driver keeps them from its own
     /// writes and forgets each once its cache holds it.
     pub unconfirmed_creates: Vec<ObjectRef>,
+    /// The pair's namespace is being deleted: the API server refuses new objects in it (403),
+    /// and the namespace controller deletes the pair next.
+    pub namespace_terminating: bool,
 }
 
 impl<R> Observed<R> {
@@ -236,6 +239,7 @@ impl<R> Observed<R> {
             cluster_common_labels: Arc::default(),
             cache_samples: Vec::new(),
             unconfirmed_creates: Vec::new(),
+            namespace_terminating: false,
         }
     }
 }

@@ -46,6 +46,11 @@ pub fn reconcile_runtime<E: Engine>(
     if runtime.meta().deletion_timestamp.is_some() {
         return teardown(engine, observed, runtime, target, config, now);
     }
+    if observed.namespace_terminating {
+        // Setting up would create objects the API server refuses in a namespace being deleted;
+        // its deletion reaches the dataset and this runtime next, and their teardown runs then.
+        return Decision::idle(Requeue::AwaitChange);
+    }
     if let Err(reason) = labels::validate_dns1035(&observed.name) {
         let message = format!(
             "metadata.name: runtime name {reason} (Kubernetes needs DNS-1035 names for its workloads); recreate the dataset and runtime under a valid name"

@@ -141,3 +141,23 @@ fn teardown_keeps_the_runtime_while_the_cache_lags_an_object_this_controller_cre
     assert!(caught_up.contains(&"delete PersistentVolume/default-jfsdemo".to_string()), "{caught_up:?}");
     assert_eq!(caught_up.last().map(String::as_str), Some("remove-finalizer JuiceFSRuntime/default/jfsdemo"));
 }
+
+#[test]
+fn nothing_is_created_in_a_namespace_being_deleted_but_teardown_still_runs() {
+    // The namespace controller deleted the workloads first; the pair itself is not deleted yet.
+    let mut world = World::new(Some(seed_dataset(NAME)), Some(seed_runtime(NAME, 1)));
+    let created = world.reconcile_runtime();
+    assert!(created.effects.iter().any(|e| matches!(e, Effect::Apply(_))), "a live namespace gets its workloads");
+    world.observed.namespace_terminating = true;
+    let decision = world.reconcile_runtime();
+    assert!(decision.effects.is_empty(), "{:?}", verbs(&decision.effects));
+    assert_eq!(decision.requeue, Requeue::AwaitChange);
+    // Then the namespace's deletion reaches the runtime: its teardown writes to existing objects.
+    let mut runtime = seed_runtime(NAME, 1);
+    runtime.metadata.deletion_timestamp = Some(T0.to_time());
+    runtime.metadata.finalizers = Some(vec![labels::JUICEFS_RUNTIME_FINALIZER.to_string()]);
+    world.observed.runtime = Some(std::sync::Arc::new(runtime));
+    let teardown = world.reconcile_runtime();
+    assert!(!teardown.effects.is_empty(), "teardown runs in a terminating namespace");
+    assert!(!teardown.effects.iter().any(|e| matches!(e, Effect::Apply(_))), "{:?}", verbs(&teardown.effects));
+}
