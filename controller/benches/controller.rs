@@ -95,7 +95,9 @@ fn mock_client() -> Client {
             let body: &[u8] = if event {
                 br#"{"apiVersion":"events.k8s.io/v1","kind":"Event","metadata":{"name":"x","namespace":"x"}}"#
             } else {
-                br#"{"apiVersion":"v1","kind":"Object","metadata":{"name":"x","namespace":"x","resourceVersion":"2"}}"#
+                // No resourceVersion: no watch confirms writes here, so none may be awaited
+                // (a pair's second reconcile would wait for it and measure nothing).
+                br#"{"apiVersion":"v1","kind":"Object","metadata":{"name":"x","namespace":"x"}}"#
             };
             let response = Response::builder()
                 .status(200)

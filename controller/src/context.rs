@@ -42,6 +42,9 @@ const ERROR_BACKOFF_MIN: Duration = Duration::from_secs(1);
 const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// Retry after a 409 or 404: fresh state is usually already in the stores.
 const CONFLICT_RETRY: Duration = Duration::from_millis(200);
+/// A pair whose own writes are still on their way is looked at again after this, should their
+/// watch event (which triggers it anyway) be lost.
+const OWN_WRITE_WAIT: Duration = Duration::from_millis(250);
 
 /// Shared by every reconcile.
 pub struct Context {
@@ -61,6 +64,9 @@ pub struct Context {
     failures: Mutex<HashMap<(Reconciler, PairKey), u32>>,
     /// Objects reconciles created that the stores do not show yet.
     unconfirmed: Mutex<model::unconfirmed::UnconfirmedCreates>,
+    /// One lock per pair: its two reconcilers read and write the same dataset, so they take
+    /// turns, and the second sees the first's writes (or waits for them).
+    pair_locks: Mutex<HashMap<PairKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Context {
@@ -81,6 +87,7 @@ impl Context {
             is_leader,
             failures: Mutex::default(),
             unconfirmed: Mutex::default(),
+            pair_locks: Mutex::default(),
         }
     }
 
@@ -106,11 +113,34 @@ impl Context {
             // Leadership gained later triggers a reconcile of everything.
             return Ok(Action::await_change());
         }
+        let pair_lock = self.pair_lock(key);
+        let _turn = pair_lock.lock().await;
+        if self.lock_pending().awaits(key, now) {
+            // Deciding now would read a cache without this controller's last writes: guarded
+            // writes would conflict, and writes after a finalizer removal find nothing.
+            tracing::debug!(kind = reconciler.kind(), %key, "waiting for own writes to come back");
+            return Ok(Action::requeue(OWN_WRITE_WAIT));
+        }
         let started = Instant::now();
         let (observed, decision) = self.decide(reconciler, key, now);
-        let mut created = Vec::new();
-        let result = self.executor.execute_recording(&decision.effects, &observed, &mut created).await;
-        self.lock_unconfirmed().record(key, created);
+        let mut written = crate::execute::Written::default();
+        let result = self.executor.execute_recording(&decision.effects, &observed, &mut written).await;
+        self.lock_unconfirmed().record(key, written.created);
+        {
+            // Under the lock the watchers confirm with, after they filled the store: a write
+            // whose event came back already is in the store, and is not awaited.
+            let mut pending = self.lock_pending();
+            for (object, (observed_rv, rv)) in written.versions {
+                if self.stores.resource_version_of(&object).as_deref() != Some(rv.as_str()) {
+                    pending.record(object, rv, observed_rv.as_deref(), now);
+                }
+            }
+            for object in written.released {
+                if self.stores.resource_version_of(&object).is_some() {
+                    pending.record_deletion(object, now);
+                }
+            }
+        }
         let sent = match &result {
             Ok(sent) => *sent,
             Err(_) => 0,
@@ -152,6 +182,20 @@ impl Context {
     fn lock_unconfirmed(&self) -> std::sync::MutexGuard<'_, model::unconfirmed::UnconfirmedCreates> {
         // A poisoned lock only loses expectations: teardown then trusts the stores, as before.
         self.unconfirmed.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, model::unconfirmed::PendingWrites> {
+        // A poisoned set only loses expectations: a reconcile may then meet a 409 and retry.
+        self.stores.pending_writes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn pair_lock(&self, key: &PairKey) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.pair_locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Locks nobody holds or waits for are dropped, so the map does not grow with every pair ever seen.
+        if locks.len() > 1024 {
+            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        Arc::clone(locks.entry(key.clone()).or_default())
     }
 
     fn lock_failures(&self) -> std::sync::MutexGuard<'_, HashMap<(Reconciler, PairKey), u32>> {

@@ -40,6 +40,19 @@ pub struct Executor {
     leader: watch::Receiver<bool>,
 }
 
+/// What an executor run changed: objects it created, and the resourceVersion its last write left
+/// on each object it wrote.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Written {
+    /// Objects created (absent from the observation).
+    pub created: Vec<ObjectRef>,
+    /// Object → (the resourceVersion the observation had, the one the API server returned for
+    /// the last write to it).
+    pub versions: BTreeMap<ObjectRef, (Option<String>, String)>,
+    /// Objects whose last finalizer a write removed while they were being deleted: they go.
+    pub released: Vec<ObjectRef>,
+}
+
 /// What one executor run knows about the objects it writes: the observed snapshot, overlaid
 /// with the objects the API server returned for this run's own writes.
 struct Known<'a> {
@@ -60,16 +73,17 @@ impl Executor {
     /// Executes `effects` in order against the cluster observed as `observed`. Returns the number
     /// of requests sent; stops at the first error.
     pub async fn execute(&self, effects: &[Effect], observed: &Observed) -> Result<usize> {
-        self.execute_recording(effects, observed, &mut Vec::new()).await
+        self.execute_recording(effects, observed, &mut Written::default()).await
     }
 
-    /// [`Self::execute`], recording in `created` each object an apply created (one `observed`
-    /// did not hold), also when a later effect fails.
+    /// [`Self::execute`], recording in `record` each object an apply created (one `observed`
+    /// did not hold) and the resourceVersion each write left on its object, also when a later
+    /// effect fails.
     pub async fn execute_recording(
         &self,
         effects: &[Effect],
         observed: &Observed,
-        created: &mut Vec<ObjectRef>,
+        record: &mut Written,
     ) -> Result<usize> {
         let mut known = Known { observed, latest: BTreeMap::new(), guarded_chain: BTreeMap::new() };
         let mut sent = 0;
@@ -77,7 +91,21 @@ impl Executor {
             self.ensure_leader()?;
             sent += 1;
             match self.execute_one(effect, &mut known).await {
-                Ok(()) => created.extend(observed.created_by(effect)),
+                Ok(()) => {
+                    record.created.extend(observed.created_by(effect));
+                    let target = effect.target();
+                    if let Some(latest) = known.latest.get(&target) {
+                        let meta = &latest.metadata;
+                        let going =
+                            meta.deletion_timestamp.is_some() && meta.finalizers.as_ref().is_none_or(Vec::is_empty);
+                        if going {
+                            record.released.push(target);
+                        } else if let Some(rv) = meta.resource_version.clone() {
+                            let before = observed.meta_of(&target).and_then(|m| m.resource_version.clone());
+                            record.versions.insert(target, (before, rv));
+                        }
+                    }
+                }
                 Err(error @ Error::Event { .. }) => tracing::warn!(%error, "event not recorded; the reconcile goes on"),
                 Err(error) => return Err(error),
             }
@@ -101,6 +129,7 @@ impl Executor {
 
     async fn execute_one(&self, effect: &Effect, known: &mut Known<'_>) -> Result<()> {
         let target = effect.target();
+        tracing::debug!(verb = effect.verb(), %target, "request");
         let write = |source| Error::from_write(&target, source);
         match effect {
             Effect::Apply(object) => {

@@ -29,6 +29,48 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> ApplyEvent<K> for Writer<K
     }
 }
 
+/// A writer that also confirms this controller's own writes as their watch events come back
+/// (`model::unconfirmed::PendingWrites`).
+pub struct ConfirmingWriter<W> {
+    inner: W,
+    kind: model::effect::Kind,
+    pending: Arc<std::sync::Mutex<model::unconfirmed::PendingWrites>>,
+}
+
+impl<W> ConfirmingWriter<W> {
+    /// Feeds `inner`, and confirms writes to objects of `kind` in `pending`.
+    pub fn new(
+        inner: W,
+        kind: model::effect::Kind,
+        pending: Arc<std::sync::Mutex<model::unconfirmed::PendingWrites>>,
+    ) -> Self {
+        Self { inner, kind, pending }
+    }
+}
+
+impl<K: Resource<DynamicType = ()>, W: ApplyEvent<K>> ApplyEvent<K> for ConfirmingWriter<W> {
+    fn apply_watcher_event(&mut self, event: &Event<K>) {
+        // The store first: once a write is confirmed, a reconcile may read it.
+        self.inner.apply_watcher_event(event);
+        let target = |object: &K| {
+            model::effect::ObjectRef::namespaced(
+                self.kind,
+                object.meta().namespace.as_deref().unwrap_or_default(),
+                object.meta().name.as_deref().unwrap_or_default(),
+            )
+        };
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        match event {
+            Event::Apply(object) | Event::InitApply(object) => {
+                pending.seen(&target(object), object.meta().resource_version.as_deref())
+            }
+            Event::Delete(object) => pending.deleted(&target(object)),
+            Event::InitDone => pending.relisted(self.kind),
+            Event::Init => {}
+        }
+    }
+}
+
 /// An index kept from objects of kind `K`.
 pub trait Index<K>: Sized {
     /// The object was added or changed.

@@ -45,6 +45,8 @@ pub struct Stores {
     pub node_index: Shared<NodeIndex>,
     /// The last [`cluster_common_labels`] set, by a fingerprint of the datasets it was built from.
     common_labels: Arc<std::sync::Mutex<Option<FingerprintedLabels>>>,
+    /// This controller's writes to datasets and runtimes that the watches have not shown yet.
+    pub pending_writes: Arc<std::sync::Mutex<model::unconfirmed::PendingWrites>>,
 }
 
 /// A common-label set and the fingerprint of the datasets it was built from.
@@ -89,6 +91,17 @@ impl Stores {
         }
     }
 
+    /// The resourceVersion at which the store holds `object` (datasets and runtimes).
+    pub fn resource_version_of(&self, object: &model::effect::ObjectRef) -> Option<String> {
+        use model::effect::Kind;
+        let (namespace, name) = (object.namespace.as_str(), object.name.as_str());
+        match object.kind {
+            Kind::Dataset => namespaced(&self.datasets, namespace, name)?.metadata.resource_version.clone(),
+            Kind::JuiceFSRuntime => namespaced(&self.runtimes, namespace, name)?.metadata.resource_version.clone(),
+            _ => None,
+        }
+    }
+
     /// Empty stores and their writers.
     pub fn new() -> (Stores, Writers) {
         let (datasets, datasets_w) = reflector::store();
@@ -114,6 +127,7 @@ impl Stores {
             pod_index: Shared::default(),
             node_index: Shared::default(),
             common_labels: Default::default(),
+            pending_writes: Default::default(),
         };
         let writers = Writers {
             datasets: datasets_w,
@@ -307,6 +321,25 @@ pub fn trim_managed_fields<K: Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
 }
 
+/// Keeps of a worker StatefulSet what the model reads: metadata (the inputs hash, owners),
+/// replicas, selector and status. The pod template, most of each object's size, is never read:
+/// the hash annotation says whether it is current.
+pub fn trim_stateful_set(set: &mut StatefulSet) {
+    set.metadata.managed_fields = None;
+    if let Some(spec) = set.spec.as_mut() {
+        spec.template = Default::default();
+        spec.volume_claim_templates = None;
+    }
+}
+
+/// Keeps of a FUSE DaemonSet what the model reads: metadata, selector and status.
+pub fn trim_daemon_set(set: &mut DaemonSet) {
+    set.metadata.managed_fields = None;
+    if let Some(spec) = set.spec.as_mut() {
+        spec.template = Default::default();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -403,6 +436,36 @@ mod tests {
         assert!(observed.dataset.is_none() && observed.runtime.is_none() && observed.workers.is_none());
         assert!(observed.nodes.is_empty() && observed.worker_pods.is_empty() && observed.claim_users.is_empty());
         assert!(observed.cluster_common_labels.is_empty());
+    }
+
+    #[test]
+    fn workloads_keep_what_the_model_reads_and_lose_their_templates() {
+        let mut set: StatefulSet = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "w", "annotations": { "ferrofluid.io/spec-hash": "h" }, "managedFields": [{}] },
+            "spec": {
+                "replicas": 2,
+                "selector": { "matchLabels": { "app": "juicefs" } },
+                "serviceName": "w",
+                "template": { "metadata": { "labels": { "app": "juicefs" } }, "spec": { "containers": [{ "name": "c", "image": "i" }] } }
+            },
+            "status": { "replicas": 2, "readyReplicas": 1 }
+        }))
+        .unwrap();
+        trim_stateful_set(&mut set);
+        let spec = set.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        assert!(spec.selector.match_labels.is_some() && spec.template.spec.is_none());
+        assert_eq!(set.status.as_ref().unwrap().ready_replicas, Some(1));
+        assert!(set.metadata.managed_fields.is_none() && set.metadata.annotations.is_some());
+        let mut fuse: DaemonSet = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "f" },
+            "spec": { "selector": {}, "template": { "spec": { "containers": [{ "name": "c" }] } } },
+            "status": { "currentNumberScheduled": 1, "desiredNumberScheduled": 1, "numberMisscheduled": 0, "numberReady": 1 }
+        }))
+        .unwrap();
+        trim_daemon_set(&mut fuse);
+        assert!(fuse.spec.as_ref().unwrap().template.spec.is_none());
+        assert_eq!(fuse.status.as_ref().unwrap().number_ready, 1);
     }
 
     #[test]

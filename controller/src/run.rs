@@ -29,11 +29,12 @@ use crate::context::{Context, Reconciler};
 use crate::error::{Error, Result};
 use crate::execute::Executor;
 use crate::health::{self, Health};
-use crate::index::{ApplyEvent, DatasetLabelIndex, IndexedWriter, Shared};
+use crate::index::{ApplyEvent, ConfirmingWriter, DatasetLabelIndex, IndexedWriter, Shared};
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
-use crate::observe::{Stores, trim_managed_fields, trim_node, trim_pod};
+use crate::observe::{Stores, trim_daemon_set, trim_managed_fields, trim_node, trim_pod, trim_stateful_set};
 use crate::triggers::{self, PairKey};
+use model::effect::Kind;
 
 /// Runs until SIGTERM or Ctrl-C.
 pub async fn run(client: Client, settings: Settings) -> Result<()> {
@@ -218,7 +219,11 @@ fn spawn_watchers(
         spawn_watcher(
             Api::<Dataset>::all(client.clone()),
             all.clone(),
-            IndexedWriter::new(writers.datasets, dataset_labels),
+            ConfirmingWriter::new(
+                IndexedWriter::new(writers.datasets, dataset_labels),
+                Kind::Dataset,
+                stores.pending_writes.clone(),
+            ),
             triggers.clone(),
             trim_managed_fields,
             triggers::from_pair_object,
@@ -226,7 +231,7 @@ fn spawn_watchers(
         spawn_watcher(
             Api::<JuiceFSRuntime>::all(client.clone()),
             all.clone(),
-            writers.runtimes,
+            ConfirmingWriter::new(writers.runtimes, Kind::JuiceFSRuntime, stores.pending_writes.clone()),
             triggers.clone(),
             trim_managed_fields,
             triggers::from_pair_object,
@@ -237,7 +242,7 @@ fn spawn_watchers(
             owned(),
             writers.stateful_sets,
             triggers.clone(),
-            trim_managed_fields,
+            trim_stateful_set,
             triggers::from_owned,
         ),
         spawn_watcher(
@@ -245,7 +250,7 @@ fn spawn_watchers(
             owned(),
             writers.daemon_sets,
             triggers.clone(),
-            trim_managed_fields,
+            trim_daemon_set,
             triggers::from_owned,
         ),
         spawn_watcher(

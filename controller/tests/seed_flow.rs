@@ -187,3 +187,38 @@ async fn a_refused_event_does_not_stop_the_effects_after_it() {
     let lines: Vec<String> = flow.server.take_transcript().iter().map(|c| c.line()).collect();
     assert!(lines[0].contains("events") && lines[1].starts_with("PATCH"), "{lines:?}");
 }
+
+/// Read your own writes: a pair whose last writes have not come back through the watch is not
+/// decided from the older cache (its guarded writes would all conflict); the watch event that
+/// shows the write lets the next reconcile go ahead.
+#[tokio::test]
+async fn a_pair_waits_for_its_own_writes_to_come_back_through_the_watch() {
+    use controller::index::{ApplyEvent, ConfirmingWriter};
+    use kube::runtime::watcher::Event;
+    let mut flow = Flow::new();
+    flow.server.create(&seed_dataset());
+    flow.sync();
+    let context = flow.harness.context.clone();
+    let key = Flow::key();
+    context.reconcile_at(Reconciler::Dataset, &key, flow.now).await.expect("first reconcile");
+    assert!(!flow.server.take_transcript().is_empty(), "the first reconcile writes");
+    // The cache still holds the dataset as it was before those writes.
+    let action = context.reconcile_at(Reconciler::Runtime, &key, flow.now).await.expect("no error");
+    assert_eq!(action, kube::runtime::controller::Action::requeue(std::time::Duration::from_millis(250)));
+    assert!(flow.server.take_transcript().is_empty(), "nothing is sent from a cache without our writes");
+    // The watch delivers the dataset as the server has it now.
+    let stored: model::api::Dataset =
+        serde_json::from_value(flow.server.get(("datasets", NS, NAME)).expect("dataset")).expect("a dataset");
+    let (_, writer) = kube::runtime::reflector::store::<model::api::Dataset>();
+    let mut confirming =
+        ConfirmingWriter::new(writer, model::effect::Kind::Dataset, flow.harness.stores.pending_writes.clone());
+    confirming.apply_watcher_event(&Event::Apply(stored));
+    assert!(flow.harness.stores.pending_writes.lock().unwrap().is_empty(), "the write came back");
+    flow.sync();
+    let action = context.reconcile_at(Reconciler::Runtime, &key, flow.now).await.expect("goes ahead");
+    assert_ne!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_millis(250)),
+        "decided this time"
+    );
+}

@@ -66,9 +66,9 @@ async fn execute_all(
     let (harness, handle) = Harness::new();
     let executor = harness.context.executor.clone();
     let run = tokio::spawn(async move {
-        let mut created = Vec::new();
-        let result = executor.execute_recording(&effects, &observed, &mut created).await;
-        (result, created)
+        let mut written = controller::execute::Written::default();
+        let result = executor.execute_recording(&effects, &observed, &mut written).await;
+        (result, written.created)
     });
     let mut api = ApiServerVerifier(handle);
     let mut seen = Vec::new();

@@ -1,4 +1,4 @@
-//! What each pair's reconciles created that the driver's cache does not show yet.
+//! What each pair's reconciles created or wrote that the driver's cache does not show yet.
 //!
 //! A watch delivers a controller's own writes back with a lag, so an observation can miss an
 //! object the controller created a moment ago; teardown deletes only what it sees and would let
@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::effect::{Effect, Kind, ObjectRef};
 use crate::engine::RuntimeResource;
 use crate::observed::Observed;
+use crate::time::Millis;
 use crate::watch::PairKey;
 
 impl<R: RuntimeResource> Observed<R> {
@@ -74,6 +75,98 @@ impl UnconfirmedCreates {
     }
 }
 
+/// The resourceVersions of this driver's writes to datasets and runtimes whose watch events have
+/// not come back yet: the write contract's "read your own writes".
+///
+/// A reconcile of a pair whose dataset or runtime has a write still on its way decides from a
+/// cache that predates that write: every guarded write it sends then fails with 409, and every
+/// write after a finalizer removal finds the object gone. So the driver records the version
+/// each write returned, lets the watch confirm it (an event carrying that version, a deletion,
+/// or a relist), and does not reconcile the pair meanwhile: the event itself triggers the next
+/// reconcile. Watch events of one object arrive in order, so the driver's own write is seen
+/// before any later write by someone else. A write that changed nothing gets no event: the
+/// driver records only writes that moved the object past the version it observed. And a write
+/// whose event never shows (a watch that broke) stops holding the pair after
+/// [`PendingWrites::MAX_WAIT_MS`]: a late reconcile may then meet one conflict, never a stall.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PendingWrites {
+    by_object: BTreeMap<ObjectRef, (Awaited, Millis)>,
+}
+
+/// What a pending write waits to see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Awaited {
+    /// An event with the version the write returned.
+    Version(String),
+    /// The object's deletion: the write removed the last finalizer of an object being
+    /// deleted, and the API server answers such a write with the version it had before.
+    Deletion,
+}
+
+impl PendingWrites {
+    /// How long a write is awaited at most.
+    pub const MAX_WAIT_MS: u64 = 10_000;
+
+    /// Remembers that a write to `object` at `now` returned `resource_version`, the object
+    /// having been observed at `observed` before. Only datasets and runtimes are tracked: they
+    /// are what both reconcilers write with guards.
+    pub fn record(&mut self, object: ObjectRef, resource_version: String, observed: Option<&str>, now: Millis) {
+        let changed = observed != Some(resource_version.as_str());
+        if changed && matches!(object.kind, Kind::Dataset | Kind::JuiceFSRuntime) {
+            self.by_object.insert(object, (Awaited::Version(resource_version), now));
+        }
+    }
+
+    /// Remembers that a write to `object` at `now` let it go (its last finalizer removed while
+    /// it was being deleted): the pair waits until the watch shows the deletion.
+    pub fn record_deletion(&mut self, object: ObjectRef, now: Millis) {
+        if matches!(object.kind, Kind::Dataset | Kind::JuiceFSRuntime) {
+            self.by_object.insert(object, (Awaited::Deletion, now));
+        }
+    }
+
+    /// A watch event showed `object` at `resource_version`: a pending write is confirmed when
+    /// the versions match.
+    pub fn seen(&mut self, object: &ObjectRef, resource_version: Option<&str>) {
+        let confirmed = match self.by_object.get(object) {
+            Some((Awaited::Version(rv), _)) => Some(rv.as_str()) == resource_version,
+            _ => false,
+        };
+        if confirmed {
+            self.by_object.remove(object);
+        }
+    }
+
+    /// `object` was deleted: nothing of it is awaited any more.
+    pub fn deleted(&mut self, object: &ObjectRef) {
+        self.by_object.remove(object);
+    }
+
+    /// The watch of `kind` listed afresh: its cache holds everything written before.
+    pub fn relisted(&mut self, kind: Kind) {
+        self.by_object.retain(|object, _| object.kind != kind);
+    }
+
+    /// True at `now` while a write to the pair's dataset or runtime has not come back (and
+    /// was made less than [`Self::MAX_WAIT_MS`] ago).
+    pub fn awaits(&self, pair: &PairKey, now: Millis) -> bool {
+        [Kind::Dataset, Kind::JuiceFSRuntime].into_iter().any(|kind| {
+            let object = ObjectRef::namespaced(kind, &pair.namespace, &pair.name);
+            self.by_object.get(&object).is_some_and(|(_, at)| now.0.saturating_sub(at.0) < Self::MAX_WAIT_MS)
+        })
+    }
+
+    /// How many writes are awaited.
+    pub fn len(&self) -> usize {
+        self.by_object.len()
+    }
+
+    /// True when no write is awaited.
+    pub fn is_empty(&self) -> bool {
+        self.by_object.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::PersistentVolume;
@@ -97,6 +190,44 @@ mod tests {
         assert_eq!(expectations.unseen(&pair, |_| false), awaited, "and is not awaited again");
         assert!(expectations.unseen(&pair, |_| true).is_empty());
         assert_eq!(expectations, UnconfirmedCreates::default(), "nothing kept once everything was seen");
+    }
+
+    #[test]
+    fn a_pair_awaits_its_own_writes_until_the_watch_shows_them() {
+        let mut pending = PendingWrites::default();
+        let t = Millis(1_000_000);
+        let pair = PairKey::new("default", "demo");
+        let dataset = ObjectRef::namespaced(Kind::Dataset, "default", "demo");
+        let runtime = ObjectRef::namespaced(Kind::JuiceFSRuntime, "default", "demo");
+        pending.record(ObjectRef::namespaced(Kind::StatefulSet, "default", "demo"), "9".into(), Some("8"), t);
+        assert!(pending.is_empty(), "only datasets and runtimes are tracked");
+        pending.record(dataset.clone(), "10".into(), Some("10"), t);
+        assert!(pending.is_empty(), "a write that changed nothing gets no event, so it is not awaited");
+        pending.record(dataset.clone(), "10".into(), Some("9"), t);
+        pending.record(dataset.clone(), "12".into(), Some("9"), t);
+        pending.record(runtime.clone(), "11".into(), None, t);
+        assert!(pending.awaits(&pair, t) && !pending.awaits(&PairKey::new("default", "other"), t));
+        pending.seen(&dataset, Some("10"));
+        assert!(pending.awaits(&pair, t), "an older version of the dataset is not the last write");
+        pending.seen(&dataset, Some("12"));
+        assert_eq!(pending.len(), 1);
+        pending.seen(&runtime, Some("13"));
+        assert!(pending.awaits(&pair, t), "a version this driver did not write confirms nothing");
+        let late = Millis(t.0 + PendingWrites::MAX_WAIT_MS);
+        assert!(!pending.awaits(&pair, late), "a write whose event never came stops holding the pair");
+        pending.relisted(Kind::Dataset);
+        assert!(pending.awaits(&pair, t), "a dataset relist says nothing of the runtime");
+        pending.deleted(&runtime);
+        assert!(!pending.awaits(&pair, t) && pending.is_empty());
+        pending.record(runtime.clone(), "20".into(), Some("19"), t);
+        pending.relisted(Kind::JuiceFSRuntime);
+        assert!(pending.is_empty());
+        // The write that removed the last finalizer: the object's deletion is what comes back.
+        pending.record_deletion(runtime.clone(), t);
+        pending.seen(&runtime, Some("21"));
+        assert!(pending.awaits(&pair, t), "a later version of a deleted object confirms nothing");
+        pending.deleted(&runtime);
+        assert!(pending.is_empty());
     }
 
     #[test]
