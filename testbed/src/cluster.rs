@@ -33,6 +33,10 @@ pub struct Options {
     pub lease_renew_ms: u64,
     /// Install `deploy/` (CRDs, RBAC, controller Deployment, CSI DaemonSet).
     pub deploy: bool,
+    /// Pods that only idle share the node's address (no network namespace each).
+    pub network_for_idle_pods: bool,
+    /// Have the API server write an audit log (`cluster/logs/audit.log`).
+    pub audit: bool,
 }
 
 impl Options {
@@ -54,6 +58,8 @@ impl Options {
             restart_backoff_ms: 10_000,
             lease_renew_ms: 10_000,
             deploy: true,
+            network_for_idle_pods: true,
+            audit: false,
         }
     }
 }
@@ -139,6 +145,7 @@ impl Testbed {
             .arg(&cluster)
             .arg(format!("--node-monitor-grace-period={}", options.node_monitor_grace_period))
             .arg(format!("--default-not-ready-toleration-seconds={}", options.toleration_seconds))
+            .arg(format!("--audit={}", options.audit))
             .stdout(log("controlplane.log")?)
             .stderr(log("controlplane.err")?)
             .spawn()
@@ -188,6 +195,7 @@ impl Testbed {
             .arg(format!("--run-workers={}", options.run_workers))
             .arg(format!("--restart-backoff-ms={}", options.restart_backoff_ms))
             .arg(format!("--lease-renew-ms={}", options.lease_renew_ms))
+            .arg(format!("--network-for-idle-pods={}", options.network_for_idle_pods))
             .env("RUST_LOG", std::env::var("TESTBED_AGENT_LOG").unwrap_or_else(|_| "info,kube=warn".into()))
             .stdout(Stdio::null())
             .stderr(log("agent.log")?)

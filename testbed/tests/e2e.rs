@@ -440,6 +440,7 @@ async fn deleting_a_dataset_in_use_is_blocked_then_teardown_leaves_nothing(w: &m
         Api::<Dataset>::namespaced(bed.client.clone(), "default").get_opt("jfsdemo").await.ok()?.is_none().then_some(())
     })
     .await?;
+    let dataset_gone = deleted.elapsed();
     wait(bed, 60, "nothing of the pair is left", || async {
         let client = bed.client.clone();
         let none = Api::<PersistentVolume>::all(client.clone()).get_opt("default-jfsdemo").await.ok()?.is_none()
@@ -479,6 +480,7 @@ async fn deleting_a_dataset_in_use_is_blocked_then_teardown_leaves_nothing(w: &m
             view.mountinfo.lines().filter(|l| l.contains("fuse.juicefs") || l.contains("kubernetes.io~csi")).collect();
         check(left.is_empty(), || format!("{node} keeps mounts: {left:?}"))?;
     }
+    w.figure("teardown: app pod deleted -> dataset gone", format!("{:.1} s", dataset_gone.as_secs_f64()));
     w.figure("teardown: app pod deleted -> nothing left", format!("{:.1} s", teardown.as_secs_f64()));
     Ok(())
 }

@@ -44,6 +44,10 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// Lease renewal period (kubelet: a quarter of the 40 s lease).
     pub lease_renew_ms: u64,
+    /// Give pods whose every container idles a network namespace too (false: they share the
+    /// node's address, which saves a thousand namespaces in the benchmarks; nothing listens
+    /// in them).
+    pub network_for_idle_pods: bool,
 }
 
 /// A node as the agent registers it.

@@ -145,8 +145,12 @@ impl Worker {
         self.pod.metadata.uid.as_deref().unwrap_or_default()
     }
 
+    /// On the node's network: asked for, or (when the agent is told so) a pod that only idles.
     fn host_network(&self) -> bool {
+        let idle =
+            self.slots.iter().all(|s| matches!(s.program, Program::Idle { .. }) && s.spec.readiness_probe.is_none());
         self.pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false)
+            || (idle && !self.ctx.settings.network_for_idle_pods)
     }
 
     /// Takes the newest version; false once the pod is gone or being deleted.
@@ -524,6 +528,8 @@ impl Worker {
             .unwrap_or(30)
             .clamp(0, 30) as u64;
         let grace = Duration::from_secs(grace.max(1));
+        let pod = self.name().to_string();
+        tracing::info!(node = %self.ctx.name, %pod, ?grace, "stopping the pod");
         for slot in &mut self.slots {
             let Some(running) = slot.running.as_mut() else { continue };
             if let Some(hook) =
@@ -534,7 +540,8 @@ impl Worker {
                     tracing::info!(container = %slot.spec.name, %err, "preStop hook failed");
                 }
             }
-            running.stop(grace).await;
+            let code = running.stop(grace).await;
+            tracing::info!(node = %self.ctx.name, %pod, container = %slot.spec.name, code, "container stopped");
             slot.running = None;
         }
         for slot in &mut self.slots {
@@ -553,6 +560,7 @@ impl Worker {
             delay_ms = (delay_ms * 2).min(MOUNT_RETRY_MS.1);
         }
         self.ctx.release_pod_network(self.uid()).await;
+        tracing::info!(node = %self.ctx.name, pod = %self.name(), "volumes torn down");
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), self.namespace());
         let params = DeleteParams {
             grace_period_seconds: Some(0),

@@ -23,17 +23,18 @@ pub const SERVICE_PORT: u16 = 443;
 /// Prefix of the agent's network namespaces, so that a new agent can clear an old one's.
 const NETNS_PREFIX: &str = "ffpod-";
 
-/// A node's pod addresses: 10.244.<index>.0/24.
+/// A node's pod addresses: 10.244.<index>.0/24, handed out round-robin so that an address
+/// (and the interface named after it) is not reused while the kernel still tears the old down.
 #[derive(Debug)]
 pub struct NodeSubnet {
     index: u8,
-    used: Mutex<BTreeSet<u8>>,
+    used: Mutex<(BTreeSet<u8>, u8)>,
 }
 
 impl NodeSubnet {
     /// The subnet of the node numbered `index` (1 to 250).
     pub fn new(index: u8) -> Self {
-        Self { index, used: Mutex::new(BTreeSet::new()) }
+        Self { index, used: Mutex::new((BTreeSet::new(), 254)) }
     }
 
     /// The node's `spec.podCIDR`.
@@ -42,14 +43,16 @@ impl NodeSubnet {
     }
 
     fn take(&self) -> Option<Ipv4Addr> {
-        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
-        let host = (2..=254).find(|h| !used.contains(h))?;
+        let mut guard = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        let (used, last) = &mut *guard;
+        let host = (1..=253u8).map(|step| 2 + (*last - 2 + step) % 253).find(|h| !used.contains(h))?;
         used.insert(host);
+        *last = host;
         Some(Ipv4Addr::new(10, 244, self.index, host))
     }
 
     fn give_back(&self, ip: Ipv4Addr) {
-        self.used.lock().unwrap_or_else(PoisonError::into_inner).remove(&ip.octets()[3]);
+        self.used.lock().unwrap_or_else(PoisonError::into_inner).0.remove(&ip.octets()[3]);
     }
 }
 
@@ -69,8 +72,11 @@ impl PodNet {
         PathBuf::from(format!("/run/netns/{}", self.name))
     }
 
-    /// Deletes the namespace (its veth goes with it) and frees the address.
+    /// Deletes the veth pair, then the namespace, and frees the address. The veth goes first:
+    /// a deleted namespace is torn down by the kernel later, and its interfaces with it.
     pub async fn delete(self) {
+        let [_, _, node, host] = self.ip.octets();
+        let _ = run("ip", &["link", "delete", &veth_name(node, host)]).await;
         if let Err(err) = run("ip", &["netns", "delete", &self.name]).await {
             tracing::warn!(netns = %self.name, %err, "cannot delete the pod's network namespace");
         }
@@ -108,7 +114,7 @@ pub async fn create(subnet: &Arc<NodeSubnet>, tag: &str) -> Result<PodNet> {
     })?;
     let [_, _, node, host] = ip.octets();
     let name = format!("{NETNS_PREFIX}{node}-{host}-{tag}");
-    let veth = format!("ffv{node}x{host}");
+    let veth = veth_name(node, host);
     let result = async {
         run("ip", &["netns", "add", &name]).await?;
         run("ip", &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &name]).await?;
@@ -130,6 +136,11 @@ pub async fn create(subnet: &Arc<NodeSubnet>, tag: &str) -> Result<PodNet> {
     }
 }
 
+/// The host side of a pod's veth (at most 15 characters).
+fn veth_name(node: u8, host: u8) -> String {
+    format!("ffv{node}x{host}")
+}
+
 /// Forwards the Service VIP to the API server at `apiserver` until the task is dropped.
 pub async fn serve_service_vip(apiserver: SocketAddr) -> Result<()> {
     let address = SocketAddr::from((SERVICE_VIP, SERVICE_PORT));
@@ -144,5 +155,24 @@ pub async fn serve_service_vip(apiserver: SocketAddr) -> Result<()> {
                 Err(err) => tracing::warn!(%apiserver, %err, "the Service VIP cannot reach the API server"),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_go_round_robin_so_a_freed_one_is_not_reused_at_once() {
+        let subnet = NodeSubnet::new(3);
+        let first = subnet.take().unwrap();
+        assert_eq!(first, Ipv4Addr::new(10, 244, 3, 2));
+        subnet.give_back(first);
+        let second = subnet.take().unwrap();
+        assert_eq!(second, Ipv4Addr::new(10, 244, 3, 3), "the freed .2 waits its turn");
+        let taken: Vec<Ipv4Addr> = std::iter::from_fn(|| subnet.take()).collect();
+        assert_eq!(taken.len(), 252, "every other host address .2 to .254 once");
+        assert!(!taken.contains(&second) && taken.contains(&first));
+        assert_eq!(subnet.take(), None);
     }
 }

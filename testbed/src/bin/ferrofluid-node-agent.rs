@@ -45,6 +45,10 @@ struct Args {
     /// Node lease renewal period (kubelet: 10 s).
     #[arg(long, default_value_t = 10_000)]
     lease_renew_ms: u64,
+    /// Give pods whose every container idles their own network namespace (false: they share
+    /// the node's address; the benchmarks run a thousand of them).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    network_for_idle_pods: bool,
 }
 
 fn main() -> ExitCode {
@@ -123,6 +127,7 @@ fn config(args: Args) -> Result<AgentConfig, String> {
             restart_backoff_max_ms: args.restart_backoff_max_ms.max(args.restart_backoff_ms),
             state_dir,
             lease_renew_ms: args.lease_renew_ms.max(100),
+            network_for_idle_pods: args.network_for_idle_pods,
         },
     })
 }
