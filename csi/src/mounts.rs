@@ -187,14 +187,22 @@ pub async fn bind_mount(plan: &MountPlan, fluid_path: &Path) -> Result<()> {
 /// Executes a FUSE recovery bind: binds the source **on top of** whatever is mounted at the
 /// target (the dead bind stays below it, so mount propagation carries the new mount into every
 /// container that holds a copy of the target: Fluid #3399), creating the target only when it
-/// is missing. The target is never `stat`ed through, as it may be a dead FUSE mount.
+/// is missing. Looking at the target goes through a dead FUSE mount's root, which answers
+/// ENOTCONN (once JuiceFS' attribute cache has expired): that target exists. The look runs off
+/// the async threads, with a timeout, as a hung FUSE mount would block it.
 ///
 /// A read-only bind is read-only before it propagates ([`bind_as`]).
 pub async fn bind_on_top(plan: &MountPlan, fluid_path: &Path) -> Result<()> {
     check_source(plan, fluid_path).await?;
     let target = PathBuf::from(&plan.target);
-    match std::fs::symlink_metadata(&target) {
-        Ok(_) => {}
+    let looked = blocking("look at target", &target, PROBE_TIMEOUT, {
+        let target = target.clone();
+        move || std::fs::symlink_metadata(&target).map(|_| ())
+    })
+    .await?;
+    match looked {
+        Ok(()) => {}
+        Err(err) if err.raw_os_error() == Some(Errno::ENOTCONN as i32) => {}
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             std::fs::DirBuilder::new().recursive(true).mode(0o750).create(&target).map_err(|source| CsiError::Io {
                 op: "create target directory",

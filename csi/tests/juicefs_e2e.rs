@@ -443,7 +443,11 @@ async fn recovery_binds_pod_mounts_again_after_juicefs_restarts() {
     assert_eq!(report, csi::RecoveryReport::default(), "healthy mounts need nothing");
 
     // JuiceFS dies: the pods' mounts are dead ends, and stay so while the FUSE mount is down.
+    // In a cluster the FUSE pod comes back after its restart backoff (10 s or more); after a
+    // second the kernel's cached attributes expire and even a lookup of the dead mount point
+    // answers ENOTCONN, which recovery must take for "there is a mount".
     fuse.kill_and_wait_dead(&rw);
+    std::thread::sleep(Duration::from_millis(1_500));
     let report = h.plugin.recover_once().await.unwrap();
     assert_eq!(report.waiting.len(), 2, "{report:?}");
     assert!(report.rebound.is_empty() && report.errors.is_empty(), "{report:?}");
