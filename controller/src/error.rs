@@ -28,6 +28,14 @@ pub enum Error {
         /// The object.
         target: ObjectRef,
     },
+    /// A request got no answer in time (the pair's lock is held meanwhile).
+    #[error("{target}: no answer within {after_ms} ms")]
+    Timeout {
+        /// The object written.
+        target: ObjectRef,
+        /// How long the request waited.
+        after_ms: u64,
+    },
     /// Any other answer from the API server, or a transport failure.
     #[error("{target}: {source}")]
     Kube {
@@ -93,6 +101,7 @@ impl Error {
             Error::NotLeader => "not_leader",
             Error::NotCached { .. } => "not_cached",
             Error::Kube { .. } => "kube",
+            Error::Timeout { .. } => "timeout",
             Error::Event { .. } => "event",
             Error::Serialize { .. } => "serialize",
             Error::Config(_) => "config",

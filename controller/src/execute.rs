@@ -29,6 +29,10 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 
+/// How long one request may take: a reconcile holds its pair's lock, and kube's client would
+/// wait for minutes (its timeout is set for watches).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The field manager of every server-side apply and patch.
 pub const FIELD_MANAGER: &str = "ferrofluid";
 
@@ -90,7 +94,11 @@ impl Executor {
         for effect in effects {
             self.ensure_leader()?;
             sent += 1;
-            match self.execute_one(effect, &mut known).await {
+            let request = self.execute_one(effect, &mut known);
+            let answered = tokio::time::timeout(REQUEST_TIMEOUT, request).await.unwrap_or_else(|_| {
+                Err(Error::Timeout { target: effect.target(), after_ms: REQUEST_TIMEOUT.as_millis() as u64 })
+            });
+            match answered {
                 Ok(()) => {
                     record.created.extend(observed.created_by(effect));
                     let target = effect.target();
@@ -106,7 +114,8 @@ impl Executor {
                         }
                     }
                 }
-                Err(error @ Error::Event { .. }) => tracing::warn!(%error, "event not recorded; the reconcile goes on"),
+                // An Event is best effort, whatever went wrong with it.
+                Err(error) if !effect.is_write() => tracing::warn!(%error, "event not recorded; the reconcile goes on"),
                 Err(error) => return Err(error),
             }
         }

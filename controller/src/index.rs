@@ -61,12 +61,12 @@ impl<K: Resource<DynamicType = ()>, W: ApplyEvent<K>> ApplyEvent<K> for Confirmi
         };
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         match event {
-            Event::Apply(object) | Event::InitApply(object) => {
-                pending.seen(&target(object), object.meta().resource_version.as_deref())
-            }
+            Event::Apply(object) => pending.seen(&target(object), object.meta().resource_version.as_deref()),
             Event::Delete(object) => pending.deleted(&target(object)),
+            // A relist's objects reach the store all at once, at its end.
+            Event::Init => pending.relist_started(self.kind),
+            Event::InitApply(_) => {}
             Event::InitDone => pending.relisted(self.kind),
-            Event::Init => {}
         }
     }
 }

@@ -90,7 +90,19 @@ impl UnconfirmedCreates {
 /// [`PendingWrites::MAX_WAIT_MS`]: a late reconcile may then meet one conflict, never a stall.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PendingWrites {
-    by_object: BTreeMap<ObjectRef, (Awaited, Millis)>,
+    /// Object → what is awaited, when it was written, and the write's sequence number.
+    by_object: BTreeMap<ObjectRef, (Awaited, Millis, u64)>,
+    /// Sequence number of the last recorded write.
+    last_seq: u64,
+    /// Per kind whose watch is relisting: the last write recorded before the relist began.
+    relisting: BTreeMap<Kind, u64>,
+}
+
+/// True when a write made at `at` may still be awaited at `now`: less than
+/// [`PendingWrites::MAX_WAIT_MS`] ago, and not in the future (a clock that stepped back holds
+/// nothing).
+fn is_recent(at: Millis, now: Millis) -> bool {
+    at <= now && now.0 - at.0 < PendingWrites::MAX_WAIT_MS
 }
 
 /// What a pending write waits to see.
@@ -111,25 +123,32 @@ impl PendingWrites {
     /// having been observed at `observed` before. Only datasets and runtimes are tracked: they
     /// are what both reconcilers write with guards.
     pub fn record(&mut self, object: ObjectRef, resource_version: String, observed: Option<&str>, now: Millis) {
-        let changed = observed != Some(resource_version.as_str());
-        if changed && matches!(object.kind, Kind::Dataset | Kind::JuiceFSRuntime) {
-            self.by_object.insert(object, (Awaited::Version(resource_version), now));
+        if observed != Some(resource_version.as_str()) {
+            self.insert(object, Awaited::Version(resource_version), now);
         }
     }
 
     /// Remembers that a write to `object` at `now` let it go (its last finalizer removed while
     /// it was being deleted): the pair waits until the watch shows the deletion.
     pub fn record_deletion(&mut self, object: ObjectRef, now: Millis) {
-        if matches!(object.kind, Kind::Dataset | Kind::JuiceFSRuntime) {
-            self.by_object.insert(object, (Awaited::Deletion, now));
+        self.insert(object, Awaited::Deletion, now);
+    }
+
+    fn insert(&mut self, object: ObjectRef, awaited: Awaited, now: Millis) {
+        if !matches!(object.kind, Kind::Dataset | Kind::JuiceFSRuntime) {
+            return;
         }
+        // Writes whose events never came are dropped here, so the set does not grow.
+        self.by_object.retain(|_, (_, at, _)| is_recent(*at, now));
+        self.last_seq += 1;
+        self.by_object.insert(object, (awaited, now, self.last_seq));
     }
 
     /// A watch event showed `object` at `resource_version`: a pending write is confirmed when
     /// the versions match.
     pub fn seen(&mut self, object: &ObjectRef, resource_version: Option<&str>) {
         let confirmed = match self.by_object.get(object) {
-            Some((Awaited::Version(rv), _)) => Some(rv.as_str()) == resource_version,
+            Some((Awaited::Version(rv), _, _)) => Some(rv.as_str()) == resource_version,
             _ => false,
         };
         if confirmed {
@@ -142,9 +161,17 @@ impl PendingWrites {
         self.by_object.remove(object);
     }
 
-    /// The watch of `kind` listed afresh: its cache holds everything written before.
+    /// The watch of `kind` starts a relist. The objects it lists replace the cache only once
+    /// the relist is done, so nothing is confirmed by them one by one.
+    pub fn relist_started(&mut self, kind: Kind) {
+        self.relisting.insert(kind, self.last_seq);
+    }
+
+    /// The watch of `kind` finished its relist: its cache holds every write recorded before the
+    /// relist began. Writes recorded since are still awaited.
     pub fn relisted(&mut self, kind: Kind) {
-        self.by_object.retain(|object, _| object.kind != kind);
+        let before = self.relisting.remove(&kind).unwrap_or(self.last_seq);
+        self.by_object.retain(|object, (_, _, seq)| object.kind != kind || *seq > before);
     }
 
     /// True at `now` while a write to the pair's dataset or runtime has not come back (and
@@ -152,7 +179,7 @@ impl PendingWrites {
     pub fn awaits(&self, pair: &PairKey, now: Millis) -> bool {
         [Kind::Dataset, Kind::JuiceFSRuntime].into_iter().any(|kind| {
             let object = ObjectRef::namespaced(kind, &pair.namespace, &pair.name);
-            self.by_object.get(&object).is_some_and(|(_, at)| now.0.saturating_sub(at.0) < Self::MAX_WAIT_MS)
+            self.by_object.get(&object).is_some_and(|(_, at, _)| is_recent(*at, now))
         })
     }
 
@@ -215,13 +242,27 @@ mod tests {
         assert!(pending.awaits(&pair, t), "a version this driver did not write confirms nothing");
         let late = Millis(t.0 + PendingWrites::MAX_WAIT_MS);
         assert!(!pending.awaits(&pair, late), "a write whose event never came stops holding the pair");
+        assert!(!pending.awaits(&pair, Millis(t.0 - 1)), "a clock that stepped back holds nothing");
+        pending.relist_started(Kind::Dataset);
         pending.relisted(Kind::Dataset);
         assert!(pending.awaits(&pair, t), "a dataset relist says nothing of the runtime");
         pending.deleted(&runtime);
         assert!(!pending.awaits(&pair, t) && pending.is_empty());
         pending.record(runtime.clone(), "20".into(), Some("19"), t);
+        pending.relist_started(Kind::JuiceFSRuntime);
+        pending.record(dataset.clone(), "30".into(), Some("29"), t);
+        pending.record(runtime.clone(), "21".into(), Some("20"), t);
         pending.relisted(Kind::JuiceFSRuntime);
+        assert_eq!(pending.len(), 2, "a write made during the relist may be missing from its list");
+        pending.relist_started(Kind::JuiceFSRuntime);
+        pending.relisted(Kind::JuiceFSRuntime);
+        pending.relist_started(Kind::Dataset);
+        pending.relisted(Kind::Dataset);
         assert!(pending.is_empty());
+        pending.record(dataset.clone(), "40".into(), Some("39"), t);
+        pending.record(runtime.clone(), "41".into(), Some("40"), late);
+        assert_eq!(pending.len(), 1, "recording drops writes whose events never came");
+        pending.deleted(&runtime);
         // The write that removed the last finalizer: the object's deletion is what comes back.
         pending.record_deletion(runtime.clone(), t);
         pending.seen(&runtime, Some("21"));

@@ -2,7 +2,7 @@
 // ferrofluid's testbed: embedded etcd, kube-apiserver, kube-controller-manager and
 // kube-scheduler, all of one Kubernetes release, from one binary.
 //
-// `up` generates the PKI and kubeconfigs, runs etcd in its own process and starts each
+// `up` generates the PKI and kubeconfigs, embeds etcd in its own process and starts each
 // Kubernetes component as a child process of the same binary (`ferrofluid-controlplane
 // kube-apiserver ...`), so that the components' process-wide state (signal handlers,
 // metrics registries, flags) stays apart as in a real cluster.

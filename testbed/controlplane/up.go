@@ -34,7 +34,7 @@ type upOptions struct {
 	controllerManagerPort  int
 	schedulerPort          int
 	nodeMonitorGracePeriod string
-	podEvictionTimeout     string
+	notReadyToleration     string
 	readyTimeout           time.Duration
 	extraAPIServerArgs     multiFlag
 	extraControllerArgs    multiFlag
@@ -64,7 +64,7 @@ func runUp(args []string) int {
 	flags.IntVar(&o.controllerManagerPort, "controller-manager-port", 10257, "kube-controller-manager's health port")
 	flags.IntVar(&o.schedulerPort, "scheduler-port", 10259, "kube-scheduler's health port")
 	flags.StringVar(&o.nodeMonitorGracePeriod, "node-monitor-grace-period", "40s", "how long a node may miss heartbeats before it is NotReady")
-	flags.StringVar(&o.podEvictionTimeout, "default-not-ready-toleration-seconds", "300", "tolerationSeconds the DefaultTolerationSeconds admission adds for not-ready and unreachable taints")
+	flags.StringVar(&o.notReadyToleration, "default-not-ready-toleration-seconds", "300", "tolerationSeconds the DefaultTolerationSeconds admission adds for not-ready and unreachable taints")
 	flags.DurationVar(&o.readyTimeout, "ready-timeout", 90*time.Second, "give up when the control plane is not ready by then")
 	flags.Var(&o.extraAPIServerArgs, "apiserver-arg", "an extra kube-apiserver flag (repeatable)")
 	flags.Var(&o.extraControllerArgs, "controller-manager-arg", "an extra kube-controller-manager flag (repeatable)")
@@ -132,7 +132,9 @@ func up(o upOptions) error {
 			"--audit-log-path="+filepath.Join(logs, "audit.log"),
 			"--audit-log-format=json",
 			"--audit-log-maxsize=0",
-			"--audit-log-mode=batch")
+			// Blocking (the default): the batch backend drops events when its buffer fills,
+			// and the benchmarks count on every request being there.
+			"--audit-log-mode=blocking")
 	}
 	apiserver, err := spawn(dir, "kube-apiserver", apiserverArgs(o, dir, pki))
 	if err != nil {
@@ -308,8 +310,8 @@ func apiserverArgs(o upOptions, dir, pki string) []string {
 		"--service-cluster-ip-range=10.0.0.0/24",
 		// The endpoints of the `kubernetes` Service may not be loopback addresses.
 		"--endpoint-reconciler-type=none",
-		"--default-not-ready-toleration-seconds=" + o.podEvictionTimeout,
-		"--default-unreachable-toleration-seconds=" + o.podEvictionTimeout,
+		"--default-not-ready-toleration-seconds=" + o.notReadyToleration,
+		"--default-unreachable-toleration-seconds=" + o.notReadyToleration,
 		"--profiling=false",
 	}
 	return append(args, o.extraAPIServerArgs...)

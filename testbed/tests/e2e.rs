@@ -522,7 +522,9 @@ async fn the_leader_fails_over_to_the_other_replica(w: &mut World) -> Result<(),
         .find(|p| p.metadata.name.as_deref() == Some(follower.as_str()))
         .and_then(|p| p.status.as_ref()?.pod_ip.clone())
         .ok_or("the follower has no IP")?;
-    let metrics = http_get(&follower_ip, 8080, "/metrics").await?;
+    let (_, metrics) = testbed::agent::probes::http_get(&follower_ip, 8080, "/metrics")
+        .await
+        .ok_or("no /metrics from the follower")?;
     let follower_writes: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("ferrofluid_effects_total"))
@@ -559,18 +561,6 @@ async fn the_leader_fails_over_to_the_other_replica(w: &mut World) -> Result<(),
         format!("{:.1} s ({holder} -> {next})", handover.as_secs_f64()),
     );
     Ok(())
-}
-
-/// The body of `GET http://host:port/path`.
-async fn http_get(host: &str, port: u16, path: &str) -> Result<String, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream =
-        tokio::net::TcpStream::connect((host, port)).await.map_err(|e| format!("connect {host}:{port}: {e}"))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.map_err(|e| e.to_string())?;
-    Ok(text.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
 }
 
 async fn losing_the_worker_node_moves_the_worker_and_its_cache_labels(w: &mut World) -> Result<(), String> {
@@ -674,8 +664,20 @@ async fn deleting_a_namespace_creates_nothing_in_it(w: &mut World) -> Result<(),
         pvs.items.iter().all(|pv| !pv.metadata.name.as_deref().unwrap_or_default().starts_with("going-")).then_some(())
     })
     .await?;
-    // A create refused in the terminating namespace would show as a 403 in the controller's log,
-    // which the next case reports.
+    // A create the API server refused in the terminating namespace shows in the controller's log.
+    let refused: Vec<String> = w
+        .bed
+        .container_logs()
+        .iter()
+        .filter(|log| log.to_string_lossy().contains("ferrofluid-controller"))
+        .flat_map(|log| {
+            std::fs::read_to_string(log).unwrap_or_default().lines().map(str::to_string).collect::<Vec<_>>()
+        })
+        .filter(|line| line.contains("because it is being terminated"))
+        .collect();
+    check(refused.is_empty(), || {
+        format!("{} creates refused in the terminating namespace:\n{}", refused.len(), refused.join("\n"))
+    })?;
     w.figure("namespace with 3 pairs deleted -> gone", format!("{:.1} s", gone.as_secs_f64()));
     Ok(())
 }

@@ -98,6 +98,20 @@ impl AccessMode {
         }
     }
 
+    /// The mode's CSI number (0 for [`AccessMode::Unknown`]); [`AccessMode::from_csi`] reverses it.
+    pub fn to_csi(self) -> i32 {
+        match self {
+            Self::Unknown => 0,
+            Self::SingleNodeWriter => 1,
+            Self::SingleNodeReaderOnly => 2,
+            Self::MultiNodeReaderOnly => 3,
+            Self::MultiNodeSingleWriter => 4,
+            Self::MultiNodeMultiWriter => 5,
+            Self::SingleNodeSingleWriter => 6,
+            Self::SingleNodeMultiWriter => 7,
+        }
+    }
+
     /// True for the modes that only read, whose publish must be read-only.
     pub fn is_reader_only(self) -> bool {
         matches!(self, Self::SingleNodeReaderOnly | Self::MultiNodeReaderOnly)

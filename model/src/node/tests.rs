@@ -452,3 +452,11 @@ fn the_dataset_of_a_volume_is_its_runtime() {
     no_name.insert(ATTR_RUNTIME_NAME.into(), " ".into());
     assert_eq!(DatasetRef::from_volume_context(&no_name), None);
 }
+
+#[test]
+fn access_mode_numbers_round_trip() {
+    for n in 0..=7 {
+        assert_eq!(AccessMode::from_csi(n).to_csi(), n);
+    }
+    assert_eq!(AccessMode::from_csi(42), AccessMode::Unknown);
+}

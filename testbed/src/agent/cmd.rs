@@ -10,9 +10,11 @@ use crate::error::{Error, Result};
 /// command line, exit status and standard error.
 pub async fn run(program: &str, args: &[&str]) -> Result<String> {
     let line = || format!("{program} {}", args.join(" "));
+    // A caller's timeout drops this future: the process must not outlive it.
     let output = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
+        .kill_on_drop(true)
         .output()
         .await
         .map_err(|e| Error::Command { command: line(), detail: e.to_string() })?;

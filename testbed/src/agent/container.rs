@@ -71,7 +71,15 @@ pub async fn start(
     })?;
     let nsenter = child.id().unwrap_or_default();
     // nsenter forks into the node's PID namespace; its only child is the container's process.
-    let pid = cmd::only_child(nsenter, 5_000).await.unwrap_or(nsenter);
+    // Without it, signals, hooks and probes would reach nsenter, in the host's namespaces.
+    let Some(pid) = cmd::only_child(nsenter, 5_000).await else {
+        let mut child = child;
+        let _ = child.kill().await;
+        return Err(Error::Command {
+            command: format!("nsenter … {}", launch.argv.join(" ")),
+            detail: "the container's process did not appear within 5 s".into(),
+        });
+    };
     let (set_exit, exit) = watch::channel(None);
     tokio::spawn(wait_for_exit(child, set_exit, slot, exited));
     Ok(Running { pid, started_at: jiff::Timestamp::now(), exit })

@@ -7,7 +7,7 @@ use csi::proto;
 use csi::proto::identity_client::IdentityClient;
 use csi::proto::node_client::NodeClient;
 use hyper_util::rt::TokioIo;
-use model::node::{AccessMode, AccessType, Capability, PublishRequest, StageRequest, UnpublishRequest, UnstageRequest};
+use model::node::{AccessType, Capability, PublishRequest, StageRequest, UnpublishRequest, UnstageRequest};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::error::{Error, Result};
@@ -22,8 +22,11 @@ impl CsiClient {
     /// Connects to the socket at `path` (as the agent reaches it).
     pub async fn connect(path: PathBuf) -> Result<Self> {
         let shown = path.clone();
+        // kubelet gives a CSI call 2 minutes (NodePublish may wait up to 30 s for the FUSE mount).
         let channel = Endpoint::try_from("http://[::]:50051")
             .map_err(|e| Error::Config(e.to_string()))?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(120))
             .connect_with_connector(tower::service_fn(move |_: Uri| {
                 let path = path.clone();
                 async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
@@ -126,32 +129,6 @@ fn capability(capability: &Capability) -> proto::VolumeCapability {
         AccessType::Block => Some(Proto::Block(BlockVolume {})),
         AccessType::Unset => None,
     };
-    let mode = capability.access_mode.map(|mode| proto::volume_capability::AccessMode { mode: csi_mode(mode) });
+    let mode = capability.access_mode.map(|mode| proto::volume_capability::AccessMode { mode: mode.to_csi() });
     proto::VolumeCapability { access_type, access_mode: mode }
-}
-
-/// The CSI specification's number of an access mode.
-fn csi_mode(mode: AccessMode) -> i32 {
-    match mode {
-        AccessMode::Unknown => 0,
-        AccessMode::SingleNodeWriter => 1,
-        AccessMode::SingleNodeReaderOnly => 2,
-        AccessMode::MultiNodeReaderOnly => 3,
-        AccessMode::MultiNodeSingleWriter => 4,
-        AccessMode::MultiNodeMultiWriter => 5,
-        AccessMode::SingleNodeSingleWriter => 6,
-        AccessMode::SingleNodeMultiWriter => 7,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn access_mode_numbers_round_trip_through_the_model() {
-        for n in 0..=7 {
-            assert_eq!(csi_mode(AccessMode::from_csi(n)), n);
-        }
-    }
 }

@@ -69,15 +69,22 @@ pub fn container_env(
     let field = |what: &str| format!("pod {} container {}: {what}", name_of(pod), container.name);
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
-        let (source, optional) = match (&from.secret_ref, &from.config_map_ref) {
-            (Some(s), _) => (data.secrets.get(&s.name), s.optional.unwrap_or(false)),
-            (None, Some(c)) => (data.config_maps.get(&c.name), c.optional.unwrap_or(false)),
+        let (source, optional, what) = match (&from.secret_ref, &from.config_map_ref) {
+            (Some(s), _) => (data.secrets.get(&s.name), s.optional.unwrap_or(false), format!("secret {:?}", s.name)),
+            (None, Some(c)) => {
+                (data.config_maps.get(&c.name), c.optional.unwrap_or(false), format!("configmap {:?}", c.name))
+            }
             (None, None) => continue,
         };
         match source {
             Some(values) => values.iter().for_each(|(k, v)| set(&mut env, format!("{prefix}{k}"), v.clone())),
             None if optional => {}
-            None => return Err(Error::Config(field("envFrom names a Secret or ConfigMap that does not exist"))),
+            None => {
+                return Err(Error::NotReady {
+                    reason: "CreateContainerConfigError",
+                    message: field(&format!("envFrom: {what} not found")),
+                });
+            }
         }
     }
     for var in container.env.iter().flatten() {

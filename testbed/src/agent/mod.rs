@@ -19,7 +19,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
@@ -59,23 +58,15 @@ pub async fn node_client(config: &AgentConfig, node: &str) -> Result<kube::Clien
     let bin = config.controlplane_bin.display().to_string();
     cmd::run(&bin, &["kubeconfig", "--dir", &cluster_dir, "--user", &user, "--groups", "system:nodes", "--out", &out])
         .await?;
-    let parsed =
-        Kubeconfig::read_from(&kubeconfig).map_err(|e| Error::Config(format!("{}: {e}", kubeconfig.display())))?;
-    let client_config = kube::Config::from_custom_kubeconfig(parsed, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| Error::Config(format!("{}: {e}", kubeconfig.display())))?;
-    kube::Client::try_from(client_config).map_err(|e| Error::Config(format!("client for {node}: {e}")))
+    crate::cluster::client_for(&kubeconfig).await
 }
 
 /// Runs the agent until the process is told to stop.
 pub async fn run(config: AgentConfig) -> Result<()> {
     let apiserver = apiserver_address(&config.cluster_dir)?;
     podnet::setup_bridge().await?;
-    tokio::spawn(async move {
-        if let Err(err) = podnet::serve_service_vip(apiserver).await {
-            tracing::error!(%err, "the kubernetes Service VIP is not served");
-        }
-    });
+    let vip = podnet::bind_service_vip().await?;
+    tokio::spawn(podnet::serve_service_vip(vip, apiserver));
     let settings = Arc::new(config.settings.clone());
     let nodes: Arc<Mutex<BTreeMap<String, NodeHandle>>> = Arc::new(Mutex::new(BTreeMap::new()));
     let next_index = Arc::new(std::sync::atomic::AtomicU8::new(1));

@@ -131,16 +131,6 @@ impl NodeContext {
         }
     }
 
-    async fn release_all_networks(&self) {
-        let nets: Vec<Arc<PodNet>> =
-            std::mem::take(&mut *self.nets.lock().unwrap_or_else(PoisonError::into_inner)).into_values().collect();
-        for net in nets {
-            if let Ok(net) = Arc::try_unwrap(net) {
-                net.delete().await;
-            }
-        }
-    }
-
     /// Registers the CSI plugin at `socket` and lists its driver in the node's CSINode.
     pub async fn register_driver(&self, socket: &str) -> Result<()> {
         let (driver, node_id) = self.volumes.register(socket).await?;
@@ -310,10 +300,10 @@ impl NodeActor {
                         .map(|e| e.commands.clone())
                 });
                 let result = match commands {
+                    // Never wait on a pod busy setting up or stopping: the node would hang.
                     Some(commands) => commands
-                        .send(PodCommand::Kill(container))
-                        .await
-                        .map_err(|_| Error::Config(format!("pod {key} has stopped"))),
+                        .try_send(PodCommand::Kill(container))
+                        .map_err(|e| Error::Config(format!("pod {key} cannot take the command now: {e}"))),
                     None => Err(Error::Config(format!("pod {key} does not run on node {}", self.spec.name))),
                 };
                 let _ = reply.send(result);
@@ -342,7 +332,7 @@ impl NodeActor {
             .map(|e| (e.key.clone(), e.commands.clone()))
             .collect();
         for (key, commands) in senders {
-            let _ = commands.send(PodCommand::Roots(key, tx.clone())).await;
+            let _ = commands.try_send(PodCommand::Roots(key, tx.clone()));
         }
         drop(tx);
         let mut containers = BTreeMap::new();
@@ -383,26 +373,28 @@ impl NodeActor {
         Ok(())
     }
 
+    /// Stops everything of the node and waits until its processes and mounts are gone.
     async fn power_off(&mut self) {
         let Some(boot) = self.boot.take() else { return };
-        for task in &boot.tasks {
-            task.abort();
-        }
         let entries: Vec<PodEntry> =
             std::mem::take(&mut *boot.pods.lock().unwrap_or_else(PoisonError::into_inner)).into_values().collect();
-        for entry in &entries {
-            entry.task.abort();
+        let tasks = boot.tasks.into_iter().chain(entries.into_iter().map(|e| e.task));
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
         }
-        for entry in entries {
-            let _ = entry.task.await;
-        }
-        boot.ctx.release_all_networks().await;
         let name = boot.ctx.name.clone();
+        // Namespaces of pods aborted half-way through their sandbox are not in the map.
+        podnet::delete_node_namespaces(&self.subnet).await;
         match Arc::try_unwrap(boot.ctx) {
-            Ok(ctx) => match Arc::try_unwrap(ctx.ns) {
-                Ok(ns) => ns.stop().await,
-                Err(_) => tracing::warn!(node = %name, "node namespace still referenced; it ends with the agent"),
-            },
+            Ok(ctx) => {
+                let NodeContext { ns, volumes, .. } = ctx;
+                drop(volumes);
+                match Arc::try_unwrap(ns) {
+                    Ok(ns) => ns.stop().await,
+                    Err(_) => tracing::warn!(node = %name, "node namespace still referenced; it ends with the agent"),
+                }
+            }
             Err(_) => tracing::warn!(node = %name, "node context still referenced; its namespace ends with the agent"),
         }
         tracing::info!(node = %name, "node down");
@@ -431,14 +423,23 @@ async fn register(client: &kube::Client, spec: &NodeSpec, pod_cidr: &str) -> Res
             Err(e) => return Err(Error::kube(what("create"), e)),
         }
     }
-    report_status(client, spec).await
+    report_status(client, spec, true).await
 }
 
-async fn report_status(client: &kube::Client, spec: &NodeSpec) -> Result<()> {
+/// Reports capacity, addresses and conditions; `booted` (a registration) also sets the
+/// conditions' transition time, which a heartbeat leaves as it was.
+async fn report_status(client: &kube::Client, spec: &NodeSpec, booted: bool) -> Result<()> {
     let now = jiff::Timestamp::now().to_string();
     let capacity: BTreeMap<String, Quantity> =
         spec.capacity.iter().map(|(k, v)| (k.clone(), Quantity(v.clone()))).collect();
-    let condition = |type_: &str, status: &str, reason: &str, message: &str| json!({ "type": type_, "status": status, "reason": reason, "message": message, "lastHeartbeatTime": now, "lastTransitionTime": now });
+    let condition = |type_: &str, status: &str, reason: &str, message: &str| {
+        let mut condition =
+            json!({ "type": type_, "status": status, "reason": reason, "message": message, "lastHeartbeatTime": now });
+        if booted {
+            condition["lastTransitionTime"] = json!(now);
+        }
+        condition
+    };
     let status = json!({ "status": {
         "capacity": capacity,
         "allocatable": capacity,
@@ -494,7 +495,7 @@ async fn heartbeat(client: kube::Client, spec: NodeSpec, renew_ms: u64) {
         }
         ticks += 1;
         if ticks.is_multiple_of((60_000 / renew_ms.max(1)).max(1))
-            && let Err(err) = report_status(&client, &spec).await
+            && let Err(err) = report_status(&client, &spec, false).await
         {
             tracing::warn!(node = %spec.name, %err, "status report failed");
         }

@@ -17,11 +17,13 @@ use crate::error::{Error, Result};
 /// Directories each node gets a private tmpfs at: kubelet's root and the FUSE mount root.
 pub const NODE_TMPFS: &[&str] = &[model::node::kubelet::KUBELET_ROOT, model::volume::DEFAULT_MOUNT_ROOT];
 
-/// How a container's mounts relate to its node's, as `mountPropagation` says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a container's mounts relate to its node's, as `mountPropagation` says (the agent
+/// applies the most open one any of the container's volume mounts asks for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Propagation {
-    /// `HostToContainer` (and `None`, for our purposes): the container sees the node's new
-    /// mounts; its own stay inside.
+    /// `None`: the container sees the node's mounts as they were when it started.
+    Private,
+    /// `HostToContainer`: the container sees the node's new mounts; its own stay inside.
     HostToContainer,
     /// `Bidirectional`: the container's mounts under the node's shared mounts reach the node.
     Bidirectional,
@@ -108,6 +110,7 @@ impl NodeNamespace {
             command.arg(format!("--net={}", netns.display()));
         }
         let propagation = match propagation {
+            Propagation::Private => "private",
             Propagation::HostToContainer => "slave",
             Propagation::Bidirectional => "unchanged",
         };

@@ -51,6 +51,8 @@ struct Slot {
     /// When the readiness probe runs next.
     probe_at: tokio::time::Instant,
     registered: bool,
+    /// Exited for good (the restart policy keeps it down).
+    finished: bool,
 }
 
 /// Runs the pod whose versions arrive on `versions` until it is gone from the node.
@@ -86,6 +88,8 @@ struct Worker {
     waiting_reason: Option<(String, String)>,
     last_report: Option<serde_json::Value>,
     last_event: Option<String>,
+    /// Per condition type: its status and since when.
+    transitions: BTreeMap<String, (bool, jiff::Timestamp)>,
 }
 
 impl Worker {
@@ -112,6 +116,7 @@ impl Worker {
                 backoff: Duration::from_millis(ctx.settings.restart_backoff_ms),
                 probe_at: now,
                 registered: false,
+                finished: false,
             })
             .collect();
         let (exits_tx, exits) = mpsc::unbounded_channel();
@@ -130,6 +135,7 @@ impl Worker {
             waiting_reason: Some(("ContainerCreating".into(), String::new())),
             last_report: None,
             last_event: None,
+            transitions: BTreeMap::new(),
         }
     }
 
@@ -287,14 +293,17 @@ impl Worker {
         env.push(("PATH".into(), container::container_path(&self.ctx.settings.program_dirs)));
         env.push(("HOME".into(), "/root".into()));
         let mut binds = Vec::new();
-        let mut propagation = Propagation::HostToContainer;
+        let mut propagation = Propagation::Private;
         for mount in spec.volume_mounts.iter().flatten() {
             let Some(source) = mount_source(&self.volumes.paths, &mount.name, mount.sub_path.as_deref()) else {
                 continue;
             };
-            if mount.mount_propagation.as_deref() == Some("Bidirectional") {
-                propagation = Propagation::Bidirectional;
-            }
+            let asked = match mount.mount_propagation.as_deref() {
+                Some("Bidirectional") => Propagation::Bidirectional,
+                Some("HostToContainer") => Propagation::HostToContainer,
+                _ => Propagation::Private,
+            };
+            propagation = propagation.max(asked);
             if source != mount.mount_path {
                 binds.push(Bind {
                     source,
@@ -389,6 +398,8 @@ impl Worker {
         if restart {
             s.restart_at = Some(tokio::time::Instant::now() + s.backoff);
             s.backoff = (s.backoff * 2).min(max);
+        } else {
+            s.finished = true;
         }
         let name = s.spec.name.clone();
         tracing::info!(node = %self.ctx.name, pod = %self.name(), container = %name, code, restart, "container exited");
@@ -454,20 +465,36 @@ impl Worker {
                 } else {
                     self.waiting_reason.clone()
                 };
+                let terminated = if s.finished { s.last_exit } else { None };
+                let waiting = if terminated.is_some() { None } else { waiting };
                 ContainerReport {
                     name: s.spec.name.clone(),
                     image: s.spec.image.clone().unwrap_or_default(),
                     running_since,
                     waiting,
-                    last_exit: s.last_exit,
+                    terminated,
+                    last_exit: if s.finished { None } else { s.last_exit },
                     ready: s.ready,
                     restarts: s.restarts,
                     pid: s.running.as_ref().map(|r| r.pid),
                 }
             })
             .collect();
-        let phase = if self.initialized && !self.slots.is_empty() { "Running" } else { "Pending" };
+        // As kubelet: every container ended for good is Succeeded if all exited 0, else Failed.
+        let all_finished = !self.slots.is_empty() && self.slots.iter().all(|s| s.finished);
+        let phase = if all_finished {
+            if self.slots.iter().all(|s| s.last_exit.is_some_and(|(code, _)| code == 0)) {
+                "Succeeded"
+            } else {
+                "Failed"
+            }
+        } else if self.initialized && !self.slots.is_empty() {
+            "Running"
+        } else {
+            "Pending"
+        };
         PodReport {
+            transitions: self.transitions.clone(),
             phase,
             host_ip: self.ctx.host_ip.clone(),
             pod_ip: self.pod_ip.clone(),
@@ -477,9 +504,18 @@ impl Worker {
         }
     }
 
-    /// Patches the pod's status when what it reports changed (times aside).
+    /// Patches the pod's status when what it reports changed (times aside). A condition keeps
+    /// its transition time until its status flips.
     async fn report(&mut self) {
+        let now = jiff::Timestamp::now();
         let report = self.report_value();
+        for (type_, ok) in report.condition_statuses() {
+            let entry = self.transitions.entry(type_.to_string()).or_insert((ok, now));
+            if entry.0 != ok {
+                *entry = (ok, now);
+            }
+        }
+        let report = PodReport { transitions: self.transitions.clone(), ..report };
         let mut fingerprint = report.patch();
         strip_times(&mut fingerprint);
         if self.last_report.as_ref() == Some(&fingerprint) {
@@ -567,10 +603,21 @@ impl Worker {
             preconditions: Some(Preconditions { uid: self.pod.metadata.uid.clone(), resource_version: None }),
             ..DeleteParams::default()
         };
-        match api.delete(self.name(), &params).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-            Err(e) => Err(Error::kube(format!("delete Pod {}/{}", self.namespace(), self.name()), e)),
+        // kubelet's last word on the pod: retried, or the pod would stay Terminating.
+        let mut delay_ms = MOUNT_RETRY_MS.0;
+        loop {
+            match api.delete(self.name(), &params).await {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return Ok(()),
+                Err(e) if delay_ms >= MOUNT_RETRY_MS.1 => {
+                    return Err(Error::kube(format!("delete Pod {}/{}", self.namespace(), self.name()), e));
+                }
+                Err(e) => {
+                    tracing::warn!(node = %self.ctx.name, pod = %self.name(), %e, "final delete failed; retrying")
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            delay_ms *= 2;
         }
     }
 }

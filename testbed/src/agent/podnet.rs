@@ -45,10 +45,17 @@ impl NodeSubnet {
     fn take(&self) -> Option<Ipv4Addr> {
         let mut guard = self.used.lock().unwrap_or_else(PoisonError::into_inner);
         let (used, last) = &mut *guard;
-        let host = (1..=253u8).map(|step| 2 + (*last - 2 + step) % 253).find(|h| !used.contains(h))?;
+        // Hosts .2 to .254, starting after the last one given (u16: the sum passes 255).
+        let next = |step: u16| (2 + (u16::from(*last) - 2 + step) % 253) as u8;
+        let host = (1..=253u16).map(next).find(|h| !used.contains(h))?;
         used.insert(host);
         *last = host;
         Some(Ipv4Addr::new(10, 244, self.index, host))
+    }
+
+    /// The node powered off: every address is free again.
+    fn clear(&self) {
+        self.used.lock().unwrap_or_else(PoisonError::into_inner).0.clear();
     }
 
     fn give_back(&self, ip: Ipv4Addr) {
@@ -141,10 +148,27 @@ fn veth_name(node: u8, host: u8) -> String {
     format!("ffv{node}x{host}")
 }
 
-/// Forwards the Service VIP to the API server at `apiserver` until the task is dropped.
-pub async fn serve_service_vip(apiserver: SocketAddr) -> Result<()> {
+/// Deletes every network namespace of the node's pods (the node powered off), and frees its
+/// addresses.
+pub async fn delete_node_namespaces(subnet: &NodeSubnet) {
+    let prefix = format!("{NETNS_PREFIX}{}-", subnet.index);
+    for line in run("ip", &["netns", "list"]).await.unwrap_or_default().lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some(host) = name.strip_prefix(&prefix).and_then(|rest| rest.split('-').next()) else { continue };
+        let _ = run("ip", &["link", "delete", &veth_name(subnet.index, host.parse().unwrap_or(0))]).await;
+        let _ = run("ip", &["netns", "delete", name]).await;
+    }
+    subnet.clear();
+}
+
+/// Listens on the Service VIP (the agent binds it before it says it is ready).
+pub async fn bind_service_vip() -> Result<TcpListener> {
     let address = SocketAddr::from((SERVICE_VIP, SERVICE_PORT));
-    let listener = TcpListener::bind(address).await.map_err(|e| Error::io("listen", address.to_string(), e))?;
+    TcpListener::bind(address).await.map_err(|e| Error::io("listen", address.to_string(), e))
+}
+
+/// Forwards connections to the Service VIP to the API server at `apiserver`, until dropped.
+pub async fn serve_service_vip(listener: TcpListener, apiserver: SocketAddr) {
     loop {
         let Ok((mut inbound, _)) = listener.accept().await else { continue };
         tokio::spawn(async move {
@@ -174,5 +198,13 @@ mod tests {
         assert_eq!(taken.len(), 252, "every other host address .2 to .254 once");
         assert!(!taken.contains(&second) && taken.contains(&first));
         assert_eq!(subnet.take(), None);
+        // Wrapped around with the low addresses still taken: the search passes 255 (in u16).
+        for ip in &taken[..200] {
+            subnet.give_back(*ip);
+        }
+        let again = subnet.take().unwrap();
+        assert!(taken[..200].contains(&again), "{again}");
+        subnet.clear();
+        assert!(subnet.take().is_some());
     }
 }

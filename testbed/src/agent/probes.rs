@@ -17,11 +17,11 @@ pub async fn check(probe: &Probe, container: &Container, pod_ip: &str, running: 
         let Some(port) = port_number(&get.port, container) else { return false };
         let host = get.host.clone().unwrap_or_else(|| pod_ip.to_string());
         let path = get.path.clone().unwrap_or_else(|| "/".to_string());
-        return tokio::time::timeout(timeout, http_status(&host, port, &path))
+        return tokio::time::timeout(timeout, http_get(&host, port, &path))
             .await
             .ok()
             .flatten()
-            .is_some_and(|code| (200..400).contains(&code));
+            .is_some_and(|(code, _)| (200..400).contains(&code));
     }
     if let Some(tcp) = &probe.tcp_socket {
         let Some(port) = port_number(&tcp.port, container) else { return false };
@@ -47,15 +47,17 @@ fn port_number(port: &IntOrString, container: &Container) -> Option<u16> {
     }
 }
 
-/// The status code of `GET http://host:port/path`.
-async fn http_status(host: &str, port: u16, path: &str) -> Option<u16> {
+/// `GET http://host:port/path` as a probe sends it: the status code and the body.
+pub async fn http_get(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect((host, port)).await.ok()?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.36\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await.ok()?;
-    let mut head = [0u8; 64];
-    let n = stream.read(&mut head).await.ok()?;
-    let line = std::str::from_utf8(&head[..n]).ok()?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let mut text = Vec::new();
+    stream.read_to_end(&mut text).await.ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
+    Some((code, body))
 }

@@ -18,6 +18,8 @@ pub struct ContainerReport {
     pub running_since: Option<jiff::Timestamp>,
     /// Waiting, with this reason (e.g. `ContainerCreating`, `CrashLoopBackOff`) and message.
     pub waiting: Option<(String, String)>,
+    /// Ended for good: exit code and when.
+    pub terminated: Option<(i32, jiff::Timestamp)>,
     /// How it last ended: exit code and when.
     pub last_exit: Option<(i32, jiff::Timestamp)>,
     /// Passing its readiness probe (or has none) while running.
@@ -43,10 +45,25 @@ pub struct PodReport {
     pub start_time: jiff::Timestamp,
     /// Its containers.
     pub containers: Vec<ContainerReport>,
+    /// Per condition type: its status and since when (the last transition).
+    pub transitions: std::collections::BTreeMap<String, (bool, jiff::Timestamp)>,
 }
 
 fn time(t: jiff::Timestamp) -> Time {
     Time(t)
+}
+
+/// A container that exited with `code` at `at`.
+fn terminated((code, at): (i32, jiff::Timestamp)) -> ContainerState {
+    ContainerState {
+        terminated: Some(ContainerStateTerminated {
+            exit_code: code,
+            finished_at: Some(time(at)),
+            reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 impl ContainerReport {
@@ -56,6 +73,8 @@ impl ContainerReport {
                 running: Some(ContainerStateRunning { started_at: Some(time(since)) }),
                 ..Default::default()
             }
+        } else if let Some(ended) = self.terminated {
+            terminated(ended)
         } else if let Some((reason, message)) = &self.waiting {
             ContainerState {
                 waiting: Some(ContainerStateWaiting {
@@ -70,15 +89,7 @@ impl ContainerReport {
                 ..Default::default()
             }
         };
-        let last_state = self.last_exit.map(|(code, at)| ContainerState {
-            terminated: Some(ContainerStateTerminated {
-                exit_code: code,
-                finished_at: Some(time(at)),
-                reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        let last_state = self.last_exit.map(terminated);
         ContainerStatus {
             name: self.name.clone(),
             image: self.image.clone(),
@@ -100,25 +111,33 @@ impl PodReport {
         !self.containers.is_empty() && self.containers.iter().all(|c| c.ready && c.running_since.is_some())
     }
 
+    /// The conditions kubelet owns and whether each holds.
+    pub fn condition_statuses(&self) -> [(&'static str, bool); 4] {
+        let ready = self.ready();
+        [
+            ("PodReadyToStartContainers", self.initialized),
+            ("Initialized", self.initialized),
+            ("ContainersReady", ready),
+            ("Ready", ready),
+        ]
+    }
+
     /// The strategic merge patch of `status` kubelet sends; conditions merge by type, so the
     /// scheduler's `PodScheduled` stays.
     pub fn patch(&self) -> Value {
         let now = jiff::Timestamp::now();
-        let condition = |type_: &str, ok: bool, reason: Option<&str>| PodCondition {
-            type_: type_.to_string(),
-            status: if ok { "True" } else { "False" }.to_string(),
-            reason: reason.map(str::to_string),
-            last_transition_time: Some(time(now)),
-            ..Default::default()
-        };
-        let ready = self.ready();
-        let not_ready = (!ready).then_some("ContainersNotReady");
-        let conditions = vec![
-            condition("PodReadyToStartContainers", self.initialized, None),
-            condition("Initialized", self.initialized, None),
-            condition("ContainersReady", ready, not_ready),
-            condition("Ready", ready, not_ready),
-        ];
+        let conditions: Vec<PodCondition> = self
+            .condition_statuses()
+            .into_iter()
+            .map(|(type_, ok)| PodCondition {
+                type_: type_.to_string(),
+                status: if ok { "True" } else { "False" }.to_string(),
+                reason: (!ok && type_.ends_with("Ready") && type_ != "PodReadyToStartContainers")
+                    .then(|| "ContainersNotReady".to_string()),
+                last_transition_time: Some(time(self.transitions.get(type_).map_or(now, |(_, at)| *at))),
+                ..Default::default()
+            })
+            .collect();
         let statuses: Vec<ContainerStatus> = self.containers.iter().map(ContainerReport::status).collect();
         let mut status = json!({
             "phase": self.phase,
@@ -133,5 +152,49 @@ impl PodReport {
             status["podIPs"] = json!([PodIP { ip: self.pod_ip.clone() }]);
         }
         json!({ "status": status })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(running: bool, terminated: Option<i32>) -> ContainerReport {
+        let at: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        ContainerReport {
+            name: "c".into(),
+            image: "i".into(),
+            running_since: running.then_some(at),
+            waiting: None,
+            terminated: terminated.map(|code| (code, at)),
+            last_exit: None,
+            ready: running,
+            restarts: 0,
+            pid: None,
+        }
+    }
+
+    #[test]
+    fn a_finished_container_is_terminated_and_conditions_keep_their_transition_times() {
+        let since: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let report = PodReport {
+            phase: "Failed",
+            host_ip: "10.244.0.1".into(),
+            pod_ip: String::new(),
+            initialized: true,
+            start_time: since,
+            containers: vec![container(false, Some(3))],
+            transitions: [("Initialized".to_string(), (true, since))].into_iter().collect(),
+        };
+        let patch = report.patch();
+        let status = &patch["status"];
+        assert_eq!(status["phase"], "Failed");
+        assert_eq!(status["containerStatuses"][0]["state"]["terminated"]["exitCode"], 3);
+        assert!(status.get("podIP").is_none(), "no address before the sandbox");
+        let initialized = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Initialized").unwrap();
+        assert_eq!(initialized["lastTransitionTime"], "2026-01-01T00:00:00Z");
+        let ready = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
+        assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("ContainersNotReady")));
+        assert!(PodReport { containers: vec![container(true, None)], ..report }.ready());
     }
 }

@@ -346,16 +346,6 @@ impl NodeVolumes {
         }
         Ok(())
     }
-
-    /// Forgets every staged volume (the node rebooted: its mounts are gone).
-    pub async fn forget_staged(&self) {
-        self.staged.lock().await.clear();
-    }
-
-    /// The volume handles staged on this node now.
-    pub async fn staged(&self) -> Vec<String> {
-        self.staged.lock().await.keys().cloned().collect()
-    }
 }
 
 fn select_items(
