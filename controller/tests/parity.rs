@@ -1,7 +1,7 @@
 //! Parity: for the seed flow, the effects this controller executes equal those the simulator's run of `scenarios/seed-jfsdemo.yaml` shows (its committed snapshot), because both come from `model`.
 //!
 //! Both sides are reduced to, per object, the distinct effect descriptions in order of first
-//! appearance (`sim::control::describe_effect`), so what differs by construction drops out:
+//! appearance (`Effect`'s `Display`, shared with the simulator's trace), so what differs by construction drops out:
 //! timing, how many times a write was retried or repeated (the simulator injects 409s, and
 //! fields a description does not show may change between two writes), and node names (its
 //! scheduler picks `node-3`, this flow `node-a`). What the controller cannot see yet is excluded
@@ -66,7 +66,7 @@ fn simulator_effects() -> Effects {
 fn controller_effects(executed: &[Effect]) -> Effects {
     let mut effects = Effects::new();
     for effect in executed {
-        push(&mut effects, normalize_object(&effect.target().to_string()), sim::control::describe_effect(effect));
+        push(&mut effects, normalize_object(&effect.target().to_string()), effect.to_string());
     }
     effects
 }

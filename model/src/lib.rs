@@ -16,6 +16,7 @@ pub mod node;
 pub mod observed;
 pub mod quantity;
 pub mod reconcile;
+mod render;
 pub mod time;
 pub mod unconfirmed;
 pub mod volume;

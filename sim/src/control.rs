@@ -287,92 +287,6 @@ pub fn decide(
     }
 }
 
-/// A one-line description of an effect for the trace.
-pub fn describe_effect(effect: &Effect) -> String {
-    match effect {
-        Effect::Apply(object) => {
-            let what = match object {
-                Object::StatefulSet(sts) => {
-                    format!("replicas={}", sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1))
-                }
-                Object::DaemonSet(ds) => {
-                    let selector = ds
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.template.spec.as_ref())
-                        .and_then(|s| s.node_selector.as_ref())
-                        .map(|sel| sel.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
-                        .unwrap_or_default();
-                    format!("nodeSelector {selector}")
-                }
-                Object::PersistentVolume(pv) => {
-                    let path = pv
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.csi.as_ref())
-                        .and_then(|c| c.volume_attributes.as_ref())
-                        .and_then(|a| a.get(model::volume::ATTR_FLUID_PATH).cloned())
-                        .unwrap_or_default();
-                    format!("fluid_path={path}")
-                }
-                Object::PersistentVolumeClaim(pvc) => {
-                    format!("volumeName={}", pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default())
-                }
-            };
-            format!("apply {} ({what})", object.object_ref())
-        }
-        Effect::PatchStatus { status, .. } => match status {
-            Status::Dataset(s) => {
-                let conditions: Vec<String> = s
-                    .conditions
-                    .iter()
-                    .map(|c| {
-                        format!(
-                            "{}={}{}",
-                            c.type_,
-                            c.status,
-                            c.reason.as_deref().map(|r| format!("({r})")).unwrap_or_default()
-                        )
-                    })
-                    .collect();
-                let cached = s.cache_states.get("cached").map(|c| format!(" cached={c}")).unwrap_or_default();
-                format!("status phase={} {}{cached}", phase_or_dash(s.phase.as_str()), conditions.join(" "))
-            }
-            Status::Runtime(s) => {
-                let cached = s.cache_states.get("cached").map(|c| format!(" cached={c}")).unwrap_or_default();
-                format!(
-                    "status workers={} {}/{} fuse={} {}/{}{cached}",
-                    phase_or_dash(s.worker_phase.as_str()),
-                    s.worker_number_ready,
-                    s.desired_worker_number_scheduled,
-                    phase_or_dash(s.fuse_phase.as_str()),
-                    s.fuse_number_ready,
-                    s.desired_fuse_number_scheduled
-                )
-            }
-        },
-        Effect::PatchLabels { labels, .. } => {
-            let parts: Vec<String> = labels
-                .iter()
-                .map(|(k, v)| match v {
-                    Some(v) => format!("+{k}={v}"),
-                    None => format!("-{k}"),
-                })
-                .collect();
-            format!("labels {}", parts.join(" "))
-        }
-        Effect::AddOwnerReference { owner, .. } => format!("add ownerReference {}/{}", owner.kind, owner.name),
-        Effect::AddFinalizer { finalizer, .. } => format!("add finalizer {finalizer}"),
-        Effect::RemoveFinalizer { finalizer, .. } => format!("remove finalizer {finalizer}"),
-        Effect::Delete(target) => format!("delete {target}"),
-        Effect::Event { type_, reason, message, .. } => format!("event {} {reason}: {message}", type_.as_str()),
-    }
-}
-
-fn phase_or_dash(phase: &str) -> &str {
-    if phase.is_empty() { "-" } else { phase }
-}
-
 impl Sim {
     /// Enqueues both reconcilers for `pair` after the watch latency (plus `extra_ms`, the cache
     /// lag: an informer notifies only once its cache holds the change).
@@ -558,7 +472,7 @@ impl Sim {
                 Ok(()) => {
                     self.control.unconfirmed_creates.record(pair, created);
                     self.stats.effects += 1;
-                    trace!(self, actor, target.to_string(), "{}", describe_effect(effect));
+                    trace!(self, actor, target.to_string(), "{}", effect);
                 }
                 Err(error) => {
                     if matches!(error, ApiError::Conflict { .. }) {

@@ -29,7 +29,7 @@ use model::labels::{CREATED_BY, CREATED_BY_FLUID, DatasetKeys};
 use model::volume::{ATTR_FUSE_LABEL_KEY, ATTR_RUNTIME_NAME, ATTR_RUNTIME_NAMESPACE};
 
 use crate::apiserver::Change;
-use crate::control::{Pair, describe_effect};
+use crate::control::Pair;
 use crate::fuse::{is_fuse_pod, is_worker_pod};
 use crate::kubelet::RunPhase;
 use crate::sim::Sim;
@@ -285,11 +285,7 @@ impl Sim {
             }
         }
         for (reconciler, pair, effect) in self.fixpoint_writes() {
-            problems.push(format!(
-                "fixpoint-yields-no-writes: {} {pair} would still {}",
-                reconciler.actor(),
-                describe_effect(&effect)
-            ));
+            problems.push(format!("fixpoint-yields-no-writes: {} {pair} would still {}", reconciler.actor(), effect));
         }
         for (key, obj) in store.iter() {
             if !obj.is_deleting() || key.kind == Kind::Pod {

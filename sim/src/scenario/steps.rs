@@ -451,7 +451,7 @@ fn describe_pending(sim: &Sim) -> String {
         return writes
             .iter()
             .take(3)
-            .map(|(r, pair, e)| format!("{} {pair} would {}", r.actor(), crate::control::describe_effect(e)))
+            .map(|(r, pair, e)| format!("{} {pair} would {}", r.actor(), e))
             .collect::<Vec<_>>()
             .join("; ");
     }
