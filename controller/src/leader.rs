@@ -9,8 +9,13 @@ use crate::error::Result;
 
 /// How long a held lease stays valid without renewal, in seconds.
 pub const LEASE_DURATION_SECONDS: u64 = 15;
-/// The holder renews this long before expiry, in seconds (also the tolerated clock skew).
-pub const LEASE_GRACE_SECONDS: u64 = 5;
+/// Each request of the election gets this long (connect, read, write): well within the time
+/// between two renewals.
+pub const LEASE_REQUEST_TIMEOUT_SECONDS: u64 = 4;
+/// The holder renews this long before expiry, in seconds: every 5 s, so that a renewal delayed
+/// by a loaded API server or machine still lands before the 15 s run out (with a 5 s grace a
+/// holder missed its one renewal on the testbed and two replicas led for a second).
+pub const LEASE_GRACE_SECONDS: u64 = 10;
 
 /// A running election. Dropping it, or [`Leadership::release`], gives the lease up.
 pub struct Leadership {

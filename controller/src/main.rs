@@ -27,8 +27,8 @@ fn run(args: &RunArgs) -> ExitCode {
             .build()
             .map_err(|e| Error::Config(format!("cannot start the async runtime: {e}")))?;
         runtime.block_on(async {
-            let client = client().await?;
-            controller::run::run(client, settings).await
+            let (client, lease_client) = clients().await?;
+            controller::run::run(client, lease_client, settings).await
         })
     });
     match result {
@@ -40,9 +40,17 @@ fn run(args: &RunArgs) -> ExitCode {
     }
 }
 
-async fn client() -> controller::Result<kube::Client> {
+/// The controllers' client, and the election's: every lease request of the latter gets an
+/// answer within a few seconds or fails, so that a hung request cannot outlive the lease (on the
+/// testbed a follower's lease read once took 53 s, and a leader stopped renewing unawares).
+async fn clients() -> controller::Result<(kube::Client, kube::Client)> {
     let config = kube::Config::infer().await.map_err(|e| Error::ClientConfig(one_line(&e)))?;
-    kube::Client::try_from(config).map_err(|e| Error::ClientConfig(one_line(&e)))
+    let mut lease_config = config.clone();
+    let bound = Some(std::time::Duration::from_secs(controller::leader::LEASE_REQUEST_TIMEOUT_SECONDS));
+    (lease_config.connect_timeout, lease_config.read_timeout, lease_config.write_timeout) = (bound, bound, bound);
+    let client = kube::Client::try_from(config).map_err(|e| Error::ClientConfig(one_line(&e)))?;
+    let lease_client = kube::Client::try_from(lease_config).map_err(|e| Error::ClientConfig(one_line(&e)))?;
+    Ok((client, lease_client))
 }
 
 /// The error and its causes on one line, for a log collector and a person alike.

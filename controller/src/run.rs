@@ -36,8 +36,8 @@ use crate::observe::{Stores, trim_daemon_set, trim_managed_fields, trim_node, tr
 use crate::triggers::{self, PairKey};
 use model::effect::Kind;
 
-/// Runs until SIGTERM or Ctrl-C.
-pub async fn run(client: Client, settings: Settings) -> Result<()> {
+/// Runs until SIGTERM or Ctrl-C; `lease_client` (short timeouts) serves the election only.
+pub async fn run(client: Client, lease_client: Client, settings: Settings) -> Result<()> {
     let (stores, writers) = Stores::new();
     let metrics = Arc::new(Metrics::new(stores.clone()));
     let ready = Arc::new(AtomicBool::new(false));
@@ -47,7 +47,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
     let server = tokio::spawn(health::serve(listener, Health { metrics: metrics.clone(), ready: ready.clone() }));
 
     let leadership =
-        Leadership::elect(client.clone(), &settings.lease_namespace, &settings.lease_name, &settings.identity).await?;
+        Leadership::elect(lease_client, &settings.lease_namespace, &settings.lease_name, &settings.identity).await?;
     let reporter = Reporter { controller: "ferrofluid".to_string(), instance: Some(settings.identity.clone()) };
     let executor = Executor::new(client.clone(), reporter, leadership.is_leader.clone());
     let context =

@@ -37,6 +37,8 @@ pub struct Options {
     pub network_for_idle_pods: bool,
     /// Have the API server write an audit log (`cluster/logs/audit.log`).
     pub audit: bool,
+    /// `RUST_LOG` of the controller pods, set (and rolled out) before the testbed is ready.
+    pub controller_log: Option<String>,
 }
 
 impl Options {
@@ -60,6 +62,7 @@ impl Options {
             deploy: true,
             network_for_idle_pods: true,
             audit: false,
+            controller_log: std::env::var("TESTBED_CONTROLLER_LOG").ok(),
         }
     }
 }
@@ -177,6 +180,10 @@ impl Testbed {
         tracing::info!(seconds = started.elapsed().as_secs_f64(), "control plane ready");
         if options.deploy {
             bed.kubectl_ok(&["apply", "--server-side", "-k"], Some(&bed.programs.workspace.join("deploy")))?;
+            if let Some(level) = &options.controller_log {
+                let env = format!("RUST_LOG={level}");
+                bed.kubectl_ok(&["-n", "fluid-system", "set", "env", "deployment/ferrofluid-controller", &env], None)?;
+            }
         }
         let nodes_file = dir.join("nodes.yaml");
         let nodes_yaml = serde_yaml_ng::to_string(&options.nodes).map_err(|e| Error::Config(e.to_string()))?;

@@ -488,16 +488,23 @@ async fn deleting_a_dataset_in_use_is_blocked_then_teardown_leaves_nothing(w: &m
 async fn the_leader_fails_over_to_the_other_replica(w: &mut World) -> Result<(), String> {
     let bed = &w.bed;
     let leases: Api<Lease> = Api::namespaced(bed.client.clone(), "fluid-system");
-    let holder = wait(bed, 60, "a controller holds the lease", || async {
-        leases.get_opt("ferrofluid-controller").await.ok()??.spec?.holder_identity.filter(|h| !h.is_empty())
+    let pods: Api<Pod> = Api::namespaced(bed.client.clone(), "fluid-system");
+    // Both replicas up (the testbed waits for one), one of them holding the lease.
+    let controllers = wait(bed, 120, "both controller replicas run and one holds the lease", || async {
+        let mut list =
+            pods.list(&ListParams::default().labels("app.kubernetes.io/name=ferrofluid-controller")).await.ok()?;
+        list.items.retain(|p| p.metadata.deletion_timestamp.is_none() && running_and_ready(p));
+        let holder = leases.get_opt("ferrofluid-controller").await.ok()??.spec?.holder_identity?;
+        let holds = list.items.iter().any(|p| p.metadata.name.as_deref() == Some(holder.as_str()));
+        (list.items.len() == 2 && holds).then_some(list)
     })
     .await?;
-    let pods: Api<Pod> = Api::namespaced(bed.client.clone(), "fluid-system");
-    let mut controllers = pods
-        .list(&ListParams::default().labels("app.kubernetes.io/name=ferrofluid-controller"))
+    let holder = leases
+        .get_opt("ferrofluid-controller")
         .await
-        .map_err(|e| e.to_string())?;
-    controllers.items.retain(|p| p.metadata.deletion_timestamp.is_none() && running_and_ready(p));
+        .map_err(|e| e.to_string())?
+        .and_then(|l| l.spec?.holder_identity)
+        .ok_or("nobody holds the lease")?;
     let node_of = |name: &str| {
         controllers
             .items
@@ -515,22 +522,38 @@ async fn the_leader_fails_over_to_the_other_replica(w: &mut World) -> Result<(),
     check(node_of(&follower).as_deref() != Some(leader_node.as_str()), || {
         format!("both replicas run on {leader_node}")
     })?;
-    // Only the leader writes: the follower has sent no request for an effect.
+    // Only the leader writes: while a pair is set up, the follower sends no request for an
+    // effect (it may have led before: its counter must not move while it follows).
     let follower_ip = controllers
         .items
         .iter()
         .find(|p| p.metadata.name.as_deref() == Some(follower.as_str()))
         .and_then(|p| p.status.as_ref()?.pod_ip.clone())
         .ok_or("the follower has no IP")?;
-    let (_, metrics) = testbed::agent::probes::http_get(&follower_ip, 8080, "/metrics")
-        .await
-        .ok_or("no /metrics from the follower")?;
-    let follower_writes: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("ferrofluid_effects_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    check(follower_writes == 0.0, || format!("the follower {follower} sent {follower_writes} effect requests"))?;
+    let effects_sent = || async {
+        let (_, metrics) = testbed::agent::probes::http_get(&follower_ip, 8080, "/metrics").await?;
+        let total: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("ferrofluid_effects_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        Some(total)
+    };
+    let before = effects_sent().await.ok_or("no /metrics from the follower")?;
+    w.bed.apply(&w.volume.manifests("default", "while-following", 1)).map_err(|e| e.to_string())?;
+    let bed = &w.bed;
+    wait(bed, 120, "a pair set up while the follower follows is Bound", || async {
+        (dataset_phase(bed, "default", "while-following").await? == "Bound").then_some(())
+    })
+    .await?;
+    let after = effects_sent().await.ok_or("no /metrics from the follower")?;
+    let still = leases.get_opt("ferrofluid-controller").await.ok().flatten().and_then(|l| l.spec?.holder_identity);
+    check(still.as_deref() == Some(holder.as_str()), || format!("the lease moved to {still:?} meanwhile"))?;
+    check(after == before, || {
+        format!("the follower {follower} sent {} effect requests while following", after - before)
+    })?;
+    bed.kubectl_ok(&["delete", "dataset,juicefsruntime", "while-following", "-n", "default"], None)
+        .map_err(|e| e.to_string())?;
     // The leader's machine dies: no lease release, the other replica waits out the lease.
     let killed = Instant::now();
     bed.ask(Request::NodeDown { node: leader_node.clone() }).await.map_err(|e| e.to_string())?;

@@ -14,6 +14,8 @@ use crate::error::{Error, Result};
 
 /// The bridge's name.
 pub const BRIDGE: &str = "ffbr0";
+/// The bridge's MAC address, fixed (locally administered).
+const BRIDGE_MAC: &str = "02:fe:f1:00:00:01";
 /// The bridge's address: the pods' gateway.
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
 /// The `kubernetes` Service's cluster IP (the first of the control plane's service range).
@@ -103,6 +105,10 @@ pub async fn setup_bridge() -> Result<()> {
     if run("ip", &["link", "show", BRIDGE]).await.is_err() {
         run("ip", &["link", "add", BRIDGE, "type", "bridge"]).await?;
     }
+    // A bridge takes the lowest MAC address of its ports unless given one: as pods' veths come
+    // and go, the gateway's MAC would change under the pods' ARP caches, and their packets to
+    // the API server would go nowhere for a minute (seen: lease renewals that never connected).
+    run("ip", &["link", "set", BRIDGE, "address", BRIDGE_MAC]).await?;
     let addresses = run("ip", &["-4", "addr", "show", "dev", BRIDGE]).await?;
     for address in [format!("{GATEWAY}/16"), format!("{SERVICE_VIP}/32")] {
         if !addresses.contains(&format!("inet {address}")) {
