@@ -47,10 +47,7 @@ fn worker_targets(stores: &Stores, port: u16) -> Vec<(String, String, SocketAddr
         .pods
         .state()
         .iter()
-        .filter(|pod| {
-            let role = pod.metadata.labels.as_ref().and_then(|labels| labels.get(model::labels::ROLE));
-            role.is_some_and(|role| role.ends_with("-worker"))
-        })
+        .filter(|pod| model::labels::role_of(pod.metadata.labels.as_ref()).is_worker())
         .filter(|pod| pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
         .filter_map(|pod| {
             let ip: IpAddr = pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;

@@ -8,6 +8,7 @@ use kube::runtime::controller::Action;
 use model::effect::{Decision, Requeue};
 use model::engine::Engine;
 use model::engine::juicefs::JuiceFsEngine;
+use model::retry::{Failure, Retries};
 use model::time::Millis;
 use tokio::sync::watch;
 
@@ -18,7 +19,7 @@ use crate::observe::{Stores, observe};
 use crate::triggers::PairKey;
 
 /// Which of the pair's two reconcilers runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reconciler {
     /// `model::reconcile::reconcile_dataset`.
     Dataset,
@@ -36,12 +37,6 @@ impl Reconciler {
     }
 }
 
-/// First retry after an unexpected error; doubles per consecutive failure.
-const ERROR_BACKOFF_MIN: Duration = Duration::from_secs(1);
-/// Retries never wait longer than this.
-const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(300);
-/// Retry after a 409 or 404: fresh state is usually already in the stores.
-const CONFLICT_RETRY: Duration = Duration::from_millis(200);
 /// A pair whose own writes are still on their way is looked at again after this, should their
 /// watch event (which triggers it anyway) be lost.
 const OWN_WRITE_WAIT: Duration = Duration::from_millis(250);
@@ -60,8 +55,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// True while this replica leads; followers compute nothing.
     pub is_leader: watch::Receiver<bool>,
-    /// Consecutive unexpected failures per reconcile target, for backoff.
-    failures: Mutex<HashMap<(Reconciler, PairKey), u32>>,
+    /// Consecutive failures per reconcile target: the model's retry policy, as the simulator's.
+    retries: Mutex<Retries<(Reconciler, PairKey)>>,
     /// Objects reconciles created that the stores do not show yet.
     unconfirmed: Mutex<model::unconfirmed::UnconfirmedCreates>,
     /// One lock per pair: its two reconcilers read and write the same dataset, so they take
@@ -85,7 +80,7 @@ impl Context {
             engine: JuiceFsEngine,
             metrics,
             is_leader,
-            failures: Mutex::default(),
+            retries: Mutex::default(),
             unconfirmed: Mutex::default(),
             pair_locks: Mutex::default(),
         }
@@ -152,7 +147,7 @@ impl Context {
         match result {
             Ok(_) => {
                 tracing::debug!(kind = reconciler.kind(), %key, effects = decision.effects.len(), "reconciled");
-                self.lock_failures().remove(&(reconciler, key.clone()));
+                self.lock_retries().succeeded(&(reconciler, key.clone()));
                 Ok(action(decision.requeue))
             }
             Err(error) => Err(error),
@@ -162,21 +157,19 @@ impl Context {
     /// What to do after a failed reconcile: quick retry for normal races, backoff otherwise.
     pub fn on_error(&self, reconciler: Reconciler, key: &PairKey, error: &Error) -> Action {
         self.metrics.failed(reconciler.kind(), error);
-        match error {
-            Error::NotLeader => Action::await_change(),
-            Error::Conflict { .. } | Error::Gone { .. } => {
-                tracing::debug!(kind = reconciler.kind(), %key, %error, "retrying after a race");
-                Action::requeue(CONFLICT_RETRY)
+        let failure = match error {
+            Error::NotLeader => return Action::await_change(),
+            Error::Conflict { .. } | Error::Gone { .. } => Failure::Race,
+            _ => Failure::Other,
+        };
+        let retry_in_ms = self.lock_retries().failed((reconciler, key.clone()), failure);
+        match failure {
+            Failure::Race => {
+                tracing::debug!(kind = reconciler.kind(), %key, %error, retry_in_ms, "retrying after a race")
             }
-            _ => {
-                let mut failures = self.lock_failures();
-                let count = failures.entry((reconciler, key.clone())).or_insert(0);
-                *count = count.saturating_add(1);
-                let delay = backoff(*count);
-                tracing::warn!(kind = reconciler.kind(), %key, %error, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
-                Action::requeue(delay)
-            }
+            Failure::Other => tracing::warn!(kind = reconciler.kind(), %key, %error, retry_in_ms, "reconcile failed"),
         }
+        Action::requeue(Duration::from_millis(retry_in_ms))
     }
 
     fn lock_unconfirmed(&self) -> std::sync::MutexGuard<'_, model::unconfirmed::UnconfirmedCreates> {
@@ -198,9 +191,9 @@ impl Context {
         Arc::clone(locks.entry(key.clone()).or_default())
     }
 
-    fn lock_failures(&self) -> std::sync::MutexGuard<'_, HashMap<(Reconciler, PairKey), u32>> {
+    fn lock_retries(&self) -> std::sync::MutexGuard<'_, Retries<(Reconciler, PairKey)>> {
         // A poisoned map only loses backoff counts.
-        self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.retries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -212,12 +205,6 @@ pub fn action(requeue: Requeue) -> Action {
     }
 }
 
-/// Exponential backoff for the `failures`-th consecutive failure.
-pub fn backoff(failures: u32) -> Duration {
-    let factor = 1u32.checked_shl(failures.saturating_sub(1).min(16)).unwrap_or(u32::MAX);
-    ERROR_BACKOFF_MIN.saturating_mul(factor).min(ERROR_BACKOFF_MAX)
-}
-
 /// Milliseconds since the epoch; the only clock read in the controller's decision path.
 pub fn wall_clock() -> Millis {
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -227,14 +214,6 @@ pub fn wall_clock() -> Millis {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        assert_eq!(backoff(1), Duration::from_secs(1));
-        assert_eq!(backoff(2), Duration::from_secs(2));
-        assert_eq!(backoff(5), Duration::from_secs(16));
-        assert_eq!(backoff(40), ERROR_BACKOFF_MAX);
-    }
 
     #[test]
     fn requeues_map_to_actions() {

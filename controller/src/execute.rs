@@ -3,15 +3,17 @@
 //! | effect              | request                                                              |
 //! |---------------------|----------------------------------------------------------------------|
 //! | `Apply`             | server-side apply, field manager `ferrofluid`, `force=true`          |
-//! | `PatchStatus`       | merge patch of `/status`, guarded by `metadata.resourceVersion`      |
-//! | `PatchLabels`       | merge patch of `metadata.labels`, only the listed keys (null removes); rv-guarded on datasets and runtimes |
-//! | `AddOwnerReference` | merge patch of the whole `ownerReferences` list, guarded by rv        |
-//! | `Add/RemoveFinalizer` | merge patch of the whole `finalizers` list, guarded by rv          |
+//! | `PatchStatus`       | merge patch of `/status`                                             |
+//! | `PatchLabels`       | merge patch of `metadata.labels`, only the listed keys (null removes) |
+//! | `AddOwnerReference` | merge patch of the whole `ownerReferences` list                      |
+//! | `Add/RemoveFinalizer` | merge patch of the whole `finalizers` list                         |
 //! | `Delete`            | delete; 404 counts as done                                           |
 //! | `Event`             | `events.k8s.io/v1` Event through kube's `Recorder`                   |
 //!
-//! Lists are replaced whole under a resourceVersion guard, so a concurrent change is a 409 and
-//! never a lost update. Effects run in order; the first failed write stops the rest. An Event is
+//! A write whose effect carries a resourceVersion sends it as `metadata.resourceVersion`, chained
+//! over this run's own writes by `model::write::WriteChain` (the simulator's executor does the
+//! same). Lists are replaced whole under that guard, so a concurrent change is a 409 and never a
+//! lost update. Effects run in order; the first failed write stops the rest. An Event is
 //! best effort: one that fails (403 in a namespace being deleted, 404 on a series whose Event is
 //! gone) is logged and the effects after it still run.
 
@@ -24,6 +26,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParam
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
 use model::effect::{Effect, EventType, Kind, Object, ObjectRef, Status};
 use model::observed::Observed;
+use model::write::WriteChain;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
@@ -62,9 +65,8 @@ pub struct Written {
 struct Known<'a> {
     observed: &'a Observed,
     latest: BTreeMap<ObjectRef, DynamicObject>,
-    /// Per written object: `Some((observed rv, latest rv))` while every write of this run to it
-    /// was resourceVersion-guarded, so nobody else wrote in between; `None` once one was not.
-    guarded_chain: BTreeMap<ObjectRef, Option<(String, String)>>,
+    /// The guards of this run's writes.
+    chain: WriteChain,
 }
 
 impl Executor {
@@ -89,7 +91,7 @@ impl Executor {
         observed: &Observed,
         record: &mut Written,
     ) -> Result<usize> {
-        let mut known = Known { observed, latest: BTreeMap::new(), guarded_chain: BTreeMap::new() };
+        let mut known = Known { observed, latest: BTreeMap::new(), chain: WriteChain::new() };
         let mut sent = 0;
         for effect in effects {
             self.ensure_leader()?;
@@ -140,49 +142,40 @@ impl Executor {
         let target = effect.target();
         tracing::debug!(verb = effect.verb(), %target, "request");
         let write = |source| Error::from_write(&target, source);
+        let guard = known.chain.guard_of(effect);
         match effect {
             Effect::Apply(object) => {
                 let body = object_json(object).map_err(|source| Error::Serialize { target: target.clone(), source })?;
                 let params = PatchParams::apply(FIELD_MANAGER).force();
                 let applied =
                     self.api(&target).patch(&target.name, &params, &Patch::Apply(&body)).await.map_err(write)?;
-                known.record(&target, applied, false);
+                known.record(effect, applied);
             }
-            Effect::PatchStatus { status, resource_version, .. } => {
+            Effect::PatchStatus { status, .. } => {
                 let new = status_json(status).map_err(|source| Error::Serialize { target: target.clone(), source })?;
                 let patch = match known.status(&target) {
                     Some(old) => replacing_patch(&old, &new),
                     None => new,
                 };
                 let mut body = json!({ "status": patch });
-                if let Some(rv) = resource_version {
-                    body["metadata"] = json!({ "resourceVersion": known.chained_rv(&target, rv) });
+                if let Some(rv) = &guard {
+                    body["metadata"] = json!({ "resourceVersion": rv });
                 }
                 let params = PatchParams::default();
                 let patched =
                     self.api(&target).patch_status(&target.name, &params, &Patch::Merge(&body)).await.map_err(write)?;
-                known.record(&target, patched, resource_version.is_some());
+                known.record(effect, patched);
             }
             Effect::PatchLabels { labels, .. } => {
                 let labels: Map<String, Value> =
                     labels.iter().map(|(k, v)| (k.clone(), v.clone().map_or(Value::Null, Value::String))).collect();
-                let mut body = json!({ "metadata": { "labels": labels } });
-                // Datasets and runtimes also get status writes computed from the same snapshot, so
-                // their label writes are guarded too and keep the chain of guarded writes intact.
-                // Nodes are not: kubelets write them all the time and our keys are ours alone.
-                let guard = match target.kind {
-                    Kind::Dataset | Kind::JuiceFSRuntime => known.meta(&target).ok().and_then(|m| m.resource_version),
-                    _ => None,
-                };
-                if let Some(rv) = &guard {
-                    body["metadata"]["resourceVersion"] = json!(rv);
-                }
+                let body = guarded(json!({ "metadata": { "labels": labels } }), guard.as_deref());
                 let patched = self
                     .api(&target)
                     .patch(&target.name, &PatchParams::default(), &Patch::Merge(&body))
                     .await
                     .map_err(write)?;
-                known.record(&target, patched, guard.is_some());
+                known.record(effect, patched);
             }
             Effect::AddOwnerReference { owner, .. } => {
                 let meta = known.meta(&target)?;
@@ -190,14 +183,13 @@ impl Executor {
                 if !owners.iter().any(|o| o.uid == owner.uid) {
                     owners.push(owner.clone());
                 }
-                let body =
-                    json!({ "metadata": { "resourceVersion": meta.resource_version, "ownerReferences": owners } });
+                let body = guarded(json!({ "metadata": { "ownerReferences": owners } }), guard.as_deref());
                 let patched = self
                     .api(&target)
                     .patch(&target.name, &PatchParams::default(), &Patch::Merge(&body))
                     .await
                     .map_err(write)?;
-                known.record(&target, patched, true);
+                known.record(effect, patched);
             }
             Effect::AddFinalizer { finalizer, .. } | Effect::RemoveFinalizer { finalizer, .. } => {
                 let meta = known.meta(&target)?;
@@ -206,14 +198,13 @@ impl Executor {
                 if matches!(effect, Effect::AddFinalizer { .. }) {
                     finalizers.push(finalizer.clone());
                 }
-                let body =
-                    json!({ "metadata": { "resourceVersion": meta.resource_version, "finalizers": finalizers } });
+                let body = guarded(json!({ "metadata": { "finalizers": finalizers } }), guard.as_deref());
                 let patched = self
                     .api(&target)
                     .patch(&target.name, &PatchParams::default(), &Patch::Merge(&body))
                     .await
                     .map_err(write)?;
-                known.record(&target, patched, true);
+                known.record(effect, patched);
             }
             Effect::Delete(_) => match self.api(&target).delete(&target.name, &DeleteParams::default()).await {
                 Ok(_) => {}
@@ -246,28 +237,10 @@ impl Executor {
 }
 
 impl Known<'_> {
-    fn record(&mut self, target: &ObjectRef, object: DynamicObject, guarded: bool) {
-        let now = object.metadata.resource_version.clone();
-        let chain = match (guarded, self.guarded_chain.get(target)) {
-            // An unguarded write may have raced another writer: stop vouching for the object.
-            (false, _) | (true, Some(None)) => None,
-            (true, Some(Some((from, _)))) => now.map(|now| (from.clone(), now)),
-            (true, None) => {
-                let from = self.observed.meta_of(target).and_then(|m| m.resource_version.clone());
-                from.zip(now)
-            }
-        };
-        self.guarded_chain.insert(target.clone(), chain);
-        self.latest.insert(target.clone(), object);
-    }
-
-    /// The resourceVersion to guard a status write computed from `observed_rv`: our own
-    /// guarded writes since the observation do not make it stale; anyone else's does.
-    fn chained_rv(&self, target: &ObjectRef, observed_rv: &str) -> String {
-        match self.guarded_chain.get(target) {
-            Some(Some((from, now))) if from == observed_rv => now.clone(),
-            _ => observed_rv.to_string(),
-        }
+    /// Keeps what the API server returned for `effect`'s write, and where it left the chain.
+    fn record(&mut self, effect: &Effect, object: DynamicObject) {
+        self.chain.record_effect(effect, object.metadata.resource_version.as_deref());
+        self.latest.insert(effect.target(), object);
     }
 
     fn meta(&self, target: &ObjectRef) -> Result<ObjectMeta> {
@@ -304,6 +277,15 @@ impl Known<'_> {
             ..Default::default()
         }
     }
+}
+
+/// A metadata patch `body` with `metadata.resourceVersion` set to `guard`, if any: the API
+/// server then refuses it with 409 when the object moved on.
+fn guarded(mut body: Value, guard: Option<&str>) -> Value {
+    if let Some(rv) = guard {
+        body["metadata"]["resourceVersion"] = json!(rv);
+    }
+    body
 }
 
 /// Group, version, kind and plural of each kind the model writes.

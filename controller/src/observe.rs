@@ -1,9 +1,6 @@
-//! Reflector stores → `model::observed::Observed`: pure, synchronous, and the only place that selects objects.
-//!
-//! The selection rules themselves live in `model::observed` (`relevant_nodes`, `pod_uses_claim`,
-//! `PodView::from_pod`) so that the simulator and this controller see the same things.
+//! Reflector stores → `model::observed::Observed`, through the model's one observation
+//! (`model::observe`): this file only looks objects up; which ones a reconcile sees is the model's.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
@@ -13,8 +10,9 @@ use kube::runtime::reflector::{self, ObjectRef as StoreRef, Store, store::Writer
 
 use crate::index::{IndexedWriter, NodeIndex, PodIndex, Shared};
 use model::api::{Dataset, JuiceFSRuntime};
-use model::labels::{DatasetKeys, WorkloadNames};
-use model::observed::{CommonLabels, Observed, PodView, pod_uses_claim, relevant_nodes};
+use model::labels::DatasetKeys;
+use model::observe::{ClusterView, EachPod};
+use model::observed::{CacheSample, CommonLabels, Observed, PodView, pod_uses_claim};
 
 /// Read handles of every reflector the controllers share.
 #[derive(Clone)]
@@ -181,66 +179,78 @@ pub fn dataset_keys(dataset: Option<&Dataset>, namespace: &str, name: &str) -> O
     DatasetKeys::new(namespace, name, uid).ok()
 }
 
-/// Everything one reconcile of the pair `namespace/name` reads, from the stores as they are now.
+/// Everything one reconcile of the pair `namespace/name` reads, from the stores as they are now:
+/// the model's one observation (`model::observe::observe`) over [`Stores`].
 pub fn observe(stores: &Stores, runtime_type: &str, namespace: &str, name: &str) -> Observed {
-    let names = WorkloadNames::new(namespace, name, runtime_type);
-    let mut observed = Observed::empty(namespace, name);
-    observed.namespace_terminating = cluster(&stores.namespaces, namespace).is_some_and(|ns| is_terminating(&ns));
-    observed.dataset = namespaced(&stores.datasets, namespace, name);
-    observed.runtime = namespaced(&stores.runtimes, namespace, name);
-    observed.workers = namespaced(&stores.stateful_sets, namespace, &names.workers);
-    observed.fuse = namespaced(&stores.daemon_sets, namespace, &names.fuse);
-    observed.persistent_volume = cluster(&stores.persistent_volumes, &names.persistent_volume);
-    observed.persistent_volume_claim =
-        namespaced(&stores.persistent_volume_claims, namespace, &names.persistent_volume_claim);
+    model::observe::observe(stores, runtime_type, namespace, name, stores.common_labels())
+}
 
-    // Looked up through the indexes, not by walking every pod and node of the cluster.
-    let worker_labels = model::labels::workload_labels(name, runtime_type, "worker");
-    let release = worker_labels.get(model::labels::RELEASE).map(String::as_str).unwrap_or(name);
-    let pod = |pod_name: &String| stores.pods.get(&StoreRef::new(pod_name).within(namespace));
-    let (mut worker_pods, claim_users) = {
-        let pods = crate::index::read(&stores.pod_index);
-        let workers: Vec<PodView> = pods
-            .released_as(namespace, release)
-            .filter_map(pod)
-            .filter(|pod| {
-                let labels = pod.metadata.labels.as_ref();
-                labels.is_some_and(|labels| worker_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
-            })
-            .map(|pod| PodView::from_pod(&pod))
-            .collect();
-        let users: Vec<PodView> = pods
-            .claim_users(namespace, &names.persistent_volume_claim)
-            .filter_map(pod)
-            .filter(|pod| pod_uses_claim(pod, &names.persistent_volume_claim))
-            .map(|pod| PodView::from_pod(&pod))
-            .collect();
-        (workers, users)
-    };
-    // Both come in name order, which is `PodView` order within one namespace.
-    worker_pods.sort();
+/// The reflector stores as the model reads them; pods and nodes are looked up through the
+/// indexes, not by walking every pod and node of the cluster.
+impl ClusterView for Stores {
+    fn dataset(&self, namespace: &str, name: &str) -> Option<Arc<Dataset>> {
+        namespaced(&self.datasets, namespace, name)
+    }
 
-    let keys = dataset_keys(observed.dataset.as_deref(), namespace, name);
-    let label_keys = keys.map(|k| observed.node_label_keys(&k, runtime_type)).unwrap_or_default();
-    let candidates: BTreeSet<String> = {
-        let nodes = crate::index::read(&stores.node_index);
-        let mut names: BTreeSet<String> =
-            label_keys.iter().flat_map(|key| nodes.with_label_key(key).cloned().collect::<Vec<_>>()).collect();
-        names.extend(worker_pods.iter().filter_map(|p| p.node_name.as_deref().map(str::to_string)));
-        names
-    };
-    let nodes: Vec<Arc<Node>> = candidates.iter().filter_map(|n| stores.nodes.get(&StoreRef::new(n))).collect();
-    observed.nodes = relevant_nodes(&label_keys, &worker_pods, nodes.iter());
-    if let Ok(samples) = stores.cache_samples.read() {
-        observed.cache_samples = worker_pods
+    fn runtime(&self, namespace: &str, name: &str) -> Option<Arc<JuiceFSRuntime>> {
+        namespaced(&self.runtimes, namespace, name)
+    }
+
+    fn stateful_set(&self, namespace: &str, name: &str) -> Option<Arc<StatefulSet>> {
+        namespaced(&self.stateful_sets, namespace, name)
+    }
+
+    fn daemon_set(&self, namespace: &str, name: &str) -> Option<Arc<DaemonSet>> {
+        namespaced(&self.daemon_sets, namespace, name)
+    }
+
+    fn persistent_volume(&self, name: &str) -> Option<Arc<PersistentVolume>> {
+        cluster(&self.persistent_volumes, name)
+    }
+
+    fn persistent_volume_claim(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
+        namespaced(&self.persistent_volume_claims, namespace, name)
+    }
+
+    fn node(&self, name: &str) -> Option<Arc<Node>> {
+        cluster(&self.nodes, name)
+    }
+
+    fn namespace_terminating(&self, namespace: &str) -> bool {
+        cluster(&self.namespaces, namespace).is_some_and(|ns| is_terminating(&ns))
+    }
+
+    fn pods_released_as(&self, namespace: &str, release: &str, each: &mut EachPod<'_>) {
+        let index = crate::index::read(&self.pod_index);
+        for pod in index.released_as(namespace, release).filter_map(|name| namespaced(&self.pods, namespace, name)) {
+            each(pod.metadata.labels.as_ref(), PodView::from_pod(&pod));
+        }
+    }
+
+    fn claim_users(&self, namespace: &str, claim: &str) -> Vec<PodView> {
+        let index = crate::index::read(&self.pod_index);
+        index
+            .claim_users(namespace, claim)
+            .filter_map(|name| namespaced(&self.pods, namespace, name))
+            .filter(|pod| pod_uses_claim(pod, claim))
+            .map(|pod| PodView::from_pod(&pod))
+            .collect()
+    }
+
+    fn nodes_with_label_key(&self, key: &str, each: &mut dyn FnMut(&str)) {
+        let index = crate::index::read(&self.node_index);
+        for node in index.with_label_key(key) {
+            each(node);
+        }
+    }
+
+    fn cache_samples(&self, worker_pods: &[PodView]) -> Vec<CacheSample> {
+        let Ok(samples) = self.cache_samples.read() else { return Vec::new() };
+        worker_pods
             .iter()
             .filter_map(|pod| samples.get(&(pod.namespace.to_string(), pod.name.to_string())).cloned())
-            .collect();
+            .collect()
     }
-    observed.worker_pods = worker_pods;
-    observed.claim_users = claim_users;
-    observed.cluster_common_labels = stores.common_labels();
-    observed
 }
 
 impl Stores {

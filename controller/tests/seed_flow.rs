@@ -168,7 +168,11 @@ async fn a_refused_event_does_not_stop_the_effects_after_it() {
             reason: "R".into(),
             message: "m".into(),
         },
-        Effect::AddFinalizer { target: dataset, finalizer: "example.com/after-the-event".into() },
+        Effect::AddFinalizer {
+            target: dataset,
+            finalizer: "example.com/after-the-event".into(),
+            resource_version: observed.dataset.as_ref().and_then(|d| d.metadata.resource_version.clone()),
+        },
     ];
     flow.server.take_transcript();
     flow.server.fail_next("events", 403);

@@ -135,7 +135,8 @@ async fn node_labels_are_a_merge_patch_of_only_the_listed_keys() {
         ("fluid.io/s-default-jfsdemo".to_string(), Some("true".to_string())),
         ("fluid.io/dataset-num".to_string(), None),
     ]);
-    let effect = Effect::PatchLabels { target: ObjectRef::cluster(Kind::Node, "node-a"), labels };
+    let effect =
+        Effect::PatchLabels { target: ObjectRef::cluster(Kind::Node, "node-a"), labels, resource_version: None };
     let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a", "resourceVersion": "9"}});
     let (result, seen) = execute_one(effect, observed_seed(&[]), vec![(200, node)]).await;
     assert_eq!(result.unwrap(), 1);
@@ -151,7 +152,7 @@ async fn node_labels_are_a_merge_patch_of_only_the_listed_keys() {
 #[tokio::test]
 async fn dataset_labels_are_guarded_by_resource_version() {
     let labels = BTreeMap::from([("fluid.io/dataset-id".to_string(), Some("default-jfsdemo".to_string()))]);
-    let effect = Effect::PatchLabels { target: dataset_ref(), labels };
+    let effect = Effect::PatchLabels { target: dataset_ref(), labels, resource_version: Some("1".into()) };
     let (result, seen) =
         execute_one(effect, observed_seed(&[]), vec![(200, answer("Dataset", "data.fluid.io/v1alpha1", "2"))]).await;
     assert_eq!(result.unwrap(), 1);
@@ -172,7 +173,7 @@ async fn owner_reference_replaces_the_list_under_resource_version() {
         controller: Some(true),
         block_owner_deletion: Some(true),
     };
-    let effect = Effect::AddOwnerReference { target: runtime_ref(), owner };
+    let effect = Effect::AddOwnerReference { target: runtime_ref(), owner, resource_version: Some("1".into()) };
     let (result, seen) =
         execute_one(effect, observed_seed(&[]), vec![(200, answer("JuiceFSRuntime", "data.fluid.io/v1alpha1", "2"))])
             .await;
@@ -190,7 +191,11 @@ async fn owner_reference_replaces_the_list_under_resource_version() {
 
 #[tokio::test]
 async fn finalizers_are_added_and_removed_as_whole_lists_under_resource_version() {
-    let add = Effect::AddFinalizer { target: dataset_ref(), finalizer: "fluid-dataset-controller-finalizer".into() };
+    let add = Effect::AddFinalizer {
+        target: dataset_ref(),
+        finalizer: "fluid-dataset-controller-finalizer".into(),
+        resource_version: Some("1".into()),
+    };
     let (result, seen) = execute_one(
         add,
         observed_seed(&["other.io/keep"]),
@@ -204,13 +209,46 @@ async fn finalizers_are_added_and_removed_as_whole_lists_under_resource_version(
         json!({"metadata": {"resourceVersion": "1", "finalizers": ["other.io/keep", "fluid-dataset-controller-finalizer"]}})
     );
 
-    let remove =
-        Effect::RemoveFinalizer { target: dataset_ref(), finalizer: "fluid-dataset-controller-finalizer".into() };
+    let remove = Effect::RemoveFinalizer {
+        target: dataset_ref(),
+        finalizer: "fluid-dataset-controller-finalizer".into(),
+        resource_version: Some("1".into()),
+    };
     let observed = observed_seed(&["fluid-dataset-controller-finalizer", "other.io/keep"]);
     let (result, seen) =
         execute_one(remove, observed, vec![(200, answer("Dataset", "data.fluid.io/v1alpha1", "3"))]).await;
     assert_eq!(result.unwrap(), 1);
     assert_eq!(seen[0].body, json!({"metadata": {"resourceVersion": "1", "finalizers": ["other.io/keep"]}}));
+}
+
+/// The write contract (`model::write`): each write sends the resourceVersion its effect was
+/// decided on, moved along by this run's own guarded writes; an unguarded write ends the chain.
+/// `sim/src/control.rs` checks its executor against the same sequence.
+#[tokio::test]
+async fn one_runs_guarded_writes_chain_their_resource_versions() {
+    let decided_on = |rv: &str| Some(rv.to_string());
+    let status = DatasetStatus { phase: DatasetPhase::NotBound, ..Default::default() };
+    let dataset_id = BTreeMap::from([("fluid.io/dataset-id".to_string(), Some("default-jfsdemo".to_string()))]);
+    let effects = vec![
+        Effect::PatchStatus {
+            target: dataset_ref(),
+            status: Status::Dataset(Box::new(status)),
+            resource_version: decided_on("1"),
+        },
+        Effect::AddFinalizer {
+            target: dataset_ref(),
+            finalizer: "fluid-dataset-controller-finalizer".into(),
+            resource_version: decided_on("1"),
+        },
+        Effect::PatchLabels { target: dataset_ref(), labels: dataset_id.clone(), resource_version: None },
+        Effect::PatchLabels { target: dataset_ref(), labels: dataset_id, resource_version: decided_on("1") },
+    ];
+    let answers = ["2", "3", "4", "5"].map(|rv| (200, answer("Dataset", "data.fluid.io/v1alpha1", rv))).to_vec();
+    let (result, _, seen) = execute_all(effects, observed_seed(&[]), answers).await;
+    assert_eq!(result.unwrap(), 4);
+    let sent: Vec<Option<&str>> =
+        seen.iter().map(|request| request.body["metadata"]["resourceVersion"].as_str()).collect();
+    assert_eq!(sent, [Some("1"), Some("2"), None, Some("1")], "the unguarded write ended the chain");
 }
 
 #[tokio::test]

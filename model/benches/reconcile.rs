@@ -97,7 +97,7 @@ fn apply(observed: &mut Observed, nodes: &mut [Arc<Node>], decision: &Decision) 
             Effect::PatchStatus { status: Status::Runtime(status), .. } => {
                 Arc::make_mut(observed.runtime.as_mut().expect("runtime")).status = Some((**status).clone());
             }
-            Effect::PatchLabels { target, labels } => {
+            Effect::PatchLabels { target, labels, .. } => {
                 let meta = match target.kind {
                     Kind::Node => {
                         &mut Arc::make_mut(
@@ -123,7 +123,7 @@ fn apply(observed: &mut Observed, nodes: &mut [Arc<Node>], decision: &Decision) 
                     .get_or_insert_with(Vec::new)
                     .push(owner.clone());
             }
-            Effect::AddFinalizer { target, finalizer } => {
+            Effect::AddFinalizer { target, finalizer, .. } => {
                 let meta = match target.kind {
                     Kind::Dataset => &mut Arc::make_mut(observed.dataset.as_mut().expect("dataset")).metadata,
                     _ => &mut Arc::make_mut(observed.runtime.as_mut().expect("runtime")).metadata,

@@ -173,6 +173,10 @@ pub enum Effect {
         target: ObjectRef,
         /// Keys to set or remove.
         labels: BTreeMap<String, Option<String>>,
+        /// The resourceVersion this write was decided on (`crate::write`): set for datasets and
+        /// runtimes, whose status is written from the same view; `None` for nodes, which
+        /// kubelets write all the time and whose keys here are ours alone.
+        resource_version: Option<String>,
     },
     /// Append an ownerReference to `target`, unless one with the same UID is there.
     AddOwnerReference {
@@ -180,6 +184,9 @@ pub enum Effect {
         target: ObjectRef,
         /// The owner.
         owner: OwnerReference,
+        /// The resourceVersion this write was decided on (`crate::write`): a write to an object
+        /// that changed since gets 409, never a lost update. `None` writes unguarded.
+        resource_version: Option<String>,
     },
     /// Add `finalizer` to `target`.
     AddFinalizer {
@@ -187,6 +194,9 @@ pub enum Effect {
         target: ObjectRef,
         /// The finalizer.
         finalizer: String,
+        /// The resourceVersion this write was decided on (`crate::write`): a write to an object
+        /// that changed since gets 409, never a lost update. `None` writes unguarded.
+        resource_version: Option<String>,
     },
     /// Remove `finalizer` from `target`.
     RemoveFinalizer {
@@ -194,6 +204,9 @@ pub enum Effect {
         target: ObjectRef,
         /// The finalizer.
         finalizer: String,
+        /// The resourceVersion this write was decided on (`crate::write`): a write to an object
+        /// that changed since gets 409, never a lost update. `None` writes unguarded.
+        resource_version: Option<String>,
     },
     /// Delete `target` (foreground propagation is not needed: owners are set on what we create).
     Delete(ObjectRef),
@@ -227,6 +240,18 @@ impl Effect {
             | Effect::RemoveFinalizer { target, .. }
             | Effect::Delete(target)
             | Effect::Event { regarding: target, .. } => target.clone(),
+        }
+    }
+
+    /// The resourceVersion a write was decided on, its precondition (`crate::write`).
+    pub fn precondition(&self) -> Option<&str> {
+        match self {
+            Effect::PatchStatus { resource_version, .. }
+            | Effect::PatchLabels { resource_version, .. }
+            | Effect::AddOwnerReference { resource_version, .. }
+            | Effect::AddFinalizer { resource_version, .. }
+            | Effect::RemoveFinalizer { resource_version, .. } => resource_version.as_deref(),
+            Effect::Apply(_) | Effect::Delete(_) | Effect::Event { .. } => None,
         }
     }
 
@@ -317,7 +342,11 @@ mod tests {
     fn status_patches_move_before_other_writes_to_the_same_object_only() {
         let dataset = ObjectRef::namespaced(Kind::Dataset, "ns", "a");
         let other = ObjectRef::namespaced(Kind::Dataset, "ns", "b");
-        let finalizer = |target: &ObjectRef| Effect::AddFinalizer { target: target.clone(), finalizer: "f".into() };
+        let finalizer = |target: &ObjectRef| Effect::AddFinalizer {
+            target: target.clone(),
+            finalizer: "f".into(),
+            resource_version: Some("1".into()),
+        };
         let status = |target: &ObjectRef| Effect::PatchStatus {
             target: target.clone(),
             status: Status::Dataset(Box::default()),

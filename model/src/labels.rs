@@ -243,6 +243,62 @@ pub fn workload_labels(runtime_name: &str, runtime_type: &str, role: &str) -> BT
     ])
 }
 
+/// The part a pod plays for a runtime, read from its workload labels: the one rule the model,
+/// the simulator and the controller use to tell worker and FUSE pods from the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodRole<'a> {
+    /// A cache worker of the runtime released as `release`, of type `runtime_type`.
+    Worker {
+        /// The runtime type (`juicefs`).
+        runtime_type: &'a str,
+        /// The `release` label: the runtime's name, bounded.
+        release: &'a str,
+    },
+    /// A FUSE client of the runtime released as `release`.
+    Fuse {
+        /// The runtime type.
+        runtime_type: &'a str,
+        /// The `release` label.
+        release: &'a str,
+    },
+    /// Any other pod (an application, or something not ours).
+    Other,
+}
+
+impl<'a> PodRole<'a> {
+    /// True for a worker of the runtime `runtime_name` of type `runtime_type`.
+    pub fn is_worker_of(&self, runtime_name: &str, runtime_type: &str) -> bool {
+        matches!(self, PodRole::Worker { runtime_type: t, release }
+            if *t == runtime_type && *release == bounded_name(runtime_name, KEY_LENGTH_LIMIT))
+    }
+
+    /// True for a worker of any runtime.
+    pub fn is_worker(&self) -> bool {
+        matches!(self, PodRole::Worker { .. })
+    }
+
+    /// True for a FUSE client of any runtime.
+    pub fn is_fuse(&self) -> bool {
+        matches!(self, PodRole::Fuse { .. })
+    }
+}
+
+/// The role of a pod with these labels: `app=<type>`, `role=<type>-worker` or `<type>-fuse`, and
+/// a `release`, as [`workload_labels`] sets them. Anything less is [`PodRole::Other`].
+pub fn role_of(labels: Option<&BTreeMap<String, String>>) -> PodRole<'_> {
+    let Some(labels) = labels else { return PodRole::Other };
+    let (Some(runtime_type), Some(role), Some(release)) = (labels.get(APP), labels.get(ROLE), labels.get(RELEASE))
+    else {
+        return PodRole::Other;
+    };
+    let (runtime_type, release) = (runtime_type.as_str(), release.as_str());
+    match role.strip_prefix(runtime_type).and_then(|rest| rest.strip_prefix('-')) {
+        Some("worker") => PodRole::Worker { runtime_type, release },
+        Some("fuse") => PodRole::Fuse { runtime_type, release },
+        _ => PodRole::Other,
+    }
+}
+
 /// Checks a Kubernetes label key (optional DNS-subdomain prefix, `/`, name of at most 63).
 pub fn validate_label_key(key: &str) -> Result<(), String> {
     let (prefix, name) = match key.rsplit_once('/') {
@@ -331,6 +387,31 @@ mod tests {
     fn long_names_without_uid_are_an_error_naming_the_dataset() {
         let err = DatasetKeys::new("default", &"b".repeat(60), None).unwrap_err();
         assert!(err.to_string().contains("default/bbbb"), "{err}");
+    }
+
+    #[test]
+    fn roles_come_from_the_workload_labels_and_nothing_less() {
+        let worker = workload_labels("demo", "juicefs", "worker");
+        assert_eq!(role_of(Some(&worker)), PodRole::Worker { runtime_type: "juicefs", release: "demo" });
+        assert!(role_of(Some(&worker)).is_worker_of("demo", "juicefs"));
+        assert!(!role_of(Some(&worker)).is_worker_of("other", "juicefs"));
+        assert!(!role_of(Some(&worker)).is_worker_of("demo", "alluxio"));
+        let fuse = workload_labels("demo", "juicefs", "fuse");
+        assert!(role_of(Some(&fuse)).is_fuse() && !role_of(Some(&fuse)).is_worker());
+        let long = "x".repeat(80);
+        assert!(role_of(Some(&workload_labels(&long, "juicefs", "worker"))).is_worker_of(&long, "juicefs"));
+        for missing in [APP, ROLE, RELEASE] {
+            let mut partial = worker.clone();
+            partial.remove(missing);
+            assert_eq!(role_of(Some(&partial)), PodRole::Other, "without {missing}");
+        }
+        let mut mismatched = worker.clone();
+        mismatched.insert(APP.into(), "alluxio".into());
+        assert_eq!(role_of(Some(&mismatched)), PodRole::Other, "the role must be of the app's type");
+        let mut suffix = worker;
+        suffix.insert(ROLE.into(), "juicefs-workers".into());
+        assert_eq!(role_of(Some(&suffix)), PodRole::Other);
+        assert_eq!(role_of(None), PodRole::Other);
     }
 
     #[test]

@@ -13,13 +13,16 @@ pub mod engine;
 pub mod error;
 pub mod labels;
 pub mod node;
+pub mod observe;
 pub mod observed;
 pub mod quantity;
 pub mod reconcile;
 mod render;
+pub mod retry;
 pub mod time;
 pub mod unconfirmed;
 pub mod volume;
 pub mod watch;
+pub mod write;
 
 pub use error::ModelError;

@@ -1,7 +1,7 @@
-//! What a reconcile of one dataset/runtime pair sees: a read-only snapshot built by the driver.
+//! What a reconcile of one dataset/runtime pair sees: a read-only snapshot.
 //!
-//! Drivers (the simulator's store, the controller's reflector stores) fill an [`Observed`] with
-//! the helpers here, so both select the same objects the same way.
+//! Both drivers (the simulator's store, the controller's reflector stores) build it with
+//! `crate::observe::observe`, so both select the same objects the same way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -9,13 +9,14 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use model::effect::{CompactString, Decision, Effect, Kind, Object, ObjectRef, Requeue, Status};
-use model::engine::juicefs::JuiceFsEngine;
-use model::labels::{DatasetKeys, WorkloadNames};
-use model::observed::{Observed, PodView, relevant_nodes};
+use model::effect::{Decision, Effect, Kind, Object, ObjectRef, Requeue, Status};
+use model::engine::juicefs::{JuiceFsEngine, RUNTIME_TYPE};
+use model::labels::DatasetKeys;
+use model::observed::{Observed, PodView};
 use model::reconcile::{reconcile_dataset, reconcile_runtime};
+use model::retry::{Failure, Retries};
+use model::write::WriteChain;
 
-use crate::apiserver::selector::matches_label_selector;
 use crate::apiserver::{ApiError, Change, Obj, Store};
 use crate::invariants::Violation;
 pub use crate::queue::{DelayQueue, Due};
@@ -56,7 +57,8 @@ pub struct Control {
     cache: Option<Store>,
     feed: VecDeque<(u64, Change)>,
     queues: [DelayQueue<Pair>; 2],
-    failures: BTreeMap<(Reconciler, Pair), u32>,
+    /// Consecutive failures per reconcile target, under the model's retry policy (the controller's).
+    retries: Retries<(Reconciler, Pair)>,
     label_owners: model::watch::NodeLabelOwners,
     common_labels: BTreeMap<Pair, String>,
     /// `common_labels`' values, shared with every `Observed` until a dataset comes or goes.
@@ -82,7 +84,7 @@ impl Control {
             cache: None,
             feed: VecDeque::new(),
             queues: [DelayQueue::default(), DelayQueue::default()],
-            failures: BTreeMap::new(),
+            retries: Retries::default(),
             label_owners: Default::default(),
             common_labels: BTreeMap::new(),
             common_label_set: Default::default(),
@@ -219,59 +221,16 @@ struct ObservedAt {
     faults: u64,
 }
 
-/// Builds the `Observed` of `pair` from `store` (the cache, or the apiserver at a fixpoint check).
+/// Builds the `Observed` of `pair` from `store` (the cache, or the apiserver at a fixpoint check)
+/// with the model's one observation, as the controller does.
 pub fn build_observed(
     sim_store: &Store,
     pair: &Pair,
     common_labels: &Arc<model::observed::CommonLabels>,
     samples: &dyn Fn(&[PodView]) -> Vec<model::observed::CacheSample>,
 ) -> Observed {
-    let (namespace, name) = (pair.namespace.as_str(), pair.name.as_str());
-    let mut observed = Observed::empty(namespace, name);
-    let names = WorkloadNames::new(namespace, name, model::engine::juicefs::RUNTIME_TYPE);
-    observed.dataset = sim_store.get_named(Kind::Dataset, namespace, name).and_then(|o| o.as_dataset()).cloned();
-    observed.runtime = sim_store.get_named(Kind::JuiceFSRuntime, namespace, name).and_then(|o| o.as_runtime()).cloned();
-    let workers =
-        sim_store.get_named(Kind::StatefulSet, namespace, &names.workers).and_then(|o| o.as_statefulset()).cloned();
-    observed.fuse =
-        sim_store.get_named(Kind::DaemonSet, namespace, &names.fuse).and_then(|o| o.as_daemonset()).cloned();
-    observed.persistent_volume =
-        sim_store.get_named(Kind::PersistentVolume, "", &names.persistent_volume).and_then(|o| o.as_pv()).cloned();
-    observed.persistent_volume_claim = sim_store
-        .get_named(Kind::PersistentVolumeClaim, namespace, &names.persistent_volume_claim)
-        .and_then(|o| o.as_pvc())
-        .cloned();
-    if let Some(sts) = &workers {
-        let no_selector = Default::default();
-        let selector = sts.spec.as_ref().map_or(&no_selector, |s| &s.selector);
-        let uid = sts.metadata.uid.as_deref().unwrap_or_default();
-        let mut pods: Vec<PodView> = sim_store
-            .dependents(uid)
-            .filter_map(|key| sim_store.get(key))
-            .filter_map(|o| o.as_pod())
-            .filter(|pod| matches_label_selector(selector, pod.metadata.labels.as_ref()))
-            .map(|pod| pod.view())
-            .collect();
-        pods.sort();
-        observed.worker_pods = pods;
-    }
-    observed.workers = workers;
-    // Key order is (namespace, name) order, the order `PodView` sorts in.
-    observed.claim_users = sim_store.claim_users(namespace, name).map(|(_, view)| view.clone()).collect();
-    let uid = observed.dataset.as_deref().and_then(|d| d.metadata.uid.clone());
-    let keys = DatasetKeys::new(namespace, name, uid.as_deref()).ok();
-    let label_keys =
-        keys.map(|k| observed.node_label_keys(&k, model::engine::juicefs::RUNTIME_TYPE)).unwrap_or_default();
-    let mut candidates: BTreeSet<&str> = observed.worker_pods.iter().filter_map(|p| p.node_name.as_deref()).collect();
-    for label in &label_keys {
-        candidates.extend(sim_store.nodes_with_label_key(label).map(CompactString::as_str));
-    }
-    let nodes =
-        candidates.into_iter().filter_map(|node| sim_store.get_named(Kind::Node, "", node)).filter_map(|o| o.as_node());
-    observed.nodes = relevant_nodes(&label_keys, &observed.worker_pods, nodes);
-    observed.cluster_common_labels = common_labels.clone();
-    observed.cache_samples = samples(&observed.worker_pods);
-    observed
+    let view = crate::view::StoreView { store: sim_store, samples };
+    model::observe::observe(&view, RUNTIME_TYPE, &pair.namespace, &pair.name, common_labels.clone())
 }
 
 /// Calls the model for one reconciler.
@@ -466,9 +425,10 @@ impl Sim {
         self.stats.reconciles += 1;
         let actor = reconciler.actor();
         let mut failed = None;
+        let mut chain = WriteChain::new();
         for (effect, created) in decision.effects.iter().zip(creates) {
             let target = effect.target();
-            match self.apply_effect(effect) {
+            match self.apply_effect(effect, &mut chain) {
                 Ok(()) => {
                     self.control.unconfirmed_creates.record(pair, created);
                     self.stats.effects += 1;
@@ -485,11 +445,13 @@ impl Sim {
             }
         }
         let key = (reconciler, pair.clone());
-        if failed.is_some() {
-            let failures = self.control.failures.entry(key).or_insert(0);
-            *failures += 1;
-            let exponent = (*failures - 1).min(16);
-            let delay = (self.config.backoff_base_ms << exponent).min(self.config.backoff_max_ms);
+        if let Some(error) = failed {
+            let failure = failure_of(&error);
+            let delay = self.control.retries.failed(key, failure);
+            let why = match failure {
+                Failure::Race => "after a race",
+                Failure::Other => "with backoff",
+            };
             trace!(
                 self,
                 actor,
@@ -499,20 +461,30 @@ impl Sim {
                     pair.namespace,
                     pair.name
                 ),
-                "requeue with backoff in {}",
+                "requeue {why} in {}",
                 crate::clock::format_duration(delay)
             );
             self.requeue(reconciler, pair, now_ms + delay, crate::control::Due::Urgent);
             return;
         }
-        self.control.failures.remove(&key);
+        self.control.retries.succeeded(&key);
         if let Requeue::AfterMs(delay) = decision.requeue {
             self.requeue(reconciler, pair, now_ms + delay, crate::control::Due::Timer);
         }
     }
 
-    /// Applies one effect through the apiserver, as the controller's client would.
-    fn apply_effect(&mut self, effect: &Effect) -> Result<(), ApiError> {
+    /// Applies one effect through the apiserver, as the controller's client would: guarded by
+    /// the resourceVersion `chain` gives it, and recorded there once it succeeded.
+    fn apply_effect(&mut self, effect: &Effect, chain: &mut WriteChain) -> Result<(), ApiError> {
+        let guard = chain.guard_of(effect);
+        self.send_effect(effect, guard.as_deref())?;
+        let target = effect.target();
+        chain.record_effect(effect, self.api.store.get(&target).and_then(|o| o.resource_version()));
+        Ok(())
+    }
+
+    /// One effect as one request, with `guard` as its precondition.
+    fn send_effect(&mut self, effect: &Effect, guard: Option<&str>) -> Result<(), ApiError> {
         let now = self.clock.wall();
         let conflict_rate = self.faults.conflict_rate;
         if effect.is_write() && self.rng.chance(Stream::Faults, conflict_rate) {
@@ -530,10 +502,10 @@ impl Sim {
                 };
                 self.api.apply(obj, now).map(|_| ())
             }
-            Effect::PatchStatus { target, status, resource_version } => {
+            Effect::PatchStatus { target, status, .. } => {
                 let status = status.clone();
                 self.api
-                    .modify(target, resource_version.as_deref(), |obj| match (obj, status) {
+                    .modify(target, guard, |obj| match (obj, status) {
                         (Obj::Dataset(d), Status::Dataset(s)) => {
                             Arc::make_mut(d).status = Some(*s);
                             true
@@ -546,10 +518,12 @@ impl Sim {
                     })
                     .map(|_| ())
             }
-            Effect::PatchLabels { target, labels } => self.api.patch_labels(target, labels).map(|_| ()),
-            Effect::AddOwnerReference { target, owner } => self
+            Effect::PatchLabels { target, labels, .. } => {
+                self.api.patch_labels_guarded(target, guard, labels).map(|_| ())
+            }
+            Effect::AddOwnerReference { target, owner, .. } => self
                 .api
-                .modify(target, None, |obj| {
+                .modify(target, guard, |obj| {
                     let meta = obj.meta_mut();
                     let owners = meta.owner_references.get_or_insert_with(Vec::new);
                     if owners.iter().any(|o| o.uid == owner.uid) {
@@ -559,9 +533,9 @@ impl Sim {
                     true
                 })
                 .map(|_| ()),
-            Effect::AddFinalizer { target, finalizer } => self
+            Effect::AddFinalizer { target, finalizer, .. } => self
                 .api
-                .modify(target, None, |obj| {
+                .modify(target, guard, |obj| {
                     if obj.finalizers().contains(finalizer) {
                         return false;
                     }
@@ -569,9 +543,9 @@ impl Sim {
                     true
                 })
                 .map(|_| ()),
-            Effect::RemoveFinalizer { target, finalizer } => self
+            Effect::RemoveFinalizer { target, finalizer, .. } => self
                 .api
-                .modify(target, None, |obj| {
+                .modify(target, guard, |obj| {
                     if !obj.finalizers().contains(finalizer) {
                         return false;
                     }
@@ -597,7 +571,7 @@ impl Sim {
         for queue in &mut self.control.queues {
             queue.clear();
         }
-        self.control.failures.clear();
+        self.control.retries.clear();
         self.control.label_owners = Default::default();
         self.control.common_labels.clear();
         self.control.rebuild_common_label_set();
@@ -640,7 +614,70 @@ impl Sim {
     }
 }
 
+/// How the retry policy reads a refused write: a 409 or 404 is a race with another writer,
+/// as the controller reads it.
+fn failure_of(error: &ApiError) -> Failure {
+    match error {
+        ApiError::Conflict { .. } | ApiError::NotFound(_) | ApiError::AlreadyExists(_) => Failure::Race,
+        ApiError::Invalid { .. } => Failure::Other,
+    }
+}
+
 /// The trace name of an object reference.
 pub fn object_name(key: &ObjectRef) -> String {
     key.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use model::api::{DatasetPhase, DatasetStatus};
+
+    use super::*;
+    use crate::sim::SimConfig;
+
+    /// The write contract (`model::write`), as `controller/tests/verifier.rs` checks it for the
+    /// controller's executor with the same sequence: writes decided on one resourceVersion pass
+    /// while this run's own guarded writes moved it; after an unguarded write they are stale.
+    #[test]
+    fn one_runs_guarded_writes_chain_their_resource_versions() {
+        let mut sim = Sim::new(SimConfig { trace: false, ..SimConfig::default() });
+        let manifest = serde_json::json!({
+            "apiVersion": "data.fluid.io/v1alpha1",
+            "kind": "Dataset",
+            "metadata": {"name": "jfsdemo", "namespace": "default"},
+            "spec": {"mounts": [{"mountPoint": "juicefs:///", "name": "jfsdemo"}]}
+        });
+        let now = sim.clock.wall();
+        sim.api.create(Obj::from_manifest(manifest).expect("dataset"), now).expect("create");
+        let target = ObjectRef::namespaced(Kind::Dataset, "default", "jfsdemo");
+        let decided_on = sim.api.store.get(&target).and_then(|o| o.resource_version()).map(str::to_string);
+        let dataset_id = BTreeMap::from([("fluid.io/dataset-id".to_string(), Some("default-jfsdemo".to_string()))]);
+        let status = DatasetStatus { phase: DatasetPhase::NotBound, ..Default::default() };
+        let effects = [
+            Effect::PatchStatus {
+                target: target.clone(),
+                status: Status::Dataset(Box::new(status)),
+                resource_version: decided_on.clone(),
+            },
+            Effect::AddFinalizer {
+                target: target.clone(),
+                finalizer: "fluid-dataset-controller-finalizer".into(),
+                resource_version: decided_on.clone(),
+            },
+            Effect::PatchLabels { target: target.clone(), labels: dataset_id.clone(), resource_version: None },
+            Effect::PatchLabels {
+                target: target.clone(),
+                labels: BTreeMap::from([("team".to_string(), Some("a".to_string()))]),
+                resource_version: decided_on,
+            },
+        ];
+        let mut chain = WriteChain::new();
+        let outcomes: Vec<bool> = effects.iter().map(|effect| sim.apply_effect(effect, &mut chain).is_ok()).collect();
+        assert_eq!(outcomes, [true, true, true, false], "the unguarded write ended the chain");
+        let stored = sim.api.store.get(&target).expect("dataset");
+        assert_eq!(stored.finalizers(), ["fluid-dataset-controller-finalizer"]);
+        assert!(!stored.meta().labels.as_ref().is_some_and(|l| l.contains_key("team")), "the stale write was refused");
+    }
 }

@@ -33,6 +33,7 @@ pub mod rng;
 pub mod scenario;
 pub mod sim;
 pub mod trace;
+pub mod view;
 pub mod workers;
 
 pub use error::{Error, Result};

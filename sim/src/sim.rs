@@ -47,10 +47,6 @@ pub struct SimConfig {
     pub pod_eviction_timeout_ms: u64,
     /// Period of the CSI plugin's mount-recovery pass while a mount is broken.
     pub recover_period_ms: u64,
-    /// Work-queue backoff after a failed reconcile: first delay.
-    pub backoff_base_ms: u64,
-    /// Work-queue backoff: cap.
-    pub backoff_max_ms: u64,
     /// Size of each dataset's remote data (the workers' `used_space`).
     pub ufs_bytes: u64,
     /// Read rate of each app pod, bytes per second (it reads the dataset once).
@@ -87,8 +83,6 @@ impl Default for SimConfig {
             node_monitor_grace_ms: 40_000,
             pod_eviction_timeout_ms: 300_000,
             recover_period_ms: 5_000,
-            backoff_base_ms: 500,
-            backoff_max_ms: 60_000,
             ufs_bytes: 1 << 30,
             read_rate_bytes_per_s: 64 << 20,
             metrics_scrape_ms: 60_000,

@@ -34,7 +34,11 @@ pub fn reconcile_dataset<R>(observed: &Observed<R>, config: &Config, now: Millis
 
     let mut effects = Vec::new();
     if !has_finalizer {
-        effects.push(Effect::AddFinalizer { target: target.clone(), finalizer: labels::DATASET_FINALIZER.to_string() });
+        effects.push(Effect::AddFinalizer {
+            target: target.clone(),
+            finalizer: labels::DATASET_FINALIZER.to_string(),
+            resource_version: dataset.metadata.resource_version.clone(),
+        });
     }
     let observed_status = observed_status(dataset);
     let mut status = observed_status.clone();
@@ -67,7 +71,11 @@ fn deletion<R>(observed: &Observed<R>, dataset: &Dataset, target: ObjectRef, con
     let users: Vec<&PodView> = observed.claim_users.iter().filter(|pod| pod.may_use_volumes()).collect();
     if users.is_empty() {
         let mut effects = orphan_label_effects(observed, dataset);
-        effects.push(Effect::RemoveFinalizer { target, finalizer: labels::DATASET_FINALIZER.to_string() });
+        effects.push(Effect::RemoveFinalizer {
+            target,
+            finalizer: labels::DATASET_FINALIZER.to_string(),
+            resource_version: dataset.metadata.resource_version.clone(),
+        });
         return Decision::new(effects, Requeue::AwaitChange);
     }
     let names: Vec<String> = users.iter().map(|pod| describe_user(pod)).collect();

@@ -141,7 +141,11 @@ fn patch_for(
     if patch.is_empty() {
         return None;
     }
-    Some(Effect::PatchLabels { target: ObjectRef::cluster(Kind::Node, node.name()), labels: patch })
+    Some(Effect::PatchLabels {
+        target: ObjectRef::cluster(Kind::Node, node.name()),
+        labels: patch,
+        resource_version: None,
+    })
 }
 
 /// True when `text` is `n` written as `n.to_string()` writes it (no sign, no leading zero).

@@ -230,17 +230,26 @@ fn binding_effects<E: Engine>(
             controller: Some(true),
             block_owner_deletion: Some(true),
         };
-        effects.push(Effect::AddOwnerReference { target: target.clone(), owner });
+        effects.push(Effect::AddOwnerReference {
+            target: target.clone(),
+            owner,
+            resource_version: runtime.meta().resource_version.clone(),
+        });
     }
     if !has_finalizer(runtime, engine.finalizer()) {
-        effects.push(Effect::AddFinalizer { target: target.clone(), finalizer: engine.finalizer().to_string() });
+        effects.push(Effect::AddFinalizer {
+            target: target.clone(),
+            finalizer: engine.finalizer().to_string(),
+            resource_version: runtime.meta().resource_version.clone(),
+        });
     }
     let dataset_ref = ObjectRef::namespaced(Kind::Dataset, &observed.namespace, &observed.name);
     for (object_ref, meta) in [(dataset_ref, &dataset.metadata), (target.clone(), runtime.meta())] {
         let id = keys.dataset_id();
         if meta.labels.as_ref().and_then(|l| l.get(labels::DATASET_ID)) != Some(&id) {
             let labels = BTreeMap::from([(labels::DATASET_ID.to_string(), Some(id))]);
-            effects.push(Effect::PatchLabels { target: object_ref, labels });
+            let resource_version = meta.resource_version.clone();
+            effects.push(Effect::PatchLabels { target: object_ref, labels, resource_version });
         }
     }
     effects
@@ -615,6 +624,7 @@ fn teardown<E: Engine>(
                     effects.push(Effect::RemoveFinalizer {
                         target: claim_ref.clone(),
                         finalizer: labels::PVC_PROTECTION_FINALIZER.to_string(),
+                        resource_version: claim.metadata.resource_version.clone(),
                     });
                 }
             }
@@ -702,7 +712,8 @@ fn teardown<E: Engine>(
         // leak it, so the runtime stays until the cache catches up and the next pass deletes it.
         return Decision::new(effects, Requeue::AfterMs(config.retry_ms));
     }
-    effects.push(Effect::RemoveFinalizer { target, finalizer: engine.finalizer().to_string() });
+    let resource_version = runtime.meta().resource_version.clone();
+    effects.push(Effect::RemoveFinalizer { target, finalizer: engine.finalizer().to_string(), resource_version });
     Decision::new(effects, Requeue::AwaitChange)
 }
 

@@ -294,7 +294,17 @@ impl ApiServer {
         key: &ObjectRef,
         labels: &BTreeMap<String, Option<String>>,
     ) -> Result<bool, ApiError> {
-        self.modify(key, None, |obj| {
+        self.patch_labels_guarded(key, None, labels)
+    }
+
+    /// [`Self::patch_labels`], refused with 409 unless the object is at `precondition` (if any).
+    pub fn patch_labels_guarded(
+        &mut self,
+        key: &ObjectRef,
+        precondition: Option<&str>,
+        labels: &BTreeMap<String, Option<String>>,
+    ) -> Result<bool, ApiError> {
+        self.modify(key, precondition, |obj| {
             let current = obj.meta().labels.as_ref();
             let unchanged = labels.iter().all(|(label, value)| current.and_then(|l| l.get(label)) == value.as_ref());
             if unchanged {

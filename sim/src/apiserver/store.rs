@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use model::effect::{CompactString, Kind, ObjectRef};
 use model::observed::PodView;
 use rustc_hash::FxHashMap;
@@ -26,6 +27,8 @@ pub struct Store {
     /// deriving them.
     pods_by_claim: FxHashMap<CompactString, FxHashMap<CompactString, BTreeMap<ObjectRef, PodView>>>,
     nodes_by_label_key: FxHashMap<String, BTreeSet<CompactString>>,
+    /// Pods by namespace and `release` label: how an observation finds a runtime's workers.
+    pods_by_release: FxHashMap<CompactString, FxHashMap<String, BTreeSet<ObjectRef>>>,
 }
 
 impl Store {
@@ -89,6 +92,11 @@ impl Store {
     /// Pods in `namespace` that name PVC `claim`, with their views, in key order.
     pub fn claim_users(&self, namespace: &str, claim: &str) -> impl Iterator<Item = (&ObjectRef, &PodView)> {
         self.pods_by_claim.get(namespace).and_then(|claims| claims.get(claim)).into_iter().flatten()
+    }
+
+    /// Pods in `namespace` labelled `release=<release>`, in key order.
+    pub fn pods_released_as(&self, namespace: &str, release: &str) -> impl Iterator<Item = &ObjectRef> {
+        self.pods_by_release.get(namespace).and_then(|releases| releases.get(release)).into_iter().flatten()
     }
 
     /// Names of nodes that carry label `key` (any value).
@@ -174,6 +182,10 @@ impl Store {
         }
         match (old, new) {
             (Obj::Pod(old), Obj::Pod(new)) => {
+                if !same_meta && release_of(old_meta) != release_of(new_meta) {
+                    self.unindex_release(key, old_meta);
+                    self.index_release(key, new_meta);
+                }
                 if old.node_name() != new.node_name() {
                     if let Some(node) = old.node_name() {
                         remove_from(&mut self.pods_by_node, node, key);
@@ -207,6 +219,24 @@ impl Store {
                 }
             }
             _ => {}
+        }
+    }
+
+    fn index_release(&mut self, key: &ObjectRef, meta: &ObjectMeta) {
+        if let Some(release) = release_of(meta) {
+            let releases = self.pods_by_release.entry(key.namespace.clone()).or_default();
+            releases.entry(release.to_string()).or_default().insert(key.clone());
+        }
+    }
+
+    fn unindex_release(&mut self, key: &ObjectRef, meta: &ObjectMeta) {
+        if let Some(release) = release_of(meta)
+            && let Some(releases) = self.pods_by_release.get_mut(&key.namespace)
+        {
+            remove_from(releases, release, key);
+            if releases.is_empty() {
+                self.pods_by_release.remove(&key.namespace);
+            }
         }
     }
 
@@ -257,6 +287,7 @@ impl Store {
                 if let Some(node) = pod.node_name() {
                     self.pods_by_node.entry(node.into()).or_default().insert(key.clone());
                 }
+                self.index_release(key, meta);
                 self.index_claims(key, pod);
             }
             Obj::Node(node) => {
@@ -283,6 +314,7 @@ impl Store {
                 if let Some(node) = pod.node_name() {
                     remove_from(&mut self.pods_by_node, node, key);
                 }
+                self.unindex_release(key, meta);
                 self.unindex_claims(key, pod);
             }
             Obj::Node(node) => {
@@ -293,6 +325,11 @@ impl Store {
             _ => {}
         }
     }
+}
+
+/// A pod's `release` label.
+fn release_of(meta: &ObjectMeta) -> Option<&str> {
+    meta.labels.as_ref()?.get(model::labels::RELEASE).map(String::as_str)
 }
 
 /// Takes `value` out of `index[key]`, dropping the entry once its set is empty.
@@ -319,7 +356,7 @@ mod tests {
     use std::sync::Arc;
 
     use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaimVolumeSource, PodSpec, PodStatus, Volume};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use proptest::prelude::*;
 
     use super::*;
@@ -333,6 +370,8 @@ mod tests {
             claims: u8,
             owner: u8,
             uid: u8,
+            /// 0: no `release` label; else `r-<n>`.
+            release: u8,
         },
         Node {
             index: u8,
@@ -352,8 +391,9 @@ mod tests {
 
     fn write() -> impl Strategy<Value = Write> {
         prop_oneof![
-            (0..4u8, proptest::option::of(0..3u8), 0..4u8, 0..3u8, 0..2u8)
-                .prop_map(|(index, node, claims, owner, uid)| Write::Pod { index, node, claims, owner, uid }),
+            (0..4u8, proptest::option::of(0..3u8), 0..4u8, 0..3u8, 0..2u8, 0..3u8).prop_map(
+                |(index, node, claims, owner, uid, release)| Write::Pod { index, node, claims, owner, uid, release }
+            ),
             (0..3u8, 0..8u8).prop_map(|(index, labels)| Write::Node { index, labels }),
             (0..4u8).prop_map(|index| Write::RemovePod { index }),
             (0..4u8, proptest::option::of(0..3u8), 0..3u8).prop_map(|(index, node, phase)| Write::PodStatusOrBinding {
@@ -364,7 +404,7 @@ mod tests {
         ]
     }
 
-    fn pod(index: u8, node: Option<u8>, claims: u8, owner: u8, uid: u8) -> Obj {
+    fn pod(index: u8, node: Option<u8>, claims: u8, owner: u8, uid: u8, release: u8) -> Obj {
         let volumes = (0..2)
             .filter(|bit| claims & (1 << bit) != 0)
             .map(|bit| Volume {
@@ -382,6 +422,8 @@ mod tests {
             uid: Some(format!("pod-{index}-uid-{uid}")),
             owner_references: (owner > 0)
                 .then(|| vec![OwnerReference { uid: format!("owner-{owner}"), ..OwnerReference::default() }]),
+            labels: (release > 0)
+                .then(|| [(model::labels::RELEASE.to_string(), format!("r-{release}"))].into_iter().collect()),
             ..ObjectMeta::default()
         };
         let spec =
@@ -407,6 +449,7 @@ mod tests {
             out.push(format!("node-{n}: {:?}", store.pods_on_node(&format!("node-{n}")).collect::<Vec<_>>()));
             out.push(format!("key-{n}: {:?}", store.nodes_with_label_key(&format!("key-{n}")).collect::<Vec<_>>()));
             out.push(format!("owner-{n}: {:?}", store.dependents(&format!("owner-{n}")).collect::<Vec<_>>()));
+            out.push(format!("r-{n}: {:?}", store.pods_released_as("default", &format!("r-{n}")).collect::<Vec<_>>()));
             out.push(format!(
                 "claim-{n}: {:?}",
                 store.claim_users("default", &format!("claim-{n}")).collect::<Vec<_>>()
@@ -427,8 +470,8 @@ mod tests {
             let mut store = Store::default();
             for write in writes {
                 match write {
-                    Write::Pod { index, node, claims, owner, uid } => {
-                        store.put(pod(index, node, claims, owner, uid));
+                    Write::Pod { index, node, claims, owner, uid, release } => {
+                        store.put(pod(index, node, claims, owner, uid, release));
                     }
                     Write::Node { index, labels } => {
                         store.put(node(index, labels));

@@ -216,7 +216,7 @@ impl World {
                 runtime.status = Some((**status).clone());
                 runtime.metadata.resource_version = version;
             }
-            Effect::PatchLabels { target, labels } => {
+            Effect::PatchLabels { target, labels, .. } => {
                 let meta = match target.kind {
                     Kind::Node => {
                         let node = self.all_nodes.iter_mut().find(|n| n.metadata.name.as_deref() == Some(&target.name));
@@ -244,12 +244,12 @@ impl World {
                 runtime.metadata.resource_version = version;
                 runtime.metadata.owner_references.get_or_insert_with(Vec::new).push(owner.clone());
             }
-            Effect::AddFinalizer { target, finalizer } => {
+            Effect::AddFinalizer { target, finalizer, .. } => {
                 let meta = self.meta_of(target.kind);
                 meta.resource_version = version;
                 meta.finalizers.get_or_insert_with(Vec::new).push(finalizer.clone());
             }
-            Effect::RemoveFinalizer { target, finalizer } => {
+            Effect::RemoveFinalizer { target, finalizer, .. } => {
                 let kind = target.kind;
                 let meta = self.meta_of(kind);
                 if let Some(all) = meta.finalizers.as_mut() {
