@@ -37,10 +37,6 @@ impl Reconciler {
     }
 }
 
-/// A pair whose own writes are still on their way is looked at again after this, should their
-/// watch event (which triggers it anyway) be lost.
-const OWN_WRITE_WAIT: Duration = Duration::from_millis(250);
-
 /// Shared by every reconcile.
 pub struct Context {
     /// The reflector stores.
@@ -114,7 +110,8 @@ impl Context {
             // Deciding now would read a cache without this controller's last writes: guarded
             // writes would conflict, and writes after a finalizer removal find nothing.
             tracing::debug!(kind = reconciler.kind(), %key, "waiting for own writes to come back");
-            return Ok(Action::requeue(OWN_WRITE_WAIT));
+            let wait_ms = self.lock_retries().policy().own_write_wait_ms;
+            return Ok(Action::requeue(Duration::from_millis(wait_ms)));
         }
         let started = Instant::now();
         let (observed, decision) = self.decide(reconciler, key, now);

@@ -23,12 +23,16 @@ pub struct RetryPolicy {
     pub backoff_min_ms: u64,
     /// No backoff is longer than this.
     pub backoff_max_ms: u64,
+    /// A pair whose own writes have not come back through the watch yet
+    /// (`crate::unconfirmed::PendingWrites`) is looked at again after this, should the watch
+    /// event that triggers it anyway be lost.
+    pub own_write_wait_ms: u64,
 }
 
 impl Default for RetryPolicy {
     /// What the controller ships with (and the simulator therefore runs).
     fn default() -> Self {
-        Self { race_retry_ms: 200, backoff_min_ms: 1_000, backoff_max_ms: 300_000 }
+        Self { race_retry_ms: 200, backoff_min_ms: 1_000, backoff_max_ms: 300_000, own_write_wait_ms: 250 }
     }
 }
 

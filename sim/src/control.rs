@@ -68,6 +68,9 @@ pub struct Control {
     /// Objects each pair's reconciles created that the cache did not show yet: the expectations
     /// the controller keeps of its own writes, with the model's rules.
     unconfirmed_creates: model::unconfirmed::UnconfirmedCreates,
+    /// Writes to datasets and runtimes the cache has not shown yet: a pair waits for its own
+    /// writes before it decides again, with the model's rules, as the controller does.
+    pending_writes: model::unconfirmed::PendingWrites,
     /// The last observation and when it was made: both reconcilers of a pair are notified
     /// together and run as adjacent events, and the second reads what the first read unless
     /// something was written or fed in between.
@@ -90,6 +93,7 @@ impl Control {
             common_label_set: Default::default(),
             cache_changes: 0,
             unconfirmed_creates: Default::default(),
+            pending_writes: Default::default(),
             last_observed: None,
             config,
         }
@@ -146,6 +150,12 @@ impl Control {
 
     fn apply_to_cache(&mut self, change: Change) {
         self.cache_changes += 1;
+        if matches!(change.key.kind, Kind::Dataset | Kind::JuiceFSRuntime) {
+            match &change.new {
+                Some(obj) => self.pending_writes.seen(&change.key, obj.resource_version()),
+                None => self.pending_writes.deleted(&change.key),
+            }
+        }
         match change.new {
             Some(obj) => {
                 if self.index_dataset(&obj) {
@@ -194,6 +204,8 @@ impl Control {
     fn relist(&mut self, store: &Store) {
         self.cache = None;
         self.feed.clear();
+        // The fresh list holds every write made before it.
+        self.pending_writes = Default::default();
         self.label_owners = Default::default();
         self.common_labels.clear();
         for obj in store.list(Kind::Dataset) {
@@ -394,6 +406,20 @@ impl Sim {
         }
         let now_ms = self.clock.now_ms();
         self.control.sync_cache(now_ms, self.stale_reads_ms());
+        let wall = self.clock.wall();
+        if self.control.pending_writes.awaits(pair, wall) {
+            // Deciding now would read a cache without this controller's last writes.
+            let wait_ms = self.control.retries.policy().own_write_wait_ms;
+            let wait = crate::clock::format_duration(wait_ms);
+            trace!(
+                self,
+                reconciler.actor(),
+                reconciled_object(reconciler, pair),
+                "own writes not seen yet: look again in {wait}"
+            );
+            self.requeue(reconciler, pair, now_ms + wait_ms, crate::control::Due::Timer);
+            return;
+        }
         let stamp = |sim: &Self, event| ObservedAt {
             pair: pair.clone(),
             event,
@@ -421,15 +447,28 @@ impl Sim {
         };
         let decision = decide(reconciler, &observed, &self.control.config, self.clock.wall());
         let creates: Vec<Option<ObjectRef>> = decision.effects.iter().map(|e| observed.created_by(e)).collect();
+        let decided_on: BTreeMap<ObjectRef, Option<String>> = [Kind::Dataset, Kind::JuiceFSRuntime]
+            .map(|kind| {
+                let object = ObjectRef::namespaced(kind, &pair.namespace, &pair.name);
+                let version = observed.meta_of(&object).and_then(|meta| meta.resource_version.clone());
+                (object, version)
+            })
+            .into();
         self.control.last_observed = Some((fresh, observed));
         self.stats.reconciles += 1;
         let actor = reconciler.actor();
         let mut failed = None;
         let mut chain = WriteChain::new();
+        // Dataset and runtime → the version our last write to it left (None: it went).
+        let mut written: BTreeMap<ObjectRef, Option<String>> = BTreeMap::new();
         for (effect, created) in decision.effects.iter().zip(creates) {
             let target = effect.target();
             match self.apply_effect(effect, &mut chain) {
                 Ok(()) => {
+                    if effect.is_write() && decided_on.contains_key(&target) {
+                        let now = self.api.store.get(&target).and_then(|o| o.resource_version()).map(str::to_string);
+                        written.insert(target.clone(), now);
+                    }
                     self.control.unconfirmed_creates.record(pair, created);
                     self.stats.effects += 1;
                     trace!(self, actor, target.to_string(), "{}", effect);
@@ -444,6 +483,7 @@ impl Sim {
                 }
             }
         }
+        self.await_own_writes(written, &decided_on, wall);
         let key = (reconciler, pair.clone());
         if let Some(error) = failed {
             let failure = failure_of(&error);
@@ -455,12 +495,7 @@ impl Sim {
             trace!(
                 self,
                 actor,
-                format!(
-                    "{}/{}/{}",
-                    if reconciler == Reconciler::Dataset { "Dataset" } else { "JuiceFSRuntime" },
-                    pair.namespace,
-                    pair.name
-                ),
+                reconciled_object(reconciler, pair),
                 "requeue {why} in {}",
                 crate::clock::format_duration(delay)
             );
@@ -470,6 +505,29 @@ impl Sim {
         self.control.retries.succeeded(&key);
         if let Requeue::AfterMs(delay) = decision.requeue {
             self.requeue(reconciler, pair, now_ms + delay, crate::control::Due::Timer);
+        }
+    }
+
+    /// Remembers the writes of a reconcile that the cache does not show yet (`written`: object →
+    /// the version the last write left, None when the write let it go), as the controller does.
+    fn await_own_writes(
+        &mut self,
+        written: BTreeMap<ObjectRef, Option<String>>,
+        decided_on: &BTreeMap<ObjectRef, Option<String>>,
+        wall: model::time::Millis,
+    ) {
+        for (object, now) in written {
+            let cached =
+                self.control.view(&self.api.store).get(&object).map(|o| o.resource_version().map(str::to_string));
+            let pending = &mut self.control.pending_writes;
+            match now {
+                Some(version) if cached != Some(Some(version.clone())) => {
+                    let before = decided_on.get(&object).cloned().flatten();
+                    pending.record(object, version, before.as_deref(), wall);
+                }
+                None if cached.is_some() => pending.record_deletion(object, wall),
+                _ => {}
+            }
         }
     }
 
@@ -567,6 +625,7 @@ impl Sim {
         self.control.cache = None;
         self.control.last_observed = None;
         self.control.unconfirmed_creates.clear();
+        self.control.pending_writes = Default::default();
         self.control.feed.clear();
         for queue in &mut self.control.queues {
             queue.clear();
@@ -612,6 +671,12 @@ impl Sim {
         }
         writes
     }
+}
+
+/// The object a reconciler is named after in the trace: its dataset or its runtime.
+fn reconciled_object(reconciler: Reconciler, pair: &Pair) -> String {
+    let kind = if reconciler == Reconciler::Dataset { Kind::Dataset } else { Kind::JuiceFSRuntime };
+    ObjectRef::namespaced(kind, &pair.namespace, &pair.name).to_string()
 }
 
 /// How the retry policy reads a refused write: a 409 or 404 is a race with another writer,
