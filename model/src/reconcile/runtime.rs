@@ -544,7 +544,10 @@ fn bind_dataset<E: Engine>(
         );
     } else {
         let message = runtime_status.worker_reason.clone().unwrap_or_default();
-        if was_bound {
+        if is_scaling_out(input.runtime.runtime_status(), runtime_status) && status.phase == DatasetPhase::Bound {
+            // A deliberate scale-out (from zero workers, say) lost no ready worker: the dataset
+            // stays Bound while the new workers start, instead of flipping to Failed.
+        } else if was_bound {
             status.phase = DatasetPhase::Failed;
             conditions::set(
                 &mut status.conditions,
@@ -567,6 +570,13 @@ fn bind_dataset<E: Engine>(
     let bound = matches!(status.phase, DatasetPhase::Bound | DatasetPhase::Failed | DatasetPhase::DataMigrating);
     push_status(effects, dataset_ref, dataset, observed_status, status);
     bound
+}
+
+/// True when fewer workers are ready than wanted only because more are wanted: none of those
+/// ready at the last look (`previous`) was lost.
+fn is_scaling_out(previous: Option<&RuntimeStatus>, now: &RuntimeStatus) -> bool {
+    let previously_ready = previous.map_or(0, |status| status.worker_number_ready);
+    now.worker_number_ready >= previously_ready && now.desired_worker_number_scheduled > now.worker_number_ready
 }
 
 /// Creates the PV and PVC when missing. They are never updated in place: their specs are
