@@ -5,16 +5,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kube::runtime::controller::Action;
-use model::effect::{Decision, Requeue};
+use model::effect::{Decision, Effect, Requeue, Status};
 use model::engine::Engine;
 use model::engine::juicefs::JuiceFsEngine;
+use model::observe::ClusterView;
+use model::observed::Observed;
 use model::retry::{Failure, Retries};
 use model::time::Millis;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::execute::Executor;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RuntimeLabels};
 use crate::observe::{Stores, observe};
 use crate::triggers::PairKey;
 
@@ -82,7 +84,8 @@ impl Context {
         }
     }
 
-    /// The model's decision for `key` at `now`, from the stores as they are.
+    /// The model's decision for `key` at `now`, from the stores as they are (and Fluid's runtime
+    /// metrics from what it saw).
     pub fn decide(&self, reconciler: Reconciler, key: &PairKey, now: Millis) -> (model::observed::Observed, Decision) {
         let mut observed = observe(&self.stores, self.engine.runtime_type(), &key.namespace, &key.name);
         observed.unconfirmed_creates = self.lock_unconfirmed().unseen(key, |object| self.stores.holds(object));
@@ -90,6 +93,9 @@ impl Context {
             Reconciler::Dataset => model::reconcile::reconcile_dataset(&observed, &self.config, now),
             Reconciler::Runtime => model::reconcile::reconcile_runtime(&self.engine, &observed, &self.config, now),
         };
+        if reconciler == Reconciler::Runtime {
+            self.record_runtime_health(key, &observed, &decision);
+        }
         (observed, decision)
     }
 
@@ -151,9 +157,39 @@ impl Context {
         }
     }
 
+    /// Fluid's runtime metrics for one runtime reconcile: its counters go with the runtime, and
+    /// a set-up runtime whose (new) status has no usable worker counts a health check error.
+    fn record_runtime_health(&self, key: &PairKey, observed: &Observed, decision: &Decision) {
+        let labels = RuntimeLabels::new(self.engine.runtime_type(), &key.namespace, &key.name);
+        let Some(runtime) = observed.runtime.as_deref() else {
+            self.metrics.runtime_deleted(&labels);
+            return;
+        };
+        let written = decision.effects.iter().find_map(|effect| match effect {
+            Effect::PatchStatus { status: Status::Runtime(status), .. } => Some(status.as_ref()),
+            _ => None,
+        });
+        let Some(status) = written.or(runtime.status.as_ref()) else { return };
+        let set_up = status.setup_duration.is_some();
+        if set_up
+            && runtime.metadata.deletion_timestamp.is_none()
+            && !model::reconcile::status::is_usable(status.worker_phase)
+        {
+            self.metrics.runtime_unhealthy(&labels);
+        }
+    }
+
     /// What to do after a failed reconcile: quick retry for normal races, backoff otherwise.
     pub fn on_error(&self, reconciler: Reconciler, key: &PairKey, error: &Error) -> Action {
         self.metrics.failed(reconciler.kind(), error);
+        if reconciler == Reconciler::Runtime && !matches!(error, Error::NotLeader) {
+            let runtime = self.stores.runtime(&key.namespace, &key.name);
+            let set_up = runtime.as_deref().and_then(|r| r.status.as_ref()).is_some_and(|s| s.setup_duration.is_some());
+            if runtime.is_some() && !set_up {
+                let labels = RuntimeLabels::new(self.engine.runtime_type(), &key.namespace, &key.name);
+                self.metrics.runtime_setup_failed(&labels);
+            }
+        }
         let failure = match error {
             Error::NotLeader => return Action::await_change(),
             Error::Conflict { .. } | Error::Gone { .. } => Failure::Race,

@@ -17,6 +17,7 @@ pub mod index;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
+pub mod process_metrics;
 pub mod run;
 pub mod triggers;
 

@@ -1,4 +1,4 @@
-//! Prometheus metrics: reconciles, errors and durations per kind; datasets per phase and cached bytes, read from the stores at scrape time.
+//! Prometheus metrics: reconciles, errors and durations per kind; datasets per phase and cached bytes, read from the stores at scrape time; Fluid's own metric names; the leader gauge and the process.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -49,6 +49,28 @@ struct DatasetLabels {
     dataset: String,
 }
 
+/// Fluid's label set of a dataset metric: `dataset="<namespace>/<name>"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FluidDatasetLabels {
+    dataset: String,
+}
+
+/// Fluid's label set of a runtime metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuntimeLabels {
+    /// `juicefs`.
+    pub runtime_type: String,
+    /// `<namespace>/<name>`.
+    pub runtime: String,
+}
+
+impl RuntimeLabels {
+    /// The labels of the runtime `namespace/name` of `runtime_type`.
+    pub fn new(runtime_type: &str, namespace: &str, name: &str) -> Self {
+        Self { runtime_type: runtime_type.to_string(), runtime: format!("{namespace}/{name}") }
+    }
+}
+
 /// Every metric of the controller, and the registry that encodes them.
 pub struct Metrics {
     registry: Registry,
@@ -56,6 +78,9 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     durations: Family<KindLabels, Histogram>,
     effects: Family<VerbLabels, Counter>,
+    leader: Gauge,
+    setup_errors: Family<RuntimeLabels, Counter>,
+    healthcheck_errors: Family<RuntimeLabels, Counter>,
 }
 
 impl fmt::Debug for Metrics {
@@ -67,7 +92,8 @@ impl fmt::Debug for Metrics {
 impl Metrics {
     /// Registers every metric; the store-derived gauges read `stores` on each scrape.
     pub fn new(stores: Stores) -> Self {
-        let mut registry = Registry::with_prefix("ferrofluid");
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("ferrofluid");
         let reconciles = Family::<KindLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
         // 1 ms to ~16 s.
@@ -83,8 +109,44 @@ impl Metrics {
             durations.clone(),
         );
         registry.register("effects", "Requests sent for model effects, by verb", effects.clone());
-        registry.register_collector(Box::new(StoreCollector { stores }));
-        Self { registry, reconciles, errors, durations, effects }
+        let leader = Gauge::default();
+        registry.register("leader", "1 while this replica holds the lease", leader.clone());
+        registry.register_collector(Box::new(StoreCollector { stores: stores.clone() }));
+        // Fluid's names, unprefixed, so that its users' dashboards and alerts keep working.
+        let setup_errors = Family::<RuntimeLabels, Counter>::default();
+        let healthcheck_errors = Family::<RuntimeLabels, Counter>::default();
+        root.register("runtime_setup_error", "Failed reconciles of a runtime not yet set up", setup_errors.clone());
+        root.register(
+            "runtime_sync_healthcheck_error",
+            "Reconciles of a set-up runtime that found its workers not ready",
+            healthcheck_errors.clone(),
+        );
+        root.register_collector(Box::new(FluidDatasetCollector { stores }));
+        root.register_collector(Box::new(crate::process_metrics::ProcessCollector));
+        Self { registry: root, reconciles, errors, durations, effects, leader, setup_errors, healthcheck_errors }
+    }
+
+    /// Records whether this replica leads.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// Records a failed reconcile of a runtime whose setup is not done (Fluid's
+    /// `runtime_setup_error_total`).
+    pub fn runtime_setup_failed(&self, runtime: &RuntimeLabels) {
+        self.setup_errors.get_or_create(runtime).inc();
+    }
+
+    /// Records a reconcile of a set-up runtime whose workers were not ready (Fluid's
+    /// `runtime_sync_healthcheck_error_total`).
+    pub fn runtime_unhealthy(&self, runtime: &RuntimeLabels) {
+        self.healthcheck_errors.get_or_create(runtime).inc();
+    }
+
+    /// Forgets a deleted runtime's counters, as Fluid does.
+    pub fn runtime_deleted(&self, runtime: &RuntimeLabels) {
+        self.setup_errors.remove(runtime);
+        self.healthcheck_errors.remove(runtime);
     }
 
     /// Records a finished reconcile of `kind`.
@@ -155,6 +217,56 @@ impl Collector for StoreCollector {
             cached.metric_type(),
         )?;
         cached.encode(metric)
+    }
+}
+
+/// Fluid's dataset gauges, read from the stores when scraped: a deleted dataset disappears.
+#[derive(Clone)]
+struct FluidDatasetCollector {
+    stores: Stores,
+}
+
+impl fmt::Debug for FluidDatasetCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FluidDatasetCollector")
+    }
+}
+
+impl Collector for FluidDatasetCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let total_size = Family::<FluidDatasetLabels, Gauge>::default();
+        let file_num = Family::<FluidDatasetLabels, Gauge>::default();
+        for dataset in self.stores.datasets.state() {
+            let Some(status) = dataset.status.as_ref() else { continue };
+            let meta = &dataset.metadata;
+            let labels = FluidDatasetLabels {
+                dataset: format!(
+                    "{}/{}",
+                    meta.namespace.as_deref().unwrap_or_default(),
+                    meta.name.as_deref().unwrap_or_default()
+                ),
+            };
+            if let Some(bytes) = status.ufs_total.as_deref().and_then(parse_human_bytes) {
+                total_size.get_or_create(&labels).set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+            if let Some(files) = status.file_num.as_deref().and_then(|text| text.trim().parse::<i64>().ok()) {
+                file_num.get_or_create(&labels).set(files);
+            }
+        }
+        let metric = encoder.encode_descriptor(
+            "dataset_ufs_total_size",
+            "Total size of the dataset's underlying storage, in bytes (status.ufsTotal)",
+            None,
+            total_size.metric_type(),
+        )?;
+        total_size.encode(metric)?;
+        let metric = encoder.encode_descriptor(
+            "dataset_ufs_file_num",
+            "Number of files in the dataset's underlying storage (status.fileNum)",
+            None,
+            file_num.metric_type(),
+        )?;
+        file_num.encode(metric)
     }
 }
 

@@ -48,6 +48,7 @@ pub async fn run(client: Client, lease_client: Client, settings: Settings) -> Re
 
     let leadership =
         Leadership::elect(lease_client, &settings.lease_namespace, &settings.lease_name, &settings.identity).await?;
+    let leader_gauge = tokio::spawn(track_leadership(leadership.is_leader.clone(), metrics.clone()));
     let reporter = Reporter { controller: "ferrofluid".to_string(), instance: Some(settings.identity.clone()) };
     let executor = Executor::new(client.clone(), reporter, leadership.is_leader.clone());
     let context =
@@ -106,6 +107,7 @@ pub async fn run(client: Client, lease_client: Client, settings: Settings) -> Re
     leadership.release().await;
     router.abort();
     scraper.abort();
+    leader_gauge.abort();
     server.abort();
     for watcher in watchers {
         watcher.abort();
@@ -133,6 +135,17 @@ async fn log_outcome<K: Resource, E: std::error::Error, Q: std::error::Error>(
         // Already counted and logged by `Context::on_error`.
         Err(controller::Error::ReconcilerFailed(..)) => {}
         Err(error) => tracing::warn!(%error, "controller"),
+    }
+}
+
+/// Keeps the leader gauge equal to this replica's leadership.
+async fn track_leadership(mut is_leader: tokio::sync::watch::Receiver<bool>, metrics: Arc<Metrics>) {
+    loop {
+        metrics.set_leader(*is_leader.borrow_and_update());
+        if is_leader.changed().await.is_err() {
+            metrics.set_leader(false);
+            return;
+        }
     }
 }
 

@@ -30,12 +30,26 @@ async fn health_readiness_and_metrics_are_served() {
     dataset.metadata.namespace = Some("default".into());
     let mut cache_states = std::collections::BTreeMap::new();
     cache_states.insert("cached".to_string(), "2.00GiB".to_string());
-    dataset.status = Some(DatasetStatus { phase: DatasetPhase::Bound, cache_states, ..Default::default() });
+    dataset.status = Some(DatasetStatus {
+        phase: DatasetPhase::Bound,
+        cache_states,
+        ufs_total: Some("10.00GiB".into()),
+        file_num: Some("1200".into()),
+        ..Default::default()
+    });
     writers.datasets.apply_watcher_event(&Event::Apply(dataset));
     let metrics = Arc::new(Metrics::new(stores));
     metrics.reconciled("Dataset", Duration::from_millis(3));
     metrics.failed("JuiceFSRuntime", &controller::Error::NotLeader);
     metrics.effect("apply");
+    metrics.set_leader(true);
+    let runtime = controller::metrics::RuntimeLabels::new("juicefs", "default", "jfsdemo");
+    metrics.runtime_setup_failed(&runtime);
+    metrics.runtime_unhealthy(&runtime);
+    metrics.runtime_unhealthy(&runtime);
+    let gone = controller::metrics::RuntimeLabels::new("juicefs", "default", "gone");
+    metrics.runtime_setup_failed(&gone);
+    metrics.runtime_deleted(&gone);
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -56,7 +70,16 @@ async fn health_readiness_and_metrics_are_served() {
         "ferrofluid_effects_total{verb=\"apply\"} 1",
         "ferrofluid_datasets{phase=\"Bound\"} 1",
         "ferrofluid_dataset_cached_bytes{namespace=\"default\",dataset=\"jfsdemo\"} 2147483648",
+        "ferrofluid_leader 1",
+        "dataset_ufs_total_size{dataset=\"default/jfsdemo\"} 10737418240",
+        "dataset_ufs_file_num{dataset=\"default/jfsdemo\"} 1200",
+        "runtime_setup_error_total{runtime_type=\"juicefs\",runtime=\"default/jfsdemo\"} 1",
+        "runtime_sync_healthcheck_error_total{runtime_type=\"juicefs\",runtime=\"default/jfsdemo\"} 2",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_cpu_seconds_total ",
     ] {
         assert!(body.contains(line), "missing {line:?} in\n{body}");
     }
+    assert!(!body.contains("default/gone"), "a deleted runtime's counters are forgotten:\n{body}");
 }

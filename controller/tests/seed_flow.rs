@@ -226,3 +226,34 @@ async fn a_pair_waits_for_its_own_writes_to_come_back_through_the_watch() {
         "decided this time"
     );
 }
+
+/// Fluid's runtime metrics follow the runtime: a set-up runtime that loses its worker counts
+/// health check errors, and the runtime's deletion forgets its counters.
+#[tokio::test]
+async fn fluids_runtime_metrics_count_lost_health_and_go_with_the_runtime() {
+    let mut flow = Flow::new();
+    flow.server.create(&seed_dataset());
+    flow.server.create(&seed_runtime());
+    flow.settle().await;
+    flow.workers_run(1);
+    flow.settle().await;
+    let metrics = flow.harness.context.metrics.clone();
+    let line = "runtime_sync_healthcheck_error_total{runtime_type=\"juicefs\",runtime=\"default/jfsdemo\"}";
+    assert!(!metrics.encode().contains(line), "healthy so far:\n{}", metrics.encode());
+    flow.workers_run(0);
+    flow.settle().await;
+    let text = metrics.encode();
+    let count: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(line))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line} in\n{text}"));
+    assert!(count >= 1);
+    flow.server.update(("juicefsruntimes", NS, NAME), |r| {
+        r["metadata"]["deletionTimestamp"] = serde_json::json!("2023-11-14T22:20:00Z")
+    });
+    flow.settle().await;
+    assert!(flow.server.get(("juicefsruntimes", NS, NAME)).is_none());
+    flow.step(Reconciler::Runtime).await;
+    assert!(!metrics.encode().contains("default/jfsdemo\"}"), "forgotten:\n{}", metrics.encode());
+}
