@@ -24,7 +24,11 @@ use super::common::{
     shortname = "juicefs",
     category = "fluid",
     scale = r#"{"specReplicasPath":".spec.replicas","statusReplicasPath":".status.currentWorkerNumberScheduled","labelSelectorPath":".status.selector"}"#,
+    printcolumn = r#"{"name":"Ready Workers","type":"integer","priority":10,"jsonPath":".status.workerNumberReady"}"#,
+    printcolumn = r#"{"name":"Desired Workers","type":"integer","priority":10,"jsonPath":".status.desiredWorkerNumberScheduled"}"#,
     printcolumn = r#"{"name":"Worker Phase","type":"string","jsonPath":".status.workerPhase"}"#,
+    printcolumn = r#"{"name":"Ready Fuses","type":"integer","priority":10,"jsonPath":".status.fuseNumberReady"}"#,
+    printcolumn = r#"{"name":"Desired Fuses","type":"integer","priority":10,"jsonPath":".status.desiredFuseNumberScheduled"}"#,
     printcolumn = r#"{"name":"Fuse Phase","type":"string","jsonPath":".status.fusePhase"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
