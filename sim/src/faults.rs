@@ -113,6 +113,8 @@ impl Sim {
             return;
         };
         state.csi_up = false;
+        // Its recovery loop dies with it and starts over when it is back.
+        self.kube_queue.cancel(&crate::kube::KubeTask::Recover(node.into()));
         self.faults.csi_restarts_pending += 1;
         trace!(self, "fault", format!("Node/{node}"), "CSI plugin restarts: in-flight calls are lost");
         let delay = self.config.csi_restart_ms;
@@ -122,8 +124,12 @@ impl Sim {
     /// The CSI plugin of `node` is back; the kubelet retries what waited on it.
     pub(crate) fn csi_up(&mut self, node: &str) {
         self.faults.csi_restarts_pending = self.faults.csi_restarts_pending.saturating_sub(1);
+        let now_ms = self.clock.now_ms();
         if let Some(state) = self.nodes.get_mut(node) {
             state.csi_up = true;
+            // Its recovery loop starts over, and looks at every record again.
+            state.csi_started_at_ms = now_ms;
+            state.recovery_checked_generation = None;
         }
         trace!(self, "csi", format!("Node/{node}"), "CSI plugin is back");
         let pods: Vec<ObjectRef> = self.api.store.pods_on_node(node).cloned().collect();

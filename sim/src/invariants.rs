@@ -11,6 +11,10 @@
 //! * **pvc-in-use-not-deleted**: a PVC never disappears while a Running pod names it.
 //! * **fuse-label-under-running-pod**: a node never loses a dataset's FUSE label while a
 //!   Running pod there has that dataset's volume published.
+//! * **published-target-serves-its-dataset**: every mount at a pod's CSI target on an up node
+//!   has a publish record in the CSI plugin (or recovery could never repair it), is of a FUSE
+//!   mount made at that record's `fluid_path` (never of another dataset), and is read-only when
+//!   the record says so.
 //!
 //! At convergence (liveness):
 //! * **labels-match-reality**: each bound runtime's common label is on exactly the nodes that run
@@ -20,6 +24,12 @@
 //! * **fixpoint-yields-no-writes**: both reconcilers, run on the apiserver's state for every
 //!   pair, return no write effects.
 //! * **no-stuck-deletion**: every terminating object is held by a pod that still uses the dataset.
+//! * **app-mount-is-live**: every Running pod on an up node that uses a dataset PVC reads it
+//!   through a healthy bind of the live FUSE mount at the volume's `fluid_path`, read-only when
+//!   it asked so (not broken: "transport endpoint is not connected"; not a dead daemon's mount).
+//! * **staged-volumes-in-use**: on every up node, each volume kubelet staged and each stage
+//!   record of the CSI plugin belongs to a pod the kubelet runs there (kubelet unstages the
+//!   rest, after a reboot too).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,11 +38,33 @@ use model::effect::{Kind, ObjectRef};
 use model::labels::{CREATED_BY, CREATED_BY_FLUID, DatasetKeys};
 use model::volume::{ATTR_FUSE_LABEL_KEY, ATTR_RUNTIME_NAME, ATTR_RUNTIME_NAMESPACE};
 
-use crate::apiserver::Change;
+use crate::apiserver::{Change, Pod};
 use crate::control::Pair;
 use crate::fuse::{is_fuse_pod, is_worker_pod};
 use crate::kubelet::RunPhase;
+use crate::mounts::TargetHealth;
 use crate::sim::Sim;
+
+/// A dataset volume of a pod: where kubelet publishes it and what it binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetVolume {
+    /// The pod's volume name.
+    pub name: String,
+    /// The publish target on the pod's node.
+    pub target_path: String,
+    /// The FUSE mount point it binds.
+    pub fluid_path: String,
+    /// The pod asked for it read-only.
+    pub read_only: bool,
+}
+
+/// True for kubelet's publish target of a CSI volume of a pod.
+fn is_csi_target(path: &str) -> bool {
+    path.starts_with(model::node::kubelet::KUBELET_ROOT)
+        && path.contains("/pods/")
+        && path.contains("/volumes/kubernetes.io~csi/")
+        && path.ends_with("/mount")
+}
 
 /// Nodes where one pair's Running pods are.
 #[derive(Debug, Default)]
@@ -138,9 +170,145 @@ impl Sim {
                 ));
             }
         }
+        found.extend(self.mount_safety());
         for (invariant, message) in found {
             self.violate(invariant, message);
         }
+    }
+
+    /// **published-target-serves-its-dataset**, over every up node's mount table.
+    fn mount_safety(&self) -> Vec<(&'static str, String)> {
+        let mut found = Vec::new();
+        let mut nodes: Vec<_> = self.nodes.iter().filter(|(_, n)| n.up).collect();
+        nodes.sort_by(|a, b| a.0.cmp(b.0));
+        for (node, state) in nodes {
+            for entry in state.mounts.entries().iter().filter(|e| is_csi_target(&e.mount_point)) {
+                let invariant = "published-target-serves-its-dataset";
+                let target = &entry.mount_point;
+                let Some(record) = state.publish_records.get(target) else {
+                    found.push((
+                        invariant,
+                        format!("{target} on {node} is mounted, but the CSI plugin has no record of it"),
+                    ));
+                    continue;
+                };
+                let origin = state.mounts.origin(&entry.major_minor);
+                if origin != Some(record.fluid_path.trim_end_matches('/')) {
+                    found.push((
+                        invariant,
+                        format!(
+                            "{target} on {node} mounts device {} of {}, not of {}",
+                            entry.major_minor,
+                            origin.unwrap_or("no FUSE mount"),
+                            record.fluid_path
+                        ),
+                    ));
+                }
+                if record.bind.read_only && !entry.read_only {
+                    found.push((
+                        invariant,
+                        format!("{target} on {node} was published read-only but a mount there is read-write"),
+                    ));
+                }
+            }
+        }
+        found
+    }
+
+    /// The dataset volumes of `pod` (claims bound to a PV of the Fluid CSI driver), as kubelet
+    /// publishes them.
+    pub fn dataset_volumes(&self, pod: &Pod) -> Vec<DatasetVolume> {
+        let store = &self.api.store;
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let identity = model::node::kubelet::PodIdentity::of(&pod.metadata, pod.spec.as_deref());
+        let mut out = Vec::new();
+        for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            let Some(claim) = &volume.persistent_volume_claim else { continue };
+            let pvc =
+                store.get_named(Kind::PersistentVolumeClaim, namespace, &claim.claim_name).and_then(|o| o.as_pvc());
+            let Some(pv_name) = pvc.and_then(|pvc| pvc.spec.as_ref()?.volume_name.clone()) else { continue };
+            let Some(pv) = store.get_named(Kind::PersistentVolume, "", &pv_name).and_then(|o| o.as_pv()) else {
+                continue;
+            };
+            let Some(csi) =
+                pv.spec.as_ref().and_then(|s| s.csi.as_ref()).filter(|c| c.driver == model::volume::CSI_DRIVER)
+            else {
+                continue;
+            };
+            let Some(csi_volume) = model::node::kubelet::pod_csi_volume(&identity, volume, pv, true) else { continue };
+            let fluid_path = csi.volume_attributes.as_ref().and_then(|a| a.get(model::volume::ATTR_FLUID_PATH));
+            out.push(DatasetVolume {
+                name: volume.name.clone(),
+                target_path: csi_volume.publish.target_path,
+                fluid_path: fluid_path.cloned().unwrap_or_default(),
+                read_only: csi_volume.publish.readonly,
+            });
+        }
+        out
+    }
+
+    /// How `volume` of `pod` serves it on its node; Err says why there is nothing to judge.
+    pub fn volume_health(&self, pod: &Pod, volume: &DatasetVolume) -> Result<TargetHealth, String> {
+        let node = pod.node_name().ok_or("the pod is not scheduled")?;
+        let state = self.nodes.get(node).ok_or_else(|| format!("{node} has no kubelet"))?;
+        if !state.up {
+            return Err(format!("{node} is down"));
+        }
+        Ok(state.mounts.target_health(&volume.target_path, &volume.fluid_path))
+    }
+
+    /// **app-mount-is-live**: what breaks it, one line per volume.
+    fn app_mount_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for obj in self.api.store.list(Kind::Pod) {
+            let Some(pod) = obj.as_pod().filter(|p| running(p) && p.metadata.deletion_timestamp.is_none()) else {
+                continue;
+            };
+            let up = pod.node_name().and_then(|n| self.nodes.get(n)).is_some_and(|n| n.up);
+            if !up {
+                continue;
+            }
+            for volume in self.dataset_volumes(pod) {
+                let seen = match self.volume_health(pod, &volume) {
+                    Ok(TargetHealth::Live { read_only }) if read_only || !volume.read_only => continue,
+                    Ok(TargetHealth::Live { .. }) => "live but read-write, and the pod asked read-only".to_string(),
+                    Ok(health) => health.to_string(),
+                    Err(why) => why,
+                };
+                problems.push(format!(
+                    "app-mount-is-live: {} on {} reads volume {} through {}: {seen}",
+                    obj.object_ref(),
+                    pod.node_name().unwrap_or_default(),
+                    volume.name,
+                    volume.target_path
+                ));
+            }
+        }
+        problems
+    }
+
+    /// **staged-volumes-in-use**: what breaks it, one line per volume.
+    fn staged_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut nodes: Vec<_> = self.nodes.iter().filter(|(_, n)| n.up && n.csi_up).collect();
+        nodes.sort_by(|a, b| a.0.cmp(b.0));
+        for (node, state) in nodes {
+            let in_use: BTreeSet<&str> =
+                state.pods.values().flat_map(|r| r.volumes.iter().map(|v| v.request.volume_id.as_str())).collect();
+            let staged: BTreeSet<&str> =
+                state.staged.iter().chain(state.stage_records.keys()).map(String::as_str).collect();
+            for volume in staged.difference(&in_use) {
+                let by = match (state.staged.contains(*volume), state.stage_records.contains_key(*volume)) {
+                    (true, true) => "kubelet staged it and the CSI plugin keeps its stage record",
+                    (true, false) => "kubelet staged it",
+                    _ => "the CSI plugin keeps its stage record",
+                };
+                problems.push(format!(
+                    "staged-volumes-in-use: Node/{node} still has volume {volume} staged ({by}) but no pod there uses it"
+                ));
+            }
+        }
+        problems
     }
 
     /// Invariants checked on the change itself.
@@ -284,6 +452,8 @@ impl Sim {
                 _ => {}
             }
         }
+        problems.extend(self.app_mount_problems());
+        problems.extend(self.staged_problems());
         for (reconciler, pair, effect) in self.fixpoint_writes() {
             problems.push(format!("fixpoint-yields-no-writes: {} {pair} would still {}", reconciler.actor(), effect));
         }
@@ -317,5 +487,81 @@ impl Sim {
         } else {
             ObjectRef::namespaced(kind, namespace, name)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use model::node::{MountPlan, PublishRecord};
+
+    use crate::sim::{Sim, SimConfig};
+
+    const FLUID_A: &str = "/runtime-mnt/juicefs/default/a/juicefs-fuse";
+    const FLUID_B: &str = "/runtime-mnt/juicefs/default/b/juicefs-fuse";
+    const TARGET: &str = "/var/lib/kubelet/pods/u-1/volumes/kubernetes.io~csi/default-a/mount";
+
+    fn one_node() -> Sim {
+        let mut sim = Sim::new(SimConfig { trace: false, ..SimConfig::default() });
+        sim.add_node_sim("node-1");
+        sim
+    }
+
+    fn record(fluid_path: &str, read_only: bool) -> PublishRecord {
+        PublishRecord {
+            volume_id: "default-a".to_string(),
+            fluid_path: fluid_path.to_string(),
+            bind: MountPlan { source: fluid_path.to_string(), target: TARGET.to_string(), read_only },
+        }
+    }
+
+    fn safety(sim: &Sim) -> Vec<String> {
+        sim.mount_safety().into_iter().map(|(invariant, message)| format!("{invariant}: {message}")).collect()
+    }
+
+    #[test]
+    fn a_target_mount_must_have_a_record_and_be_of_the_records_dataset() {
+        let mut sim = one_node();
+        let node = sim.nodes.get_mut("node-1").unwrap();
+        node.mounts.mount_fuse(FLUID_A, "JuiceFS:a");
+        node.mounts.mount_fuse(FLUID_B, "JuiceFS:b");
+        node.mounts.bind(FLUID_B, TARGET, false);
+        assert_eq!(
+            safety(&sim),
+            [format!(
+                "published-target-serves-its-dataset: {TARGET} on node-1 is mounted, but the CSI plugin has no record of it"
+            )]
+        );
+        sim.nodes.get_mut("node-1").unwrap().publish_records.insert(TARGET.to_string(), record(FLUID_A, false));
+        assert_eq!(
+            safety(&sim),
+            [format!(
+                "published-target-serves-its-dataset: {TARGET} on node-1 mounts device 0:102 of {FLUID_B}, not of {FLUID_A}"
+            )]
+        );
+        let node = sim.nodes.get_mut("node-1").unwrap();
+        node.mounts.bind(FLUID_A, TARGET, false);
+        node.publish_records.insert(TARGET.to_string(), record(FLUID_A, true));
+        let seen = safety(&sim);
+        assert!(
+            seen.iter().any(|s| s.ends_with("was published read-only but a mount there is read-write")),
+            "{seen:?}"
+        );
+        // A down node's mounts are not looked at (its kubelet cannot be asked to fix them).
+        sim.nodes.get_mut("node-1").unwrap().up = false;
+        assert!(safety(&sim).is_empty());
+    }
+
+    #[test]
+    fn a_staged_volume_no_pod_uses_is_reported_at_convergence() {
+        let mut sim = one_node();
+        sim.nodes.get_mut("node-1").unwrap().staged.insert("default-a".to_string());
+        assert_eq!(
+            sim.staged_problems(),
+            [
+                "staged-volumes-in-use: Node/node-1 still has volume default-a staged (kubelet staged it) but no pod there uses it"
+            ]
+        );
+        sim.nodes.get_mut("node-1").unwrap().csi_up = false;
+        assert!(sim.staged_problems().is_empty(), "nothing is asked of a restarting plugin");
     }
 }

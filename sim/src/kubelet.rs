@@ -2,6 +2,16 @@
 //! model's node decisions, tears them down on deletion, and repairs broken bind mounts
 //! (`model::node::plan_recover_mounts`, as the real plugin's recovery loop).
 //!
+//! The plugin's recovery runs every `recover_period_ms` from the plugin's start, over the
+//! publish records in its state directory, as the real one does. A pass that finds everything
+//! healthy or waiting changes nothing, so the simulator schedules only the ticks that act: after
+//! any change of a node's mounts it asks the model whether a record needs a repair, and if so
+//! queues the plugin's next tick (a timer firing forever would keep the cluster busy for good).
+//!
+//! A restarted kubelet (a node back from a reboot) finds on disk what it had staged and each
+//! pod's volume directories; it reconstructs them, publishes again for pods that still run here
+//! and unpublishes and unstages the rest, as the real kubelet's volume reconstruction does.
+//!
 //! For a pod that uses a dataset PVC (a PV whose CSI driver is `fuse.csi.fluid.io`):
 //! NodeStage (`model::node::plan_stage`: unmount a broken FUSE mount, record, label the node so
 //! the FUSE DaemonSet starts a pod here) → NodePublish (`plan_publish`: wait for the FUSE mount at
@@ -50,6 +60,9 @@ pub enum RunPhase {
         /// When they are down.
         at_ms: u64,
     },
+    /// Found on disk by a restarted kubelet: volumes published before the restart, containers
+    /// not running. Set up again if the pod still runs here, else torn down.
+    Reconstructed,
 }
 
 /// One CSI volume of a pod, as the kubelet tracks it.
@@ -62,8 +75,6 @@ pub struct VolumeRun {
     pub stage: StageRequest,
     /// NodePublish succeeded.
     pub published: bool,
-    /// What the CSI plugin remembers of the publish, for FUSE recovery.
-    pub record: Option<PublishRecord>,
 }
 
 /// A pod the kubelet runs.
@@ -77,6 +88,9 @@ pub struct PodRun {
     pub volumes: Vec<VolumeRun>,
     /// For FUSE pods: when the daemon's mount is up.
     pub fuse_mount_at_ms: Option<u64>,
+    /// For FUSE pods: where the daemon mounted and the device of its mount, while it serves it
+    /// (its preStop hook unmounts that path, whatever became of the runtime since).
+    pub fuse_mount: Option<(String, String)>,
     /// The last waiting note traced, so waits are traced once.
     pub note: String,
 }
@@ -90,14 +104,23 @@ pub struct NodeSim {
     pub down_since_ms: Option<u64>,
     /// The CSI plugin is serving.
     pub csi_up: bool,
+    /// When the CSI plugin last started: its recovery ticks every `recover_period_ms` from here.
+    pub csi_started_at_ms: u64,
     /// The mount table.
     pub mounts: MountTable,
     /// The CSI plugin's stage records (files in its state directory: they survive restarts).
     pub stage_records: BTreeMap<String, StageRecord>,
-    /// Volumes the kubelet has staged here.
+    /// The CSI plugin's publish records by target, for FUSE recovery (files in its state
+    /// directory: they survive restarts and reboots, and go with NodeUnpublish).
+    pub publish_records: BTreeMap<String, PublishRecord>,
+    /// Volumes the kubelet has staged here (global mount directories: on disk).
     pub staged: BTreeSet<String>,
+    /// Staged volumes a restarted kubelet found on disk: staged again before any publish.
+    pub uncertain: BTreeSet<String>,
     /// Pods the kubelet runs.
     pub pods: BTreeMap<ObjectRef, PodRun>,
+    /// The mount generation the recovery scheduler last looked at.
+    pub recovery_checked_generation: Option<u64>,
 }
 
 impl Default for NodeSim {
@@ -106,21 +129,40 @@ impl Default for NodeSim {
             up: true,
             down_since_ms: None,
             csi_up: true,
+            csi_started_at_ms: 0,
             mounts: MountTable::default(),
             stage_records: BTreeMap::new(),
+            publish_records: BTreeMap::new(),
             staged: BTreeSet::new(),
+            uncertain: BTreeSet::new(),
             pods: BTreeMap::new(),
+            recovery_checked_generation: None,
         }
     }
 }
 
 impl NodeSim {
-    /// A reboot: mounts and running pods are gone; the CSI state directory stays.
-    pub fn reboot(&mut self) {
+    /// A reboot at `now_ms`: mounts and containers are gone; what is on disk stays (the CSI
+    /// state directory, kubelet's staging directories and its pods' volume directories), and the
+    /// restarted kubelet reconstructs its volumes from it.
+    pub fn reboot(&mut self, now_ms: u64) {
         self.mounts.reboot();
-        self.staged.clear();
-        self.pods.clear();
+        self.uncertain = self.staged.clone();
+        let pods = std::mem::take(&mut self.pods);
+        for (key, mut run) in pods {
+            run.volumes.retain(|v| v.published);
+            if run.volumes.is_empty() {
+                continue;
+            }
+            run.phase = RunPhase::Reconstructed;
+            run.fuse_mount_at_ms = None;
+            run.fuse_mount = None;
+            run.note.clear();
+            self.pods.insert(key, run);
+        }
         self.csi_up = true;
+        self.csi_started_at_ms = now_ms;
+        self.recovery_checked_generation = None;
     }
 }
 
@@ -178,6 +220,16 @@ impl Sim {
         if pod.is_completed() {
             return;
         }
+        if let Some(run) = self.nodes.get_mut(node).and_then(|n| n.pods.get_mut(key))
+            && run.phase == RunPhase::Reconstructed
+        {
+            // The pod still runs here: its containers start again, after its volumes are
+            // published again onto the targets found on disk.
+            run.phase = RunPhase::Preparing;
+            for volume in &mut run.volumes {
+                volume.published = false;
+            }
+        }
         if !self.nodes[node].pods.contains_key(key) {
             let volumes = self.resolve_volumes(key, &pod);
             let Some(volumes) = volumes else {
@@ -188,6 +240,7 @@ impl Sim {
                 phase: RunPhase::Preparing,
                 volumes,
                 fuse_mount_at_ms: None,
+                fuse_mount: None,
                 note: String::new(),
             };
             if let Some(state) = self.nodes.get_mut(node) {
@@ -249,7 +302,7 @@ impl Sim {
                     }
                 }
             }
-            RunPhase::Stopping { .. } => {}
+            RunPhase::Stopping { .. } | RunPhase::Reconstructed => {}
         }
     }
 
@@ -285,6 +338,9 @@ impl Sim {
         };
         let Some(state) = self.nodes.get_mut(node) else { return };
         let device = state.mounts.mount_fuse(&path, &source);
+        if let Some(run) = state.pods.get_mut(key) {
+            run.fuse_mount = Some((path.clone(), device.clone()));
+        }
         trace!(self, format!("fuse/{node}"), key.to_string(), "mounted {source} at {path} (device {device})");
         // Whoever waits for this mount (a publish, a recovery) tries again now.
         let waiting: Vec<ObjectRef> = self.nodes[node]
@@ -295,9 +351,6 @@ impl Sim {
             .collect();
         for pod in waiting {
             self.kick(KubeTask::Kubelet { node: node.into(), pod });
-        }
-        if !self.nodes[node].mounts.broken_mount_points().is_empty() {
-            self.kick(KubeTask::Recover(node.into()));
         }
     }
 
@@ -319,12 +372,7 @@ impl Sim {
                 continue;
             }
             let Some(csi_volume) = model::node::kubelet::pod_csi_volume(&identity, volume, pv, true) else { continue };
-            out.push(VolumeRun {
-                request: csi_volume.publish,
-                stage: csi_volume.stage,
-                published: false,
-                record: None,
-            });
+            out.push(VolumeRun { request: csi_volume.publish, stage: csi_volume.stage, published: false });
         }
         Some(out)
     }
@@ -355,19 +403,23 @@ impl Sim {
                     volume.request.volume_id
                 ));
             }
-            if !self.nodes[node].staged.contains(&volume.request.volume_id)
-                && let Err(note) = self.stage(node, volume)
-            {
+            let state = &self.nodes[node];
+            let volume_id = &volume.request.volume_id;
+            let staged = state.staged.contains(volume_id) && !state.uncertain.contains(volume_id);
+            if !staged && let Err(note) = self.stage(node, volume) {
                 return Setup::Wait(note);
             }
             match self.publish(node, key, volume) {
                 Ok(bind) => {
                     volume.published = true;
-                    if let Some(bind) = bind {
+                    // The plugin saves a record of each bind it makes, for FUSE recovery.
+                    if let Some(bind) = bind
+                        && let Some(state) = self.nodes.get_mut(node)
+                    {
                         let fluid_path =
                             volume.request.volume_context.get(ATTR_FLUID_PATH).cloned().unwrap_or_default();
-                        volume.record =
-                            Some(PublishRecord { volume_id: volume.request.volume_id.clone(), fluid_path, bind });
+                        let record = PublishRecord { volume_id: volume.request.volume_id.clone(), fluid_path, bind };
+                        state.publish_records.insert(record.bind.target.clone(), record);
                     }
                 }
                 Err(note) => return Setup::Wait(note),
@@ -425,6 +477,7 @@ impl Sim {
         }
         if let Some(state) = self.nodes.get_mut(node) {
             state.staged.insert(volume.request.volume_id.clone());
+            state.uncertain.remove(&volume.request.volume_id);
         }
         Ok(())
     }
@@ -485,7 +538,7 @@ impl Sim {
             volume_id: volume.request.volume_id.clone(),
             target_path: volume.request.target_path.clone(),
         };
-        let mut unmounted = 0;
+        let (mut unmounted, mut removed) = (0, false);
         for _ in 0..16 {
             let Some(state) = self.nodes.get_mut(node) else { return };
             let step = match plan_unpublish(&request, state.mounts.state(&volume.request.target_path)) {
@@ -496,15 +549,31 @@ impl Sim {
                 }
             };
             match step {
-                UnpublishStep::Done => break,
+                UnpublishStep::Done => {
+                    // After the unmount: recovery never binds it again.
+                    state.publish_records.remove(&volume.request.target_path);
+                    break;
+                }
                 UnpublishStep::Unmount { target, .. } => {
                     state.mounts.unmount(&target);
                     unmounted += 1;
                 }
-                UnpublishStep::RemoveTarget { target } => state.mounts.rmdir(&target),
+                UnpublishStep::RemoveTarget { target } => {
+                    state.mounts.rmdir(&target);
+                    removed = true;
+                }
             }
         }
-        if unmounted > 0 {
+        if unmounted == 0 && removed {
+            trace!(
+                self,
+                format!("csi/{node}"),
+                key.to_string(),
+                "NodeUnpublishVolume {}: nothing mounted at {}; removed the directory",
+                volume.request.volume_id,
+                short_target(&volume.request.target_path)
+            );
+        } else if unmounted > 0 {
             trace!(
                 self,
                 format!("csi/{node}"),
@@ -524,7 +593,7 @@ impl Sim {
             Some(RunPhase::Stopping { at_ms }) if now_ms < at_ms => {
                 self.kick_at(KubeTask::kubelet(node, key), at_ms);
             }
-            Some(RunPhase::Stopping { .. }) | None => {
+            Some(RunPhase::Stopping { .. } | RunPhase::Reconstructed) | None => {
                 // Containers are down: tear the volumes down, then release the pod object.
                 self.teardown_run(node, key);
                 self.api.remove(key);
@@ -537,13 +606,7 @@ impl Sim {
                     run.phase = RunPhase::Stopping { at_ms };
                 }
                 if is_fuse_pod(pod) {
-                    // preStop: `umount <fluid_path>`.
-                    if let Some((path, _)) = self.fuse_mount_path(pod)
-                        && let Some(state) = self.nodes.get_mut(node)
-                        && state.mounts.unmount(&path)
-                    {
-                        trace!(self, format!("fuse/{node}"), key.to_string(), "preStop: unmounted {path}");
-                    }
+                    self.fuse_stop(node, key, pod);
                 }
                 self.kick_at(KubeTask::kubelet(node, key), at_ms);
             }
@@ -576,7 +639,7 @@ impl Sim {
         for volume_id in idle {
             if !self.nodes[node].csi_up {
                 let at_ms = self.clock.now_ms() + self.config.publish_retry_ms;
-                self.kick_at(KubeTask::Recover(node.into()), at_ms);
+                self.kick_at(KubeTask::VolumeManager(node.into()), at_ms);
                 return;
             }
             let staging_target_path = model::node::kubelet::staging_path(CSI_DRIVER, &volume_id);
@@ -615,89 +678,132 @@ impl Sim {
                             state.stage_records.remove(&volume_id);
                         }
                         state.staged.remove(&volume_id);
+                        state.uncertain.remove(&volume_id);
                     }
                 }
                 Err(refusal) => {
                     trace!(self, actor, format!("Node/{node}"), "NodeUnstageVolume {volume_id} refused: {refusal}");
                     let at_ms = self.clock.now_ms() + self.config.publish_retry_ms;
-                    self.kick_at(KubeTask::Recover(node.into()), at_ms);
+                    self.kick_at(KubeTask::VolumeManager(node.into()), at_ms);
                 }
             }
         }
     }
 
-    /// The CSI plugin's recovery pass: re-publish broken targets of running pods (the model's
-    /// `plan_publish` unmounts a broken target and binds again once the FUSE mount is back).
+    /// A FUSE pod stops gracefully: its preStop hook unmounts `fluid_path`, then SIGTERM ends
+    /// the daemon, so the binds of its mount (app pods') turn "transport endpoint is not
+    /// connected" until recovery binds them to the next daemon's mount.
+    fn fuse_stop(&mut self, node: &str, key: &ObjectRef, pod: &Pod) {
+        let Some(state) = self.nodes.get_mut(node) else { return };
+        let mounted = state.pods.get_mut(key).and_then(|run| {
+            run.fuse_mount_at_ms = None;
+            run.fuse_mount.take()
+        });
+        let (path, device) = match mounted {
+            Some((path, device)) => (Some(path), Some(device)),
+            None => (self.fuse_mount_path(pod).map(|(path, _)| path), None),
+        };
+        let Some(state) = self.nodes.get_mut(node) else { return };
+        if let Some(path) = &path
+            && state.mounts.unmount(path)
+        {
+            trace!(self, format!("fuse/{node}"), key.to_string(), "preStop: unmounted {path}");
+        }
+        let Some(state) = self.nodes.get_mut(node) else { return };
+        let Some(device) = device.filter(|d| state.mounts.is_live(d)) else { return };
+        state.mounts.kill_device(&device);
+        let binds = state.mounts.entries().iter().filter(|e| e.major_minor == device).count();
+        if binds > 0 {
+            trace!(
+                self,
+                format!("fuse/{node}"),
+                key.to_string(),
+                "FUSE daemon exited (device {device}): {binds} bind(s) of its mount are broken (transport endpoint is not connected)"
+            );
+        }
+    }
+
+    /// The CSI plugin's recovery pass over its publish records (`model::node::plan_recover_mounts`,
+    /// as `csi`'s `recover_once`): binds on top of stale mounts once the FUSE mount is back,
+    /// forgets records whose target is gone.
     pub(crate) fn recover_mounts(&mut self, node: &str) {
-        if !self.node_up_and_known(node) {
+        let Some(state) = self.nodes.get(node) else { return };
+        if !state.up || !state.csi_up {
             return;
         }
-        self.volume_manager(node);
-        if !self.nodes[node].csi_up {
-            return;
-        }
-        let runs: Vec<(ObjectRef, Vec<VolumeRun>)> = self.nodes[node]
-            .pods
-            .iter()
-            .filter(|(_, r)| matches!(r.phase, RunPhase::Running | RunPhase::Crashed { .. }))
-            .map(|(k, r)| (k.clone(), r.volumes.iter().filter(|v| v.published).cloned().collect()))
-            .collect();
-        let mut still_broken = false;
-        for (key, volumes) in runs {
-            for record in volumes.iter().filter_map(|v| v.record.as_ref()) {
-                let mounts = &self.nodes[node].mounts;
-                let fuse_type = FuseType::of(Some("JuiceFS"));
-                let view = RecoverView {
-                    mounts: mounts.entries(),
-                    fluid_path: &record.fluid_path,
-                    fluid_probe: mounts.probe(&record.fluid_path),
-                    target: &record.bind.target,
-                    target_probe: mounts.probe(&record.bind.target),
-                    fuse_type: &fuse_type,
-                    duplicate_threshold: DUPLICATE_MOUNT_THRESHOLD,
-                };
-                let plan = plan_recover_mounts(record, &view);
-                let Some(state) = self.nodes.get_mut(node) else { return };
-                let plan = match plan {
-                    Ok(plan) => plan,
-                    Err(refusal) => {
-                        trace!(self, format!("csi/{node}"), key.to_string(), "FUSE recovery refused: {refusal}");
-                        continue;
-                    }
-                };
-                match plan {
-                    // The kubelet's pod directories only go with NodeUnpublish here.
-                    RecoverPlan::Healthy | RecoverPlan::Forget => {}
-                    RecoverPlan::WaitForFuse { .. } => still_broken = true,
-                    RecoverPlan::Repair(repairs) => {
-                        for repair in repairs {
-                            // Duplicates over the threshold first, then a bind on top of the dead
-                            // mount, never after unmounting it (Fluid #3399).
-                            for _ in 0..repair.unmount_duplicates {
-                                state.mounts.unmount(&repair.bind.target);
-                            }
-                            let bind = &repair.bind;
-                            if state.mounts.bind(&bind.source, &bind.target, bind.read_only) {
-                                trace!(
-                                    self,
-                                    format!("csi/{node}"),
-                                    key.to_string(),
-                                    "FUSE recovery of {}: bind {} -> {}{} on top of the dead mount",
-                                    record.volume_id,
-                                    bind.source,
-                                    short_target(&bind.target),
-                                    if bind.read_only { " (ro)" } else { "" }
-                                );
-                            } else {
-                                still_broken = true;
-                            }
+        let records: Vec<PublishRecord> = state.publish_records.values().cloned().collect();
+        for record in records {
+            let plan = recover_plan(&self.nodes[node].mounts, &record);
+            let owner = self.owner_of_target(node, &record.bind.target);
+            let Some(state) = self.nodes.get_mut(node) else { return };
+            let plan = match plan {
+                Ok(plan) => plan,
+                Err(refusal) => {
+                    trace!(self, format!("csi/{node}"), owner, "FUSE recovery refused: {refusal}");
+                    continue;
+                }
+            };
+            match plan {
+                RecoverPlan::Healthy | RecoverPlan::WaitForFuse { .. } => {}
+                RecoverPlan::Forget => {
+                    state.publish_records.remove(&record.bind.target);
+                }
+                RecoverPlan::Repair(repairs) => {
+                    for repair in repairs {
+                        // Duplicates over the threshold first, then a bind on top of the dead
+                        // mount, never after unmounting it (Fluid #3399).
+                        for _ in 0..repair.unmount_duplicates {
+                            state.mounts.unmount(&repair.bind.target);
+                        }
+                        let bind = &repair.bind;
+                        if state.mounts.bind(&bind.source, &bind.target, bind.read_only) {
+                            trace!(
+                                self,
+                                format!("csi/{node}"),
+                                owner.clone(),
+                                "FUSE recovery of {}: bind {} -> {}{} on top of the dead mount",
+                                record.volume_id,
+                                bind.source,
+                                short_target(&bind.target),
+                                if bind.read_only { " (ro)" } else { "" }
+                            );
                         }
                     }
                 }
             }
         }
-        if still_broken {
-            let at_ms = self.clock.now_ms() + self.config.recover_period_ms;
+    }
+
+    /// The pod a CSI target belongs to, for the trace (the node when no pod here has it).
+    fn owner_of_target(&self, node: &str, target: &str) -> String {
+        let runs = self.nodes.get(node).map(|n| &n.pods);
+        runs.into_iter()
+            .flatten()
+            .find(|(_, run)| run.volumes.iter().any(|v| v.request.target_path == target))
+            .map_or_else(|| format!("Node/{node}"), |(key, _)| key.to_string())
+    }
+
+    /// Queues the CSI plugin's next recovery tick on `node` when a pass would act on what the
+    /// node's mounts are now: a record to repair or to forget. Called after anything that may
+    /// have changed the mounts; it looks again only when they did change.
+    pub(crate) fn schedule_recovery(&mut self, node: &str) {
+        let period_ms = self.config.recover_period_ms;
+        let Some(state) = self.nodes.get_mut(node) else { return };
+        if period_ms == 0 || !state.up || !state.csi_up {
+            return;
+        }
+        let generation = state.mounts.generation();
+        if state.recovery_checked_generation == Some(generation) {
+            return;
+        }
+        state.recovery_checked_generation = Some(generation);
+        let acts = state.publish_records.values().any(|record| {
+            matches!(recover_plan(&state.mounts, record), Ok(RecoverPlan::Repair(_) | RecoverPlan::Forget))
+        });
+        if acts {
+            // The plugin's loop sleeps a period, then passes: ticks at start + k * period.
+            let since_ms = self.clock.now_ms().saturating_sub(state.csi_started_at_ms);
+            let at_ms = state.csi_started_at_ms + (since_ms / period_ms + 1) * period_ms;
             self.kick_at(KubeTask::Recover(node.into()), at_ms);
         }
     }
@@ -729,10 +835,16 @@ impl Sim {
             "containers crash on {node}; restart in {}",
             crate::clock::format_duration(self.config.restart_delay_ms)
         );
+        let fuse_device = self
+            .nodes
+            .get_mut(&node)
+            .and_then(|n| n.pods.get_mut(key))
+            .and_then(|r| r.fuse_mount.take())
+            .map(|(_, device)| device);
         if is_fuse_pod(&pod)
             && let Some((path, _)) = self.fuse_mount_path(&pod)
             && let Some(state) = self.nodes.get_mut(&node)
-            && let Some(device) = state.mounts.device_at(&path)
+            && let Some(device) = fuse_device.or_else(|| state.mounts.device_at(&path))
         {
             state.mounts.kill_device(&device);
             trace!(
@@ -754,12 +866,51 @@ impl Sim {
             true
         });
         self.kick_at(KubeTask::kubelet(&node, key), restart_at_ms);
+        self.schedule_recovery(&node);
     }
 
     /// Registers the nodes of the cluster with their kubelets.
     pub fn add_node_sim(&mut self, name: &str) {
-        self.nodes.entry(name.into()).or_default();
+        let now_ms = self.clock.now_ms();
+        self.nodes.entry(name.into()).or_insert_with(|| NodeSim { csi_started_at_ms: now_ms, ..NodeSim::default() });
     }
+
+    /// The kubelet of a Node applied during the run starts, with its CSI plugin, and posts the
+    /// node's status as a kubelet registering with an existing Node object does: Ready, and a
+    /// pod capacity when the manifest gave none.
+    pub(crate) fn start_kubelet(&mut self, name: &str) {
+        self.add_node_sim(name);
+        let key = ObjectRef::cluster(Kind::Node, name);
+        let _ = self.api.modify(&key, None, |obj| {
+            let Some(node) = obj.node_mut() else { return false };
+            let status = node.status.get_or_insert_with(Default::default);
+            for resources in [&mut status.capacity, &mut status.allocatable] {
+                resources
+                    .get_or_insert_with(Default::default)
+                    .entry("pods".to_string())
+                    .or_insert_with(|| k8s_openapi::apimachinery::pkg::api::resource::Quantity("110".to_string()));
+            }
+            crate::kube::nodelifecycle::set_node_ready(node, "True");
+            true
+        });
+        trace!(self, format!("kubelet/{name}"), key.to_string(), "kubelet started: registered the node, Ready");
+    }
+}
+
+/// What FUSE recovery does with `record` on a node with these mounts (the plugin's view: the
+/// mount table, and `stat` of the FUSE mount point and of the target).
+fn recover_plan(mounts: &MountTable, record: &PublishRecord) -> Result<RecoverPlan, model::node::Refusal> {
+    let fuse_type = FuseType::of(Some("JuiceFS"));
+    let view = RecoverView {
+        mounts: mounts.entries(),
+        fluid_path: &record.fluid_path,
+        fluid_probe: mounts.probe(&record.fluid_path),
+        target: &record.bind.target,
+        target_probe: mounts.probe(&record.bind.target),
+        fuse_type: &fuse_type,
+        duplicate_threshold: DUPLICATE_MOUNT_THRESHOLD,
+    };
+    plan_recover_mounts(record, &view)
 }
 
 /// The dataset pair a CSI volume belongs to, from its attributes.

@@ -144,6 +144,20 @@ impl<T: Hash + Eq + Clone> DelayQueue<T> {
         self.urgent > 0
     }
 
+    /// Forgets `item` (its queued event, when it comes, is stale). True when it was queued.
+    pub fn cancel(&mut self, item: &T) -> bool {
+        self.followups.remove(item);
+        match self.due.remove(item) {
+            Some((_, _, why)) => {
+                if why == Due::Urgent {
+                    self.urgent -= 1;
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Forgets everything.
     pub fn clear(&mut self) {
         self.due.clear();
@@ -155,6 +169,17 @@ impl<T: Hash + Eq + Clone> DelayQueue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cancelled_item_is_not_due_and_its_event_is_stale() {
+        let mut queue: DelayQueue<&str> = DelayQueue::default();
+        let token = queue.add(&"recover", 5_000).expect("queued");
+        assert!(queue.has_urgent());
+        assert!(queue.cancel(&"recover"));
+        assert!(queue.is_empty() && !queue.has_urgent());
+        assert!(!queue.take(&"recover", token), "the cancelled event does not run");
+        assert!(!queue.cancel(&"recover"));
+    }
 
     #[test]
     fn an_item_is_due_once_at_the_earliest_time_asked() {

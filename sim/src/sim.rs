@@ -45,7 +45,7 @@ pub struct SimConfig {
     pub node_monitor_grace_ms: u64,
     /// Node-lifecycle: pods on a NotReady node are evicted after this long.
     pub pod_eviction_timeout_ms: u64,
-    /// Period of the CSI plugin's mount-recovery pass while a mount is broken.
+    /// Period of the CSI plugin's FUSE recovery loop, from its start; 0 turns recovery off.
     pub recover_period_ms: u64,
     /// Size of each dataset's remote data (the workers' `used_space`).
     pub ufs_bytes: u64,
@@ -253,7 +253,12 @@ impl Sim {
         match event {
             Event::Kube { task, token } => {
                 if self.kube_queue.take(&task, token) {
+                    let node = task.node().map(model::effect::CompactString::from);
                     self.run_kube_task(task);
+                    // Whatever a kubelet or CSI task did to the node's mounts, recovery sees it.
+                    if let Some(node) = node {
+                        self.schedule_recovery(&node);
+                    }
                 }
             }
             Event::Reconcile { reconciler, key, token } => {
@@ -263,7 +268,10 @@ impl Sim {
                 }
             }
             Event::ControllerUp => self.controller_up(),
-            Event::CsiUp { node } => self.csi_up(&node),
+            Event::CsiUp { node } => {
+                self.csi_up(&node);
+                self.schedule_recovery(&node);
+            }
         }
         self.settle();
     }
@@ -289,6 +297,7 @@ impl Sim {
     /// the report.
     fn route(&mut self, change: &Change) {
         self.recorder.observe(self.clock.now_ms(), change);
+        self.route_cache(change);
         self.route_kube(change);
         self.route_control(change);
         self.check_on_change(change);

@@ -97,6 +97,36 @@ fn a_fault_on_a_node_the_cluster_lacks_is_refused_with_the_nodes_there_are() {
 }
 
 #[test]
+fn a_taint_names_a_node_the_cluster_has_or_one_an_earlier_step_applies() {
+    let taint = "taint: {node: node-2, key: node.kubernetes.io/out-of-service, effect: NoExecute}";
+    let error = error_of(&format!("{HEAD}steps:\n  - {taint}\n"));
+    assert!(error.contains("steps[0].taint.node: no node `node-2`") && error.contains("node-1"), "{error}");
+    let error = error_of(&format!("{HEAD}steps:\n  - untaint: {{node: node-2, key: k}}\n"));
+    assert!(error.contains("steps[0].untaint.node: no node `node-2`"), "{error}");
+    let applied = format!(
+        "{HEAD}steps:\n  - apply: |\n      apiVersion: v1\n      kind: Node\n      metadata: {{name: node-2}}\n  - {taint}\n"
+    );
+    assert!(parse_str(&applied, "ok.yaml").is_ok());
+    let error = error_of(&format!("{HEAD}steps:\n  - taint: {{node: node-1, key: k, effect: NoRun}}\n"));
+    assert!(error.contains("NoRun") && error.contains("NoExecute") && error.starts_with("bad.yaml:"), "{error}");
+}
+
+#[test]
+fn a_mount_expectation_names_a_pod_and_one_of_the_states() {
+    let error = error_of(&format!("{HEAD}steps:\n  - expect: mount Pod/default/app data == gone\n"));
+    assert!(
+        error.contains("unknown mount state `gone`") && error.contains("live, broken, detached, unmounted"),
+        "{error}"
+    );
+    let error = error_of(&format!("{HEAD}steps:\n  - expect: mount Pod/default/app data >= live\n"));
+    assert!(error.contains("`==` or `!=`"), "{error}");
+    let error = error_of(&format!("{HEAD}steps:\n  - expect: mount Node/node-1 data == live\n"));
+    assert!(error.contains("looks at a Pod"), "{error}");
+    let error = error_of(&format!("{HEAD}steps:\n  - expect: mount Pod/default/app == live\n"));
+    assert!(error.contains("mount Pod/ns/name <volume> == <state>"), "{error}");
+}
+
+#[test]
 fn a_step_must_do_exactly_one_thing() {
     let error = error_of(&format!("{HEAD}steps:\n  - at: 0s\n    node_down: node-1\n    node_up: node-1\n"));
     assert!(error.contains("exactly one thing") && error.contains("`apply`"), "{error}");
@@ -193,4 +223,20 @@ fn a_cluster_that_cannot_converge_in_its_budget_fails_saying_what_is_pending() {
     let text = "name: Setup needs longer than the budget\ncluster: {nodes: 1}\nbudget: 1s\nsteps:\n  - at: 0s\n    apply: |\n      apiVersion: data.fluid.io/v1alpha1\n      kind: Dataset\n      metadata: {name: demo}\n      spec: {mounts: [{name: demo, mountPoint: 'juicefs:///demo'}]}\n      ---\n      apiVersion: data.fluid.io/v1alpha1\n      kind: JuiceFSRuntime\n      metadata: {name: demo}\n      spec: {replicas: 1}\n";
     let (failures, _) = failures_of(text);
     assert!(failures.iter().any(|f| f.starts_with("did not converge within 1s (still pending: ")), "{failures:?}");
+}
+
+#[test]
+fn a_broken_app_mount_fails_a_run_that_converges_otherwise() {
+    // recover_period 0s turns FUSE recovery off: the app's mount stays dead after a FUSE crash.
+    let path = workspace()
+        .join("sim/tests/failing/a-fuse-crash-with-recovery-off-leaves-the-app-mount-broken-and-fails-the-run.yaml");
+    let (text, outcome) = output(&path, None);
+    let Outcome::Failed(reasons) = outcome else { panic!("a dead app mount passed:\n{text}") };
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("app-mount-is-live: Pod/default/demo-app on node-1 reads volume data through ")
+            && reasons[0].ends_with("broken (device 0:101 is dead: transport endpoint is not connected)"),
+        "{}",
+        reasons[0]
+    );
 }

@@ -2,7 +2,8 @@
 //!
 //! Each seed draws a cluster (size, taints, capacities), dataset/runtime pairs with random specs
 //! (placements, long names that switch label keys to the dataset UID, a few deliberately invalid
-//! specs), app pods that come and go, deletions at awkward moments, and a fault profile: every
+//! specs), app pods that come and go, deletions at awkward moments, sometimes a node that joins
+//! or an SRE marking a dead node out of service, and a fault profile: every
 //! fault kind is on or off for the seed, with its own count and strength. The world renders to an
 //! ordinary scenario file and runs through [`crate::scenario::run`]:
 //!
@@ -10,9 +11,9 @@
 //!    after every event.
 //! 2. **Liveness phase**: persistent faults off, every downed node back, then `run: until
 //!    converged` within [`LIVENESS_BUDGET_MS`] of virtual time; the simulator's convergence
-//!    invariants (labels exact, no stuck finalizers, no writes at the fixpoint) and this
-//!    module's [`oracle`] (runtimes Ready, datasets Bound, invalid specs reported, pods running)
-//!    must hold.
+//!    invariants (labels exact, no stuck finalizers, no writes at the fixpoint, every running
+//!    app's mount live, no staged volume left unused) and this module's [`oracle`] (runtimes
+//!    Ready, datasets Bound, invalid specs reported, pods running) must hold.
 //!
 //! A failing seed is shrunk ([`shrink`]) and written as a scenario file that fails the same way
 //! under `ferrofluid-sim run`.
@@ -74,6 +75,8 @@ pub struct SeedReport {
     pub events: u64,
     /// Faults in the timeline, by kind.
     pub faults: Vec<(&'static str, u64)>,
+    /// Operator actions in the timeline (nodes joining, out-of-service taints), by kind.
+    pub operations: Vec<(&'static str, u64)>,
     /// Faults the simulator injected (persistent-fault resets included).
     pub faults_injected: u64,
     /// Virtual time from the liveness phase's start to convergence, when it converged.
@@ -93,6 +96,7 @@ pub fn run_world(world: &World) -> SeedReport {
         steps: world.steps.len() as u64,
         events: 0,
         faults,
+        operations: world.operations(),
         faults_injected: 0,
         convergence_ms: None,
         failure: None,
@@ -166,6 +170,8 @@ pub struct Summary {
     pub events: u64,
     /// Faults by kind.
     pub faults: BTreeMap<&'static str, u64>,
+    /// Operator actions by kind.
+    pub operations: BTreeMap<&'static str, u64>,
     /// Faults the simulator injected.
     pub faults_injected: u64,
     /// Failures by invariant.
@@ -187,6 +193,9 @@ impl Summary {
         self.faults_injected += report.faults_injected;
         for (kind, count) in &report.faults {
             *self.faults.entry(kind).or_insert(0) += count;
+        }
+        for (kind, count) in &report.operations {
+            *self.operations.entry(kind).or_insert(0) += count;
         }
         if let Some(failure) = &report.failure {
             *self.violations.entry(failure.invariant.clone()).or_insert(0) += 1;
@@ -217,6 +226,10 @@ impl Summary {
             row(&mut out, &format!("  {kind}"), self.faults.get(kind).copied().unwrap_or(0).to_string());
         }
         row(&mut out, "faults injected (incl. resets)", self.faults_injected.to_string());
+        row(&mut out, "operator actions", self.operations.values().sum::<u64>().to_string());
+        for (kind, count) in &self.operations {
+            row(&mut out, &format!("  {kind}"), count.to_string());
+        }
         row(&mut out, "failing seeds", self.failed_seeds.len().to_string());
         for (invariant, count) in &self.violations {
             row(&mut out, &format!("  {invariant}"), count.to_string());

@@ -119,8 +119,18 @@ pub enum Action {
     CrashWorker { pair: String, ordinal: u32 },
     /// A node goes down.
     NodeDown(String),
-    /// A node comes back.
+    /// A node comes back (and loses its out-of-service taint, if it has one).
     NodeUp(String),
+    /// An operator applies a new Node, `pods` its pod capacity: its kubelet registers it.
+    NodeJoins {
+        /// `node-N`, after the cluster's nodes.
+        node: String,
+        /// Pod capacity.
+        pods: u32,
+    },
+    /// An SRE taints a down node `node.kubernetes.io/out-of-service`, so that its pods move
+    /// (not a fault: the remedy Kubernetes documents for a node that is gone).
+    OutOfService(String),
     /// The controller restarts, losing its state.
     ControllerRestart,
     /// Apiserver 409 rate for controller writes.
@@ -174,7 +184,12 @@ impl Action {
     fn node(&self) -> Option<&str> {
         match self {
             Action::Pod { node, .. } => node.as_deref(),
-            Action::NodeDown(n) | Action::NodeUp(n) | Action::FuseCrash(n) | Action::CsiRestart(n) => Some(n),
+            Action::NodeJoins { node: n, .. }
+            | Action::NodeDown(n)
+            | Action::NodeUp(n)
+            | Action::OutOfService(n)
+            | Action::FuseCrash(n)
+            | Action::CsiRestart(n) => Some(n),
             _ => None,
         }
     }
@@ -346,9 +361,15 @@ impl World {
                 let node = pick(&mut rng, &node_names).clone();
                 let action = match *kind {
                     "node_down" => {
-                        if rng.random_bool(0.7) {
-                            let back = at(&mut rng, when);
+                        let back = rng.random_bool(0.7).then(|| at(&mut rng, when));
+                        if let Some(back) = back {
                             steps.push(StepGen { at_ms: back, action: Action::NodeUp(node.clone()) });
+                        }
+                        // Half the time an SRE marks the dead node out of service while it is down.
+                        let until = back.unwrap_or(liveness_at_ms);
+                        let taint_at = (when + until) / 2 / 1000 * 1000;
+                        if rng.random_bool(0.5) && when < taint_at && taint_at < until {
+                            steps.push(StepGen { at_ms: taint_at, action: Action::OutOfService(node.clone()) });
                         }
                         Action::NodeDown(node)
                     }
@@ -371,6 +392,12 @@ impl World {
                 };
                 steps.push(StepGen { at_ms: when, action });
             }
+        }
+        // One world in five grows: a node joins during the safety phase (no fault targets it).
+        if rng.random_bool(0.2) {
+            let node = format!("node-{}", nodes.len() + 1);
+            let pods = rng.random_range(16..=110);
+            steps.push(StepGen { at_ms: at(&mut rng, 0), action: Action::NodeJoins { node, pods } });
         }
         steps.sort_by_key(|s| s.at_ms);
         World {
@@ -428,6 +455,16 @@ impl World {
         demand <= usable
     }
 
+    /// Operator actions in the timeline that are not faults: nodes that join, out-of-service
+    /// taints.
+    pub fn operations(&self) -> Vec<(&'static str, u64)> {
+        let count = |wanted: fn(&Action) -> bool| self.steps.iter().filter(|s| wanted(&s.action)).count() as u64;
+        vec![
+            ("node_joins", count(|a| matches!(a, Action::NodeJoins { .. }))),
+            ("out_of_service", count(|a| matches!(a, Action::OutOfService(_)))),
+        ]
+    }
+
     /// Faults in the timeline, by kind (only those that run before the liveness phase).
     pub fn faults_by_kind(&self) -> Vec<(&'static str, u64)> {
         FAULT_KINDS
@@ -467,6 +504,7 @@ impl World {
         let _ = writeln!(out, "  resync: {}", duration(self.resync_ms));
         let _ = writeln!(out, "steps:");
         let mut down: BTreeSet<String> = BTreeSet::new();
+        let mut tainted: BTreeSet<String> = BTreeSet::new();
         let mut persistent: BTreeSet<&'static str> = BTreeSet::new();
         for step in &self.steps {
             let body = match &step.action {
@@ -506,7 +544,23 @@ impl World {
                     if !down.remove(node) {
                         continue;
                     }
-                    format!("node_up: {node}")
+                    if tainted.remove(node) {
+                        format!("node_up: {node}\n  - {}", untaint(node))
+                    } else {
+                        format!("node_up: {node}")
+                    }
+                }
+                Action::NodeJoins { node, pods } => {
+                    let resources = format!("{{pods: \"{pods}\", cpu: \"16\", memory: 64Gi}}");
+                    format!(
+                        "apply: |\n      apiVersion: v1\n      kind: Node\n      metadata:\n        name: {node}\n      status:\n        capacity: {resources}\n        allocatable: {resources}"
+                    )
+                }
+                Action::OutOfService(node) => {
+                    if !down.contains(node) || !tainted.insert(node.clone()) {
+                        continue;
+                    }
+                    format!("taint: {{node: {node}, key: {OUT_OF_SERVICE}, value: nodeshutdown, effect: NoExecute}}")
                 }
                 Action::ControllerRestart => "controller_restart: true".to_string(),
                 Action::ConflictRate(rate) => {
@@ -530,7 +584,12 @@ impl World {
             .into_iter()
             .map(|kind| format!("{kind}: {}", if kind == "conflict_rate" { "0" } else { "0s" }))
             .collect();
-        liveness.extend(down.into_iter().map(|node| format!("node_up: {node}")));
+        for node in down {
+            liveness.push(format!("node_up: {node}"));
+            if tainted.contains(&node) {
+                liveness.push(untaint(&node));
+            }
+        }
         liveness.push("run: until converged".to_string());
         for (index, body) in liveness.iter().enumerate() {
             if index == 0 {
@@ -561,6 +620,13 @@ impl Profile {
             .collect();
         Self { counts }
     }
+}
+
+const OUT_OF_SERVICE: &str = crate::kube::nodelifecycle::OUT_OF_SERVICE;
+
+/// The step that lifts a node's out-of-service taint.
+fn untaint(node: &str) -> String {
+    format!("untaint: {{node: {node}, key: {OUT_OF_SERVICE}}}")
 }
 
 /// `namespace/<name>-juicefs-worker-<ordinal>` (the StatefulSet's pod name, bounded as the model bounds it).

@@ -42,6 +42,8 @@ pub enum KubeTask {
     Orphan(ObjectRef),
     /// Node-lifecycle controller: this node's readiness and evictions.
     NodeLifecycle(CompactString),
+    /// PodGC: force-delete the Terminating pods of this out-of-service node.
+    PodGc(CompactString),
     /// Kubelet of `node`: sync this pod.
     Kubelet {
         /// The node.
@@ -49,14 +51,24 @@ pub enum KubeTask {
         /// The pod.
         pod: ObjectRef,
     },
-    /// CSI plugin of this node: repair broken bind mounts (FUSE recovery).
+    /// CSI plugin of this node: a FUSE recovery pass (a tick of its recovery loop).
     Recover(CompactString),
+    /// Kubelet's volume manager of this node: unstage volumes no pod uses (a retry).
+    VolumeManager(CompactString),
 }
 
 impl KubeTask {
     /// The kubelet of `node` syncs `pod`.
     pub fn kubelet(node: &str, pod: &ObjectRef) -> Self {
         KubeTask::Kubelet { node: node.into(), pod: pod.clone() }
+    }
+
+    /// The node whose kubelet or CSI plugin runs the task (whose mounts it may change).
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            KubeTask::Kubelet { node, .. } | KubeTask::Recover(node) | KubeTask::VolumeManager(node) => Some(node),
+            _ => None,
+        }
     }
 }
 
@@ -295,6 +307,18 @@ impl Sim {
     }
 
     fn route_node(&mut self, change: &Change) {
+        if change.old.is_none() && change.new.is_some() && !self.nodes.contains_key(change.key.name.as_str()) {
+            // A node joined during the run: its machine comes with a kubelet and a CSI plugin.
+            self.start_kubelet(&change.key.name);
+        }
+        let taints_of = |obj: Option<&crate::apiserver::Obj>| {
+            obj.and_then(|o| o.as_node()).map(|node| nodelifecycle::user_no_execute_taints(node)).unwrap_or_default()
+        };
+        let new_taints = taints_of(change.new.as_ref());
+        if !new_taints.is_empty() && taints_of(change.old.as_ref()) != new_taints {
+            // The taint manager evicts what does not tolerate a NoExecute taint put on the node.
+            self.kick(KubeTask::NodeLifecycle(change.key.name.clone()));
+        }
         self.kube.scheduler.observe_node(&change.key.name, change.new.as_ref().and_then(|o| o.as_node()));
         let names = Arc::make_mut(&mut self.kube.node_names);
         match (change.old.is_some(), change.new.is_some()) {
@@ -409,8 +433,10 @@ impl Sim {
             KubeTask::Collect(uid) => self.collect(&uid),
             KubeTask::Orphan(key) => self.collect_orphan(&key),
             KubeTask::NodeLifecycle(node) => self.node_lifecycle(&node),
+            KubeTask::PodGc(node) => self.pod_gc(&node),
             KubeTask::Kubelet { node, pod } => self.kubelet_sync(&node, &pod),
             KubeTask::Recover(node) => self.recover_mounts(&node),
+            KubeTask::VolumeManager(node) => self.volume_manager(&node),
         }
     }
 }

@@ -6,6 +6,9 @@
 //! * `Dataset/default/demo metadata.labels["fluid.io/dataset-id"] == $uid(Dataset/default/demo)`
 //! * `PersistentVolumeClaim/default/demo absent`, `… exists`
 //! * `count Pod/default role=juicefs-worker running == 2`, `count Node fluid.io/s-default-demo=true == 2`
+//! * `mount Pod/default/demo-app data == broken`: what the pod reads through its dataset volume
+//!   `data` on its node: `live`, `broken` (transport endpoint is not connected), `detached` (a
+//!   mount other than the live FUSE mount) or `unmounted`
 //!
 //! Operators: `==`, `!=`, `>=`, `<=`, `>`, `<`, `contains`, `exists`, `absent`.
 
@@ -167,7 +170,21 @@ pub enum Check {
         /// The number.
         value: i64,
     },
+    /// How a pod's dataset volume serves it on its node (`==` or `!=`).
+    Mount {
+        /// The pod.
+        pod: ObjectRef,
+        /// The pod's volume name.
+        volume: String,
+        /// True for `==`.
+        equal: bool,
+        /// `live`, `broken`, `detached` or `unmounted`.
+        state: String,
+    },
 }
+
+/// The states a `mount` expectation names.
+const MOUNT_STATES: &[&str] = &["live", "broken", "detached", "unmounted"];
 
 /// An expectation as written, and its parsed check.
 #[derive(Debug, Clone, PartialEq)]
@@ -181,7 +198,7 @@ pub struct Expectation {
 impl Expectation {
     /// Parses an expectation; errors list the allowed forms.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let forms = "forms: `Kind/ns/name <path> <op> <value>`, `Kind/ns/name exists|absent`, `count Kind[/ns] [selector] [running] <op> <n>`";
+        let forms = "forms: `Kind/ns/name <path> <op> <value>`, `Kind/ns/name exists|absent`, `count Kind[/ns] [selector] [running] <op> <n>`, `mount Pod/ns/name <volume> ==|!= live|broken|detached|unmounted`";
         let words: Vec<&str> = text.split_whitespace().collect();
         let check = match words.as_slice() {
             [] => return Err(format!("expect: empty expectation; {forms}")),
@@ -213,6 +230,27 @@ impl Expectation {
                 let value =
                     value_text.parse().map_err(|_| format!("expect `{text}`: `{value_text}` is not a number"))?;
                 Check::Count { kind, namespace, selector, running, op, value }
+            }
+            ["mount", target, rest @ ..] => {
+                let [volume, op_text, state] = rest else {
+                    return Err(format!("expect `{text}`: write `mount Pod/ns/name <volume> == <state>`; {forms}"));
+                };
+                let pod = parse_reference(target).map_err(|e| format!("expect: {e}"))?;
+                if pod.kind != Kind::Pod {
+                    return Err(format!("expect `{text}`: `mount` looks at a Pod, not a {:?}", pod.kind));
+                }
+                let equal = match *op_text {
+                    "==" => true,
+                    "!=" => false,
+                    _ => return Err(format!("expect `{text}`: `mount` compares with `==` or `!=`, not `{op_text}`")),
+                };
+                if !MOUNT_STATES.contains(state) {
+                    return Err(format!(
+                        "expect `{text}`: unknown mount state `{state}`; allowed: {}",
+                        MOUNT_STATES.join(", ")
+                    ));
+                }
+                Check::Mount { pod, volume: volume.to_string(), equal, state: state.to_string() }
             }
             [target, "exists"] => {
                 Check::Object { object: parse_reference(target).map_err(|e| format!("expect: {e}"))?, exists: true }
@@ -282,6 +320,16 @@ impl Expectation {
                     _ => false,
                 };
                 if ok { Ok(()) } else { Err(format!("the count is {count}")) }
+            }
+            Check::Mount { pod, volume, equal, state } => {
+                let found = sim.get(pod).and_then(|o| o.as_pod()).ok_or_else(|| format!("{pod} does not exist"))?;
+                let volumes = sim.dataset_volumes(found);
+                let Some(dataset_volume) = volumes.iter().find(|v| v.name == *volume) else {
+                    let names: Vec<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
+                    return Err(format!("{pod} has no bound dataset volume `{volume}` (it has {names:?})"));
+                };
+                let health = sim.volume_health(found, dataset_volume)?;
+                if (health.word() == state) == *equal { Ok(()) } else { Err(format!("it is {health}")) }
             }
         }
     }

@@ -265,7 +265,7 @@ pub struct Timing {
     pub node_monitor_grace: Option<Duration>,
     /// Pods on a NotReady node are evicted after this long.
     pub pod_eviction_timeout: Option<Duration>,
-    /// CSI mount-recovery period.
+    /// CSI mount-recovery period (`0s` turns recovery off, as the plugin's `--recover-period-ms 0`).
     pub recover_period: Option<Duration>,
     /// The model's periodic resync.
     pub resync: Option<Duration>,
@@ -446,6 +446,33 @@ pub struct ScaleStep {
     pub replicas: i32,
 }
 
+/// Put a taint on a node, as `kubectl taint nodes <node> <key>=<value>:<effect>` (an SRE marking
+/// a dead node `node.kubernetes.io/out-of-service`, say). A taint of the same key and effect is
+/// replaced.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TaintStep {
+    /// The node.
+    pub node: String,
+    /// The taint's key.
+    pub key: String,
+    /// Its value.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+    pub effect: TaintEffect,
+}
+
+/// Remove a node's taints of one key, as `kubectl taint nodes <node> <key>-`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UntaintStep {
+    /// The node.
+    pub node: String,
+    /// The taint key to remove.
+    pub key: String,
+}
+
 /// How far to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunSpec {
@@ -528,6 +555,8 @@ pub const STEP_ACTIONS: &[&str] = &[
     "delete",
     "pod",
     "scale",
+    "taint",
+    "untaint",
     "expect",
     "run",
     "node_down",
@@ -542,7 +571,7 @@ pub const STEP_ACTIONS: &[&str] = &[
 ];
 
 /// Where the fault steps begin in [`STEP_ACTIONS`].
-const FIRST_FAULT_STEP: usize = 6;
+const FIRST_FAULT_STEP: usize = 8;
 
 /// The step names that inject a fault, `node_down` to `csi_restart`.
 pub const FAULT_STEP_ACTIONS: &[&str] = STEP_ACTIONS.split_at(FIRST_FAULT_STEP).1;
@@ -558,6 +587,8 @@ struct RawStep {
     delete: Option<Reference>,
     pod: Option<PodStep>,
     scale: Option<ScaleStep>,
+    taint: Option<TaintStep>,
+    untaint: Option<UntaintStep>,
     expect: Option<Expectations>,
     run: Option<RunSpec>,
     node_down: Option<String>,
@@ -582,6 +613,10 @@ pub enum Action {
     Pod(PodStep),
     /// Set a runtime's replicas.
     Scale(ScaleStep),
+    /// Taint a node.
+    Taint(TaintStep),
+    /// Remove a node's taints of one key.
+    Untaint(UntaintStep),
     /// Check expectations (now, or `within` a duration).
     Expect(Vec<Expectation>),
     /// Run the clock.
@@ -619,6 +654,12 @@ impl<'de> Deserialize<'de> for Step {
         }
         if let Some(s) = raw.scale {
             actions.push(Action::Scale(s));
+        }
+        if let Some(t) = raw.taint {
+            actions.push(Action::Taint(t));
+        }
+        if let Some(u) = raw.untaint {
+            actions.push(Action::Untaint(u));
         }
         if let Some(e) = raw.expect {
             actions.push(Action::Expect(e.0));
@@ -719,16 +760,23 @@ impl Nodes {
     }
 }
 
-/// A fault that names a node the cluster does not have would silently test nothing: refuse it,
-/// listing the nodes there are.
+/// A fault or taint that names a node the cluster does not have would silently test nothing:
+/// refuse it, listing the nodes there are (the cluster's, and those applied by an earlier step).
 fn check_node_references(scenario: &Scenario, path: &str) -> Result<(), Error> {
-    let names = scenario.cluster.nodes.names();
+    let mut names = scenario.cluster.nodes.names();
     for (index, step) in scenario.steps.iter().enumerate() {
         let (field, node) = match &step.action {
+            Action::Apply(objects) => {
+                let applied = objects.iter().map(|o| o.object_ref()).filter(|key| key.kind == Kind::Node);
+                names.extend(applied.map(|key| key.name.to_string()));
+                continue;
+            }
             Action::Fault(crate::faults::Fault::NodeDown(node)) => ("node_down", node),
             Action::Fault(crate::faults::Fault::NodeUp(node)) => ("node_up", node),
             Action::Fault(crate::faults::Fault::FuseCrash(node)) => ("fuse_crash", node),
             Action::Fault(crate::faults::Fault::CsiRestart(node)) => ("csi_restart", node),
+            Action::Taint(TaintStep { node, .. }) => ("taint.node", node),
+            Action::Untaint(UntaintStep { node, .. }) => ("untaint.node", node),
             _ => continue,
         };
         if !names.contains(node) {

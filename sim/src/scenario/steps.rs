@@ -213,6 +213,49 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> RunResult {
                 }
                 sim.settle();
             }
+            Action::Taint(taint) => {
+                let key = ObjectRef::cluster(Kind::Node, &taint.node);
+                let effect = format!("{:?}", taint.effect);
+                let result = sim.api.modify(&key, None, |obj| {
+                    let Some(node) = obj.node_mut() else { return false };
+                    let taints = node.spec.get_or_insert_with(Default::default).taints.get_or_insert_with(Vec::new);
+                    let wanted = Taint {
+                        key: taint.key.clone(),
+                        value: taint.value.clone(),
+                        effect: effect.clone(),
+                        time_added: None,
+                    };
+                    if taints.contains(&wanted) {
+                        return false;
+                    }
+                    taints.retain(|t| !(t.key == wanted.key && t.effect == wanted.effect));
+                    taints.push(wanted);
+                    true
+                });
+                let value = taint.value.as_deref().map(|v| format!("={v}")).unwrap_or_default();
+                match result {
+                    Ok(_) => trace!(sim, "user", key.to_string(), "taint {}{value}:{effect}", taint.key),
+                    Err(error) => trace!(sim, "user", key.to_string(), "taint failed: {error}"),
+                }
+                sim.settle();
+            }
+            Action::Untaint(untaint) => {
+                let key = ObjectRef::cluster(Kind::Node, &untaint.node);
+                let result = sim.api.modify(&key, None, |obj| {
+                    let Some(taints) = obj.node_mut().and_then(|n| n.spec.as_mut()).and_then(|s| s.taints.as_mut())
+                    else {
+                        return false;
+                    };
+                    let before = taints.len();
+                    taints.retain(|t| t.key != untaint.key);
+                    taints.len() != before
+                });
+                match result {
+                    Ok(_) => trace!(sim, "user", key.to_string(), "untaint {}", untaint.key),
+                    Err(error) => trace!(sim, "user", key.to_string(), "untaint failed: {error}"),
+                }
+                sim.settle();
+            }
             Action::Expect(expectations) => {
                 match step.within_ms {
                     None => {
@@ -500,10 +543,8 @@ pub fn summarize(sim: &Sim, passed: usize, outcome: &Outcome) -> String {
                 .entries()
                 .iter()
                 .map(|e| {
-                    let state = match node.mounts.state(&e.mount_point) {
-                        model::node::PathState::Broken => " BROKEN",
-                        _ => "",
-                    };
+                    // Each layer by its own device: a dead one below a live bind is still dead.
+                    let state = if node.mounts.is_live(&e.major_minor) { "" } else { " BROKEN" };
                     let point = match e.mount_point.find("/volumes/") {
                         Some(at) => format!("<pod>{}", &e.mount_point[at..]),
                         None => e.mount_point.clone(),
