@@ -5,23 +5,19 @@
 use model::effect::Kind;
 use model::engine::juicefs::{JuiceFsEngine, RUNTIME_TYPE};
 use model::engine::{Engine, EngineInput};
-use model::labels::{DatasetKeys, ROLE, WorkloadNames};
+use model::labels::{DatasetKeys, PodRole, WorkloadNames, role_of};
 
 use crate::apiserver::Pod;
 use crate::sim::Sim;
 
-/// True for pods of a runtime's FUSE DaemonSet (role `juicefs-fuse`).
+/// True for pods of a JuiceFS runtime's FUSE DaemonSet (the model's `labels::role_of`).
 pub fn is_fuse_pod(pod: &Pod) -> bool {
-    role(pod).and_then(|r| r.strip_prefix(RUNTIME_TYPE)) == Some("-fuse")
+    matches!(role_of(pod.metadata.labels.as_ref()), PodRole::Fuse { runtime_type: RUNTIME_TYPE, .. })
 }
 
-/// True for pods of a runtime's worker StatefulSet (role `juicefs-worker`).
+/// True for pods of a JuiceFS runtime's worker StatefulSet (the model's `labels::role_of`).
 pub fn is_worker_pod(pod: &Pod) -> bool {
-    role(pod).and_then(|r| r.strip_prefix(RUNTIME_TYPE)) == Some("-worker")
-}
-
-fn role(pod: &Pod) -> Option<&str> {
-    pod.metadata.labels.as_ref()?.get(ROLE).map(String::as_str)
+    matches!(role_of(pod.metadata.labels.as_ref()), PodRole::Worker { runtime_type: RUNTIME_TYPE, .. })
 }
 
 /// The runtime a FUSE or worker pod belongs to, from its container environment
