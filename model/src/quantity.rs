@@ -165,16 +165,24 @@ pub fn format_bytes(bytes: u64) -> String {
     format!("{value:.2}{}", UNITS[unit])
 }
 
-/// A binary Kubernetes quantity string for a label value: `40Gi`, `512Mi`, or plain bytes.
-pub fn format_binary_quantity(bytes: u64) -> String {
-    for (suffix, multiplier) in
-        [("Ei", 1u64 << 60), ("Pi", 1 << 50), ("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)]
-    {
-        if bytes >= multiplier && bytes.is_multiple_of(multiplier) {
-            return format!("{}{suffix}", bytes / multiplier);
-        }
+/// A node's capacity label value as Fluid writes it (go-units' `BytesSize`): binary units, at
+/// most four significant digits, no trailing zeros: `40GiB`, `1.5GiB`, `1000B`.
+pub fn format_label_bytes(bytes: u64) -> String {
+    const UNITS: &[&str] = &["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
     }
-    bytes.to_string()
+    // Four significant digits: as many decimals as the integer part leaves.
+    let integer_digits = if value < 1.0 { 1 } else { value.log10().floor() as usize + 1 };
+    let decimals = 4usize.saturating_sub(integer_digits);
+    let mut text = format!("{value:.decimals$}");
+    if text.contains('.') {
+        text = text.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    format!("{text}{}", UNITS[unit])
 }
 
 /// Bytes to whole MiB, rounded up so that a small non-zero quota never becomes "0 = no cache".
@@ -226,17 +234,30 @@ mod tests {
         assert_eq!(format_bytes(0), "0.00B");
         assert_eq!(format_bytes(10 << 30), "10.00GiB");
         assert_eq!(format_bytes(1536), "1.50KiB");
-        assert_eq!(format_binary_quantity(40 << 30), "40Gi");
-        assert_eq!(format_binary_quantity(1000), "1000");
+        assert_eq!(format_label_bytes(40 << 30), "40GiB");
+        assert_eq!(format_label_bytes(1000), "1000B");
+        assert_eq!(format_label_bytes(1536 << 20), "1.5GiB");
+        assert_eq!(format_label_bytes(1234), "1.205KiB");
+        assert_eq!(format_label_bytes(100 << 30), "100GiB");
+        assert_eq!(format_label_bytes((1 << 30) - 1), "1024MiB", "rounded to four digits, as %.4g does");
+        assert_eq!(format_label_bytes(0), "0B");
         assert_eq!(bytes_to_mib_ceil(40960), 1);
         assert_eq!(bytes_to_mib_ceil(0), 0);
         assert_eq!(bytes_to_mib_ceil(2 << 20), 2);
     }
 
     proptest! {
+        /// A label value is a valid label value and reads back within four significant digits.
         #[test]
-        fn binary_quantities_round_trip(bytes in 0u64..(1 << 50)) {
-            prop_assert_eq!(parse_bytes(&format_binary_quantity(bytes)), Ok(bytes));
+        fn label_sizes_read_back_within_four_digits(bytes in 1u64..(1 << 60)) {
+            let text = format_label_bytes(bytes);
+            prop_assert!(text.len() <= 63 && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'), "{}", text);
+            let split = text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len());
+            let (number, unit) = text.split_at(split);
+            let exponent = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"].iter().position(|u| *u == unit);
+            prop_assert!(exponent.is_some(), "{}", text);
+            let read = number.parse::<f64>().unwrap_or(f64::NAN) * 1024f64.powi(exponent.unwrap_or(0) as i32);
+            prop_assert!((read - bytes as f64).abs() <= bytes as f64 * 5e-4, "{} -> {}", bytes, text);
         }
 
         #[test]

@@ -9,7 +9,7 @@ use crate::effect::{Effect, Kind, ObjectRef};
 use crate::engine::NodeCapacity;
 use crate::labels::{self, CapacityKind, DatasetKeys};
 use crate::observed::NodeView;
-use crate::quantity::format_binary_quantity;
+use crate::quantity::format_label_bytes;
 
 /// The label facts of one dataset.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ impl CacheLabels<'_> {
         wanted.insert(keys.common_label(), Some("true".to_string()));
         if let Some(runtime_type) = self.runtime_type {
             wanted.insert(keys.runtime_label(runtime_type), Some("true".to_string()));
-            let capacity_value = |bytes: u64| (bytes > 0).then(|| format_binary_quantity(bytes));
+            let capacity_value = |bytes: u64| (bytes > 0).then(|| format_label_bytes(bytes));
             let capacity = [
                 (CapacityKind::Memory, self.capacity.memory_bytes),
                 (CapacityKind::Disk, self.capacity.disk_bytes),
