@@ -312,7 +312,10 @@ pub fn trim_pod(pod: &mut Pod) {
         let phase = status.phase.take();
         let pod_ip = status.pod_ip.take();
         let conditions =
-            status.conditions.take().map(|conditions| conditions.into_iter().filter(|c| c.type_ == "Ready").collect());
+            // Ready, and PodScheduled for the scheduler's reason while a worker cannot be placed.
+            status.conditions.take().map(|conditions| {
+                conditions.into_iter().filter(|c| c.type_ == "Ready" || c.type_ == "PodScheduled").collect()
+            });
         *status = k8s_openapi::api::core::v1::PodStatus { phase, conditions, pod_ip, ..Default::default() };
     }
 }
@@ -543,6 +546,7 @@ mod tests {
                 phase: PodPhase::Running,
                 ready: true,
                 deleting: false,
+                unschedulable: None,
             }]
         );
     }
@@ -607,7 +611,23 @@ mod tests {
         assert!(trimmed.spec.unwrap().containers.is_empty());
         assert!(trimmed.metadata.managed_fields.is_none() && trimmed.metadata.annotations.is_none());
         let conditions = trimmed.status.unwrap().conditions.unwrap();
-        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions.len(), 2, "Ready and PodScheduled");
+
+        // A pod the scheduler cannot place keeps the scheduler's message.
+        let mut pending = pod.clone();
+        let status = pending.status.as_mut().unwrap();
+        status.phase = Some("Pending".into());
+        status.conditions = Some(vec![PodCondition {
+            type_: "PodScheduled".to_string(),
+            status: "False".to_string(),
+            reason: Some("Unschedulable".into()),
+            message: Some("0/3 nodes are available: 3 node(s) had untolerated taint {gpu: true}.".into()),
+            ..PodCondition::default()
+        }]);
+        let before = PodView::from_pod(&pending);
+        assert!(before.unschedulable.as_deref().is_some_and(|m| m.contains("untolerated taint")));
+        trim_pod(&mut pending);
+        assert_eq!(PodView::from_pod(&pending), before);
     }
 
     #[test]

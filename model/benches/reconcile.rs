@@ -78,6 +78,7 @@ fn apply(observed: &mut Observed, nodes: &mut [Arc<Node>], decision: &Decision) 
                         phase: PodPhase::Running,
                         ready: true,
                         deleting: false,
+                        unschedulable: None,
                     })
                     .collect();
                 observed.workers = Some(Arc::new(sts));

@@ -68,6 +68,9 @@ pub struct PodView {
     pub ready: bool,
     /// It has a deletionTimestamp.
     pub deleting: bool,
+    /// Why the scheduler cannot place it: the message of its `PodScheduled=False` condition
+    /// (kube-scheduler's "0/3 nodes are available: …").
+    pub unschedulable: Option<String>,
 }
 
 impl PodView {
@@ -87,6 +90,7 @@ impl PodView {
             phase: PodPhase::Unknown,
             ready: false,
             deleting: false,
+            unschedulable: None,
         };
         view.refresh(metadata, node_name, status);
         view
@@ -101,6 +105,10 @@ impl PodView {
         self.phase = PodPhase::of(status);
         self.ready = is_ready(status);
         self.deleting = metadata.deletion_timestamp.is_some();
+        let unschedulable = unschedulable_message(status);
+        if self.unschedulable.as_deref() != unschedulable {
+            self.unschedulable = unschedulable.map(str::to_string);
+        }
     }
 
     /// True if the pod may still be using a volume: not completed (deleting pods included,
@@ -120,6 +128,14 @@ pub fn is_ready(status: Option<&PodStatus>) -> bool {
     status
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The scheduler's message while a pod with this status cannot be placed: its `PodScheduled`
+/// condition is `False` (any reason; kube-scheduler says `Unschedulable`).
+pub fn unschedulable_message(status: Option<&PodStatus>) -> Option<&str> {
+    let conditions = status?.conditions.as_ref()?;
+    let scheduled = conditions.iter().find(|c| c.type_ == "PodScheduled")?;
+    (scheduled.status == "False").then(|| scheduled.message.as_deref().unwrap_or("no reason given"))
 }
 
 /// The names of the PVCs a pod's volumes refer to, in volume order: what makes a pod a user

@@ -74,6 +74,7 @@ async fn run(programs: Programs, filter: Vec<String>) -> ExitCode {
         case!(the_leader_fails_over_to_the_other_replica),
         case!(losing_the_worker_node_moves_the_worker_and_its_cache_labels),
         case!(deleting_a_namespace_creates_nothing_in_it),
+        case!(a_worker_no_node_tolerates_says_why_on_the_dataset),
         case!(no_component_was_denied_by_rbac),
     ];
     let selected: Vec<_> =
@@ -702,6 +703,39 @@ async fn deleting_a_namespace_creates_nothing_in_it(w: &mut World) -> Result<(),
         format!("{} creates refused in the terminating namespace:\n{}", refused.len(), refused.join("\n"))
     })?;
     w.figure("namespace with 3 pairs deleted -> gone", format!("{:.1} s", gone.as_secs_f64()));
+    Ok(())
+}
+
+/// Fluid's #5099: with every node tainted, the dataset's Ready condition carries
+/// kube-scheduler's own reason, naming the worker pod (as the simulator's scenario
+/// `a-worker-no-node-tolerates-says-why-on-the-dataset` shows); lifting a taint binds it.
+async fn a_worker_no_node_tolerates_says_why_on_the_dataset(w: &mut World) -> Result<(), String> {
+    let bed = &w.bed;
+    bed.kubectl_ok(&["create", "namespace", "tainted"], None).map_err(|e| e.to_string())?;
+    bed.kubectl_ok(&["taint", "nodes", "--all", "gpu=true:NoSchedule"], None).map_err(|e| e.to_string())?;
+    let outcome = async {
+        bed.apply(&w.volume.manifests("tainted", "picky", 1)).map_err(|e| e.to_string())?;
+        let message = wait(bed, 60, "the dataset says why its worker cannot run", || async {
+            let dataset = Api::<Dataset>::namespaced(bed.client.clone(), "tainted").get_opt("picky").await.ok()??;
+            let ready = dataset.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+            let message = ready.message?;
+            (message.contains("had untolerated taint(s)") && message.contains("picky-juicefs-worker-0"))
+                .then_some(message)
+        })
+        .await?;
+        Ok::<String, String>(message)
+    }
+    .await;
+    // Lifted whatever happened: the other cases need schedulable nodes.
+    let lifted = bed.kubectl_ok(&["taint", "nodes", "--all", "gpu-"], None).map_err(|e| e.to_string());
+    let message = outcome?;
+    lifted?;
+    wait(bed, 120, "tainted/picky is Bound once the taint is lifted", || async {
+        (dataset_phase(bed, "tainted", "picky").await? == "Bound").then_some(())
+    })
+    .await?;
+    bed.kubectl_ok(&["delete", "namespace", "tainted", "--wait=false"], None).map_err(|e| e.to_string())?;
+    w.figure("no node tolerates the worker: the dataset's Ready message", message);
     Ok(())
 }
 

@@ -82,7 +82,8 @@ pub fn runtime_status(input: &StatusInput<'_>, now: Millis) -> RuntimeStatus {
     } else {
         RuntimePhase::None
     };
-    status.worker_reason = Some(worker_reason(input.desired_workers, workers_ready, input.workers.is_some()));
+    status.worker_reason =
+        Some(worker_reason(input.desired_workers, workers_ready, input.workers.is_some(), input.worker_pods));
 
     let ds_status = input.fuse;
     let fuse_desired = ds_status.map(|s| s.desired_number_scheduled).unwrap_or(0);
@@ -109,12 +110,20 @@ pub fn runtime_status(input: &StatusInput<'_>, now: Millis) -> RuntimeStatus {
     status
 }
 
-fn worker_reason(desired: i32, ready: i32, exists: bool) -> String {
+fn worker_reason(desired: i32, ready: i32, exists: bool, worker_pods: &[PodView]) -> String {
     if !exists {
         return "the worker StatefulSet is not created yet".to_string();
     }
     if ready >= desired {
         return format!("{ready} of {desired} cache workers are ready");
+    }
+    // The scheduler's own words, which Fluid's users otherwise find only on the pod (#5099).
+    let unplaced = worker_pods.iter().find_map(|pod| Some((pod, pod.unschedulable.as_deref()?)));
+    if let Some((pod, message)) = unplaced {
+        return format!(
+            "{ready} of {desired} cache workers are ready; worker pod {} cannot be scheduled: {message}",
+            pod.name
+        );
     }
     format!(
         "{ready} of {desired} cache workers are ready; check the worker pods' events for scheduling, image or resource problems"

@@ -325,6 +325,7 @@ impl World {
                 phase: crate::observed::PodPhase::Running,
                 ready: true,
                 deleting: false,
+                unschedulable: None,
             })
             .collect();
         self.refresh();
