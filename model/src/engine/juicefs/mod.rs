@@ -38,7 +38,7 @@ pub use workers::{placement_label, worker_affinity, worker_pod_labels, worker_to
 /// Fluid's default community-edition image: the `runtime.juicefs.fuse.ceimage` value that Fluid's
 /// chart (`charts/fluid/fluid/values.yaml`) passes as `JUICEFS_CE_IMAGE_ENV`; the controller's
 /// built-in fallback (`pkg/common/juicefs.go` `DefaultCEImage`) is `ce-v1.1.0-beta2`.
-pub const DEFAULT_IMAGE: &str = "juicedata/juicefs-fuse:ce-v1.1.0-rc1";
+pub const DEFAULT_IMAGE: &str = "juicedata/mount:ce-v1.3.0";
 /// Type segment of labels and paths.
 pub const RUNTIME_TYPE: &str = "juicefs";
 /// The PV's `mount_type` (Fluid's `JuiceFSMountType`).

@@ -173,7 +173,7 @@ fn engine_identity_matches_fluid() {
     assert_eq!(JuiceFsEngine.finalizer(), "juicefs-runtime-controller-finalizer");
     assert_eq!(JuiceFsEngine.master(&pair.input()).unwrap(), None);
     assert_eq!(JuiceFsEngine.fluid_path(&pair.input()), "/runtime-mnt/juicefs/default/jfsdemo/juicefs-fuse");
-    assert_eq!(DEFAULT_IMAGE, "juicedata/juicefs-fuse:ce-v1.1.0-rc1");
+    assert_eq!(DEFAULT_IMAGE, "juicedata/mount:ce-v1.3.0", "Fluid chart's current default");
 }
 
 #[test]

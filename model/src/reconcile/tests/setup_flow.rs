@@ -172,11 +172,11 @@ fn cache_nodes_get_labels_where_workers_run_and_lose_them_when_workers_leave() {
     assert_eq!(labels.get(&keys.runtime_label("juicefs")).map(String::as_str), Some("true"));
     assert_eq!(
         labels.get(&keys.capacity_label("juicefs", labels::CapacityKind::Memory)).map(String::as_str),
-        Some("40Gi")
+        Some("40GiB")
     );
     assert_eq!(
         labels.get(&keys.capacity_label("juicefs", labels::CapacityKind::Total)).map(String::as_str),
-        Some("40Gi")
+        Some("40GiB")
     );
     assert_eq!(labels.get(labels::EXCLUSIVE).map(String::as_str), Some("default_jfsdemo"));
     assert_eq!(labels.get(labels::DATASET_NUM).map(String::as_str), Some("1"));
