@@ -182,7 +182,9 @@ impl Context {
     /// What to do after a failed reconcile: quick retry for normal races, backoff otherwise.
     pub fn on_error(&self, reconciler: Reconciler, key: &PairKey, error: &Error) -> Action {
         self.metrics.failed(reconciler.kind(), error);
-        if reconciler == Reconciler::Runtime && !matches!(error, Error::NotLeader) {
+        // Races (409, 404) are routine retries, not setup errors.
+        let routine = matches!(error, Error::NotLeader | Error::Conflict { .. } | Error::Gone { .. });
+        if reconciler == Reconciler::Runtime && !routine {
             let runtime = self.stores.runtime(&key.namespace, &key.name);
             let set_up = runtime.as_deref().and_then(|r| r.status.as_ref()).is_some_and(|s| s.setup_duration.is_some());
             if runtime.is_some() && !set_up {

@@ -81,6 +81,10 @@ pub struct Metrics {
     leader: Gauge,
     setup_errors: Family<RuntimeLabels, Counter>,
     healthcheck_errors: Family<RuntimeLabels, Counter>,
+    /// The runtimes the two families above have series for, by `(namespace, name)`: those no
+    /// longer in the store are dropped at scrape time, however their deletion was seen.
+    counted_runtimes: std::sync::Mutex<BTreeMap<(String, String), RuntimeLabels>>,
+    stores: Stores,
 }
 
 impl fmt::Debug for Metrics {
@@ -121,9 +125,20 @@ impl Metrics {
             "Reconciles of a set-up runtime that found its workers not ready",
             healthcheck_errors.clone(),
         );
-        root.register_collector(Box::new(FluidDatasetCollector { stores }));
+        root.register_collector(Box::new(FluidDatasetCollector { stores: stores.clone() }));
         root.register_collector(Box::new(crate::process_metrics::ProcessCollector));
-        Self { registry: root, reconciles, errors, durations, effects, leader, setup_errors, healthcheck_errors }
+        Self {
+            registry: root,
+            reconciles,
+            errors,
+            durations,
+            effects,
+            leader,
+            setup_errors,
+            healthcheck_errors,
+            counted_runtimes: Default::default(),
+            stores,
+        }
     }
 
     /// Records whether this replica leads.
@@ -134,13 +149,37 @@ impl Metrics {
     /// Records a failed reconcile of a runtime whose setup is not done (Fluid's
     /// `runtime_setup_error_total`).
     pub fn runtime_setup_failed(&self, runtime: &RuntimeLabels) {
+        self.count_runtime(runtime);
         self.setup_errors.get_or_create(runtime).inc();
     }
 
     /// Records a reconcile of a set-up runtime whose workers were not ready (Fluid's
     /// `runtime_sync_healthcheck_error_total`).
     pub fn runtime_unhealthy(&self, runtime: &RuntimeLabels) {
+        self.count_runtime(runtime);
         self.healthcheck_errors.get_or_create(runtime).inc();
+    }
+
+    fn count_runtime(&self, runtime: &RuntimeLabels) {
+        let mut counted = self.counted_runtimes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((namespace, name)) = runtime.runtime.split_once('/') {
+            counted.insert((namespace.to_string(), name.to_string()), runtime.clone());
+        }
+    }
+
+    /// Drops the series of runtimes the store no longer holds: a deleted runtime's reconcile
+    /// may never run (kube-runtime drops triggers for objects gone from its store).
+    fn forget_deleted_runtimes(&self) {
+        use model::observe::ClusterView;
+        let mut counted = self.counted_runtimes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        counted.retain(|(namespace, name), labels| {
+            let lives = self.stores.runtime(namespace, name).is_some();
+            if !lives {
+                self.setup_errors.remove(labels);
+                self.healthcheck_errors.remove(labels);
+            }
+            lives
+        });
     }
 
     /// Forgets a deleted runtime's counters, as Fluid does.
@@ -169,6 +208,7 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn encode(&self) -> String {
+        self.forget_deleted_runtimes();
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

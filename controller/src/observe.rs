@@ -11,7 +11,7 @@ use kube::runtime::reflector::{self, ObjectRef as StoreRef, Store, store::Writer
 use crate::index::{IndexedWriter, NodeIndex, PodIndex, Shared};
 use model::api::{Dataset, JuiceFSRuntime};
 use model::labels::DatasetKeys;
-use model::observe::{ClusterView, EachPod};
+use model::observe::{ClusterView, KeepPod};
 use model::observed::{CacheSample, CommonLabels, Observed, PodView, pod_uses_claim};
 
 /// Read handles of every reflector the controllers share.
@@ -220,11 +220,10 @@ impl ClusterView for Stores {
         cluster(&self.namespaces, namespace).is_some_and(|ns| is_terminating(&ns))
     }
 
-    fn pods_released_as(&self, namespace: &str, release: &str, each: &mut EachPod<'_>) {
+    fn pods_released_as(&self, namespace: &str, release: &str, keep: &KeepPod<'_>) -> Vec<PodView> {
         let index = crate::index::read(&self.pod_index);
-        for pod in index.released_as(namespace, release).filter_map(|name| namespaced(&self.pods, namespace, name)) {
-            each(pod.metadata.labels.as_ref(), PodView::from_pod(&pod));
-        }
+        let released = index.released_as(namespace, release).filter_map(|name| namespaced(&self.pods, namespace, name));
+        released.filter(|pod| keep(pod.metadata.labels.as_ref())).map(|pod| PodView::from_pod(&pod)).collect()
     }
 
     fn claim_users(&self, namespace: &str, claim: &str) -> Vec<PodView> {
@@ -312,9 +311,17 @@ pub fn trim_pod(pod: &mut Pod) {
         let phase = status.phase.take();
         let pod_ip = status.pod_ip.take();
         let conditions =
-            // Ready, and PodScheduled for the scheduler's reason while a worker cannot be placed.
+            // Ready, and PodScheduled only while false (the scheduler's reason), without its times.
             status.conditions.take().map(|conditions| {
-                conditions.into_iter().filter(|c| c.type_ == "Ready" || c.type_ == "PodScheduled").collect()
+                conditions
+                    .into_iter()
+                    .filter(|c| c.type_ == "Ready" || (c.type_ == "PodScheduled" && c.status == "False"))
+                    .map(|c| k8s_openapi::api::core::v1::PodCondition {
+                        last_probe_time: None,
+                        last_transition_time: None,
+                        ..c
+                    })
+                    .collect()
             });
         *status = k8s_openapi::api::core::v1::PodStatus { phase, conditions, pod_ip, ..Default::default() };
     }
@@ -611,7 +618,7 @@ mod tests {
         assert!(trimmed.spec.unwrap().containers.is_empty());
         assert!(trimmed.metadata.managed_fields.is_none() && trimmed.metadata.annotations.is_none());
         let conditions = trimmed.status.unwrap().conditions.unwrap();
-        assert_eq!(conditions.len(), 2, "Ready and PodScheduled");
+        assert_eq!(conditions.len(), 1, "Ready; PodScheduled only while false");
 
         // A pod the scheduler cannot place keeps the scheduler's message.
         let mut pending = pod.clone();

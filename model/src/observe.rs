@@ -14,8 +14,8 @@ use crate::api::{Dataset, JuiceFSRuntime};
 use crate::labels::{self, DatasetKeys, WorkloadNames};
 use crate::observed::{CacheSample, CommonLabels, Observed, PodView, relevant_nodes};
 
-/// What [`ClusterView::pods_released_as`] hands each pod to: its labels and its view.
-pub type EachPod<'a> = dyn FnMut(Option<&BTreeMap<String, String>>, PodView) + 'a;
+/// What [`ClusterView::pods_released_as`] asks of each pod's labels: keep it or not.
+pub type KeepPod<'a> = dyn Fn(Option<&BTreeMap<String, String>>) -> bool + 'a;
 
 /// A driver's read-only view of its cluster cache (the simulator's store, the controller's
 /// reflector stores). Lookups by name return the object shared with the cache.
@@ -36,9 +36,10 @@ pub trait ClusterView {
     fn node(&self, name: &str) -> Option<Arc<Node>>;
     /// True when the namespace is being deleted.
     fn namespace_terminating(&self, namespace: &str) -> bool;
-    /// Calls `each` with the labels and the view of every pod in `namespace` labelled
-    /// `release=<release>` (an index lookup; [`observe`] picks the workers among them).
-    fn pods_released_as(&self, namespace: &str, release: &str, each: &mut EachPod<'_>);
+    /// Views of the pods in `namespace` labelled `release=<release>` (an index lookup) whose
+    /// labels `keep` accepts; [`observe`] keeps the runtime's workers. A view is built only for
+    /// a kept pod: the FUSE pods of a release are one per node.
+    fn pods_released_as(&self, namespace: &str, release: &str, keep: &KeepPod<'_>) -> Vec<PodView>;
     /// Views of the pods in `namespace` whose volumes name the PVC `claim`
     /// (`crate::observed::claim_names`).
     fn claim_users(&self, namespace: &str, claim: &str) -> Vec<PodView>;
@@ -71,12 +72,9 @@ pub fn observe(
     // Workers by their labels, not through the StatefulSet: pods outlive a deleted set, and
     // their nodes keep cache labels until they are gone.
     let release = labels::bounded_name(name, labels::KEY_LENGTH_LIMIT);
-    let mut worker_pods = Vec::new();
-    view.pods_released_as(namespace, &release, &mut |pod_labels, pod| {
-        if labels::role_of(pod_labels).is_worker_of(name, runtime_type) {
-            worker_pods.push(pod);
-        }
-    });
+    let is_worker =
+        |pod_labels: Option<&BTreeMap<String, String>>| labels::role_of(pod_labels).is_worker_of(name, runtime_type);
+    let mut worker_pods = view.pods_released_as(namespace, &release, &is_worker);
     worker_pods.sort();
     let mut claim_users = view.claim_users(namespace, &names.persistent_volume_claim);
     claim_users.sort();
@@ -147,15 +145,14 @@ mod tests {
         fn namespace_terminating(&self, namespace: &str) -> bool {
             namespace == "going"
         }
-        fn pods_released_as(&self, namespace: &str, release: &str, each: &mut EachPod<'_>) {
+        fn pods_released_as(&self, namespace: &str, release: &str, keep: &KeepPod<'_>) -> Vec<PodView> {
             let released = |pod: &&Pod| {
                 pod.metadata.namespace.as_deref() == Some(namespace)
                     && pod.metadata.labels.as_ref().and_then(|l| l.get(labels::RELEASE)).map(String::as_str)
                         == Some(release)
             };
-            for pod in self.pods.iter().filter(released) {
-                each(pod.metadata.labels.as_ref(), PodView::from_pod(pod));
-            }
+            let kept = self.pods.iter().filter(released).filter(|pod| keep(pod.metadata.labels.as_ref()));
+            kept.map(PodView::from_pod).collect()
         }
         fn claim_users(&self, namespace: &str, claim: &str) -> Vec<PodView> {
             let users = self.pods.iter().filter(|p| p.metadata.namespace.as_deref() == Some(namespace));

@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 use model::api::{Dataset, JuiceFSRuntime};
 use model::effect::Kind;
-use model::observe::{ClusterView, EachPod};
+use model::observe::{ClusterView, KeepPod};
 use model::observed::{CacheSample, PodView};
 
 use crate::apiserver::Store;
@@ -60,10 +60,9 @@ impl ClusterView for StoreView<'_> {
         false
     }
 
-    fn pods_released_as(&self, namespace: &str, release: &str, each: &mut EachPod<'_>) {
-        for pod in self.store.pods_released_as(namespace, release).filter_map(|key| self.store.get(key)?.as_pod()) {
-            each(pod.metadata.labels.as_ref(), pod.view());
-        }
+    fn pods_released_as(&self, namespace: &str, release: &str, keep: &KeepPod<'_>) -> Vec<PodView> {
+        let pods = self.store.pods_released_as(namespace, release).filter_map(|key| self.store.get(key)?.as_pod());
+        pods.filter(|pod| keep(pod.metadata.labels.as_ref())).map(|pod| pod.view()).collect()
     }
 
     fn claim_users(&self, namespace: &str, claim: &str) -> Vec<PodView> {

@@ -437,6 +437,9 @@ fn setup<E: Engine>(
     let capacity = engine.node_capacity(input)?;
     let runtime_status = compute_runtime_status(engine, observed, input, &after, capacity.total_bytes(), now);
     let workers_usable = status::is_usable(runtime_status.worker_phase);
+    // The dataset's status goes first: whether a scale-out lost no worker is read from the
+    // runtime's previous status, which must not move on while the dataset's write fails.
+    let bound = bind_dataset(engine, observed, input, &runtime_status, workers_usable, now, &mut effects);
     if input.runtime.runtime_status() != Some(&runtime_status) {
         effects.push(Effect::PatchStatus {
             target: target.clone(),
@@ -444,8 +447,6 @@ fn setup<E: Engine>(
             resource_version: input.runtime.meta().resource_version.clone(),
         });
     }
-
-    let bound = bind_dataset(engine, observed, input, &runtime_status, workers_usable, now, &mut effects);
     if bound {
         effects.extend(volume_effects(engine, observed, input)?);
     }
@@ -546,7 +547,15 @@ fn bind_dataset<E: Engine>(
         let message = runtime_status.worker_reason.clone().unwrap_or_default();
         if is_scaling_out(input.runtime.runtime_status(), runtime_status) && status.phase == DatasetPhase::Bound {
             // A deliberate scale-out (from zero workers, say) lost no ready worker: the dataset
-            // stays Bound while the new workers start, instead of flipping to Failed.
+            // stays Bound (its data is reachable through FUSE) while the new workers start,
+            // instead of flipping to Failed; the message says how the workers are doing.
+            let message =
+                format!("bound to {} runtime {}; scaling out: {message}", engine.runtime_type(), observed.name);
+            conditions::set(
+                &mut status.conditions,
+                Wanted { type_: conditions::DATASET_READY, status: true, reason: "DatasetReady", message },
+                now,
+            );
         } else if was_bound {
             status.phase = DatasetPhase::Failed;
             conditions::set(

@@ -253,3 +253,30 @@ fn long_names_use_uid_keys_in_the_daemonset_the_pv_and_the_node_labels_alike() {
         assert!(labels::validate_label_key(key).is_ok(), "{key}");
     }
 }
+
+/// Found in review: whether a scale-out lost no worker is read from the runtime's previous
+/// status. Were the runtime's new status written first and the dataset's write then refused,
+/// the retry would read "0 ready before, 0 now" and keep a dataset Bound whose only worker is
+/// gone. The dataset's status goes first, and a retry after its refusal still fails it.
+#[test]
+fn losing_the_last_worker_fails_the_dataset_even_when_its_status_write_was_refused_once() {
+    let mut world = World::seed();
+    world.settle(5);
+    world.workers_run(1);
+    world.settle(5);
+    world.workers_run(0);
+    let decision = world.reconcile_runtime();
+    let statuses: Vec<Kind> = decision
+        .effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::PatchStatus { target, .. } => Some(target.kind),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(statuses, [Kind::Dataset, Kind::JuiceFSRuntime], "the dataset's status first");
+    // The dataset's write is refused: nothing after it lands; the retry decides again.
+    world.settle(5);
+    let status = world.observed.dataset.as_deref().unwrap().status.clone().unwrap();
+    assert_eq!(status.phase, DatasetPhase::Failed);
+}
