@@ -93,7 +93,7 @@ pub(crate) fn build(input: &EngineInput<'_, JuiceFSRuntime>) -> Result<DaemonSet
         command: Some(vec!["sh".to_string(), "-c".to_string(), script]),
         env: Some(container_env(input.dataset, &fuse.env, identity)?),
         ports: Some(metrics_ports(&[])),
-        resources: fuse.resources.clone(),
+        resources: super::memory::fuse_resources(input.runtime),
         security_context: Some(SecurityContext {
             privileged: Some(true),
             run_as_user: Some(0),

@@ -8,6 +8,7 @@
 mod cache;
 mod command;
 mod fuse;
+mod memory;
 mod metrics;
 mod pod;
 mod validate;

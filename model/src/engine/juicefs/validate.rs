@@ -38,6 +38,9 @@ fn validate_runtime(input: &EngineInput<'_, JuiceFSRuntime>, errors: &mut Vec<Mo
             errors.push(error);
         }
     }
+    if let Err(error) = super::memory::check(input.runtime) {
+        errors.push(error);
+    }
     if let Some(fuse) = &spec.fuse {
         check_mount_options(&fuse.options, "spec.fuse.options", errors);
         check_volume_mounts(
