@@ -400,6 +400,17 @@ async fn the_seed_flow_binds_mounts_and_serves_a_file_to_the_app(w: &mut World) 
     check(fuse_mounts == 2, || {
         format!("expected the FUSE mount and its bind on {node}, found {fuse_mounts}:\n{}", view.mountinfo)
     })?;
+    // The cache figures come from the real JuiceFS worker's metrics endpoint, scraped by the
+    // controller: UFS TOTAL SIZE of `kubectl get dataset` is no longer empty.
+    let ufs_total = wait(bed, 150, "the dataset's ufsTotal is set from the worker's metrics", || async {
+        let dataset = Api::<Dataset>::namespaced(bed.client.clone(), "default").get_opt("jfsdemo").await.ok()??;
+        dataset.status?.ufs_total.filter(|total| !total.is_empty())
+    })
+    .await?;
+    w.figure(
+        "seed: runtime applied -> ufsTotal from the worker's metrics",
+        format!("{:.1} s ({ufs_total})", applied.elapsed().as_secs_f64()),
+    );
     w.figure("seed: runtime applied -> dataset Bound", format!("{:.1} s", bound_after.as_secs_f64()));
     w.figure("seed: app pod applied -> Running with its mount", format!("{:.1} s", app_running_after.as_secs_f64()));
     Ok(())
