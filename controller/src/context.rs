@@ -157,24 +157,18 @@ impl Context {
         }
     }
 
-    /// Fluid's runtime metrics for one runtime reconcile: its counters go with the runtime, and
-    /// a set-up runtime whose (new) status has no usable worker counts a health check error.
+    /// Fluid's health check metric for one runtime reconcile: a live runtime whose (new) status
+    /// the model calls unhealthy counts one. (A deleted runtime's counters go at the next scrape.)
     fn record_runtime_health(&self, key: &PairKey, observed: &Observed, decision: &Decision) {
-        let labels = RuntimeLabels::new(self.engine.runtime_type(), &key.namespace, &key.name);
-        let Some(runtime) = observed.runtime.as_deref() else {
-            self.metrics.runtime_deleted(&labels);
+        let Some(runtime) = observed.runtime.as_deref().filter(|r| r.metadata.deletion_timestamp.is_none()) else {
             return;
         };
         let written = decision.effects.iter().find_map(|effect| match effect {
             Effect::PatchStatus { status: Status::Runtime(status), .. } => Some(status.as_ref()),
             _ => None,
         });
-        let Some(status) = written.or(runtime.status.as_ref()) else { return };
-        let set_up = status.setup_duration.is_some();
-        if set_up
-            && runtime.metadata.deletion_timestamp.is_none()
-            && !model::reconcile::status::is_usable(status.worker_phase)
-        {
+        if written.or(runtime.status.as_ref()).is_some_and(model::reconcile::status::is_unhealthy) {
+            let labels = RuntimeLabels::new(self.engine.runtime_type(), &key.namespace, &key.name);
             self.metrics.runtime_unhealthy(&labels);
         }
     }
@@ -182,21 +176,20 @@ impl Context {
     /// What to do after a failed reconcile: quick retry for normal races, backoff otherwise.
     pub fn on_error(&self, reconciler: Reconciler, key: &PairKey, error: &Error) -> Action {
         self.metrics.failed(reconciler.kind(), error);
-        // Races (409, 404) are routine retries, not setup errors.
-        let routine = matches!(error, Error::NotLeader | Error::Conflict { .. } | Error::Gone { .. });
-        if reconciler == Reconciler::Runtime && !routine {
-            let runtime = self.stores.runtime(&key.namespace, &key.name);
-            let set_up = runtime.as_deref().and_then(|r| r.status.as_ref()).is_some_and(|s| s.setup_duration.is_some());
-            if runtime.is_some() && !set_up {
-                let labels = RuntimeLabels::new(self.engine.runtime_type(), &key.namespace, &key.name);
-                self.metrics.runtime_setup_failed(&labels);
-            }
-        }
         let failure = match error {
             Error::NotLeader => return Action::await_change(),
             Error::Conflict { .. } | Error::Gone { .. } => Failure::Race,
             _ => Failure::Other,
         };
+        // Races are routine retries, not setup errors.
+        if reconciler == Reconciler::Runtime
+            && failure == Failure::Other
+            && let Some(runtime) = self.stores.runtime(&key.namespace, &key.name)
+            && !runtime.status.as_ref().is_some_and(model::reconcile::status::is_set_up)
+        {
+            let labels = RuntimeLabels::new(self.engine.runtime_type(), &key.namespace, &key.name);
+            self.metrics.runtime_setup_failed(&labels);
+        }
         let retry_in_ms = self.lock_retries().failed((reconciler, key.clone()), failure);
         match failure {
             Failure::Race => {

@@ -115,7 +115,6 @@ impl Metrics {
         registry.register("effects", "Requests sent for model effects, by verb", effects.clone());
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica holds the lease", leader.clone());
-        registry.register_collector(Box::new(StoreCollector { stores: stores.clone() }));
         // Fluid's names, unprefixed, so that its users' dashboards and alerts keep working.
         let setup_errors = Family::<RuntimeLabels, Counter>::default();
         let healthcheck_errors = Family::<RuntimeLabels, Counter>::default();
@@ -125,7 +124,7 @@ impl Metrics {
             "Reconciles of a set-up runtime that found its workers not ready",
             healthcheck_errors.clone(),
         );
-        root.register_collector(Box::new(FluidDatasetCollector { stores: stores.clone() }));
+        root.register_collector(Box::new(DatasetCollector { stores: stores.clone() }));
         root.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         Self {
             registry: root,
@@ -182,12 +181,6 @@ impl Metrics {
         });
     }
 
-    /// Forgets a deleted runtime's counters, as Fluid does.
-    pub fn runtime_deleted(&self, runtime: &RuntimeLabels) {
-        self.setup_errors.remove(runtime);
-        self.healthcheck_errors.remove(runtime);
-    }
-
     /// Records a finished reconcile of `kind`.
     pub fn reconciled(&self, kind: &str, duration: Duration) {
         let labels = KindLabels { kind: kind.to_string() };
@@ -216,98 +209,75 @@ impl Metrics {
     }
 }
 
-/// Gauges computed from the stores when scraped, so they never drift from the cluster.
+/// Dataset gauges computed from the stores when scraped, so they never drift from the cluster
+/// and a deleted dataset disappears: ferrofluid's own (prefixed) and Fluid's names.
 #[derive(Clone)]
-struct StoreCollector {
+struct DatasetCollector {
     stores: Stores,
 }
 
-impl fmt::Debug for StoreCollector {
+impl fmt::Debug for DatasetCollector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("StoreCollector")
+        f.write_str("DatasetCollector")
     }
 }
 
-impl Collector for StoreCollector {
+impl Collector for DatasetCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
         let mut phases: BTreeMap<String, i64> = BTreeMap::new();
         let cached = Family::<DatasetLabels, Gauge>::default();
+        let total_size = Family::<FluidDatasetLabels, Gauge>::default();
+        let file_num = Family::<FluidDatasetLabels, Gauge>::default();
         for dataset in self.stores.datasets.state() {
             let status = dataset.status.as_ref();
             let phase = status.map_or("", |s| s.phase.as_str());
             *phases.entry(if phase.is_empty() { "None".to_string() } else { phase.to_string() }).or_default() += 1;
+            let namespace = dataset.metadata.namespace.clone().unwrap_or_default();
+            let name = dataset.metadata.name.clone().unwrap_or_default();
+            let fluid_labels = FluidDatasetLabels { dataset: format!("{namespace}/{name}") };
             let bytes =
                 status.and_then(|s| s.cache_states.get("cached")).and_then(|text| parse_human_bytes(text)).unwrap_or(0);
-            let labels = DatasetLabels {
-                namespace: dataset.metadata.namespace.clone().unwrap_or_default(),
-                dataset: dataset.metadata.name.clone().unwrap_or_default(),
-            };
-            cached.get_or_create(&labels).set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            cached.get_or_create(&DatasetLabels { namespace, dataset: name }).set(saturating_i64(bytes));
+            let Some(status) = status else { continue };
+            if let Some(bytes) = status.ufs_total.as_deref().and_then(parse_human_bytes) {
+                total_size.get_or_create(&fluid_labels).set(saturating_i64(bytes));
+            }
+            if let Some(files) = status.file_num.as_deref().and_then(|text| text.trim().parse::<i64>().ok()) {
+                file_num.get_or_create(&fluid_labels).set(files);
+            }
         }
         let by_phase = Family::<PhaseLabels, Gauge>::default();
         for (phase, count) in phases {
             by_phase.get_or_create(&PhaseLabels { phase }).set(count);
         }
-        let metric = encoder.encode_descriptor("datasets", "Datasets, by phase", None, by_phase.metric_type())?;
+        let metric =
+            encoder.encode_descriptor("ferrofluid_datasets", "Datasets, by phase", None, by_phase.metric_type())?;
         by_phase.encode(metric)?;
         let metric = encoder.encode_descriptor(
-            "dataset_cached_bytes",
+            "ferrofluid_dataset_cached_bytes",
             "Bytes cached for each dataset, from status.cacheStates.cached",
             None,
             cached.metric_type(),
         )?;
-        cached.encode(metric)
-    }
-}
-
-/// Fluid's dataset gauges, read from the stores when scraped: a deleted dataset disappears.
-#[derive(Clone)]
-struct FluidDatasetCollector {
-    stores: Stores,
-}
-
-impl fmt::Debug for FluidDatasetCollector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("FluidDatasetCollector")
-    }
-}
-
-impl Collector for FluidDatasetCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
-        let total_size = Family::<FluidDatasetLabels, Gauge>::default();
-        let file_num = Family::<FluidDatasetLabels, Gauge>::default();
-        for dataset in self.stores.datasets.state() {
-            let Some(status) = dataset.status.as_ref() else { continue };
-            let meta = &dataset.metadata;
-            let labels = FluidDatasetLabels {
-                dataset: format!(
-                    "{}/{}",
-                    meta.namespace.as_deref().unwrap_or_default(),
-                    meta.name.as_deref().unwrap_or_default()
-                ),
-            };
-            if let Some(bytes) = status.ufs_total.as_deref().and_then(parse_human_bytes) {
-                total_size.get_or_create(&labels).set(i64::try_from(bytes).unwrap_or(i64::MAX));
-            }
-            if let Some(files) = status.file_num.as_deref().and_then(|text| text.trim().parse::<i64>().ok()) {
-                file_num.get_or_create(&labels).set(files);
-            }
+        cached.encode(metric)?;
+        let fluid = [
+            (
+                "dataset_ufs_total_size",
+                "Total size of the dataset's underlying storage, in bytes (status.ufsTotal)",
+                total_size,
+            ),
+            ("dataset_ufs_file_num", "Number of files in the dataset's underlying storage (status.fileNum)", file_num),
+        ];
+        for (name, help, family) in fluid {
+            let metric = encoder.encode_descriptor(name, help, None, family.metric_type())?;
+            family.encode(metric)?;
         }
-        let metric = encoder.encode_descriptor(
-            "dataset_ufs_total_size",
-            "Total size of the dataset's underlying storage, in bytes (status.ufsTotal)",
-            None,
-            total_size.metric_type(),
-        )?;
-        total_size.encode(metric)?;
-        let metric = encoder.encode_descriptor(
-            "dataset_ufs_file_num",
-            "Number of files in the dataset's underlying storage (status.fileNum)",
-            None,
-            file_num.metric_type(),
-        )?;
-        file_num.encode(metric)
+        Ok(())
     }
+}
+
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// Reads Fluid's human-readable sizes (`10.00GiB`, `0.00B`) back into bytes.

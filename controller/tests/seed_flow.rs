@@ -76,12 +76,7 @@ async fn the_seed_flow_sends_exactly_these_requests_and_binds_the_dataset() {
 
 #[tokio::test]
 async fn deleting_the_runtime_tears_down_and_resets_the_dataset_then_the_dataset_goes() {
-    let mut flow = Flow::new();
-    flow.server.create(&seed_dataset());
-    flow.server.create(&seed_runtime());
-    flow.settle().await;
-    flow.workers_run(1);
-    flow.settle().await;
+    let mut flow = Flow::seed_with_a_ready_worker().await;
     flow.bind_claims();
     flow.settle().await;
     flow.server.take_transcript();
@@ -231,12 +226,7 @@ async fn a_pair_waits_for_its_own_writes_to_come_back_through_the_watch() {
 /// health check errors, and the runtime's deletion forgets its counters.
 #[tokio::test]
 async fn fluids_runtime_metrics_count_lost_health_and_go_with_the_runtime() {
-    let mut flow = Flow::new();
-    flow.server.create(&seed_dataset());
-    flow.server.create(&seed_runtime());
-    flow.settle().await;
-    flow.workers_run(1);
-    flow.settle().await;
+    let mut flow = Flow::seed_with_a_ready_worker().await;
     let metrics = flow.harness.context.metrics.clone();
     let line = "runtime_sync_healthcheck_error_total{runtime_type=\"juicefs\",runtime=\"default/jfsdemo\"}";
     assert!(!metrics.encode().contains(line), "healthy so far:\n{}", metrics.encode());

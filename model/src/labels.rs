@@ -276,11 +276,6 @@ impl<'a> PodRole<'a> {
     pub fn is_worker(&self) -> bool {
         matches!(self, PodRole::Worker { .. })
     }
-
-    /// True for a FUSE client of any runtime.
-    pub fn is_fuse(&self) -> bool {
-        matches!(self, PodRole::Fuse { .. })
-    }
 }
 
 /// The role of a pod with these labels: `app=<type>`, `role=<type>-worker` or `<type>-fuse`, and
@@ -397,7 +392,7 @@ mod tests {
         assert!(!role_of(Some(&worker)).is_worker_of("other", "juicefs"));
         assert!(!role_of(Some(&worker)).is_worker_of("demo", "alluxio"));
         let fuse = workload_labels("demo", "juicefs", "fuse");
-        assert!(role_of(Some(&fuse)).is_fuse() && !role_of(Some(&fuse)).is_worker());
+        assert!(matches!(role_of(Some(&fuse)), PodRole::Fuse { .. }) && !role_of(Some(&fuse)).is_worker());
         let long = "x".repeat(80);
         assert!(role_of(Some(&workload_labels(&long, "juicefs", "worker"))).is_worker_of(&long, "juicefs"));
         for missing in [APP, ROLE, RELEASE] {

@@ -153,8 +153,8 @@ fn parse_exponent(text: &str) -> Result<u64, String> {
         .ok_or_else(|| "the quantity is too large".to_string())
 }
 
-/// Fluid's human-readable size: `10.00GiB`, `512.00MiB`, `0.00B`.
-pub fn format_bytes(bytes: u64) -> String {
+/// `bytes` in the largest binary unit that keeps the value at or above 1: `(1.5, "GiB")`.
+fn binary_scale(bytes: u64) -> (f64, &'static str) {
     const UNITS: &[&str] = &["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -162,19 +162,19 @@ pub fn format_bytes(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    format!("{value:.2}{}", UNITS[unit])
+    (value, UNITS[unit])
+}
+
+/// Fluid's human-readable size: `10.00GiB`, `512.00MiB`, `0.00B`.
+pub fn format_bytes(bytes: u64) -> String {
+    let (value, unit) = binary_scale(bytes);
+    format!("{value:.2}{unit}")
 }
 
 /// A node's capacity label value as Fluid writes it (go-units' `BytesSize`): binary units, at
 /// most four significant digits, no trailing zeros: `40GiB`, `1.5GiB`, `1000B`.
 pub fn format_label_bytes(bytes: u64) -> String {
-    const UNITS: &[&str] = &["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
+    let (value, unit) = binary_scale(bytes);
     // Four significant digits: as many decimals as the integer part leaves.
     let integer_digits = if value < 1.0 { 1 } else { value.log10().floor() as usize + 1 };
     let decimals = 4usize.saturating_sub(integer_digits);
@@ -182,7 +182,7 @@ pub fn format_label_bytes(bytes: u64) -> String {
     if text.contains('.') {
         text = text.trim_end_matches('0').trim_end_matches('.').to_string();
     }
-    format!("{text}{}", UNITS[unit])
+    format!("{text}{unit}")
 }
 
 /// Bytes to whole MiB, rounded up so that a small non-zero quota never becomes "0 = no cache".

@@ -84,16 +84,6 @@ impl<K: Ord> Retries<K> {
     pub fn clear(&mut self) {
         self.failures.clear();
     }
-
-    /// How many targets are backing off.
-    pub fn len(&self) -> usize {
-        self.failures.len()
-    }
-
-    /// True when no target is backing off.
-    pub fn is_empty(&self) -> bool {
-        self.failures.is_empty()
-    }
 }
 
 impl<K: Ord> Default for Retries<K> {
@@ -123,8 +113,7 @@ mod tests {
         assert_eq!(retries.failed("b", Failure::Other), 1_000, "counts are per target");
         retries.succeeded(&"a");
         assert_eq!(retries.failed("a", Failure::Other), 1_000, "a success resets");
-        assert_eq!(retries.len(), 2);
         retries.clear();
-        assert!(retries.is_empty());
+        assert_eq!(retries.failed("b", Failure::Other), 1_000, "a restart forgets every count");
     }
 }

@@ -37,6 +37,17 @@ impl Flow {
         Flow { harness, server, now: T0 }
     }
 
+    /// The seed pair applied and settled with its one worker running: the dataset is Bound.
+    pub async fn seed_with_a_ready_worker() -> Flow {
+        let mut flow = Flow::new();
+        flow.server.create(&super::fixtures::seed_dataset());
+        flow.server.create(&super::fixtures::seed_runtime());
+        flow.settle().await;
+        flow.workers_run(1);
+        flow.settle().await;
+        flow
+    }
+
     /// The seed pair's key.
     pub fn key() -> PairKey {
         PairKey::new(NS, NAME)

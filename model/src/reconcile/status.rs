@@ -27,6 +27,17 @@ pub fn is_usable(phase: RuntimePhase) -> bool {
     matches!(phase, RuntimePhase::Ready | RuntimePhase::PartialReady)
 }
 
+/// True for a runtime whose setup is done: its workers were usable once (`setupDuration` set).
+pub fn is_set_up(status: &RuntimeStatus) -> bool {
+    status.setup_duration.is_some()
+}
+
+/// True for a set-up runtime with no usable worker: what Fluid counts as a failed health check
+/// (`runtime_sync_healthcheck_error_total`).
+pub fn is_unhealthy(status: &RuntimeStatus) -> bool {
+    is_set_up(status) && !is_usable(status.worker_phase)
+}
+
 /// Cache keys of `status.cacheStates`, as Fluid names them.
 pub mod cache_keys {
     /// Bytes cached, human-readable.
@@ -217,6 +228,19 @@ pub fn ufs_total(worker_pods: &[PodView], cache_samples: &[CacheSample]) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_set_up_runtime_without_a_usable_worker_is_unhealthy() {
+        let status = |set_up: bool, phase: RuntimePhase| RuntimeStatus {
+            setup_duration: set_up.then(|| "3s".to_string()),
+            worker_phase: phase,
+            ..Default::default()
+        };
+        assert!(is_unhealthy(&status(true, RuntimePhase::NotReady)));
+        assert!(!is_unhealthy(&status(true, RuntimePhase::PartialReady)), "one worker serves");
+        assert!(!is_unhealthy(&status(false, RuntimePhase::NotReady)), "still setting up: a setup error, not health");
+        assert!(is_set_up(&status(true, RuntimePhase::Ready)) && !is_set_up(&status(false, RuntimePhase::Ready)));
+    }
 
     #[test]
     fn phases_follow_fluid() {
