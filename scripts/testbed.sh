@@ -7,6 +7,8 @@
 #   scripts/testbed.sh e2e      every end-to-end case (what CI runs)
 #   scripts/testbed.sh up       keep it running to explore with kubectl (Ctrl-C stops it)
 #   scripts/testbed.sh bench [--pairs 1000 --nodes 10]   the real-control-plane benchmark
+#   scripts/testbed.sh scenario FILE… [--compare]   scenario files on a real control plane each
+#   scripts/testbed.sh parity   the parity test: its scenarios on both clusters (what CI runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -31,8 +33,17 @@ case "${1:-seed}" in
     cargo build --release --workspace --bins
     exec target/release/ferrofluid-testbed bench "${@:2}"
     ;;
+  scenario)
+    cargo build --workspace --bins
+    # The runner's mounts stay in a mount namespace of its own.
+    exec unshare --mount --propagation private target/debug/ferrofluid-testbed --dir /tmp/ffscenario scenario "${@:2}"
+    ;;
+  parity)
+    cargo build --workspace --bins
+    cargo test -p testbed --test parity -- "${@:2}"
+    ;;
   *)
-    echo "usage: scripts/testbed.sh [seed|e2e|up|bench]" >&2
+    echo "usage: scripts/testbed.sh [seed|e2e|up|bench|scenario|parity]" >&2
     exit 2
     ;;
 esac

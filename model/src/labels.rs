@@ -45,6 +45,9 @@ pub const DATASET_FINALIZER: &str = "fluid-dataset-controller-finalizer";
 pub const JUICEFS_RUNTIME_FINALIZER: &str = "juicefs-runtime-controller-finalizer";
 /// The finalizer Kubernetes puts on PVCs in use.
 pub const PVC_PROTECTION_FINALIZER: &str = "kubernetes.io/pvc-protection";
+
+/// Kubernetes' pv-protection finalizer: a Bound PV is not removed until it is released.
+pub const PV_PROTECTION_FINALIZER: &str = "kubernetes.io/pv-protection";
 /// Workload pod labels.
 pub const APP: &str = "app";
 /// Workload pod labels: role within the runtime.

@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::storage::v1::CSINode;
 use kube::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde::Deserialize;
 
 use crate::agent::control::{AgentClient, Answer, Request};
 use crate::agent::node::NodeSpec;
@@ -39,7 +40,16 @@ pub struct Options {
     pub audit: bool,
     /// `RUST_LOG` of the controller pods, set (and rolled out) before the testbed is ready.
     pub controller_log: Option<String>,
+    /// Add a tainted node `ferrofluid-system` that alone runs the controller's replicas, so
+    /// they do not weigh in the scheduler's scoring of the other nodes (the scenario runner).
+    pub system_node: bool,
 }
+
+/// The taint that keeps everything but the machinery off [`SYSTEM_NODE`].
+const SYSTEM_NODE_TAINT: &str = "node-role.kubernetes.io/control-plane";
+
+/// The name of the node that runs only the cluster's machinery when [`Options::system_node`].
+pub const SYSTEM_NODE: &str = "ferrofluid-system";
 
 impl Options {
     /// `n` nodes `node-1` … with the default capacity.
@@ -63,6 +73,7 @@ impl Options {
             network_for_idle_pods: true,
             audit: false,
             controller_log: std::env::var("TESTBED_CONTROLLER_LOG").ok(),
+            system_node: false,
         }
     }
 }
@@ -179,14 +190,37 @@ impl Testbed {
         let mut bed = Self { dir: dir.to_path_buf(), kubeconfig, client, programs, controlplane, agent: None };
         tracing::info!(seconds = started.elapsed().as_secs_f64(), "control plane ready");
         if options.deploy {
-            bed.kubectl_ok(&["apply", "--server-side", "-k"], Some(&bed.programs.workspace.join("deploy")))?;
+            if options.system_node {
+                // Rendered and changed before the one apply: a later patch would roll out a
+                // second ReplicaSet, and a pod of the first could win the leader Lease and die.
+                let rendered = bed.kubectl_ok(&["kustomize"], Some(&bed.programs.workspace.join("deploy")))?;
+                let manifests = on_the_system_node(&rendered)?;
+                let path = dir.join("deploy.yaml");
+                std::fs::write(&path, manifests).map_err(|e| Error::io("write", &path, e))?;
+                bed.kubectl_ok(&["apply", "--server-side", "-f"], Some(&path))?;
+            } else {
+                bed.kubectl_ok(&["apply", "--server-side", "-k"], Some(&bed.programs.workspace.join("deploy")))?;
+            }
             if let Some(level) = &options.controller_log {
                 let env = format!("RUST_LOG={level}");
                 bed.kubectl_ok(&["-n", "fluid-system", "set", "env", "deployment/ferrofluid-controller", &env], None)?;
             }
         }
+        let mut nodes = options.nodes.clone();
+        if options.system_node {
+            nodes.push(NodeSpec {
+                name: SYSTEM_NODE.to_string(),
+                capacity: crate::agent::node::default_capacity(),
+                labels: [(sim::scenario::parity::SYSTEM_NODE_LABEL.to_string(), "true".to_string())].into(),
+                taints: vec![k8s_openapi::api::core::v1::Taint {
+                    key: SYSTEM_NODE_TAINT.to_string(),
+                    effect: "NoSchedule".to_string(),
+                    ..Default::default()
+                }],
+            });
+        }
         let nodes_file = dir.join("nodes.yaml");
-        let nodes_yaml = serde_yaml_ng::to_string(&options.nodes).map_err(|e| Error::Config(e.to_string()))?;
+        let nodes_yaml = serde_yaml_ng::to_string(&nodes).map_err(|e| Error::Config(e.to_string()))?;
         std::fs::write(&nodes_file, nodes_yaml).map_err(|e| Error::io("write", &nodes_file, e))?;
         let agent = Command::new(&bed.programs.agent)
             .arg("--cluster-dir")
@@ -211,7 +245,7 @@ impl Testbed {
         bed.agent = Some(agent);
         wait_for_file(&cluster.join("agent/ready"), Duration::from_secs(60), &mut bed.agent, &dir.join("agent.log"))
             .await?;
-        let names: Vec<String> = options.nodes.iter().map(|n| n.name.clone()).collect();
+        let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
         bed.wait_nodes_ready(&names, options.deploy).await?;
         if options.deploy {
             bed.wait_until(Duration::from_secs(120), "the controller Deployment is available", || async {
@@ -360,6 +394,32 @@ fn stop_child(mut child: Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `deploy/`'s rendered manifests with the controller Deployment pinned to [`SYSTEM_NODE`].
+fn on_the_system_node(rendered: &str) -> Result<String> {
+    let mut out = String::new();
+    for document in serde_yaml_ng::Deserializer::from_str(rendered) {
+        let mut value =
+            serde_yaml_ng::Value::deserialize(document).map_err(|e| Error::Config(format!("deploy/: {e}")))?;
+        let is_controller = value["kind"].as_str() == Some("Deployment")
+            && value["metadata"]["name"].as_str() == Some("ferrofluid-controller");
+        if is_controller {
+            let pinned: serde_yaml_ng::Value = serde_yaml_ng::from_str(&format!(
+                "nodeSelector: {{\"{label}\": \"true\"}}\ntolerations: [{{key: {taint}, operator: Exists, effect: NoSchedule}}]",
+                label = sim::scenario::parity::SYSTEM_NODE_LABEL,
+                taint = SYSTEM_NODE_TAINT,
+            ))
+            .map_err(|e| Error::Config(e.to_string()))?;
+            let spec = &mut value["spec"]["template"]["spec"];
+            if let (Some(spec), Some(pinned)) = (spec.as_mapping_mut(), pinned.as_mapping()) {
+                spec.extend(pinned.clone());
+            }
+        }
+        out.push_str("---\n");
+        out.push_str(&serde_yaml_ng::to_string(&value).map_err(|e| Error::Config(e.to_string()))?);
+    }
+    Ok(out)
 }
 
 /// An admin client from a kubeconfig file.

@@ -11,5 +11,6 @@ pub mod agent;
 pub mod bench;
 pub mod cluster;
 pub mod error;
+pub mod scenario;
 
 pub use error::{Error, Result};

@@ -36,6 +36,8 @@ pub enum KubeTask {
     Bind(ObjectRef),
     /// pvc-protection controller: this PVC's finalizer.
     PvcProtection(ObjectRef),
+    /// pv-protection controller: this PV's finalizer.
+    PvProtection(ObjectRef),
     /// Garbage collector: the dependents of a vanished owner (by UID).
     Collect(String),
     /// Garbage collector: an object whose owners may not exist.
@@ -199,6 +201,9 @@ impl Sim {
             }
             Kind::StatefulSet | Kind::DaemonSet => {}
             Kind::PersistentVolume => {
+                if change.new.is_some() {
+                    self.kick(KubeTask::PvProtection(key.clone()));
+                }
                 for obj in change.old.iter().chain(change.new.iter()) {
                     let claim = obj.as_pv().and_then(|pv| pv.spec.as_ref()?.claim_ref.clone());
                     if let Some(claim) = claim {
@@ -430,6 +435,7 @@ impl Sim {
             KubeTask::DaemonSet(ds) => self.sync_daemonset(&ds),
             KubeTask::Bind(pvc) => self.bind_claim(&pvc),
             KubeTask::PvcProtection(pvc) => self.protect_claim(&pvc),
+            KubeTask::PvProtection(pv) => self.protect_volume(&pv),
             KubeTask::Collect(uid) => self.collect(&uid),
             KubeTask::Orphan(key) => self.collect_orphan(&key),
             KubeTask::NodeLifecycle(node) => self.node_lifecycle(&node),

@@ -1,10 +1,12 @@
 //! The PV controller's binding of pre-bound static PVs (a PV whose `claimRef` names the PVC),
-//! and the pvc-protection controller (`kubernetes.io/pvc-protection` holds a PVC while a pod
-//! that has not completed uses it).
+//! the pvc-protection controller (`kubernetes.io/pvc-protection` holds a PVC while a pod that
+//! has not completed uses it) and the pv-protection controller (`kubernetes.io/pv-protection`
+//! holds a PV while it is Bound). The real apiserver's StorageObjectInUseProtection admission
+//! adds both finalizers at creation; here the controllers add them on their first pass.
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaimStatus, PersistentVolumeStatus};
 use model::effect::{Kind, ObjectRef};
-use model::labels::PVC_PROTECTION_FINALIZER;
+use model::labels::{PV_PROTECTION_FINALIZER, PVC_PROTECTION_FINALIZER};
 
 use crate::sim::Sim;
 use crate::trace;
@@ -127,6 +129,29 @@ impl Sim {
             );
             let _ = self.api.modify(key, None, |obj| {
                 obj.meta_mut().finalizers.get_or_insert_with(Vec::new).retain(|f| f != PVC_PROTECTION_FINALIZER);
+                true
+            });
+        }
+    }
+
+    /// Keeps `kubernetes.io/pv-protection` on the PV while it is Bound; releases it after.
+    pub(crate) fn protect_volume(&mut self, key: &ObjectRef) {
+        let Some(obj) = self.api.store.get(key) else { return };
+        let has = obj.finalizers().iter().any(|f| f == PV_PROTECTION_FINALIZER);
+        if !obj.is_deleting() {
+            if !has {
+                let _ = self.api.modify(key, None, |obj| {
+                    obj.meta_mut().finalizers.get_or_insert_with(Vec::new).push(PV_PROTECTION_FINALIZER.to_string());
+                    true
+                });
+            }
+            return;
+        }
+        let bound = obj.as_pv().and_then(|pv| pv.status.as_ref()?.phase.as_deref()) == Some("Bound");
+        if has && !bound {
+            trace!(self, "pv-protection", key.to_string(), "remove finalizer {PV_PROTECTION_FINALIZER}: not Bound");
+            let _ = self.api.modify(key, None, |obj| {
+                obj.meta_mut().finalizers.get_or_insert_with(Vec::new).retain(|f| f != PV_PROTECTION_FINALIZER);
                 true
             });
         }

@@ -15,10 +15,10 @@
 use model::effect::{Kind, ObjectRef};
 use serde_json::Value;
 
+use super::cluster::ClusterRead;
 use super::parse::parse_reference;
 use crate::apiserver::object::{kind_names, parse_kind};
-use crate::apiserver::selector::{matches_equality, parse_equality_selector};
-use crate::sim::Sim;
+use crate::apiserver::selector::parse_equality_selector;
 
 /// A comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,11 +275,11 @@ impl Expectation {
         Ok(Self { text: text.to_string(), check })
     }
 
-    /// Evaluates against the cluster: Ok, or what was seen instead.
-    pub fn eval(&self, sim: &Sim) -> Result<(), String> {
+    /// Evaluates against the cluster (the simulator or a real one): Ok, or what was seen instead.
+    pub fn eval(&self, cluster: &dyn ClusterRead) -> Result<(), String> {
         match &self.check {
             Check::Object { object, exists } => {
-                let found = sim.get(object).is_some();
+                let found = cluster.object(object).is_some();
                 if found == *exists {
                     Ok(())
                 } else {
@@ -287,8 +287,8 @@ impl Expectation {
                 }
             }
             Check::Field { object, path, op, value } => {
-                let wanted = substitute(value, sim);
-                let json = sim.get(object).map(|o| o.to_json());
+                let wanted = substitute(value, cluster);
+                let json = cluster.object(object);
                 let actual = json.as_ref().and_then(|j| walk(j, path));
                 if json.is_none() && !matches!(op, Op::Absent) {
                     return Err(format!("{object} does not exist"));
@@ -296,20 +296,7 @@ impl Expectation {
                 compare(actual, *op, &wanted)
             }
             Check::Count { kind, namespace, selector, running, op, value } => {
-                let count = sim
-                    .api
-                    .store
-                    .list(*kind)
-                    .filter(|o| namespace.as_ref().is_none_or(|ns| o.meta().namespace.as_deref() == Some(ns.as_str())))
-                    .filter(|o| matches_equality(selector, o.meta().labels.as_ref()))
-                    .filter(|o| {
-                        !*running
-                            || o.as_pod().is_some_and(|p| {
-                                p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-                                    && p.metadata.deletion_timestamp.is_none()
-                            })
-                    })
-                    .count() as i64;
+                let count = cluster.count(*kind, namespace.as_deref(), selector, *running);
                 let ok = match op {
                     Op::Eq => count == *value,
                     Op::Ne => count != *value,
@@ -322,21 +309,15 @@ impl Expectation {
                 if ok { Ok(()) } else { Err(format!("the count is {count}")) }
             }
             Check::Mount { pod, volume, equal, state } => {
-                let found = sim.get(pod).and_then(|o| o.as_pod()).ok_or_else(|| format!("{pod} does not exist"))?;
-                let volumes = sim.dataset_volumes(found);
-                let Some(dataset_volume) = volumes.iter().find(|v| v.name == *volume) else {
-                    let names: Vec<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
-                    return Err(format!("{pod} has no bound dataset volume `{volume}` (it has {names:?})"));
-                };
-                let health = sim.volume_health(found, dataset_volume)?;
-                if (health.word() == state) == *equal { Ok(()) } else { Err(format!("it is {health}")) }
+                let seen = cluster.mount_state(pod, volume)?;
+                if (seen == state) == *equal { Ok(()) } else { Err(format!("it is {seen}")) }
             }
         }
     }
 }
 
 /// Replaces each `$uid(Kind/ns/name)` in `value` with that object's UID.
-fn substitute(value: &str, sim: &Sim) -> String {
+fn substitute(value: &str, cluster: &dyn ClusterRead) -> String {
     let mut out = String::new();
     let mut rest = value;
     while let Some(start) = rest.find("$uid(") {
@@ -346,7 +327,7 @@ fn substitute(value: &str, sim: &Sim) -> String {
         let inner = &after[..end];
         let uid = parse_reference(inner)
             .ok()
-            .and_then(|r| sim.get(&r).and_then(|o| o.meta().uid.clone()))
+            .and_then(|r| cluster.object(&r)?.pointer("/metadata/uid")?.as_str().map(str::to_string))
             .unwrap_or_else(|| format!("(no uid: {inner} does not exist)"));
         out.push_str(&uid);
         rest = &after[end + 1..];

@@ -1,6 +1,8 @@
 //! Scenario files: parsing (with file, line and column in every error), steps, expectations.
 
+pub mod cluster;
 pub mod expect;
+pub mod parity;
 pub mod parse;
 pub mod steps;
 

@@ -122,6 +122,21 @@ impl Running {
         let _ = kill(Pid::from_raw(self.pid as i32), signal);
     }
 
+    /// A crash: SIGKILL to the container's process and every process under it, as a container
+    /// runtime ends a container whose main process dies (a `sh` wrapper's `juicefs` child must
+    /// not live on and keep serving the mount).
+    pub fn kill_all(&self) {
+        let mut tree = vec![self.pid];
+        let mut at = 0;
+        while at < tree.len() {
+            tree.extend(cmd::children_of(tree[at]));
+            at += 1;
+        }
+        for pid in tree {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+
     /// SIGTERM, then SIGKILL after `grace`; returns the exit code once the process is gone.
     pub async fn stop(&mut self, grace: Duration) -> i32 {
         if let Some(code) = self.exit_code() {

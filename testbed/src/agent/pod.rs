@@ -13,7 +13,6 @@ use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType};
-use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
 
 use super::container::{self, Launch, Running};
@@ -368,7 +367,7 @@ impl Worker {
                     if container.as_deref().is_none_or(|c| c == slot.spec.name)
                         && let Some(running) = &slot.running
                     {
-                        running.signal(Signal::SIGKILL);
+                        running.kill_all();
                     }
                 }
             }

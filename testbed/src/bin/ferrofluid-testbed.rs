@@ -44,6 +44,17 @@ enum Command {
         #[arg(long)]
         controller_log: Option<String>,
     },
+    /// Run scenario files on a fresh testbed each, as `ferrofluid-sim run` runs them; print each
+    /// trace and normalised final state. With --compare, run each in the simulator too and
+    /// show where their final states differ. Exit 1 when a run fails or the states differ.
+    Scenario {
+        /// Scenario files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Also run each in the simulator and compare the normalised final states.
+        #[arg(long)]
+        compare: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -83,6 +94,40 @@ async fn run(cli: Cli) -> testbed::Result<()> {
             println!("Ctrl-C stops it.");
             let _ = tokio::signal::ctrl_c().await;
             Ok(())
+        }
+        Command::Scenario { files, compare } => {
+            let mut ok = true;
+            for file in files {
+                let scenario = sim::scenario::load(&file).map_err(|e| testbed::Error::Config(e.to_string()))?;
+                let real = testbed::scenario::run(&scenario, programs.clone(), &cli.dir).await?;
+                println!("== {} on the real control plane ({:.1} s) ==", file.display(), real.elapsed.as_secs_f64());
+                print!("{}", real.normalized);
+                for line in &real.not_applicable {
+                    println!("not applicable: {line}");
+                }
+                if real.failures.is_empty() {
+                    println!("result: PASSED ({} expectations held)", real.passed);
+                } else {
+                    ok = false;
+                    println!("result: FAILED");
+                    real.failures.iter().for_each(|f| println!("  - {f}"));
+                }
+                if compare {
+                    let simulated = sim::scenario::run(&scenario, &sim::scenario::RunOptions::default());
+                    let sim_state = sim::scenario::parity::normalized(
+                        &simulated.sim,
+                        &sim::scenario::parity::named_nodes(&scenario),
+                    );
+                    match sim::scenario::parity::difference(&sim_state, &real.normalized) {
+                        None => println!("parity: the simulator's final state is the same"),
+                        Some(diff) => {
+                            ok = false;
+                            println!("parity: the final states differ (- simulator, + real):\n{diff}");
+                        }
+                    }
+                }
+            }
+            if ok { Ok(()) } else { Err(testbed::Error::Config("a scenario failed or the states differ".into())) }
         }
         Command::Bench { pairs, nodes, timeout_s, controller_log } => {
             let mut options = Options::nodes(nodes);
