@@ -361,6 +361,20 @@ impl Testbed {
         self.agent().await?.ask(&request).await
     }
 
+    /// The resident memory of the whole testbed now: the control plane, the agent and every
+    /// process under them (the pods' programs, JuiceFS included), from `/proc/<pid>/status`.
+    pub fn memory_rss_bytes(&self) -> u64 {
+        let mut tree: Vec<u32> = [&self.controlplane, &self.agent].into_iter().flatten().map(Child::id).collect();
+        let mut at = 0;
+        while at < tree.len() {
+            tree.extend(crate::agent::cmd::children_of(tree[at]));
+            at += 1;
+        }
+        tree.sort_unstable();
+        tree.dedup();
+        tree.iter().map(|pid| rss_bytes(*pid)).sum()
+    }
+
     /// Every container log the agent wrote.
     pub fn container_logs(&self) -> Vec<PathBuf> {
         let root = self.dir.join("cluster/agent");
@@ -420,6 +434,16 @@ fn on_the_system_node(rendered: &str) -> Result<String> {
         out.push_str(&serde_yaml_ng::to_string(&value).map_err(|e| Error::Config(e.to_string()))?);
     }
     Ok(out)
+}
+
+/// `VmRSS` of `pid` in bytes (0 when it is gone).
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
 }
 
 /// An admin client from a kubeconfig file.

@@ -21,6 +21,14 @@ const PARITY: &[&str] = &[
     "scale-workers",
     "two-datasets-exclusive",
     "two-datasets-shared",
+    "fuse-crash",
+    "controller-restart",
+    "scaling-a-runtime-from-zero-keeps-its-dataset-bound",
+    "long-names",
+    "a-node-added-during-a-run-gets-a-kubelet-and-runs-its-pods",
+    "a-dataset-without-a-runtime-clears-node-labels-left-behind",
+    "an-app-mount-broken-while-the-csi-plugin-restarts-is-repaired",
+    "bad-runtime-spec",
 ];
 
 fn main() -> ExitCode {

@@ -14,6 +14,7 @@
 
 pub mod object;
 pub mod pod;
+pub mod schema;
 pub mod selector;
 pub mod store;
 
@@ -64,6 +65,19 @@ impl std::fmt::Display for ApiError {
             ApiError::Invalid { object, message } => write!(f, "422 Invalid: {object}: {message}"),
         }
     }
+}
+
+/// 422 for a custom resource its CRD's schema refuses, as the real API server answers.
+fn refuse_invalid(obj: &Obj) -> Result<(), ApiError> {
+    let kind = obj.kind();
+    if !matches!(kind, Kind::Dataset | Kind::JuiceFSRuntime) {
+        return Ok(());
+    }
+    let problems = schema::validate(kind.as_str(), &obj.to_json());
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::Invalid { object: obj.object_ref(), message: problems.join("; ") })
 }
 
 /// One change, as a watch delivers it.
@@ -129,6 +143,7 @@ impl ApiServer {
     /// Creates `obj`. Assigns uid, creationTimestamp, resourceVersion and generation.
     pub fn create(&mut self, mut obj: Obj, now: Millis) -> Result<Obj, ApiError> {
         let key = obj.object_ref();
+        refuse_invalid(&obj)?;
         if self.store.get(&key).is_some() {
             return Err(ApiError::AlreadyExists(key));
         }
@@ -157,6 +172,7 @@ impl ApiServer {
     /// whether anything changed.
     pub fn apply(&mut self, obj: Obj, now: Millis) -> Result<(Obj, bool), ApiError> {
         let key = obj.object_ref();
+        refuse_invalid(&obj)?;
         let applied = obj.to_json();
         let applied_keys = AppliedKeys::of(&applied);
         let Some(current) = self.store.get(&key).cloned() else {

@@ -48,6 +48,19 @@ enum Command {
         #[arg(long, default_value = "explore-failures")]
         out: PathBuf,
     },
+    /// Print a generated cluster as a scenario file (N nodes, P pairs, A app pods), the
+    /// side-by-side benchmark's workload for the simulator and the real control plane.
+    Generate {
+        /// Nodes.
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        /// Dataset+JuiceFSRuntime pairs.
+        #[arg(long, default_value_t = 50)]
+        pairs: usize,
+        /// App pods.
+        #[arg(long, default_value_t = 500)]
+        apps: usize,
+    },
     /// Only validate scenario files.
     Check {
         /// The scenario files.
@@ -100,6 +113,18 @@ fn main() -> ExitCode {
         Command::Explore { seeds, from, out } => {
             let summary = sim::explore::run(&sim::explore::Options { seeds, from, out, ..Default::default() });
             if summary.failed_seeds.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Command::Generate { nodes, pairs, apps } => {
+            match sim::scenario::generate::scenario_text(sim::scenario::generate::Sizes { nodes, pairs, apps }) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Check { files } => {
             let mut failed = false;

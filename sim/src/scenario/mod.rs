@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod expect;
+pub mod generate;
 pub mod parity;
 pub mod parse;
 pub mod steps;

@@ -100,7 +100,12 @@ async fn run(cli: Cli) -> testbed::Result<()> {
             for file in files {
                 let scenario = sim::scenario::load(&file).map_err(|e| testbed::Error::Config(e.to_string()))?;
                 let real = testbed::scenario::run(&scenario, programs.clone(), &cli.dir).await?;
-                println!("== {} on the real control plane ({:.1} s) ==", file.display(), real.elapsed.as_secs_f64());
+                println!(
+                    "== {} on the real control plane ({:.1} s, {} MiB resident at the end) ==",
+                    file.display(),
+                    real.elapsed.as_secs_f64(),
+                    real.memory_rss_bytes >> 20
+                );
                 print!("{}", real.normalized);
                 for line in &real.not_applicable {
                     println!("not applicable: {line}");
@@ -113,7 +118,13 @@ async fn run(cli: Cli) -> testbed::Result<()> {
                     real.failures.iter().for_each(|f| println!("  - {f}"));
                 }
                 if compare {
+                    let began = std::time::Instant::now();
                     let simulated = sim::scenario::run(&scenario, &sim::scenario::RunOptions::default());
+                    println!(
+                        "simulator: {:.2} s, {}",
+                        began.elapsed().as_secs_f64(),
+                        if simulated.outcome == sim::Outcome::Passed { "PASSED" } else { "FAILED" }
+                    );
                     let sim_state = sim::scenario::parity::normalized(
                         &simulated.sim,
                         &sim::scenario::parity::named_nodes(&scenario),

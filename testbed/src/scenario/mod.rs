@@ -54,6 +54,8 @@ pub struct RealRun {
     pub passed: usize,
     /// Wall time of the run, the testbed's start included.
     pub elapsed: Duration,
+    /// The testbed's resident memory at the end (control plane, agent, every pod's programs).
+    pub memory_rss_bytes: u64,
 }
 
 /// Runs `scenario` on a fresh testbed under `dir`.
@@ -80,6 +82,7 @@ pub async fn run(scenario: &Scenario, programs: Programs, dir: &Path) -> Result<
     runner.log("scenario", &format!("testbed ready: {} nodes", options.nodes.len()));
     let result = runner.play(scenario).await;
     let snapshot = Snapshot::take(&runner.bed).await?;
+    let memory_rss_bytes = runner.bed.memory_rss_bytes();
     let named = sim::scenario::parity::named_nodes(scenario);
     if let Err(err) = result {
         runner.failures.push(format!("the runner stopped: {err}"));
@@ -96,6 +99,7 @@ pub async fn run(scenario: &Scenario, programs: Programs, dir: &Path) -> Result<
         not_applicable: runner.not_applicable,
         passed: runner.passed,
         elapsed: started.elapsed(),
+        memory_rss_bytes,
     })
 }
 
@@ -234,7 +238,7 @@ impl Runner {
             self.bed.apply(&namespace.to_string())?;
         }
         if key.kind == Kind::Dataset {
-            for secret in self.volumes.secrets(&key.namespace) {
+            for secret in self.volumes.secrets_for(&key.namespace, &object) {
                 self.bed.apply(&secret.to_string())?;
             }
             self.volumes.point_dataset(&mut object);
@@ -294,7 +298,14 @@ impl Runner {
                 .filter_map(|n| n.pointer("/metadata/name")?.as_str().map(str::to_string))
                 .collect();
             let now = normalized(&snapshot, &every_node);
-            if now != last {
+            // A pod in its grace period on a running node is a change on its way, whatever the
+            // state shows meanwhile (a FUSE daemon serving binds until it is killed).
+            let terminating = snapshot.objects(Kind::Pod).iter().any(|pod| {
+                let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
+                pod.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
+                    && snapshot.node_up(node) == Some(true)
+            });
+            if now != last || terminating {
                 last = now;
                 since = Instant::now();
             } else if since.elapsed() >= Duration::from_millis(QUIET_MS) {

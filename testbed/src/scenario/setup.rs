@@ -168,10 +168,13 @@ impl Volumes {
         format!("{SECRET_PREFIX}{mount}")
     }
 
-    /// The Secrets with the metaurls, for `namespace`.
-    pub fn secrets(&self, namespace: &str) -> Vec<Value> {
+    /// The Secrets with the metaurls of `dataset`'s `juicefs://` mounts, in its namespace.
+    pub fn secrets_for(&self, namespace: &str, dataset: &Value) -> Vec<Value> {
+        let mounts = dataset.pointer("/spec/mounts").and_then(Value::as_array).into_iter().flatten();
+        let names: Vec<&str> = mounts.filter_map(|m| m.get("name").and_then(Value::as_str)).collect();
         self.meta_urls
             .iter()
+            .filter(|(mount, _)| names.contains(&mount.as_str()))
             .map(|(mount, meta_url)| {
                 json!({
                     "apiVersion": "v1",
