@@ -91,6 +91,9 @@ pub struct PodRun {
     /// For FUSE pods: where the daemon mounted and the device of its mount, while it serves it
     /// (its preStop hook unmounts that path, whatever became of the runtime since).
     pub fuse_mount: Option<(String, String)>,
+    /// For a stopping FUSE pod: the device its daemon still serves through binds of its mount,
+    /// until the grace period's SIGKILL.
+    pub serving_until_killed: Option<String>,
     /// The last waiting note traced, so waits are traced once.
     pub note: String,
 }
@@ -241,6 +244,7 @@ impl Sim {
                 volumes,
                 fuse_mount_at_ms: None,
                 fuse_mount: None,
+                serving_until_killed: None,
                 note: String::new(),
             };
             if let Some(state) = self.nodes.get_mut(node) {
@@ -595,18 +599,21 @@ impl Sim {
             }
             Some(RunPhase::Stopping { .. } | RunPhase::Reconstructed) | None => {
                 // Containers are down: tear the volumes down, then release the pod object.
+                self.fuse_killed(node, key);
                 self.teardown_run(node, key);
                 self.api.remove(key);
                 trace!(self, format!("kubelet/{node}"), key.to_string(), "terminated and removed");
                 self.volume_manager(node);
             }
             Some(_) => {
-                let at_ms = now_ms + self.config.pod_stop_ms;
+                let mut at_ms = now_ms + self.config.pod_stop_ms;
+                if is_fuse_pod(pod) && self.fuse_stop(node, key, pod) {
+                    // The daemon serves the binds of its mount until the grace period's SIGKILL.
+                    let grace_s = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+                    at_ms = now_ms + u64::try_from(grace_s).unwrap_or(30) * 1000;
+                }
                 if let Some(run) = self.nodes.get_mut(node).and_then(|n| n.pods.get_mut(key)) {
                     run.phase = RunPhase::Stopping { at_ms };
-                }
-                if is_fuse_pod(pod) {
-                    self.fuse_stop(node, key, pod);
                 }
                 self.kick_at(KubeTask::kubelet(node, key), at_ms);
             }
@@ -690,11 +697,12 @@ impl Sim {
         }
     }
 
-    /// A FUSE pod stops gracefully: its preStop hook unmounts `fluid_path`, then SIGTERM ends
-    /// the daemon, so the binds of its mount (app pods') turn "transport endpoint is not
-    /// connected" until recovery binds them to the next daemon's mount.
-    fn fuse_stop(&mut self, node: &str, key: &ObjectRef, pod: &Pod) {
-        let Some(state) = self.nodes.get_mut(node) else { return };
+    /// A FUSE pod stops gracefully: its preStop hook unmounts `fluid_path`, then SIGTERM. A
+    /// daemon whose mount is still bound elsewhere (app pods') keeps serving those binds, as a
+    /// real `juicefs` does, until the grace period's SIGKILL ([`Self::fuse_killed`]); one without
+    /// binds exits. True when it keeps serving.
+    fn fuse_stop(&mut self, node: &str, key: &ObjectRef, pod: &Pod) -> bool {
+        let Some(state) = self.nodes.get_mut(node) else { return false };
         let mounted = state.pods.get_mut(key).and_then(|run| {
             run.fuse_mount_at_ms = None;
             run.fuse_mount.take()
@@ -703,24 +711,47 @@ impl Sim {
             Some((path, device)) => (Some(path), Some(device)),
             None => (self.fuse_mount_path(pod).map(|(path, _)| path), None),
         };
-        let Some(state) = self.nodes.get_mut(node) else { return };
+        let Some(state) = self.nodes.get_mut(node) else { return false };
         if let Some(path) = &path
             && state.mounts.unmount(path)
         {
             trace!(self, format!("fuse/{node}"), key.to_string(), "preStop: unmounted {path}");
         }
+        let Some(state) = self.nodes.get_mut(node) else { return false };
+        let Some(device) = device.filter(|d| state.mounts.is_live(d)) else { return false };
+        let binds = state.mounts.entries().iter().filter(|e| e.major_minor == device).count();
+        if binds == 0 {
+            state.mounts.kill_device(&device);
+            return false;
+        }
+        if let Some(run) = state.pods.get_mut(key) {
+            run.serving_until_killed = Some(device.clone());
+        }
+        trace!(
+            self,
+            format!("fuse/{node}"),
+            key.to_string(),
+            "SIGTERM: the FUSE daemon keeps serving {binds} bind(s) of its mount (device {device}) until the grace period ends"
+        );
+        true
+    }
+
+    /// The grace period of a stopping FUSE pod is over: SIGKILL ends its daemon, and the binds
+    /// it still served turn "transport endpoint is not connected".
+    fn fuse_killed(&mut self, node: &str, key: &ObjectRef) {
         let Some(state) = self.nodes.get_mut(node) else { return };
-        let Some(device) = device.filter(|d| state.mounts.is_live(d)) else { return };
+        let Some(device) = state.pods.get_mut(key).and_then(|run| run.serving_until_killed.take()) else { return };
+        if !state.mounts.is_live(&device) {
+            return;
+        }
         state.mounts.kill_device(&device);
         let binds = state.mounts.entries().iter().filter(|e| e.major_minor == device).count();
-        if binds > 0 {
-            trace!(
-                self,
-                format!("fuse/{node}"),
-                key.to_string(),
-                "FUSE daemon exited (device {device}): {binds} bind(s) of its mount are broken (transport endpoint is not connected)"
-            );
-        }
+        trace!(
+            self,
+            format!("fuse/{node}"),
+            key.to_string(),
+            "SIGKILL after the grace period (device {device}): {binds} bind(s) of its mount are broken (transport endpoint is not connected)"
+        );
     }
 
     /// The CSI plugin's recovery pass over its publish records (`model::node::plan_recover_mounts`,

@@ -29,6 +29,7 @@ const PARITY: &[&str] = &[
     "a-dataset-without-a-runtime-clears-node-labels-left-behind",
     "an-app-mount-broken-while-the-csi-plugin-restarts-is-repaired",
     "bad-runtime-spec",
+    "a-fuse-pod-stopped-gracefully-serves-the-app-until-recovery-binds-the-next-mount",
 ];
 
 fn main() -> ExitCode {
