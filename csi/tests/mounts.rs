@@ -24,8 +24,8 @@ fn main() -> ExitCode {
         Some(Some(bin)) => bin,
     };
     enter_private_mount_namespace();
-    let _ = FUSE.set(JuiceFs::start(&juicefs));
-    run_cases(
+    *FUSE.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(JuiceFs::start(&juicefs));
+    let code = run_cases(
         "mounts",
         &[
             case!(publish_waits_for_the_fuse_mount_then_binds_it),
@@ -42,15 +42,20 @@ fn main() -> ExitCode {
             case!(volume_stats_report_usage),
             case!(a_tmpfs_at_fluid_path_is_not_a_fuse_mount),
         ],
-    )
+    );
+    // A static is never dropped: stop the daemon here, or it outlives the test (holding its
+    // metrics port 9567, which the next run's JuiceFS then cannot bind).
+    drop(FUSE.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+    code
 }
 
-/// The JuiceFS filesystem whose directories stand in for FUSE mounts.
-static FUSE: std::sync::OnceLock<JuiceFs> = std::sync::OnceLock::new();
+/// The JuiceFS filesystem whose directories stand in for FUSE mounts; `main` owns its lifetime.
+static FUSE: std::sync::Mutex<Option<JuiceFs>> = std::sync::Mutex::new(None);
 
 /// Mounts a FUSE stand-in (a fresh JuiceFS directory) at `path`.
 fn mount_fuse(path: &Path) {
-    FUSE.get().expect("JuiceFS started in main").bind_subdir(path);
+    let fuse = FUSE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    fuse.as_ref().expect("JuiceFS started in main").bind_subdir(path);
 }
 
 struct Setup {

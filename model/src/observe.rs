@@ -79,8 +79,15 @@ pub fn observe(
     let mut claim_users = view.claim_users(namespace, &names.persistent_volume_claim);
     claim_users.sort();
 
-    let uid = observed.dataset.as_deref().and_then(|d| d.metadata.uid.as_deref());
-    let label_keys = DatasetKeys::new(namespace, name, uid)
+    // A dataset already gone leaves its UID on the runtime's owner reference, and a long name's
+    // label keys are built on it: without it the nodes that still carry them go unseen and keep
+    // the labels for good (parity found `fluid.io/f-<uid>` left on a node after teardown).
+    let uid = observed
+        .dataset
+        .as_deref()
+        .and_then(|d| d.metadata.uid.clone())
+        .or_else(|| observed.runtime.as_deref().and_then(crate::reconcile::runtime::dataset_uid_from_owner));
+    let label_keys = DatasetKeys::new(namespace, name, uid.as_deref())
         .map(|keys| observed.node_label_keys(&keys, runtime_type))
         .unwrap_or_default();
     let mut candidates: BTreeSet<String> =
@@ -112,6 +119,7 @@ mod tests {
     #[derive(Default)]
     struct Lists {
         datasets: Vec<Arc<Dataset>>,
+        runtimes: Vec<Arc<JuiceFSRuntime>>,
         pods: Vec<Pod>,
         nodes: Vec<Arc<Node>>,
     }
@@ -124,8 +132,11 @@ mod tests {
         fn dataset(&self, namespace: &str, name: &str) -> Option<Arc<Dataset>> {
             self.datasets.iter().find(|d| d.metadata == meta(namespace, name)).cloned()
         }
-        fn runtime(&self, _: &str, _: &str) -> Option<Arc<JuiceFSRuntime>> {
-            None
+        fn runtime(&self, namespace: &str, name: &str) -> Option<Arc<JuiceFSRuntime>> {
+            let same = |r: &&Arc<JuiceFSRuntime>| {
+                r.metadata.namespace.as_deref() == Some(namespace) && r.metadata.name.as_deref() == Some(name)
+            };
+            self.runtimes.iter().find(same).cloned()
         }
         fn stateful_set(&self, _: &str, _: &str) -> Option<Arc<StatefulSet>> {
             None
@@ -199,6 +210,28 @@ mod tests {
     }
 
     #[test]
+    fn a_long_named_runtime_whose_dataset_is_gone_still_sees_the_nodes_with_its_uid_labels() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let (namespace, name, uid) = ("ml-platform-research", "analytics-training-images-imagenet-2012", "u-1");
+        let keys = DatasetKeys::new(namespace, name, Some(uid)).expect("keys");
+        assert!(keys.uses_uid(), "the names are long enough to need the UID");
+        let owner = OwnerReference { kind: "Dataset".into(), name: name.into(), uid: uid.into(), ..Default::default() };
+        let mut runtime = JuiceFSRuntime::new(name, Default::default());
+        runtime.metadata.namespace = Some(namespace.into());
+        runtime.metadata.owner_references = Some(vec![owner]);
+        runtime.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        let cluster = Lists {
+            runtimes: vec![Arc::new(runtime)],
+            nodes: vec![node("node-1", None), node("node-2", Some(&keys.fuse_label()))],
+            ..Default::default()
+        };
+        let observed = observe(&cluster, "juicefs", namespace, name, Arc::default());
+        let nodes: Vec<&str> = observed.nodes.iter().map(NodeView::name).collect();
+        assert_eq!(nodes, ["node-2"], "the FUSE label under the UID is found, so teardown can remove it");
+    }
+
+    #[test]
     fn workers_are_the_pods_with_the_worker_labels_of_the_runtime_whatever_owns_them() {
         let worker = labels::workload_labels("data", "juicefs", "worker");
         let fuse = labels::workload_labels("data", "juicefs", "fuse");
@@ -206,6 +239,7 @@ mod tests {
         let mut released_only = BTreeMap::new();
         released_only.insert(labels::RELEASE.to_string(), "data".to_string());
         let cluster = Lists {
+            runtimes: Vec::new(),
             datasets: vec![Arc::new(Dataset {
                 metadata: meta("team", "data"),
                 spec: Default::default(),

@@ -741,6 +741,6 @@ fn created_by_fluid(meta: &ObjectMeta) -> bool {
         == Some(labels::CREATED_BY_FLUID)
 }
 
-fn dataset_uid_from_owner(runtime: &impl Resource) -> Option<String> {
+pub(crate) fn dataset_uid_from_owner(runtime: &impl Resource) -> Option<String> {
     runtime.meta().owner_references.as_ref()?.iter().find(|r| r.kind == "Dataset").map(|r| r.uid.clone())
 }
