@@ -28,14 +28,10 @@ fn schema_of(kind: &str) -> Option<&'static JSONSchemaProps> {
 /// `<path>: <what>`; empty when it is valid or its kind has no schema here.
 pub fn validate(kind: &str, object: &Value) -> Vec<String> {
     let mut problems = Vec::new();
-    if let Some(schema) = schema_of(kind) {
-        for field in ["spec"] {
-            if let (Some(value), Some(props)) =
-                (object.get(field), schema.properties.as_ref().and_then(|p| p.get(field)))
-            {
-                check(props, value, field, &mut problems);
-            }
-        }
+    // Only the spec: status is the controller's, written through its own subresource.
+    let spec_schema = schema_of(kind).and_then(|schema| schema.properties.as_ref()?.get("spec"));
+    if let (Some(props), Some(spec)) = (spec_schema, object.get("spec")) {
+        check(props, spec, "spec", &mut problems);
     }
     problems
 }
@@ -134,5 +130,27 @@ mod tests {
         let good = json!({"spec": {"replicas": 1, "tieredstore": {"levels": [{"mediumtype": "MEM", "path": "/dev/shm", "quota": "1Gi"}]}}});
         assert_eq!(validate("JuiceFSRuntime", &good), Vec::<String>::new());
         assert_eq!(validate("Pod", &bad), Vec::<String>::new(), "no schema: nothing to say");
+    }
+
+    #[test]
+    fn a_wrong_type_and_a_value_outside_an_enum_are_refused_naming_the_field() {
+        let floppy =
+            json!({"spec": {"tieredstore": {"levels": [{"mediumtype": "FLOPPY", "path": "/x", "quota": "1Gi"}]}}});
+        let problems = validate("JuiceFSRuntime", &floppy);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("spec.tieredstore.levels[0].mediumtype: Unsupported value: \"FLOPPY\"")),
+            "{problems:?}"
+        );
+        let words = json!({"spec": {"replicas": "two"}});
+        let problems = validate("JuiceFSRuntime", &words);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("spec.replicas: Invalid value: \"two\"")
+                    && p.ends_with("must be of type integer")),
+            "{problems:?}"
+        );
     }
 }

@@ -98,60 +98,38 @@ impl Sim {
 
     /// Keeps `kubernetes.io/pvc-protection` on the PVC while a pod uses it; releases it after.
     pub(crate) fn protect_claim(&mut self, key: &ObjectRef) {
-        let Some(obj) = self.api.store.get(key) else { return };
-        let has = obj.finalizers().iter().any(|f| f == PVC_PROTECTION_FINALIZER);
-        if !obj.is_deleting() {
-            if !has {
-                let _ = self.api.modify(key, None, |obj| {
-                    obj.meta_mut().finalizers.get_or_insert_with(Vec::new).push(PVC_PROTECTION_FINALIZER.to_string());
-                    true
-                });
-            }
-            return;
-        }
-        if !has {
-            return;
-        }
-        let users: Vec<String> = self
+        let users = self
             .api
             .store
             .pods_using_claim(&key.namespace, &key.name)
             .filter_map(|p| self.api.store.get(p).and_then(|o| o.as_pod()))
             .filter(|pod| !pod.is_completed())
-            .map(|pod| pod.metadata.name.clone().unwrap_or_default())
-            .collect();
-        if users.is_empty() {
-            trace!(
-                self,
-                "pvc-protection",
-                key.to_string(),
-                "remove finalizer {PVC_PROTECTION_FINALIZER}: no pod uses the claim"
-            );
-            let _ = self.api.modify(key, None, |obj| {
-                obj.meta_mut().finalizers.get_or_insert_with(Vec::new).retain(|f| f != PVC_PROTECTION_FINALIZER);
-                true
-            });
-        }
+            .count();
+        self.protect(key, PVC_PROTECTION_FINALIZER, users > 0, "pvc-protection", "no pod uses the claim");
     }
 
     /// Keeps `kubernetes.io/pv-protection` on the PV while it is Bound; releases it after.
     pub(crate) fn protect_volume(&mut self, key: &ObjectRef) {
         let Some(obj) = self.api.store.get(key) else { return };
-        let has = obj.finalizers().iter().any(|f| f == PV_PROTECTION_FINALIZER);
-        if !obj.is_deleting() {
-            if !has {
-                let _ = self.api.modify(key, None, |obj| {
-                    obj.meta_mut().finalizers.get_or_insert_with(Vec::new).push(PV_PROTECTION_FINALIZER.to_string());
-                    true
-                });
-            }
-            return;
-        }
         let bound = obj.as_pv().and_then(|pv| pv.status.as_ref()?.phase.as_deref()) == Some("Bound");
-        if has && !bound {
-            trace!(self, "pv-protection", key.to_string(), "remove finalizer {PV_PROTECTION_FINALIZER}: not Bound");
+        self.protect(key, PV_PROTECTION_FINALIZER, bound, "pv-protection", "not Bound");
+    }
+
+    /// A protection controller's pass: adds `finalizer` to a live object; removes it from one
+    /// being deleted once nothing holds it (`in_use` false), tracing `why` as `actor`.
+    fn protect(&mut self, key: &ObjectRef, finalizer: &str, in_use: bool, actor: &str, why: &str) {
+        let Some(obj) = self.api.store.get(key) else { return };
+        let has = obj.finalizers().iter().any(|f| f == finalizer);
+        let deleting = obj.is_deleting();
+        if !deleting && !has {
             let _ = self.api.modify(key, None, |obj| {
-                obj.meta_mut().finalizers.get_or_insert_with(Vec::new).retain(|f| f != PV_PROTECTION_FINALIZER);
+                obj.meta_mut().finalizers.get_or_insert_with(Vec::new).push(finalizer.to_string());
+                true
+            });
+        } else if deleting && has && !in_use {
+            trace!(self, actor, key.to_string(), "remove finalizer {finalizer}: {why}");
+            let _ = self.api.modify(key, None, |obj| {
+                obj.meta_mut().finalizers.get_or_insert_with(Vec::new).retain(|f| f != finalizer);
                 true
             });
         }

@@ -239,6 +239,55 @@ pub struct Cluster {
     pub ufs_size: Option<String>,
 }
 
+/// One node of the cluster section as both clusters build it: counted nodes carry the
+/// cluster's labels, listed ones their own; a node without capacity gets the cluster's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedNode {
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Resources.
+    pub capacity: Capacity,
+    /// Taints, as the Node spec holds them.
+    pub taints: Vec<k8s_openapi::api::core::v1::Taint>,
+}
+
+impl Cluster {
+    /// The nodes, resolved.
+    pub fn resolved_nodes(&self) -> Vec<ResolvedNode> {
+        let default_capacity = self.capacity.clone().unwrap_or_default();
+        match &self.nodes {
+            Nodes::Count(n) => (1..=*n)
+                .map(|i| ResolvedNode {
+                    name: format!("node-{i}"),
+                    labels: self.labels.clone(),
+                    capacity: default_capacity.clone(),
+                    taints: Vec::new(),
+                })
+                .collect(),
+            Nodes::List(list) => list
+                .iter()
+                .map(|spec| ResolvedNode {
+                    name: spec.name.clone(),
+                    labels: spec.labels.clone(),
+                    capacity: spec.capacity.clone().unwrap_or_else(|| default_capacity.clone()),
+                    taints: spec
+                        .taints
+                        .iter()
+                        .map(|t| k8s_openapi::api::core::v1::Taint {
+                            key: t.key.clone(),
+                            value: t.value.clone(),
+                            effect: format!("{:?}", t.effect),
+                            time_added: None,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Timing overrides (all optional).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

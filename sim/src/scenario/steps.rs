@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use model::effect::{Kind, ObjectRef};
 
 use super::expect::Expectation;
-use super::parse::{Action, Capacity, Nodes, RunSpec, Scenario};
+use super::parse::{Action, Capacity, RunSpec, Scenario};
 use crate::apiserver::Obj;
 use crate::clock::{format_duration, format_ms};
 use crate::sim::{Outcome, Sim, SimConfig};
@@ -106,29 +106,13 @@ pub fn make_node(name: &str, labels: &BTreeMap<String, String>, capacity: &Capac
 
 /// Adds the scenario's nodes and starts the controller.
 pub fn build_cluster(sim: &mut Sim, scenario: &Scenario) {
-    let default_capacity = scenario.cluster.capacity.clone().unwrap_or_default();
     let now = sim.clock.wall();
-    let nodes: Vec<Obj> = match &scenario.cluster.nodes {
-        Nodes::Count(n) => (1..=*n)
-            .map(|i| make_node(&format!("node-{i}"), &scenario.cluster.labels, &default_capacity, Vec::new()))
-            .collect(),
-        Nodes::List(list) => list
-            .iter()
-            .map(|spec| {
-                let taints = spec
-                    .taints
-                    .iter()
-                    .map(|t| Taint {
-                        key: t.key.clone(),
-                        value: t.value.clone(),
-                        effect: format!("{:?}", t.effect),
-                        time_added: None,
-                    })
-                    .collect();
-                make_node(&spec.name, &spec.labels, spec.capacity.as_ref().unwrap_or(&default_capacity), taints)
-            })
-            .collect(),
-    };
+    let nodes: Vec<Obj> = scenario
+        .cluster
+        .resolved_nodes()
+        .into_iter()
+        .map(|node| make_node(&node.name, &node.labels, &node.capacity, node.taints))
+        .collect();
     let count = nodes.len();
     for node in nodes {
         let name = node.object_ref().name;

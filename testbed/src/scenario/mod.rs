@@ -353,29 +353,24 @@ impl Runner {
                 self.kill(&pod.to_string(), request).await;
             }
             Fault::ControllerRestart => {
-                for pod in
-                    self.pods_labelled("fluid-system", "app.kubernetes.io/name=ferrofluid-controller", None).await?
-                {
-                    let request = Request::Kill { namespace: "fluid-system".into(), pod: pod.clone(), container: None };
-                    self.kill(&format!("controller Pod/fluid-system/{pod}"), request).await;
+                let selector = "app.kubernetes.io/name=ferrofluid-controller";
+                for (namespace, pod) in self.pods(Some("fluid-system"), selector, None).await? {
+                    let what = format!("controller Pod/{namespace}/{pod}");
+                    self.kill(&what, Request::Kill { namespace, pod, container: None }).await;
                 }
             }
             Fault::CsiRestart(node) => {
                 let selector = "app.kubernetes.io/name=ferrofluid-csi-nodeplugin";
-                for pod in self.pods_labelled("fluid-system", selector, Some(node)).await? {
-                    let request = Request::Kill {
-                        namespace: "fluid-system".into(),
-                        pod: pod.clone(),
-                        container: Some("plugin".into()),
-                    };
-                    self.kill(&format!("CSI plugin Pod/fluid-system/{pod} on {node}"), request).await;
+                for (namespace, pod) in self.pods(Some("fluid-system"), selector, Some(node)).await? {
+                    let what = format!("CSI plugin Pod/{namespace}/{pod} on {node}");
+                    self.kill(&what, Request::Kill { namespace, pod, container: Some("plugin".into()) }).await;
                 }
             }
             Fault::FuseCrash(node) => {
                 let selector = format!("{}=juicefs-fuse", model::labels::ROLE);
-                for key in self.pods_everywhere(&selector, node).await? {
-                    let request = Request::Kill { namespace: key.0.clone(), pod: key.1.clone(), container: None };
-                    self.kill(&format!("FUSE Pod/{}/{} on {node}", key.0, key.1), request).await;
+                for (namespace, pod) in self.pods(None, &selector, Some(node)).await? {
+                    let what = format!("FUSE Pod/{namespace}/{pod} on {node}");
+                    self.kill(&what, Request::Kill { namespace, pod, container: None }).await;
                 }
             }
             Fault::ConflictRate(rate) => {
@@ -409,8 +404,13 @@ impl Runner {
         }
     }
 
-    async fn pods_labelled(&self, namespace: &str, selector: &str, node: Option<&str>) -> Result<Vec<String>> {
-        let api: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(self.bed.client.clone(), namespace);
+    /// `(namespace, name)` of the pods matching `selector`, in `namespace` when given, on `node`
+    /// when given.
+    async fn pods(&self, namespace: Option<&str>, selector: &str, node: Option<&str>) -> Result<Vec<(String, String)>> {
+        let api: kube::Api<k8s_openapi::api::core::v1::Pod> = match namespace {
+            Some(namespace) => kube::Api::namespaced(self.bed.client.clone(), namespace),
+            None => kube::Api::all(self.bed.client.clone()),
+        };
         let list = api
             .list(&kube::api::ListParams::default().labels(selector))
             .await
@@ -419,20 +419,6 @@ impl Runner {
             .items
             .into_iter()
             .filter(|p| node.is_none_or(|n| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(n)))
-            .filter_map(|p| p.metadata.name)
-            .collect())
-    }
-
-    async fn pods_everywhere(&self, selector: &str, node: &str) -> Result<Vec<(String, String)>> {
-        let api: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::all(self.bed.client.clone());
-        let list = api
-            .list(&kube::api::ListParams::default().labels(selector))
-            .await
-            .map_err(|e| Error::kube(format!("list pods {selector}"), e))?;
-        Ok(list
-            .items
-            .into_iter()
-            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
             .filter_map(|p| Some((p.metadata.namespace?, p.metadata.name?)))
             .collect())
     }

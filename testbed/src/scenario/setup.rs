@@ -5,10 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::Taint;
 use serde_json::{Value, json};
 use sim::scenario::Scenario;
-use sim::scenario::parse::{Capacity, Nodes};
+use sim::scenario::parse::Capacity;
 
 use crate::agent::node::{NodeSpec, default_capacity};
 use crate::cluster::Options;
@@ -21,33 +20,16 @@ pub const SECRET_PREFIX: &str = "ferrofluid-testbed-juicefs-";
 /// The testbed's options for `scenario`, and one line for each setting it cannot honour.
 pub fn options_for(scenario: &Scenario) -> (Options, Vec<String>) {
     let cluster = &scenario.cluster;
-    let default_capacity = cluster.capacity.clone().unwrap_or_default();
-    let node = |name: String, labels: &BTreeMap<String, String>, capacity: &Capacity, taints: Vec<Taint>| {
-        let mut all_labels = cluster.labels.clone();
-        all_labels.extend(labels.clone());
-        NodeSpec { name, capacity: capacity_of(capacity), labels: all_labels, taints }
-    };
-    let nodes = match &cluster.nodes {
-        Nodes::Count(n) => {
-            (1..=*n).map(|i| node(format!("node-{i}"), &BTreeMap::new(), &default_capacity, Vec::new())).collect()
-        }
-        Nodes::List(list) => list
-            .iter()
-            .map(|spec| {
-                let taints = spec
-                    .taints
-                    .iter()
-                    .map(|t| Taint {
-                        key: t.key.clone(),
-                        value: t.value.clone(),
-                        effect: format!("{:?}", t.effect),
-                        time_added: None,
-                    })
-                    .collect();
-                node(spec.name.clone(), &spec.labels, spec.capacity.as_ref().unwrap_or(&default_capacity), taints)
-            })
-            .collect(),
-    };
+    let nodes = cluster
+        .resolved_nodes()
+        .into_iter()
+        .map(|node| NodeSpec {
+            name: node.name,
+            capacity: capacity_of(&node.capacity),
+            labels: node.labels,
+            taints: node.taints,
+        })
+        .collect();
     let mut options = Options::nodes(0);
     options.nodes = nodes;
     options.system_node = true;
